@@ -1,0 +1,98 @@
+/*
+ * main.c - the portshare binary: dispatch to a subcommand.
+ */
+#include "cli.h"
+#include "portshare.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmd_version(int argc, char **argv);
+
+struct subcommand {
+    const char *name;
+    ps_cmd_fn fn;
+    const char *summary;
+    int hidden; /* internal entry points, not listed in --help */
+};
+
+static const struct subcommand commands[] = {
+    /* each subcommand adds its line here, in the order --help lists them */
+    {"version", cmd_version, "print the version", 0},
+};
+
+int ps_cli_fatal(int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("portshare: fatal: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+void ps_cli_warn(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("portshare: warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("portshare %s\n", PS_VERSION);
+    return PS_EXIT_OK;
+}
+
+static void usage(FILE *out)
+{
+    size_t i;
+
+    fprintf(out, "usage: portshare COMMAND [OPTIONS] [ARGS]\n\n"
+                 "Run several worker processes on one port: the kernel spreads connections\n"
+                 "over them (SO_REUSEPORT), and workers can crash, be reloaded or upgraded\n"
+                 "without a refused or reset connection.\n\ncommands:\n");
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!commands[i].hidden)
+            fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'portshare COMMAND --help' describes each command's options.\n\n"
+                 "exit codes:\n"
+                 "  0  success\n"
+                 "  1  the operation ran and failed (e.g. a reload was rolled back)\n"
+                 "  2  bad command line: unknown option, bad listen spec or value\n"
+                 "  3  a listen address could not be bound\n"
+                 "  4  no supervisor answers at the control socket, or it refused us\n"
+                 "  5  the worker program cannot be found or executed\n"
+                 "  6  unexpected system error\n");
+}
+
+int main(int argc, char **argv)
+{
+    size_t i;
+
+    if (argc < 2) {
+        usage(stderr);
+        return PS_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return PS_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+        printf("portshare %s\n", PS_VERSION);
+        return PS_EXIT_OK;
+    }
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    return ps_cli_fatal(PS_EXIT_USAGE, "unknown command '%s' (see 'portshare --help')", argv[1]);
+}

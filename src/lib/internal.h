@@ -1,0 +1,42 @@
+/*
+ * internal.h - helpers shared by libportshare's modules.  Not installed.
+ * Internal non-static names carry the ps__ prefix.
+ */
+#ifndef PS_INTERNAL_H
+#define PS_INTERNAL_H
+
+#include "portshare.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#define PS__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* -errno of the last failed call, never 0 (so a caller can always return it). */
+static inline int ps__neg_errno(void)
+{
+    return errno > 0 ? -errno : -EIO;
+}
+
+/* snprintf into an error buffer that may be NULL; always NUL-terminates. */
+void ps__set_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* close() that keeps errno and ignores EINTR (Linux always frees the fd). */
+void ps__close(int fd);
+
+/* Parse a decimal integer in [min, max]; the whole string must be a number. */
+int ps__parse_long(const char *s, long min, long max, long *out);
+
+/* Fill a sockaddr_un from "path" or "@abstract"; returns its length or -errno. */
+int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
+
+/*
+ * Platform layer (os_linux.c): the few places where what a socket option
+ * does differs by operating system.  Returns 0 or -errno.
+ */
+int ps__os_set_reuseport(int fd);                 /* load-balancing reuseport */
+int ps__os_reuseport_balances(void);              /* 1 if the group balances */
+
+#endif

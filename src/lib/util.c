@@ -1,0 +1,131 @@
+/*
+ * util.c - small helpers shared by the library's modules, and errno naming.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+void ps__set_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void ps__close(int fd)
+{
+    int saved = errno;
+
+    if (fd >= 0)
+        close(fd); /* on Linux the descriptor is gone even on EINTR */
+    errno = saved;
+}
+
+int ps__parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    if (!s || !*s)
+        return -EINVAL;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno == ERANGE || *end != '\0' || end == s)
+        return -EINVAL;
+    if (v < min || v > max)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+    size_t n = strlen(address);
+
+    if (n == 0)
+        return -EINVAL;
+    if (n >= sizeof(sun->sun_path))
+        return -ENAMETOOLONG;
+    memset(ss, 0, sizeof(*ss));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, address, n);
+    if (address[0] == '@') {
+        /* abstract: leading NUL, and the length counts exactly the name */
+        sun->sun_path[0] = '\0';
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    } else {
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    }
+    return 0;
+}
+
+const char *ps_strerror(int negative_errno)
+{
+    return strerror(negative_errno < 0 ? -negative_errno : negative_errno);
+}
+
+const char *ps_errno_name(int err)
+{
+    static const struct {
+        int err;
+        const char *name;
+    } names[] = {
+        {EADDRINUSE, "EADDRINUSE"},
+        {EADDRNOTAVAIL, "EADDRNOTAVAIL"},
+        {EACCES, "EACCES"},
+        {EPERM, "EPERM"},
+        {EINVAL, "EINVAL"},
+        {EAFNOSUPPORT, "EAFNOSUPPORT"},
+        {EOPNOTSUPP, "EOPNOTSUPP"},
+        {ENOPROTOOPT, "ENOPROTOOPT"},
+        {EISCONN, "EISCONN"},
+        {ECONNREFUSED, "ECONNREFUSED"},
+        {ECONNRESET, "ECONNRESET"},
+        {ETIMEDOUT, "ETIMEDOUT"},
+        {ENOENT, "ENOENT"},
+        {EBADF, "EBADF"},
+        {EAGAIN, "EAGAIN"},
+        {EMFILE, "EMFILE"},
+        {ENFILE, "ENFILE"},
+        {ENOBUFS, "ENOBUFS"},
+        {ENOMEM, "ENOMEM"},
+        {ENOTSOCK, "ENOTSOCK"},
+        {EPROTONOSUPPORT, "EPROTONOSUPPORT"},
+        {ENETUNREACH, "ENETUNREACH"},
+        {EHOSTUNREACH, "EHOSTUNREACH"},
+        {ENODEV, "ENODEV"},
+        {EBADMSG, "EBADMSG"},
+        {ENAMETOOLONG, "ENAMETOOLONG"},
+        {ERANGE, "ERANGE"},
+        {ESRCH, "ESRCH"},
+        {ECHILD, "ECHILD"},
+        {EEXIST, "EEXIST"},
+        {ENOTDIR, "ENOTDIR"},
+        {EPIPE, "EPIPE"},
+        {EINPROGRESS, "EINPROGRESS"},
+        {EALREADY, "EALREADY"},
+        {EDESTADDRREQ, "EDESTADDRREQ"},
+        {ENOTCONN, "ENOTCONN"},
+        {ENOSYS, "ENOSYS"},
+    };
+    static __thread char unknown[24];
+    size_t i;
+
+    if (err < 0)
+        err = -err;
+    for (i = 0; i < PS__ARRAY_LEN(names); i++)
+        if (names[i].err == err)
+            return names[i].name;
+    snprintf(unknown, sizeof(unknown), "E%d", err);
+    return unknown;
+}
