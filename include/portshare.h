@@ -70,7 +70,8 @@ struct ps_spec {
 
 /*
  * Parse and resolve one listen spec.  Host names are resolved with
- * getaddrinfo(AI_PASSIVE); the first address returned is used.  On failure
+ * getaddrinfo(AI_PASSIVE); the first address returned is used (so
+ * "localhost" may give ::1 or 127.0.0.1, as /etc/gai.conf orders them).  On failure
  * returns -EINVAL (syntax), -ENAMETOOLONG, or -EADDRNOTAVAIL (name did not
  * resolve) and writes one line naming the wrong part into err.
  */
@@ -134,7 +135,8 @@ int ps_listen_queue(int fd, unsigned *queued, unsigned *limit);
  * Child side of a hand-off, between fork() and exec(): move fds[0..n-1] to
  * descriptors 3..3+n-1 (without close-on-exec) and set LISTEN_FDS,
  * LISTEN_PID=getpid() and, when names is not NULL, LISTEN_FDNAMES (names
- * joined with ':').  Every other descriptor the process holds should be
+ * joined with ':'; a NULL or empty name becomes "unknown", a name containing
+ * ':' is -EINVAL).  Every other descriptor the process holds should be
  * close-on-exec already.  Uses setenv(), so call it only in a child of a
  * single-threaded parent.
  */
@@ -148,7 +150,8 @@ int ps_activation_apply(const int *fds, int n, const char *const *names);
  * -EBADF when a promised descriptor is not open, -EINVAL for malformed
  * variables.  When names is not NULL it receives a NULL-terminated array of
  * names (free with ps_listen_names_free); entries without a name are
- * "unknown", as systemd does.
+ * "unknown" (systemd says "unknown" when LISTEN_FDNAMES is unset, and
+ * refuses a count that does not match; we accept it and fill in).
  */
 int ps_listen_fds(int unset_env, char ***names);
 void ps_listen_names_free(char **names);

@@ -16,55 +16,74 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* LISTEN_FDNAMES: names joined with ':', "unknown" for a missing one. */
+static int set_names(const char *const *names, int n)
+{
+    size_t len = 1;
+    char *joined;
+    int i, r;
+
+    for (i = 0; i < n; i++) {
+        /* a ':' would shift every later name onto the wrong descriptor */
+        if (names[i] && strchr(names[i], ':'))
+            return -EINVAL;
+        len += strlen(names[i] && *names[i] ? names[i] : "unknown") + 1;
+    }
+    joined = malloc(len);
+    if (!joined)
+        return -ENOMEM;
+    joined[0] = '\0';
+    for (i = 0; i < n; i++) {
+        if (i)
+            strcat(joined, ":");
+        strcat(joined, names[i] && *names[i] ? names[i] : "unknown");
+    }
+    r = setenv("LISTEN_FDNAMES", joined, 1) < 0 ? ps__neg_errno() : 0;
+    free(joined);
+    return r;
+}
+
 int ps_activation_apply(const int *fds, int n, const char *const *names)
 {
     int moved[PS_FDPASS_MAX];
     char buf[32];
-    int i, r;
+    int i, lifted = 0, r;
 
     if (n < 0 || n > PS_FDPASS_MAX)
         return -EINVAL;
     /* First lift every descriptor above the target range so that dup2 onto
      * 3.. cannot overwrite one we still need; then place them in order. */
-    for (i = 0; i < n; i++) {
-        moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + n);
-        if (moved[i] < 0)
-            return ps__neg_errno();
+    for (lifted = 0; lifted < n; lifted++) {
+        moved[lifted] = fcntl(fds[lifted], F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + n);
+        if (moved[lifted] < 0) {
+            r = ps__neg_errno();
+            goto out;
+        }
     }
     for (i = 0; i < n; i++) {
         /* dup2 leaves FD_CLOEXEC clear on the new descriptor */
-        if (dup2(moved[i], PS_LISTEN_FDS_START + i) < 0)
-            return ps__neg_errno();
-        ps__close(moved[i]);
+        if (dup2(moved[i], PS_LISTEN_FDS_START + i) < 0) {
+            r = ps__neg_errno();
+            goto out;
+        }
     }
     snprintf(buf, sizeof(buf), "%d", n);
-    if (setenv("LISTEN_FDS", buf, 1) < 0)
-        return ps__neg_errno();
+    r = setenv("LISTEN_FDS", buf, 1) < 0 ? ps__neg_errno() : 0;
+    if (r < 0)
+        goto out;
     snprintf(buf, sizeof(buf), "%ld", (long)getpid());
-    if (setenv("LISTEN_PID", buf, 1) < 0)
-        return ps__neg_errno();
-    if (names) {
-        size_t len = 1;
-        char *joined;
-        for (i = 0; i < n; i++)
-            len += strlen(names[i] && *names[i] ? names[i] : "unknown") + 1;
-        joined = malloc(len);
-        if (!joined)
-            return -ENOMEM;
-        joined[0] = '\0';
-        for (i = 0; i < n; i++) {
-            if (i)
-                strcat(joined, ":");
-            strcat(joined, names[i] && *names[i] ? names[i] : "unknown");
-        }
-        r = setenv("LISTEN_FDNAMES", joined, 1);
-        free(joined);
-        if (r < 0)
-            return ps__neg_errno();
-    } else {
+    r = setenv("LISTEN_PID", buf, 1) < 0 ? ps__neg_errno() : 0;
+    if (r < 0)
+        goto out;
+    if (names)
+        r = set_names(names, n);
+    else
         unsetenv("LISTEN_FDNAMES");
-    }
-    return 0;
+
+out:
+    for (i = 0; i < lifted; i++)
+        ps__close(moved[i]);
+    return r;
 }
 
 static void unset_all(void)

@@ -87,6 +87,12 @@ ssize_t ps_fd_recv(int sock, int *fds, int expected, void *data, size_t cap)
     while (r < 0 && errno == EINTR);
     if (r < 0)
         return ps__neg_errno();
+    if (r == 0) {
+        /* ps_fd_send() never sends an empty message: this is end of file
+         * (or a foreign empty datagram, whose descriptors we do not keep) */
+        close_all_rights(&msg);
+        return 0;
+    }
     if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))
         goto bad;
     for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

@@ -29,14 +29,23 @@ void ps__close(int fd);
 /* Parse a decimal integer in [min, max]; the whole string must be a number. */
 int ps__parse_long(const char *s, long min, long max, long *out);
 
-/* Fill a sockaddr_un from "path" or "@abstract"; returns its length or -errno. */
+/*
+ * ps_spec_parse() with flags.  PS__SPEC_NUMERIC refuses host names with
+ * -EADDRNOTAVAIL instead of resolving them (AI_NUMERICHOST), so that the
+ * fuzzer never reaches the resolver or the network.
+ */
+#define PS__SPEC_NUMERIC 0x1
+int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err, size_t errlen);
+
+/* Fill a sockaddr_un from "path" or "@abstract" and its length into *len.
+ * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
 
 /*
  * Platform layer (os_linux.c): the few places where what a socket option
  * does differs by operating system.  Returns 0 or -errno.
  */
-int ps__os_set_reuseport(int fd);                 /* load-balancing reuseport */
-int ps__os_reuseport_balances(void);              /* 1 if the group balances */
+int ps__os_set_reuseport(int fd);    /* load-balancing reuseport */
+int ps__os_reuseport_balances(void); /* 1 if the group balances */
 
 #endif

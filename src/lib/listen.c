@@ -125,8 +125,7 @@ static int learn_port(int fd, struct ps_spec *spec)
         ((struct sockaddr_in *)&spec->addr)->sin_port = ((struct sockaddr_in *)&ss)->sin_port;
         spec->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     } else if (ss.ss_family == AF_INET6) {
-        ((struct sockaddr_in6 *)&spec->addr)->sin6_port =
-            ((struct sockaddr_in6 *)&ss)->sin6_port;
+        ((struct sockaddr_in6 *)&spec->addr)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
         spec->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
     return 0;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ int ps_notify_listen(const char *address)
 {
     struct sockaddr_storage ss;
     socklen_t len;
+    struct stat st;
     int fd, one = 1, r;
 
     r = ps__unix_addr(address, &ss, &len);
@@ -61,8 +63,10 @@ int ps_notify_listen(const char *address)
         return ps__neg_errno();
     if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
         goto error;
-    if (address[0] != '@')
-        unlink(address); /* a datagram socket path cannot be in use by a live peer's bind */
+    /* a datagram socket path left by an earlier receiver blocks bind(); it
+     * is removed, but only if it is a socket: never a file given by mistake */
+    if (address[0] != '@' && lstat(address, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(address);
     if (bind(fd, (struct sockaddr *)&ss, len) < 0)
         goto error;
     return fd;

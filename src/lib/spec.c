@@ -78,11 +78,12 @@ static int parse_option(char *opt, struct ps_spec *spec, char *err, size_t errle
         else
             goto bad_value;
     } else if (!strcmp(opt, "mode")) {
-        char *end;
-        unsigned long m = strtoul(val, &end, 8);
-        if (!*val || *end || m > 0777)
+        /* octal digits only: strtoul would also take "-1", " 7" and "+7" */
+        if (!*val || val[strspn(val, "01234567")] || strlen(val) > 4)
             goto bad_value;
-        spec->unix_mode = (unsigned)m;
+        spec->unix_mode = (unsigned)strtoul(val, NULL, 8);
+        if (spec->unix_mode > 0777)
+            goto bad_value;
     } else {
         ps__set_error(err, errlen, "unknown option '%s' (known: backlog, v6only, reuse, mode)",
                       opt);
@@ -121,6 +122,12 @@ static int split_host_port(char *hp, char **host, char **port, char *err, size_t
         }
         *close = '\0';
         *host = hp + 1;
+        if (!strchr(*host, ':')) {
+            /* "[]" would silently mean 0.0.0.0, "[1.2.3.4]" is a typo */
+            ps__set_error(err, errlen, "'[%s]' is not an IPv6 address (brackets are for IPv6)",
+                          *host);
+            return -EINVAL;
+        }
         if (close[1] != ':') {
             ps__set_error(err, errlen, "missing ':PORT' after '[%s]'", *host);
             return -EINVAL;
@@ -144,7 +151,7 @@ static int split_host_port(char *hp, char **host, char **port, char *err, size_t
     return 0;
 }
 
-static int resolve(struct ps_spec *spec, char *err, size_t errlen)
+static int resolve(struct ps_spec *spec, int flags, char *err, size_t errlen)
 {
     struct sockaddr_in *sin = (struct sockaddr_in *)&spec->addr;
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&spec->addr;
@@ -174,7 +181,7 @@ static int resolve(struct ps_spec *spec, char *err, size_t errlen)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = spec->proto == PS_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
+    hints.ai_flags = AI_PASSIVE | (flags & PS__SPEC_NUMERIC ? AI_NUMERICHOST : 0);
     r = getaddrinfo(spec->host, NULL, &hints, &res);
     if (r != 0 || !res) {
         ps__set_error(err, errlen, "cannot resolve host '%s': %s", spec->host, gai_strerror(r));
@@ -192,7 +199,7 @@ static int resolve(struct ps_spec *spec, char *err, size_t errlen)
     return 0;
 }
 
-static int parse_inet(char *rest, struct ps_spec *spec, char *err, size_t errlen)
+static int parse_inet(char *rest, struct ps_spec *spec, int flags, char *err, size_t errlen)
 {
     char *host, *port;
     long p;
@@ -211,7 +218,7 @@ static int parse_inet(char *rest, struct ps_spec *spec, char *err, size_t errlen
     }
     strcpy(spec->host, host);
     spec->port = (unsigned)p;
-    return resolve(spec, err, errlen);
+    return resolve(spec, flags, err, errlen);
 }
 
 static int parse_unix(char *path, struct ps_spec *spec, char *err, size_t errlen)
@@ -229,7 +236,7 @@ static int parse_unix(char *path, struct ps_spec *spec, char *err, size_t errlen
         ps__set_error(err, errlen, "unix socket path too long (at most %zu bytes)",
                       sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
     else if (r < 0)
-        ps__set_error(err, errlen, "empty unix socket path");
+        ps__set_error(err, errlen, "empty unix socket name '%s'", path);
     if (r < 0)
         return r;
     if (strlen(path) >= sizeof(spec->host))
@@ -238,7 +245,7 @@ static int parse_unix(char *path, struct ps_spec *spec, char *err, size_t errlen
     return 0;
 }
 
-int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errlen)
+int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err, size_t errlen)
 {
     char buf[PS_SPEC_TEXT_MAX];
     char *rest, *opts;
@@ -266,10 +273,10 @@ int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errl
 
     if (!strncmp(rest, "tcp://", 6)) {
         spec->proto = PS_PROTO_TCP;
-        r = parse_inet(rest + 6, spec, err, errlen);
+        r = parse_inet(rest + 6, spec, flags, err, errlen);
     } else if (!strncmp(rest, "udp://", 6)) {
         spec->proto = PS_PROTO_UDP;
-        r = parse_inet(rest + 6, spec, err, errlen);
+        r = parse_inet(rest + 6, spec, flags, err, errlen);
     } else if (!strncmp(rest, "unix:", 5)) {
         spec->proto = PS_PROTO_UNIX;
         r = parse_unix(rest + 5 + (rest[5] == '/' && rest[6] == '/' ? 1 : 0), spec, err, errlen);
@@ -279,7 +286,7 @@ int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errl
         return -EINVAL;
     } else {
         spec->proto = PS_PROTO_TCP;
-        r = parse_inet(rest, spec, err, errlen);
+        r = parse_inet(rest, spec, flags, err, errlen);
     }
     if (r < 0)
         return r;
@@ -301,6 +308,11 @@ int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errl
     if (spec->reuse == PS_REUSE_DEFAULT)
         spec->reuse = ps__os_reuseport_balances() ? PS_REUSE_PORT : PS_REUSE_SHARED;
     return 0;
+}
+
+int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errlen)
+{
+    return ps__spec_parse(text, spec, 0, err, errlen);
 }
 
 int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype, char *buf,
@@ -326,8 +338,7 @@ int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype,
         if (plen > 0 && sun->sun_path[0] == '\0')
             n = snprintf(buf, len, "unix:@%.*s", (int)(plen - 1), sun->sun_path + 1);
         else
-            n = snprintf(buf, len, "unix:%.*s", (int)strnlen(sun->sun_path, plen),
-                         sun->sun_path);
+            n = snprintf(buf, len, "unix:%.*s", (int)strnlen(sun->sun_path, plen), sun->sun_path);
     } else {
         return -EAFNOSUPPORT;
     }

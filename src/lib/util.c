@@ -3,6 +3,7 @@
  */
 #include "internal.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,10 @@ int ps__parse_long(const char *s, long min, long max, long *out)
     char *end;
     long v;
 
-    if (!s || !*s)
+    /* strtol alone would take " 80", "+80" and "0x50"'s leading "0": a
+     * port, backlog or pid is written as plain digits or not at all */
+    if (!s || !*s ||
+        !(isdigit((unsigned char)s[0]) || (s[0] == '-' && isdigit((unsigned char)s[1]))))
         return -EINVAL;
     errno = 0;
     v = strtol(s, &end, 10);
@@ -52,7 +56,8 @@ int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *l
     struct sockaddr_un *sun = (struct sockaddr_un *)ss;
     size_t n = strlen(address);
 
-    if (n == 0)
+    /* "@" alone would be an abstract name of zero bytes: refuse it */
+    if (n == 0 || (n == 1 && address[0] == '@'))
         return -EINVAL;
     if (n >= sizeof(sun->sun_path))
         return -ENAMETOOLONG;
