@@ -24,6 +24,10 @@ int ps_cli_fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2
 /* Print "portshare: warning: MESSAGE" on stderr. */
 void ps_cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The whole command line of this process, for the supervisor's in-place
+ * upgrade, which replays it. */
+extern char **ps_cli_argv;
+
 /* Each subcommand: argv[0] is the subcommand's name. */
 typedef int (*ps_cmd_fn)(int argc, char **argv);
 

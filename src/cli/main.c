@@ -19,8 +19,16 @@ struct subcommand {
 
 static const struct subcommand commands[] = {
     /* each subcommand adds its line here, in the order --help lists them */
+    {"run", cmd_run, "supervise workers of PROGRAM on shared listeners", 0},
+    {"status", cmd_control, "show a running supervisor's workers and listeners", 0},
+    {"reload", cmd_control, "start a new generation of workers, without dropping a connection", 0},
+    {"scale", cmd_control, "change the number of workers", 0},
+    {"stop", cmd_control, "stop a running supervisor gracefully", 0},
+    {"upgrade", cmd_control, "re-execute the supervisor's binary in place", 0},
     {"version", cmd_version, "print the version", 0},
 };
+
+char **ps_cli_argv;
 
 int ps_cli_fatal(int code, const char *fmt, ...)
 {
@@ -79,6 +87,7 @@ int main(int argc, char **argv)
 {
     size_t i;
 
+    ps_cli_argv = argv;
     if (argc < 2) {
         usage(stderr);
         return PS_EXIT_USAGE;

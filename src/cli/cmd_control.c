@@ -1,0 +1,109 @@
+/*
+ * cmd_control.c - `portshare status|reload|scale N|stop|upgrade`: talk to a
+ * running supervisor over its control socket.
+ */
+#include "cli.h"
+#include "supervisor.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char control_usage[] =
+    "usage: portshare status [--json] [--name NAME | --control PATH]\n"
+    "       portshare reload  [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare scale N [--name NAME | --control PATH]\n"
+    "       portshare stop    [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare upgrade [--name NAME | --control PATH]\n"
+    "\n"
+    "  status   supervisor pid, generation, per slot the worker pid, state, uptime,\n"
+    "           restarts and counters; per listener each socket's accept queue/backlog\n"
+    "  reload   start a new generation on the same sockets; waits for the outcome and\n"
+    "           exits 1 when it was rolled back (the old generation keeps serving)\n"
+    "  scale N  run N workers (adding or retiring slots without losing connections)\n"
+    "  stop     drain every worker and stop; waits until the supervisor is gone\n"
+    "  upgrade  re-execute the supervisor's binary in place (same pid, workers kept)\n"
+    "\n"
+    "  --name NAME      the supervisor's --name (default: default)\n"
+    "  --control PATH   its control socket, when it was started with --control\n"
+    "  --timeout DUR    how long to wait for an answer (default: 10 min for reload and\n"
+    "                   stop, 10s otherwise)\n"
+    "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
+    "answers at the control socket (or it refused us).\n";
+
+int run_parse_duration(const char *text, unsigned *ms);
+
+int cmd_control(int argc, char **argv)
+{
+    static char reply[256 * 1024];
+    const char *verb = argv[0], *name = "default", *path_opt = NULL;
+    char path[108], command[64];
+    unsigned timeout = 0;
+    int i, json = 0, scale = -1, ok = 0, r;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(control_usage, stdout);
+            return PS_EXIT_OK;
+        } else if (!strcmp(a, "--json") && !strcmp(verb, "status")) {
+            json = 1;
+        } else if ((!strcmp(a, "--name") || !strcmp(a, "--control") || !strcmp(a, "--timeout")) &&
+                   i + 1 < argc) {
+            if (!strcmp(a, "--name"))
+                name = argv[++i];
+            else if (!strcmp(a, "--control"))
+                path_opt = argv[++i];
+            else if (run_parse_duration(argv[++i], &timeout) < 0 || timeout == 0)
+                return ps_cli_fatal(PS_EXIT_USAGE, "bad --timeout '%s'", argv[i]);
+        } else if (!strncmp(a, "--name=", 7)) {
+            name = a + 7;
+        } else if (!strncmp(a, "--control=", 10)) {
+            path_opt = a + 10;
+        } else if (!strcmp(verb, "scale") && scale < 0 && a[0] != '-') {
+            char *end;
+            long n = strtol(a, &end, 10);
+            if (*end || n < 1 || n > PS_SUP_MAX_WORKERS)
+                return ps_cli_fatal(PS_EXIT_USAGE, "bad worker count '%s' (1-%d)", a,
+                                    PS_SUP_MAX_WORKERS);
+            scale = (int)n;
+        } else {
+            return ps_cli_fatal(PS_EXIT_USAGE, "unknown argument '%s' (see 'portshare %s --help')",
+                                a, verb);
+        }
+    }
+    if (!strcmp(verb, "scale") && scale < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "scale needs a worker count: portshare scale N");
+    if (path_opt) {
+        if (strlen(path_opt) >= sizeof(path))
+            return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long");
+        snprintf(path, sizeof(path), "%s", path_opt);
+    } else if (ps_sup_control_path(name, path, sizeof(path)) < 0) {
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s'", name);
+    }
+    if (scale > 0)
+        snprintf(command, sizeof(command), "scale %d", scale);
+    else
+        snprintf(command, sizeof(command), "%s%s", verb, json ? " json" : "");
+    if (!timeout)
+        timeout = !strcmp(verb, "reload") || !strcmp(verb, "stop") ? 600000 : 10000;
+    r = ps_sup_control_call(path, command, &ok, reply, sizeof(reply), timeout);
+    if (r == -ENOENT || r == -ECONNREFUSED)
+        return ps_cli_fatal(PS_EXIT_CONTROL, "no supervisor at %s (is it running? --name/--control?)",
+                            path);
+    if (r == -EACCES || r == -EPERM)
+        return ps_cli_fatal(PS_EXIT_CONTROL, "not allowed to use %s: %s", path, ps_strerror(r));
+    if (r < 0)
+        return ps_cli_fatal(PS_EXIT_CONTROL, "talking to the supervisor at %s: %s", path,
+                            ps_strerror(r));
+    if (!ok) {
+        size_t n = strlen(reply);
+        if (n && reply[n - 1] == '\n')
+            reply[n - 1] = '\0';
+        if (!strncmp(reply, "permission denied", 17))
+            return ps_cli_fatal(PS_EXIT_CONTROL, "%s: %s", path, reply);
+        return ps_cli_fatal(PS_EXIT_FAILURE, "%s: %s", verb, reply);
+    }
+    fputs(reply, stdout);
+    return PS_EXIT_OK;
+}

@@ -1,0 +1,365 @@
+/*
+ * cmd_run.c - `portshare run [OPTIONS] -- PROGRAM [ARGS...]`: the supervisor.
+ *
+ * Also the option parser that `portshare serve` shares: every run option is
+ * valid there too, before or after DIR.
+ */
+#include "cli.h"
+#include "run_options.h"
+#include "supervisor.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char run_usage[] =
+    "usage: portshare run [OPTIONS] -- PROGRAM [ARGS...]\n"
+    "\n"
+    "Bind the listen addresses, start one worker per slot running PROGRAM with its\n"
+    "sockets at fd 3.. (systemd's LISTEN_FDS protocol), restart workers that exit,\n"
+    "and replace them without dropping a connection on reload.\n"
+    "\n"
+    RUN_OPTIONS_HELP
+    "\n"
+    "signals: HUP reload, TERM/INT stop gracefully, USR2 upgrade the supervisor in\n"
+    "place, TTIN/TTOU one worker more/less.\n"
+    "control: portshare status|reload|scale N|stop|upgrade [--name NAME | --control PATH]\n"
+    "workers get LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, PORTSHARE_SLOT,\n"
+    "PORTSHARE_GENERATION and NOTIFY_SOCKET.\n";
+
+/* ---- durations and numbers ---------------------------------------------- */
+
+int run_parse_duration(const char *text, unsigned *ms)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno || end == text || v < 0)
+        return -1;
+    if (!strcmp(end, "ms"))
+        ;
+    else if (!strcmp(end, "s") || !*end)
+        v *= 1000;
+    else if (!strcmp(end, "m") || !strcmp(end, "min"))
+        v *= 60000;
+    else
+        return -1;
+    if (v > 24.0 * 3600 * 1000)
+        return -1;
+    *ms = (unsigned)v;
+    return 0;
+}
+
+static int parse_count(const char *text, long min, long max, int *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_user(struct ps_sup_config *cfg, const char *text)
+{
+    char user[128], *colon;
+    struct passwd *pw;
+
+    snprintf(user, sizeof(user), "%s", text);
+    colon = strchr(user, ':');
+    if (colon)
+        *colon++ = '\0';
+    pw = getpwnam(user);
+    if (!pw) {
+        char *end;
+        long uid = strtol(user, &end, 10);
+        if (!*user || *end || uid < 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "--user: no such user '%s'", user);
+        cfg->uid = (uid_t)uid;
+        cfg->gid = (gid_t)uid;
+        cfg->user[0] = '\0';
+    } else {
+        cfg->uid = pw->pw_uid;
+        cfg->gid = pw->pw_gid;
+        snprintf(cfg->user, sizeof(cfg->user), "%s", pw->pw_name);
+    }
+    if (colon && *colon) {
+        struct group *gr = getgrnam(colon);
+        char *end;
+        long gid;
+        if (gr) {
+            cfg->gid = gr->gr_gid;
+        } else {
+            gid = strtol(colon, &end, 10);
+            if (*end || gid < 0)
+                return ps_cli_fatal(PS_EXIT_USAGE, "--user: no such group '%s'", colon);
+            cfg->gid = (gid_t)gid;
+        }
+    }
+    if (geteuid() != 0 && cfg->uid != geteuid())
+        return ps_cli_fatal(PS_EXIT_USAGE, "--user %s needs root (running as uid %lu)", text,
+                            (unsigned long)geteuid());
+    cfg->drop_privileges = 1;
+    return 0;
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+void run_options_init(struct run_options *o)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(o, 0, sizeof(*o));
+    o->cfg.workers = cpus > 0 ? (int)cpus : 1;
+    o->cfg.mode = PS_REUSE_PORT;
+    o->cfg.ready_timeout_ms = 60000;
+    o->cfg.drain_timeout_ms = 30000;
+    snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
+}
+
+/* "--opt=value" or "--opt value" / "-x value" / "-xvalue" */
+static const char *option_value(const char *name, int argc, char **argv, int *i, int *bad)
+{
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+
+    if (!strncmp(arg, name, n) && arg[n] == '=')
+        return arg + n + 1;
+    if (!strcmp(arg, name)) {
+        if (*i + 1 >= argc) {
+            ps_cli_fatal(PS_EXIT_USAGE, "option %s needs a value", name);
+            *bad = 1;
+            return NULL;
+        }
+        return argv[++*i];
+    }
+    if (n == 2 && name[0] == '-' && name[1] != '-' && !strncmp(arg, name, 2) && arg[2])
+        return arg + 2;
+    return NULL;
+}
+
+static int add_listen(struct run_options *o, const char *text)
+{
+    char err[256];
+
+    if (o->cfg.nspecs >= PS_SUP_MAX_LISTENERS)
+        return ps_cli_fatal(PS_EXIT_USAGE, "too many listen addresses (at most %d)",
+                            PS_SUP_MAX_LISTENERS);
+    if (ps_spec_parse(text, &o->cfg.specs[o->cfg.nspecs], err, sizeof(err)) < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad listen spec '%s': %s", text, err);
+    o->cfg.nspecs++;
+    return 0;
+}
+
+int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
+{
+    static const struct {
+        const char *name;
+        size_t offset;
+    } durations[] = {
+        {"--ready-timeout", offsetof(struct ps_sup_config, ready_timeout_ms)},
+        {"--ready-delay", offsetof(struct ps_sup_config, ready_delay_ms)},
+        {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
+    };
+    const char *v;
+    size_t k;
+    int bad = 0;
+
+#define VALUE_OF(...) (((v = option_value(__VA_ARGS__, argc, argv, i, &bad)) != NULL) || bad)
+    if (VALUE_OF("-l") || VALUE_OF("--listen"))
+        return bad ? -1 : add_listen(o, v) ? -1 : 1;
+    if (VALUE_OF("-w") || VALUE_OF("--workers")) {
+        if (bad || parse_count(v, 1, PS_SUP_MAX_WORKERS, &o->cfg.workers) < 0)
+            return bad ? -1 : (ps_cli_fatal(PS_EXIT_USAGE, "bad --workers '%s' (1-%d)", v,
+                                            PS_SUP_MAX_WORKERS), -1);
+        return 1;
+    }
+    if (VALUE_OF("--mode")) {
+        if (bad)
+            return -1;
+        if (!strcmp(v, "reuseport"))
+            o->cfg.mode = PS_REUSE_PORT;
+        else if (!strcmp(v, "shared"))
+            o->cfg.mode = PS_REUSE_SHARED;
+        else
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
+        return 1;
+    }
+    if (VALUE_OF("--user"))
+        return bad ? -1 : parse_user(&o->cfg, v) ? -1 : 1;
+    for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
+        unsigned *dst = (unsigned *)((char *)&o->cfg + durations[k].offset);
+        if (!VALUE_OF(durations[k].name))
+            continue;
+        if (bad)
+            return -1;
+        if (run_parse_duration(v, dst) < 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad duration '%s' for %s (like 500ms, 2s, 1m)",
+                                v, durations[k].name),
+                   -1;
+        if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
+            *dst = 1;
+        return 1;
+    }
+    if (VALUE_OF("--name")) {
+        if (bad)
+            return -1;
+        if (!*v || strchr(v, '/') || strlen(v) >= sizeof(o->cfg.name))
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s' (no '/', at most %zu bytes)", v,
+                                sizeof(o->cfg.name) - 1),
+                   -1;
+        snprintf(o->cfg.name, sizeof(o->cfg.name), "%s", v);
+        return 1;
+    }
+    if (VALUE_OF("--control")) {
+        if (bad)
+            return -1;
+        if (strlen(v) >= sizeof(o->cfg.control_path))
+            return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long"), -1;
+        snprintf(o->cfg.control_path, sizeof(o->cfg.control_path), "%s", v);
+        return 1;
+    }
+    if (VALUE_OF("--log-format")) {
+        if (bad)
+            return -1;
+        if (strcmp(v, "text") && strcmp(v, "json"))
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --log-format '%s' (text or json)", v), -1;
+        o->log_json = !strcmp(v, "json");
+        return 1;
+    }
+#undef VALUE_OF
+    return 0;
+}
+
+/* ---- logging ---------------------------------------------------------------- */
+
+static void log_line(void *ctx, enum ps_log_level level, const char *event, const char *msg)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    struct run_options *o = ctx;
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    const char *p;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!o->log_json) {
+        fprintf(stderr, "%s.%03ldZ portshare[%ld] %s %s: %s\n", when, ts.tv_nsec / 1000000,
+                (long)getpid(), names[level], event, msg);
+        return;
+    }
+    fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"pid\":%ld,\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"",
+            when, ts.tv_nsec / 1000000, (long)getpid(), names[level], event);
+    for (p = msg; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(stderr, "\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            fprintf(stderr, "\\u%04x", (unsigned char)*p);
+        else
+            fputc(*p, stderr);
+    }
+    fputs("\"}\n", stderr);
+}
+
+/* ---- running ------------------------------------------------------------------ */
+
+/* execvp() semantics, checked before anything is bound: exit 5 at once. */
+static int check_program(const char *prog)
+{
+    char path[PATH_MAX];
+    const char *env = getenv("PATH"), *p;
+
+    if (strchr(prog, '/')) {
+        if (access(prog, X_OK) < 0)
+            return ps_cli_fatal(PS_EXIT_EXEC, "cannot execute %s: %s", prog, strerror(errno));
+        return 0;
+    }
+    for (p = env ? env : "/usr/local/bin:/usr/bin:/bin"; p && *p;) {
+        size_t n = strcspn(p, ":");
+        struct stat st;
+        snprintf(path, sizeof(path), "%.*s/%s", (int)n, n ? p : ".", prog);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0)
+            return 0;
+        p = p[n] ? p + n + 1 : NULL;
+    }
+    return ps_cli_fatal(PS_EXIT_EXEC, "program '%s' not found in PATH", prog);
+}
+
+int run_supervisor(struct run_options *o)
+{
+    static char self[PATH_MAX];
+    enum ps_sup_stage stage;
+    char err[512];
+    ssize_t n;
+    int r;
+
+    if (!getenv("PORTSHARE_UPGRADE_STATE") && check_program(o->cfg.argv[0]))
+        return PS_EXIT_EXEC;
+    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        o->cfg.self_exe = self;
+    }
+    o->cfg.self_argv = ps_cli_argv;
+    o->cfg.log = log_line;
+    o->cfg.log_ctx = o;
+    r = ps_sup_run(&o->cfg, err, sizeof(err), &stage);
+    if (r == 0)
+        return PS_EXIT_OK;
+    switch (stage) {
+    case PS_SUP_STAGE_BIND:
+        return ps_cli_fatal(PS_EXIT_BIND, "%s", err);
+    case PS_SUP_STAGE_EXEC:
+        return ps_cli_fatal(PS_EXIT_EXEC, "%s", err);
+    case PS_SUP_STAGE_CONTROL:
+        return ps_cli_fatal(PS_EXIT_CONTROL, "%s", err);
+    default:
+        return ps_cli_fatal(PS_EXIT_SYSTEM, "%s", err);
+    }
+}
+
+int cmd_run(int argc, char **argv)
+{
+    struct run_options o;
+    int i, r;
+
+    run_options_init(&o);
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(run_usage, stdout);
+            return PS_EXIT_OK;
+        }
+        if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        }
+        r = run_option_parse(&o, argc, argv, &i);
+        if (r < 0)
+            return PS_EXIT_USAGE;
+        if (r == 0) {
+            if (argv[i][0] == '-')
+                return ps_cli_fatal(PS_EXIT_USAGE, "unknown option '%s' (see 'portshare run --help')",
+                                    argv[i]);
+            break; /* PROGRAM without "--" */
+        }
+    }
+    if (i >= argc)
+        return ps_cli_fatal(PS_EXIT_USAGE, "no PROGRAM given (usage: portshare run [OPTIONS] -- "
+                                           "PROGRAM [ARGS...])");
+    o.cfg.argv = argv + i;
+    return run_supervisor(&o);
+}

@@ -1,0 +1,49 @@
+/*
+ * run_options.h - the options `portshare run` and `portshare serve` share.
+ */
+#ifndef PS_RUN_OPTIONS_H
+#define PS_RUN_OPTIONS_H
+
+#include "supervisor.h"
+
+struct run_options {
+    struct ps_sup_config cfg;
+    int log_json;
+};
+
+#define RUN_OPTIONS_HELP                                                                       \
+    "options:\n"                                                                               \
+    "  -l, --listen SPEC        listen address (repeatable): tcp://HOST:PORT, HOST:PORT, :PORT,\n" \
+    "                           udp://HOST:PORT, unix:/path, unix:@abstract, [IPv6]:PORT;\n"    \
+    "                           NAME=SPEC names it (LISTEN_FDNAMES); SPEC?backlog=N&v6only=on\n" \
+    "                           &reuse=port|shared&mode=0660 sets options\n"                   \
+    "  -w, --workers N          worker slots (default: number of CPUs)\n"                      \
+    "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"      \
+    "                           shared: one socket for all workers (unix: always shared)\n"   \
+    "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"      \
+    "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"         \
+    "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"   \
+    "                           (for programs without sd_notify; default: wait for READY=1)\n" \
+    "      --drain-timeout DUR  SIGKILL a worker DUR after its SIGTERM (default 30s)\n"        \
+    "      --name NAME          supervisor name for the control socket (default: default)\n"  \
+    "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"   \
+    "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"          \
+    "                           /tmp/portshare-UID/NAME.sock)\n"                               \
+    "      --log-format FMT     text (default) or json, on stderr\n"                          \
+    "  DUR is a number with ms, s (default) or m, like 500ms, 2s, 1m.\n"
+
+void run_options_init(struct run_options *o);
+
+/*
+ * Parse the run option at argv[*i] (advancing *i past its value).  Returns 1
+ * when consumed, 0 when argv[*i] is not a run option, -1 after printing an
+ * error line (exit code PS_EXIT_USAGE).
+ */
+int run_option_parse(struct run_options *o, int argc, char **argv, int *i);
+
+int run_parse_duration(const char *text, unsigned *ms);
+
+/* Run the supervisor with o->cfg (argv set); returns the exit code. */
+int run_supervisor(struct run_options *o);
+
+#endif

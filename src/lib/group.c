@@ -1,0 +1,262 @@
+/*
+ * group.c - the listeners a supervisor owns for one listen spec.
+ *
+ * reuseport mode: one socket per worker slot, all in one SO_REUSEPORT group;
+ * slot i of every generation gets socket i.  shared mode: one socket that
+ * every slot gets.
+ *
+ * Steering.  Closing a reuseport listener resets the connections queued in
+ * it (Linux, unless net.ipv4.tcp_migrate_req=1), and a slot whose worker is
+ * restarting would let new connections wait in its queue.  So for TCP groups
+ * the supervisor attaches a classic BPF program (SO_ATTACH_REUSEPORT_CBPF)
+ * that picks, at random, one of the sockets whose slot has a ready worker.
+ * The kernel numbers the sockets of a group in listen() order and, when one
+ * closes, moves the last into its place (man 7 socket); sockets are only
+ * ever added at the end and removed from the end, so socket index == slot.
+ * The pick happens once per connection (on the SYN), so random is as good
+ * as a hash for TCP; a SYN-cookie ACK may be looked up again, and any
+ * listener of the group validates a cookie.
+ */
+#include "sup_internal.h"
+
+#include <linux/filter.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int ps__group_fd(const struct ps_group *g, int slot)
+{
+    if (g->shared)
+        return g->fds[0];
+    return slot < g->nfds ? g->fds[slot] : -1;
+}
+
+static int open_one(struct ps_group *g, char *err, size_t errlen)
+{
+    char addr[160];
+    int fd;
+
+    fd = ps_listen_open(&g->spec, g->shared ? PS_LISTEN_NO_REUSEPORT : 0);
+    if (fd < 0) {
+        pid_t pid = 0;
+        char comm[64] = "";
+        ps_spec_format(&g->spec, addr, sizeof(addr));
+        if (fd == -EADDRINUSE && ps_port_owner(&g->spec, &pid, comm, sizeof(comm)) == 0)
+            ps__set_error(err, errlen, "cannot bind %s: %s (held by pid %ld, %s)", addr,
+                          ps_strerror(fd), (long)pid, comm);
+        else
+            ps__set_error(err, errlen, "cannot bind %s: %s", addr, ps_strerror(fd));
+        return fd;
+    }
+    if (g->nfds == 0 && g->spec.proto != PS_PROTO_UNIX && g->spec.port == 0) {
+        /* port 0: the kernel chose; every later socket of the group binds it */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+            memcpy(&g->spec.addr, &ss, len);
+            g->spec.addrlen = len;
+            g->spec.port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                         : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    g->fds[g->nfds++] = fd;
+    return 0;
+}
+
+/* The group's address as /proc/net/{tcp,udp}[6] prints it: raw 32-bit words
+ * in host byte order, in hex. */
+static void proc_net_address(const struct ps_group *g, char *out, size_t len)
+{
+    const unsigned char *raw;
+    size_t n, i;
+
+    if (g->spec.addr.ss_family == AF_INET) {
+        raw = (const unsigned char *)&((const struct sockaddr_in *)&g->spec.addr)->sin_addr;
+        n = 4;
+    } else {
+        raw = (const unsigned char *)&((const struct sockaddr_in6 *)&g->spec.addr)->sin6_addr;
+        n = 16;
+    }
+    out[0] = '\0';
+    for (i = 0; i < n && 2 * i + 8 < len; i += 4) {
+        uint32_t w;
+        memcpy(&w, raw + i, 4);
+        snprintf(out + 2 * i, len - 2 * i, "%08X", w);
+    }
+}
+
+/* Inodes of every socket bound to exactly the group's address and port, in
+ * the state that holds a port (LISTEN for TCP, any for UDP), from /proc/net.
+ * Only an exact match joins a reuseport group. */
+static int port_inodes(const struct ps_group *g, unsigned long *inodes, int cap)
+{
+    char want[40];
+    const char *files[2];
+    int n = 0, tcp = g->spec.proto == PS_PROTO_TCP;
+    size_t i;
+
+    proc_net_address(g, want, sizeof(want));
+    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
+    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
+    for (i = 0; i < 2; i++) {
+        char line[512], local[64];
+        unsigned state, port;
+        unsigned long ino;
+        FILE *f = fopen(files[i], "re");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof(line), f) && n < cap) {
+            char *colon;
+            if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*d %*d %lu", local, &state, &ino) != 3)
+                continue;
+            colon = strchr(local, ':');
+            if (!colon)
+                continue;
+            *colon = '\0';
+            if (strcmp(local, want) != 0)
+                continue;
+            port = (unsigned)strtoul(colon + 1, NULL, 16);
+            if (port == g->spec.port && (!tcp || state == 0x0A) && ino)
+                inodes[n++] = ino;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
+/*
+ * SO_REUSEPORT lets any socket of the same effective UID join our group,
+ * and the kernel would then hand it a share of our connections.  Refuse to
+ * start on a port where another process already listens that way: the
+ * owner of the port should be one supervisor.  Returns the number of
+ * foreign sockets on the exact address (wildcards included).
+ */
+static int foreign_members(const struct ps_group *g)
+{
+    unsigned long inodes[512];
+    int n, i, k, foreign = 0;
+
+    if (g->spec.proto == PS_PROTO_UNIX || g->shared)
+        return 0;
+    n = port_inodes(g, inodes, (int)PS__ARRAY_LEN(inodes));
+    for (i = 0; i < n; i++) {
+        int ours = 0;
+        for (k = 0; k < g->nfds && !ours; k++) {
+            struct stat st;
+            ours = fstat(g->fds[k], &st) == 0 && (unsigned long)st.st_ino == inodes[i];
+        }
+        foreign += !ours;
+    }
+    return foreign;
+}
+
+int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
+{
+    char addr[160];
+    int want = g->shared ? 1 : nslots, r = 0;
+
+    g->nfds = 0;
+    while (g->nfds < want) {
+        r = open_one(g, err, errlen);
+        if (r < 0)
+            goto error;
+    }
+    if (foreign_members(g) > 0) {
+        pid_t pid = 0;
+        char comm[64] = "";
+        ps_spec_format(&g->spec, addr, sizeof(addr));
+        if (ps_port_owner(&g->spec, &pid, comm, sizeof(comm)) == 0 && pid != getpid())
+            ps__set_error(err, errlen,
+                          "cannot bind %s: another process (pid %ld, %s) already listens there "
+                          "with SO_REUSEPORT and would share our connections",
+                          addr, (long)pid, comm);
+        else
+            ps__set_error(err, errlen,
+                          "cannot bind %s: another socket already listens there with "
+                          "SO_REUSEPORT and would share our connections",
+                          addr);
+        r = -EADDRINUSE;
+        goto error;
+    }
+    return 0;
+
+error:
+    ps__group_close(g);
+    return r;
+}
+
+int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen)
+{
+    int r;
+
+    if (g->shared)
+        return 0;
+    while (g->nfds < nslots) {
+        r = open_one(g, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+void ps__group_close_last(struct ps_group *g)
+{
+    if (g->shared || g->nfds <= 1)
+        return;
+    ps__close(g->fds[--g->nfds]);
+    g->fds[g->nfds] = -1;
+}
+
+void ps__group_close(struct ps_group *g)
+{
+    int i;
+
+    for (i = 0; i < g->nfds; i++) {
+        ps__close(g->fds[i]);
+        g->fds[i] = -1;
+    }
+    g->nfds = 0;
+}
+
+int ps__group_can_steer(const struct ps_group *g)
+{
+    return !g->shared && g->spec.proto == PS_PROTO_TCP;
+}
+
+/*
+ * Attach a program that sends each new connection, at random, to one of the
+ * sockets whose serving[] flag is set.  With none set every socket is a
+ * candidate (connections then wait in the queues rather than go nowhere).
+ * O(nfds) instructions; the kernel allows 4096, we have at most 1024 slots.
+ */
+int ps__group_steer(struct ps_group *g, const unsigned char *serving)
+{
+    struct sock_filter code[3 + 2 * PS_SUP_MAX_WORKERS];
+    struct sock_fprog prog;
+    int idx[PS_SUP_MAX_WORKERS];
+    int n = 0, i, len = 0;
+
+    if (!ps__group_can_steer(g) || g->nfds == 0)
+        return 0;
+    for (i = 0; i < g->nfds; i++)
+        if (serving[i])
+            idx[n++] = i;
+    if (n == 0)
+        for (i = 0; i < g->nfds; i++)
+            idx[n++] = i;
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n);
+    for (i = 0; i < n; i++) {
+        /* if (A == i) return idx[i]; */
+        code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)i, 0, 1);
+        code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)idx[i]);
+    }
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)idx[0]);
+    prog.len = (unsigned short)len;
+    prog.filter = code;
+    if (setsockopt(g->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) < 0)
+        return ps__neg_errno();
+    return 0;
+}

@@ -1,0 +1,229 @@
+/*
+ * status.c - what `portshare status` shows, as text and as JSON.
+ *
+ * Everything comes from the supervisor's own state and from the listening
+ * sockets it holds: the accept-queue length and backlog of each socket are
+ * read with TCP_INFO at the time of the request.
+ */
+#include "sup_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+struct out {
+    char *buf;
+    size_t cap, len;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (o->len + 1 >= o->cap)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
+}
+
+static void put_json_string(struct out *o, const char *s)
+{
+    put(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            put(o, "\\%c", c);
+        else if (c < 0x20)
+            put(o, "\\u%04x", c);
+        else
+            put(o, "%c", c);
+    }
+    put(o, "\"");
+}
+
+static const char *worker_state_name(enum ps_worker_state s)
+{
+    return s == W_STARTING ? "starting" : s == W_READY ? "ready" : "draining";
+}
+
+static const char *slot_state_name(const struct ps_sup *sup, const struct ps_slot *sl)
+{
+    if (sl->state == S_BACKOFF)
+        return "backing-off";
+    if (sl->state == S_RETIRING)
+        return "retiring";
+    if (sl->current < 0)
+        return "starting";
+    return worker_state_name(sup->workers[sl->current].state);
+}
+
+static double seconds_since(uint64_t then_ms, uint64_t now)
+{
+    return then_ms && now > then_ms ? (double)(now - then_ms) / 1000.0 : 0.0;
+}
+
+static void group_address(const struct ps_group *g, char *buf, size_t len)
+{
+    if (ps_spec_format(&g->spec, buf, len) < 0)
+        snprintf(buf, len, "%s", g->spec.text);
+}
+
+void ps__status_text(struct ps_sup *sup, char *buf, size_t cap)
+{
+    struct out o = {buf, cap, 0};
+    uint64_t now = ps__now_ms();
+    char addr[160];
+    int s, g, i;
+
+    buf[0] = '\0';
+    put(&o, "supervisor  pid %ld, up %.0f s, generation %u%s%s\n", (long)getpid(),
+        seconds_since(sup->started_ms, now), sup->generation,
+        sup->reloading ? " (reloading)" : "", sup->stopping ? " (stopping)" : "");
+    put(&o, "program     %s\n", sup->cfg->argv[0]);
+    put(&o, "workers     %d (mode %s)\n", sup->target,
+        sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
+    if (sup->reload_error[0])
+        put(&o, "last reload FAILED: %s\n", sup->reload_error);
+    put(&o, "\nSLOT  PID      STATE        GEN  UPTIME   RESTARTS  STATS / STATUS\n");
+    for (s = 0; s < sup->nslots; s++) {
+        const struct ps_slot *sl = &sup->slots[s];
+        const struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
+        put(&o, "%-5d %-8ld %-12s %-4u %-8.0f %-9u %s%s%s", s, w ? (long)w->pid : 0L,
+            slot_state_name(sup, sl), w ? w->generation : sup->generation,
+            w ? seconds_since(w->started_ms, now) : 0.0, sl->restarts, w ? w->stats : "",
+            w && w->stats[0] && w->status[0] ? " / " : "", w ? w->status : "");
+        if (sl->state == S_BACKOFF)
+            put(&o, "%u exits in a row%s, next start in %.1f s", sl->crashes,
+                sl->crashes >= 3 ? " (CRASH LOOP)" : "",
+                sl->backoff_until > now ? (double)(sl->backoff_until - now) / 1000.0 : 0.0);
+        put(&o, "\n");
+    }
+    for (i = 0; i < sup->nworkers; i++) {
+        const struct ps_worker *w = &sup->workers[i];
+        if (!w->pid || sup->slots[w->slot].current == i)
+            continue;
+        put(&o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
+            worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now),
+            w->slot, sup->slots[w->slot].next == i ? "next generation" : "old generation");
+    }
+    put(&o, "\nLISTENER                                      SOCKETS  QUEUED/BACKLOG per socket\n");
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        group_address(gr, addr, sizeof(addr));
+        put(&o, "%-45s %-8d", addr, gr->nfds);
+        for (i = 0; i < gr->nfds; i++) {
+            unsigned q, lim;
+            if (ps_listen_queue(gr->fds[i], &q, &lim) == 0)
+                put(&o, " %u/%u", q, lim);
+            else
+                put(&o, " -");
+        }
+        put(&o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
+    }
+}
+
+static void json_worker(struct out *o, const struct ps_worker *w, uint64_t now)
+{
+    put(o, "{\"pid\":%ld,\"slot\":%d,\"generation\":%u,\"state\":\"%s\",\"uptime_s\":%.3f,",
+        (long)w->pid, w->slot, w->generation, worker_state_name(w->state),
+        seconds_since(w->started_ms, now));
+    put(o, "\"status\":");
+    put_json_string(o, w->status);
+    put(o, ",\"stats\":");
+    put_json_string(o, w->stats);
+    put(o, "}");
+}
+
+static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
+{
+    int s;
+
+    put(o, "\"slots\":[");
+    for (s = 0; s < sup->nslots; s++) {
+        const struct ps_slot *sl = &sup->slots[s];
+        const struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
+        put(o, "%s{\"slot\":%d,\"state\":\"%s\",\"pid\":%ld,\"generation\":%u,\"uptime_s\":%.3f,",
+            s ? "," : "", s, slot_state_name(sup, sl), w ? (long)w->pid : 0L,
+            w ? w->generation : sup->generation, w ? seconds_since(w->started_ms, now) : 0.0);
+        put(o, "\"restarts\":%u,\"consecutive_exits\":%u,\"crash_loop\":%s,\"backoff_s\":%.3f,",
+            sl->restarts, sl->crashes, sl->crashes >= 3 ? "true" : "false",
+            sl->state == S_BACKOFF && sl->backoff_until > now
+                ? (double)(sl->backoff_until - now) / 1000.0
+                : 0.0);
+        put(o, "\"status\":");
+        put_json_string(o, w ? w->status : "");
+        put(o, ",\"stats\":");
+        put_json_string(o, w ? w->stats : "");
+        put(o, ",\"next_pid\":%ld}", sl->next >= 0 ? (long)sup->workers[sl->next].pid : 0L);
+    }
+    put(o, "]");
+}
+
+static void json_listeners(struct out *o, struct ps_sup *sup)
+{
+    char addr[160];
+    int g, i;
+
+    put(o, "\"listeners\":[");
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        group_address(gr, addr, sizeof(addr));
+        put(o, "%s{\"name\":", g ? "," : "");
+        put_json_string(o, gr->spec.name);
+        put(o, ",\"address\":");
+        put_json_string(o, addr);
+        put(o, ",\"shared\":%s,\"inherited\":%s,\"sockets\":[", gr->shared ? "true" : "false",
+            gr->inherited ? "true" : "false");
+        for (i = 0; i < gr->nfds; i++) {
+            unsigned q = 0, lim = 0;
+            int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;
+            put(o, "%s{\"slot\":%d,", i ? "," : "", gr->shared ? -1 : i);
+            if (have)
+                put(o, "\"queued\":%u,\"backlog\":%u}", q, lim);
+            else
+                put(o, "\"queued\":null,\"backlog\":null}");
+        }
+        put(o, "]}");
+    }
+    put(o, "]");
+}
+
+void ps__status_json(struct ps_sup *sup, char *buf, size_t cap)
+{
+    struct out o = {buf, cap, 0};
+    uint64_t now = ps__now_ms();
+    int i, first = 1;
+
+    buf[0] = '\0';
+    put(&o, "{\"pid\":%ld,\"name\":", (long)getpid());
+    put_json_string(&o, sup->cfg->name);
+    put(&o, ",\"program\":");
+    put_json_string(&o, sup->cfg->argv[0]);
+    put(&o, ",\"uptime_s\":%.3f,\"started\":%ld,\"generation\":%u,\"workers\":%d,",
+        seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation,
+        sup->target);
+    put(&o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
+        sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
+        sup->reloading ? "true" : "false", sup->stopping ? "true" : "false");
+    put_json_string(&o, sup->reload_error);
+    put(&o, ",");
+    json_slots(&o, sup, now);
+    put(&o, ",\"other_workers\":[");
+    for (i = 0; i < sup->nworkers; i++) {
+        const struct ps_worker *w = &sup->workers[i];
+        if (!w->pid || sup->slots[w->slot].current == i)
+            continue;
+        put(&o, "%s", first ? "" : ",");
+        json_worker(&o, w, now);
+        first = 0;
+    }
+    put(&o, "],");
+    json_listeners(&o, sup);
+    put(&o, "}\n");
+}

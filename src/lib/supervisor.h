@@ -1,0 +1,73 @@
+/*
+ * supervisor.h - the supervisor behind `portshare run` (private API).
+ *
+ * The supervisor owns every listening socket for its whole life and hands
+ * copies to workers (DESIGN.md §1).  It is one single-threaded event loop
+ * over a signalfd, the notify socket, the control socket and timers.
+ */
+#ifndef PS_SUPERVISOR_H
+#define PS_SUPERVISOR_H
+
+#include "portshare.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PS_SUP_MAX_LISTENERS 32
+#define PS_SUP_MAX_WORKERS 1024
+
+enum ps_log_level { PS_LOG_DEBUG, PS_LOG_INFO, PS_LOG_WARN, PS_LOG_ERROR };
+
+/* Where the supervisor's log lines go: event is a short snake_case tag
+ * ("worker_ready"), msg a human sentence.  The library never prints. */
+typedef void (*ps_sup_log_fn)(void *ctx, enum ps_log_level level, const char *event,
+                              const char *msg);
+
+struct ps_sup_config {
+    struct ps_spec specs[PS_SUP_MAX_LISTENERS]; /* from -l; ports resolved by start */
+    int nspecs;
+    int workers;                /* slots */
+    enum ps_reuse mode;         /* PS_REUSE_PORT or PS_REUSE_SHARED */
+    int drop_privileges;        /* run workers as uid/gid */
+    uid_t uid;
+    gid_t gid;
+    char user[64];              /* for initgroups() */
+    unsigned ready_timeout_ms;  /* a starting worker must be ready by then */
+    unsigned ready_delay_ms;    /* 0: READY=1 only; else also ready after this long alive */
+    unsigned drain_timeout_ms;  /* SIGTERM, then SIGKILL after this */
+    char name[64];
+    char control_path[108];
+    char **argv;                /* PROGRAM ARGS..., NULL-terminated */
+    const char *self_exe;       /* our binary, re-executed by upgrade */
+    char **self_argv;           /* our command line, replayed by upgrade */
+    ps_sup_log_fn log;
+    void *log_ctx;
+};
+
+/*
+ * Default control socket path for a supervisor name: /run/portshare/NAME.sock
+ * as root, $XDG_RUNTIME_DIR/portshare/NAME.sock, else /tmp/portshare-UID/NAME.sock.
+ */
+int ps_sup_control_path(const char *name, char *buf, size_t len);
+
+/*
+ * Bind (or adopt from systemd, or from the previous image after an upgrade),
+ * start the workers and run until stopped.  Returns 0 after a clean stop or a
+ * negative errno; err describes startup failures in one line, and *stage
+ * tells the caller which kind (so the CLI can pick its exit code).
+ */
+enum ps_sup_stage { PS_SUP_STAGE_NONE, PS_SUP_STAGE_BIND, PS_SUP_STAGE_EXEC, PS_SUP_STAGE_CONTROL,
+                    PS_SUP_STAGE_SYSTEM };
+int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_stage *stage);
+
+/*
+ * Client side of the control socket: send one command line ("status",
+ * "status json", "reload", "scale 4", "stop", "upgrade") and collect the
+ * reply.  Returns 0 and sets *ok (1 when the supervisor reported success)
+ * with the reply body in out (NUL-terminated, truncated to cap), or -errno
+ * (-ENOENT / -ECONNREFUSED: nobody there; -EACCES: not allowed).
+ */
+int ps_sup_control_call(const char *path, const char *command, int *ok, char *out, size_t cap,
+                        unsigned timeout_ms);
+
+#endif
