@@ -20,6 +20,7 @@ struct subcommand {
 static const struct subcommand commands[] = {
     /* each subcommand adds its line here, in the order --help lists them */
     {"run", cmd_run, "supervise workers of PROGRAM on shared listeners", 0},
+    {"serve", cmd_serve, "serve static files (or a built-in page) with supervised workers", 0},
     {"status", cmd_control, "show a running supervisor's workers and listeners", 0},
     {"reload", cmd_control, "start a new generation of workers, without dropping a connection", 0},
     {"scale", cmd_control, "change the number of workers", 0},
