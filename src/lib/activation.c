@@ -16,12 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* LISTEN_FDNAMES: names joined with ':', "unknown" for a missing one. */
-static int set_names(const char *const *names, int n)
+/* LISTEN_FDNAMES: names joined with ':', "unknown" for a missing one, into
+ * a malloc'd string. */
+static int join_names(const char *const *names, int n, char **out)
 {
     size_t len = 1;
     char *joined;
-    int i, r;
+    int i;
 
     for (i = 0; i < n; i++) {
         /* a ':' would shift every later name onto the wrong descriptor */
@@ -38,19 +39,29 @@ static int set_names(const char *const *names, int n)
             strcat(joined, ":");
         strcat(joined, names[i] && *names[i] ? names[i] : "unknown");
     }
-    r = setenv("LISTEN_FDNAMES", joined, 1) < 0 ? ps__neg_errno() : 0;
-    free(joined);
-    return r;
+    *out = joined;
+    return 0;
+}
+
+static int set_env_long(const char *name, long value)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%ld", value);
+    return setenv(name, buf, 1) < 0 ? ps__neg_errno() : 0;
 }
 
 int ps_activation_apply(const int *fds, int n, const char *const *names)
 {
     int moved[PS_FDPASS_MAX];
-    char buf[32];
-    int i, lifted = 0, r;
+    char *joined = NULL;
+    int i, lifted = 0, r = 0;
 
     if (n < 0 || n > PS_FDPASS_MAX)
         return -EINVAL;
+    /* names are checked before anything moves, so a refusal changes nothing */
+    if (names && (r = join_names(names, n, &joined)) < 0)
+        return r;
     /* First lift every descriptor above the target range so that dup2 onto
      * 3.. cannot overwrite one we still need; then place them in order. */
     for (lifted = 0; lifted < n; lifted++) {
@@ -67,22 +78,18 @@ int ps_activation_apply(const int *fds, int n, const char *const *names)
             goto out;
         }
     }
-    snprintf(buf, sizeof(buf), "%d", n);
-    r = setenv("LISTEN_FDS", buf, 1) < 0 ? ps__neg_errno() : 0;
-    if (r < 0)
-        goto out;
-    snprintf(buf, sizeof(buf), "%ld", (long)getpid());
-    r = setenv("LISTEN_PID", buf, 1) < 0 ? ps__neg_errno() : 0;
-    if (r < 0)
-        goto out;
-    if (names)
-        r = set_names(names, n);
-    else
+    r = set_env_long("LISTEN_FDS", n);
+    if (r == 0)
+        r = set_env_long("LISTEN_PID", (long)getpid());
+    if (r == 0 && joined && setenv("LISTEN_FDNAMES", joined, 1) < 0)
+        r = ps__neg_errno();
+    if (r == 0 && !joined)
         unsetenv("LISTEN_FDNAMES");
 
 out:
     for (i = 0; i < lifted; i++)
         ps__close(moved[i]);
+    free(joined);
     return r;
 }
 
