@@ -1,0 +1,88 @@
+# sup_lib.sh - shared by the supervisor's integration tests (sourced).
+#
+# Starts the real `portshare run` on 127.0.0.1:0 with a private control
+# socket, learns the port from its "listening on" log line, drives load
+# with tests/tools/loadgen, and cleans up everything on exit.
+set -euo pipefail
+
+: "${PORTSHARE:?PORTSHARE must name the portshare binary}"
+: "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
+LOADGEN=$PS_TOOLS/loadgen
+TESTWORKER=$PS_TOOLS/testworker
+T=$(mktemp -d /tmp/ps-test.XXXXXX)
+SUP_PIDS=()
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIP: $*" >&2; exit 77; }
+note() { echo "# $*" >&2; }
+
+cleanup() {
+    local p
+    for p in "${SUP_PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${SUP_PIDS[@]:-}"; do
+        [ -n "$p" ] || continue
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    pkill -KILL -f "$T/" 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+# wait_until SECONDS COMMAND...: poll until COMMAND succeeds
+wait_until() {
+    local limit=$1; shift
+    local end=$(( $(date +%s%N) / 1000000 + limit * 1000 ))
+    until "$@" >/dev/null 2>&1; do
+        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || return 1
+        sleep 0.05
+    done
+}
+
+# sup_start NAME [run options...] -- PROGRAM ARGS: starts a supervisor
+# named NAME in the background; sets SUP_PID and PORT (of the first
+# listener); waits until every worker is ready.
+sup_start() {
+    local name=$1; shift
+    "$PORTSHARE" run --name "$name" --control "$T/$name.sock" "$@" 2>"$T/$name.log" &
+    SUP_PID=$!
+    SUP_PIDS+=("$SUP_PID")
+    wait_until 20 grep -q 'ready: all' "$T/$name.log" ||
+        { cat "$T/$name.log" >&2; fail "supervisor $name did not get ready"; }
+    PORT=$(grep -o 'listening on tcp://[^ ]*' "$T/$name.log" | head -1 | sed 's/.*://')
+}
+
+ctl() { # ctl NAME COMMAND...
+    local name=$1; shift
+    "$PORTSHARE" "$@" --control "$T/$name.sock"
+}
+
+status_json() { ctl "$1" status --json; }
+
+# load_start NAME ARGS...: loadgen in the background until $T/NAME.stop
+# appears (--duration is only the hard cap).
+load_start() {
+    local name=$1; shift
+    rm -f "$T/$name.stop"
+    "$LOADGEN" --json --until-file "$T/$name.stop" "$@" >"$T/$name.json" 2>"$T/$name.err" &
+    echo $! >"$T/$name.pid"
+    # let it get going before the scenario starts
+    sleep 0.5
+}
+
+# load_stop NAME: sets RES to loadgen's JSON summary (not in a subshell:
+# only this shell can wait for its child)
+load_stop() {
+    local name=$1
+    touch "$T/$name.stop"
+    wait "$(cat "$T/$name.pid")" || true
+    RES=$(cat "$T/$name.json")
+    [ -n "$RES" ] || { cat "$T/$name.err" >&2; fail "loadgen $name printed no result"; }
+}
+
+# json_get FILE-OR-STRING KEY
+jget() { jq -r "$2" <<<"$1"; }
+
+sup_worker_pids() { status_json "$1" | jq -r '.slots[].pid'; }
