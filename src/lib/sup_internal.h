@@ -45,6 +45,7 @@ struct ps_worker {
     unsigned generation;
     enum ps_worker_state state;
     uint64_t started_ms;   /* CLOCK_MONOTONIC */
+    uint64_t ready_ms;     /* when it became ready, 0 before */
     uint64_t deadline_ms;  /* STARTING: ready timeout; DRAINING: SIGKILL time */
     int killed;            /* SIGKILL sent */
     int notified;          /* sent anything on NOTIFY_SOCKET */

@@ -30,7 +30,8 @@
 
 #define BACKOFF_FIRST_MS 100     /* second consecutive crash waits this long */
 #define BACKOFF_MAX_MS 30000
-#define STABLE_UPTIME_MS 10000   /* a worker up this long resets the back-off */
+#define STABLE_READY_MS 1000     /* ready this long: its exit is not a crash loop */
+#define STABLE_UPTIME_MS 10000   /* up this long, ready or not: likewise */
 #define RETIRE_GRACE_MS 500      /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS 5000
 
@@ -401,6 +402,7 @@ static void became_ready(struct ps_sup *sup, struct ps_worker *w, const char *ho
     if (w->state != W_STARTING)
         return;
     w->state = W_READY;
+    w->ready_ms = ps__now_ms();
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, how);
     sup->steer_dirty = 1;
@@ -480,7 +482,8 @@ static void crashed(struct ps_sup *sup, struct ps_slot *sl, const struct ps_work
 
     sl->restarts++;
     sl->last_exit = status;
-    if (now - w->started_ms >= STABLE_UPTIME_MS)
+    if (now - w->started_ms >= STABLE_UPTIME_MS ||
+        (w->ready_ms && now - w->ready_ms >= STABLE_READY_MS))
         sl->crashes = 0;
     sl->crashes++;
     delay = sl->crashes == 1 ? 0 : BACKOFF_FIRST_MS << (sl->crashes > 10 ? 9 : sl->crashes - 2);
