@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Issue 4, test 6: scale 2 -> 4 -> 1 -> 3 under load, with zero failed
+# requests.  Scaling down steers new connections away from the retiring
+# sockets first (a reuseport BPF program), lets their workers empty the
+# queues, and only then closes them, so nothing queued is reset.
+. "$(dirname "$0")/sup_lib.sh"
+
+sup_start sc -l 127.0.0.1:0 -w 2 -- "$TESTWORKER"
+load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --duration 120
+
+settle() { # settle N: N slots, all ready, N sockets
+    wait_until 15 bash -c "'$PORTSHARE' status --json --control '$T/sc.sock' | jq -e '(.slots | length) == $1 and ([.slots[] | select(.state == \"ready\")] | length) == $1 and (.listeners[0].sockets | length) == $1'" ||
+        fail "did not settle at $1 workers: $(status_json sc | jq -c '{slots: [.slots[] | {slot, state}], sockets: .listeners[0].sockets}')"
+}
+for n in 4 1 3; do
+    out=$(ctl sc scale $n) || fail "scale $n failed: $out"
+    settle $n
+    sleep 0.5
+done
+# TTIN / TTOU: one more, one less
+kill -TTIN "$SUP_PID"; settle 4
+kill -TTOU "$SUP_PID"; settle 3
+load_stop load
+note "scale under load: $RES"
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed while scaling: $RES"
+pids=$(jq '.by_pid | keys | length' <<<"$RES")
+[ "$pids" -ge 4 ] || fail "only $pids workers answered; scaling up did not add workers"
+! grep -q retire_reset "$T/sc.log" || fail "a retired socket was closed with connections queued: $(grep retire_reset "$T/sc.log")"
+echo "PASS: scaled 2->4->1->3->4->3 under load, $(jq .sent <<<"$RES") requests, 0 failed, $pids workers answered"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 4, test 5: the supervisor re-executes its own binary under load
+# (control command and SIGUSR2): zero failed requests, same pid, workers
+# kept.  A failed exec leaves the old supervisor running.
+. "$(dirname "$0")/sup_lib.sh"
+
+# run from a copy, so the test can replace the binary on disk
+cp "$PORTSHARE" "$T/portshare"
+SUP_BIN=$T/portshare
+sup_start up -l 127.0.0.1:0 -w 2 -- "$TESTWORKER"
+pid=$SUP_PID
+workers=$(sup_worker_pids up | sort | tr '\n' ' ')
+load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --duration 120
+
+for i in 1 2 3; do
+    out=$(ctl up upgrade) || fail "upgrade $i failed: $out"
+    echo "$out" | grep -q "pid $pid" || fail "upgrade $i: '$out' does not name pid $pid"
+done
+# SIGUSR2 does the same
+n=$(grep -c '"upgraded"\|upgraded: supervisor re-executed' "$T/up.log")
+kill -USR2 "$pid"
+wait_until 10 bash -c "[ \$(grep -c 'upgraded: supervisor re-executed' '$T/up.log') -gt $n ]" ||
+    fail "SIGUSR2 did not upgrade"
+# the binary is replaced by a new build (a copy with a different inode)
+cp "$PORTSHARE" "$T/portshare.new" && mv "$T/portshare.new" "$T/portshare"
+ctl up upgrade >/dev/null || fail "upgrade to the replaced binary failed"
+
+kill -0 "$pid" || fail "supervisor pid $pid is gone"
+[ "$(status_json up | jq .pid)" = "$pid" ] || fail "status reports another pid"
+now=$(sup_worker_pids up | sort | tr '\n' ' ')
+[ "$now" = "$workers" ] || fail "workers changed across upgrades: '$workers' -> '$now'"
+load_stop load
+note "upgrades under load: $RES"
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed during upgrades: $RES"
+echo "PASS: 5 upgrades (control and SIGUSR2), same pid $pid, same workers, $(jq .sent <<<"$RES") requests, 0 failed"
+
+# a broken binary: the upgrade is refused and the old image keeps running
+printf 'not an executable\n' >"$T/portshare.bad" && chmod +x "$T/portshare.bad" && mv "$T/portshare.bad" "$T/portshare"
+if out=$(ctl up upgrade 2>&1); then fail "upgrade to a broken binary reported success: $out"; fi
+rc=0; ctl up upgrade >/dev/null 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "failed upgrade exited $rc, expected 1"
+kill -0 "$pid" || fail "supervisor died on a failed upgrade"
+curl -sf "http://127.0.0.1:$PORT/" >/dev/null || fail "not serving after a failed upgrade"
+[ "$(sup_worker_pids up | sort | tr '\n' ' ')" = "$workers" ] || fail "workers changed after a failed upgrade"
+echo "PASS: a broken binary is refused ($out); the old supervisor keeps serving"
