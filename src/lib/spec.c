@@ -329,16 +329,24 @@ int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype,
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-        n = snprintf(buf, len, "%s://[%s]:%u", scheme, host, ntohs(sin6->sin6_port));
+        if (sin6->sin6_scope_id) /* link-local: without its interface it is another address */
+            n = snprintf(buf, len, "%s://[%s%%%u]:%u", scheme, host, (unsigned)sin6->sin6_scope_id,
+                         ntohs(sin6->sin6_port));
+        else
+            n = snprintf(buf, len, "%s://[%s]:%u", scheme, host, ntohs(sin6->sin6_port));
     } else if (sa->sa_family == AF_UNIX) {
         const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
         size_t plen = salen > offsetof(struct sockaddr_un, sun_path)
                           ? salen - offsetof(struct sockaddr_un, sun_path)
                           : 0;
+        if (plen > sizeof(sun->sun_path))
+            plen = sizeof(sun->sun_path);
         if (plen > 0 && sun->sun_path[0] == '\0')
             n = snprintf(buf, len, "unix:@%.*s", (int)(plen - 1), sun->sun_path + 1);
-        else
-            n = snprintf(buf, len, "unix:%.*s", (int)strnlen(sun->sun_path, plen), sun->sun_path);
+        else /* "unix://x" reads as "/x", so "//x" needs one more '/' to come back */
+            n = snprintf(buf, len, "unix:%s%.*s",
+                         sun->sun_path[0] == '/' && sun->sun_path[1] == '/' ? "/" : "",
+                         (int)strnlen(sun->sun_path, plen), sun->sun_path);
     } else {
         return -EAFNOSUPPORT;
     }

@@ -330,6 +330,11 @@ static void test_format(void **state)
     assert_int_equal(ps_spec_format(&spec, buf, strlen("tcp://127.0.0.1:8080") + 1), 0);
     assert_int_equal(ps_spec_format(&spec, buf, strlen("tcp://127.0.0.1:8080")), -ENAMETOOLONG);
 
+    /* a link-local address keeps its interface, or it means another one */
+    parse_ok("tcp://[fe80::1%1]:80");
+    assert_int_equal(sin6()->sin6_scope_id, 1);
+    expect_format("tcp://[fe80::1%1]:80");
+
     memset(&a6, 0, sizeof(a6));
     a6.sin6_family = AF_INET6;
     a6.sin6_port = htons(443);
