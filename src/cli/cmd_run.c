@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -115,6 +116,27 @@ static int parse_user(struct ps_sup_config *cfg, const char *text)
     return 0;
 }
 
+/* "TERM", "SIGTERM" or "15" */
+static int parse_signal(const char *text)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {{"TERM", SIGTERM}, {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"HUP", SIGHUP},
+                 {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"WINCH", SIGWINCH}, {"KILL", SIGKILL}};
+    size_t i;
+    int n;
+
+    if (!strncmp(text, "SIG", 3))
+        text += 3;
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(text, names[i].name))
+            return names[i].sig;
+    if (parse_count(text, 1, 64, &n) == 0)
+        return n;
+    return -1;
+}
+
 /* ---- options ------------------------------------------------------------------ */
 
 void run_options_init(struct run_options *o)
@@ -126,6 +148,7 @@ void run_options_init(struct run_options *o)
     o->cfg.mode = PS_REUSE_PORT;
     o->cfg.ready_timeout_ms = 60000;
     o->cfg.drain_timeout_ms = 30000;
+    o->cfg.drain_signal = SIGTERM;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
 }
 
@@ -211,6 +234,15 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
                    -1;
         if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
             *dst = 1;
+        return 1;
+    }
+    if (VALUE_OF("--drain-signal")) {
+        if (bad)
+            return -1;
+        o->cfg.drain_signal = parse_signal(v);
+        if (o->cfg.drain_signal <= 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --drain-signal '%s' (like TERM, INT, QUIT)", v),
+                   -1;
         return 1;
     }
     if (VALUE_OF("--name")) {

@@ -24,7 +24,9 @@ struct run_options {
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"         \
     "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"   \
     "                           (for programs without sd_notify; default: wait for READY=1)\n" \
-    "      --drain-timeout DUR  SIGKILL a worker DUR after its SIGTERM (default 30s)\n"        \
+    "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n" \
+    "                           drains on INT, nginx on QUIT)\n"                               \
+    "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"   \
     "      --name NAME          supervisor name for the control socket (default: default)\n"  \
     "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"   \
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"          \

@@ -15,6 +15,7 @@
  */
 #include "sup_internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -208,7 +209,7 @@ static void drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
         return;
     w->state = W_DRAINING;
     w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
-    kill(w->pid, SIGTERM);
+    kill(w->pid, sup->cfg->drain_signal ? sup->cfg->drain_signal : SIGTERM);
     ps__sup_log(sup, PS_LOG_INFO, "worker_draining", "worker %ld (slot %d, generation %u) draining: %s",
                 (long)w->pid, w->slot, w->generation, why);
     sup->steer_dirty = 1;
@@ -1003,6 +1004,29 @@ static void loop(struct ps_sup *sup)
     }
 }
 
+/* Whatever descriptors we inherited beyond stdio (a shell's, a CI
+ * runner's...) must not reach the workers: a worker holds exactly its
+ * listeners.  Ours are close-on-exec already; make theirs so too. */
+static void cloexec_inherited(void)
+{
+    struct dirent *de;
+    DIR *d = opendir("/proc/self/fd");
+    int self_fd, fd, flags;
+
+    if (!d)
+        return;
+    self_fd = dirfd(d);
+    while ((de = readdir(d))) {
+        fd = atoi(de->d_name);
+        if (de->d_name[0] == '.' || fd < 3 || fd == self_fd)
+            continue;
+        flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+    closedir(d);
+}
+
 static void init_sup(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
     const char *ns = getenv("NOTIFY_SOCKET");
@@ -1038,6 +1062,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
 
     *stage = PS_SUP_STAGE_NONE;
     init_sup(&sup, cfg);
+    cloexec_inherited();
     r = open_signals(&sup);
     if (r < 0) {
         ps__set_error(err, errlen, "cannot set up signal handling: %s", ps_strerror(r));

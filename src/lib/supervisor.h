@@ -34,7 +34,8 @@ struct ps_sup_config {
     char user[64];              /* for initgroups() */
     unsigned ready_timeout_ms;  /* a starting worker must be ready by then */
     unsigned ready_delay_ms;    /* 0: READY=1 only; else also ready after this long alive */
-    unsigned drain_timeout_ms;  /* SIGTERM, then SIGKILL after this */
+    unsigned drain_timeout_ms;  /* drain signal, then SIGKILL after this */
+    int drain_signal;           /* what asks a worker to drain (SIGTERM) */
     char name[64];
     char control_path[108];
     char **argv;                /* PROGRAM ARGS..., NULL-terminated */
