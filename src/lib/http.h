@@ -1,0 +1,238 @@
+/*
+ * http.h - the built-in static HTTP/1.x worker, private API.
+ *
+ * Three modules, one direction of use:
+ *   http_files.c   request path -> file under DIR: percent-decoding,
+ *                  normalisation, confinement (openat2 RESOLVE_BENEATH),
+ *                  Content-Type, and a small cache of open files and of
+ *                  small files' bytes (revalidated at most once a second).
+ *   http.c         bytes -> request (Debian's http_parser, paused after each
+ *                  message so pipelined requests are answered in order) and
+ *                  request -> response (status line, headers, and what body
+ *                  to send).  No sockets: unit tests and the fuzzer drive
+ *                  exactly the code the server runs.
+ *   http_server.c  the epoll loop: listeners, connections, timers, drain,
+ *                  counters, access log.
+ *
+ * Choices a client can observe (documented for users in the README):
+ *   - request target at most PS_HTTP_URL_MAX bytes (else 414), header
+ *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
+ *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
+ *     malformed requests are 400; HTTP/1.1 without Host is 400;
+ *   - a body on GET/HEAD with Content-Length up to PS_HTTP_BODY_MAX is read
+ *     and ignored, a larger one is 413; Transfer-Encoding on a request
+ *     (chunked bodies) is 411: send a Content-Length;
+ *   - a single byte range is 206 (416 when unsatisfiable), several ranges
+ *     are answered 200 with the whole file (allowed by RFC 9110 14.2);
+ *     If-Range is honoured for a date equal to Last-Modified only (we send
+ *     no ETags);
+ *   - a directory without its trailing slash is 301 to the slash form; a
+ *     directory without index.html is 403; a symlink that leads out of DIR
+ *     is 403; ".." above the root is 400;
+ *   - after any 4xx caused by the request framing the connection is closed.
+ */
+#ifndef PS_HTTP_H
+#define PS_HTTP_H
+
+#include "internal.h"
+
+#include <http_parser.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PS_HTTP_URL_MAX 8192      /* request target, bytes (414 above) */
+#define PS_HTTP_HEADERS_MAX 16384 /* header names + values, bytes (431 above) */
+#define PS_HTTP_BODY_MAX 65536    /* ignored GET/HEAD body, bytes (413 above) */
+#define PS_HTTP_MEM_MAX 16384     /* files up to this size are kept in memory */
+#define PS_HTTP_RESP_MAX 32768    /* buffer ps__http_respond() needs at least */
+
+/* ---- counters a worker shows on its page and reports to the supervisor -- */
+
+struct ps_http_counters {
+    uint64_t accepted; /* connections accepted */
+    uint64_t requests; /* responses produced */
+    uint64_t active;   /* connections open now */
+};
+
+/* ---- http_files.c ----------------------------------------------------- */
+
+/* One file of the cache.  Reference counted: the cache holds one
+ * reference, every response that sends from it holds one. */
+struct ps_http_file {
+    unsigned refs;
+    int fd;             /* open read-only; -1 when data holds the bytes */
+    char *data;         /* the whole file when size <= PS_HTTP_MEM_MAX */
+    off_t size;
+    time_t mtime;       /* seconds, for Last-Modified / If-Modified-Since */
+    struct timespec mtim, ctim;
+    dev_t dev;
+    ino_t ino;
+    uint64_t checked_ms; /* when it was last compared with the file system */
+    char *key;          /* normalised path it was found by */
+    size_t key_len;
+    const char *type;   /* Content-Type */
+    char last_modified[32];  /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    char head200[256];  /* Content-Type...Accept-Ranges lines of a 200 */
+    size_t head200_len;
+};
+
+struct ps_http_files;
+
+/*
+ * Open DIR (must be a directory; -ENOTDIR otherwise) and an empty cache.
+ * The cache keeps at most a fixed number of files (open descriptors and
+ * up to PS_HTTP_MEM_MAX bytes each).
+ */
+int ps__http_files_open(const char *root, struct ps_http_files **out);
+void ps__http_files_close(struct ps_http_files *files);
+
+/*
+ * Decode a request target's path (the part before '?', starting with '/')
+ * into a normalised path: percent-escapes decoded, "." and empty segments
+ * dropped, ".." applied.  Keeps one trailing '/' when the target had one.
+ * Returns the length written to out (NUL-terminated), -EINVAL for a bad
+ * escape, a NUL byte, ".." above the root or a path not starting with '/'
+ * (all 400), -ENAMETOOLONG when it does not fit.  O(len).
+ */
+int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap);
+
+/*
+ * Find the file a normalised path names, from the cache or the file
+ * system, confined to DIR.  A path ending in '/' names the directory's
+ * index.html.  Returns 0 and a referenced file (release with
+ * ps__http_file_put), or -ENOENT (404), -EACCES (403: escapes DIR, not a
+ * regular file, unreadable, or a directory without index.html), -EISDIR
+ * (a directory named without its trailing slash: redirect), -EMFILE /
+ * -ENFILE, or another -errno.  A cached file is compared with the file
+ * system (one fstatat) when now_ms is 1000 ms or more past its last check,
+ * so a changed file is never served stale for longer than a second.
+ */
+int ps__http_files_get(struct ps_http_files *files, const char *path, size_t len,
+                       uint64_t now_ms, struct ps_http_file **out);
+void ps__http_file_put(struct ps_http_file *file);
+
+/* Tests only: 0 makes the cache use its fallback for kernels without
+ * openat2 (openat + a real-path check). */
+void ps__http_files_set_openat2(struct ps_http_files *files, int on);
+
+/* Content-Type for a path's extension; "application/octet-stream" when
+ * unknown. */
+const char *ps__http_mime_type(const char *path, size_t len);
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes + NUL) into out[30+]. */
+void ps__http_format_date(time_t t, char *out);
+
+/* Parse an HTTP date (IMF-fixdate, RFC 850 or asctime form); -EINVAL if
+ * it is none of them. */
+int ps__http_parse_date(const char *s, size_t len, time_t *out);
+
+/* ---- http.c: requests ------------------------------------------------ */
+
+enum ps_http_state {
+    PS_HTTP_NEED_MORE = 0, /* feed more bytes */
+    PS_HTTP_READY,         /* a whole request: respond, then ps__http_req_next */
+    PS_HTTP_ERROR,         /* a framing error: respond (status set), then close */
+};
+
+/* The parse state of one connection.  Large (it holds the target), so
+ * allocate it with the connection, not on a small stack. */
+struct ps_http_req {
+    http_parser parser;
+    enum ps_http_state state;
+    int status;          /* the error status when state is PS_HTTP_ERROR */
+    int started;         /* the first byte of a request has been seen */
+    int has_host;
+    int header;          /* which header's value is being read (private) */
+    size_t header_bytes;
+    size_t name_len;     /* of the header name being read (private) */
+    char name[24];
+    size_t ims_len, range_len, if_range_len;
+    char ims[64];        /* If-Modified-Since */
+    char range[128];     /* Range; longer values are ignored */
+    char if_range[64];
+    size_t url_len;
+    char url[PS_HTTP_URL_MAX];
+};
+
+/* Start a connection's parser. */
+void ps__http_req_init(struct ps_http_req *req);
+
+/*
+ * Feed bytes.  Returns how many were consumed; parsing stops right after
+ * a complete request (state PS_HTTP_READY) so that the rest is handed back
+ * for the next one, and at an error (PS_HTTP_ERROR).  Never called with
+ * len == 0.  Allocates nothing.
+ */
+size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len);
+
+/* After the response to a READY request: get ready for the next one. */
+void ps__http_req_next(struct ps_http_req *req);
+
+/* ---- http.c: responses ----------------------------------------------- */
+
+struct ps_http_ctx {
+    struct ps_http_files *files; /* NULL: serve the embedded page */
+    uint64_t now_ms;             /* monotonic clock, set by the caller */
+    time_t now_sec;              /* wall clock, set by ps__http_ctx_tick */
+    char date_line[48];          /* "Date: ...\r\n" for now_sec */
+    size_t date_line_len;
+    int draining;                /* every response says Connection: close */
+    /* for the embedded page */
+    const struct ps_http_counters *counters;
+    long pid, slot, generation;  /* slot/generation -1 when unknown */
+};
+
+/* Set the clocks (monotonic ms; wall clock read here) and rebuild the
+ * Date line when the second changed.  Call once per loop iteration. */
+void ps__http_ctx_tick(struct ps_http_ctx *ctx, uint64_t now_ms);
+
+struct ps_http_resp {
+    int status;
+    int keep_alive;          /* 0: close the connection after this one */
+    size_t len;              /* bytes written into the caller's buffer */
+    struct ps_http_file *file; /* non-NULL: then send file_len bytes of
+                                * file->fd from file_off (release with
+                                * ps__http_resp_done) */
+    off_t file_off;
+    size_t file_len;
+    size_t body_len;         /* body bytes in all (for the access log) */
+};
+
+/*
+ * Produce the response to the request in req (READY or ERROR): status
+ * line, headers and, when small, the body are written to buf (cap must be
+ * at least PS_HTTP_RESP_MAX; -ENOBUFS otherwise); a large body is left to
+ * the caller as a file range to sendfile().  Returns 0.
+ */
+int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf, size_t cap,
+                     struct ps_http_resp *resp);
+
+/* Release what a response holds (the file reference). */
+void ps__http_resp_done(struct ps_http_resp *resp);
+
+/* ---- http_server.c ---------------------------------------------------- */
+
+struct ps_http_server_config {
+    const int *listen_fds;   /* listening stream sockets (not closed by us
+                              * before draining; never shut down) */
+    int n_listen;
+    const char *root;        /* DIR, or NULL for the embedded page */
+    int header_timeout_ms;   /* whole request head must arrive within */
+    int idle_timeout_ms;     /* keep-alive connection without a request */
+    int max_connections;
+    int access_log_fd;       /* -1: no access log */
+    long slot, generation;   /* for the page; -1 when unknown */
+};
+
+/*
+ * Serve until SIGTERM or SIGINT, then drain: close the listeners, finish
+ * the responses in flight, close idle connections, return 0 when none is
+ * left.  Blocks SIGTERM and SIGINT in the calling thread and reads them
+ * from a signalfd; the caller should ignore SIGPIPE.  Sends READY=1,
+ * STOPPING=1 and, at most once a second when they changed,
+ * "X_PORTSHARE_STATS=accepted=N requests=N active=N" to $NOTIFY_SOCKET.
+ * Returns 0, or -errno when it could not start (root not a directory...).
+ */
+int ps__http_serve(const struct ps_http_server_config *cfg);
+
+#endif

@@ -1,0 +1,847 @@
+/*
+ * http_server.c - the HTTP worker's event loop: one epoll over the
+ * inherited listeners, the connections, and a signalfd.
+ *
+ * Cost model of the hot path (keep-alive, cached small file): per request
+ * one read() and one send(), plus a share of an epoll_wait(); no malloc,
+ * no epoll_ctl, no timer syscall.  Level-triggered epoll, EPOLLIN while a
+ * connection reads and EPOLLOUT only while output is blocked.  Responses
+ * are built into one shared buffer and sent at once; only output the
+ * socket did not take, and input after a request that must wait, is copied
+ * into the connection.
+ *
+ * Timers: a connection waits under one of a few fixed timeouts (request
+ * head, keep-alive idle, blocked send, lingering close, drain grace).  All
+ * connections under one timeout expire in the order they joined it, so
+ * each is a list kept sorted by appending: arming, moving and expiring are
+ * O(1), and the loop's epoll_wait timeout is the earliest list head.
+ */
+#include "http.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF_SIZE (64 * 1024)
+#define WBUF_SIZE (4 * PS_HTTP_RESP_MAX)
+#define LOG_SIZE (64 * 1024)
+#define ACCEPT_BATCH 64             /* accept4 calls per listener wakeup */
+#define MAX_EVENTS 256
+#define SEND_TIMEOUT_MS 30000       /* a client that reads nothing this long is dropped */
+#define LINGER_MS 2000              /* reading what a client still sends after an error */
+#define LINGER_MAX (256 * 1024)
+#define GRACE_MS 1000               /* a fresh connection's chance to send its request */
+#define PAUSE_MS 100                /* accepting pauses this long on EMFILE/ENFILE */
+#define SENDFILE_BUDGET (4 << 20)   /* bytes per connection per wakeup, for fairness */
+#define FREE_CONNS_MAX 256
+
+enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
+enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
+
+/* What epoll's data.ptr points at: the first member of each watched thing. */
+struct item {
+    enum item_kind kind;
+    int fd;
+};
+
+struct conn {
+    struct item item;
+    struct conn *prev, *next; /* in its timer list */
+    int list;                 /* enum timer_list */
+    uint64_t deadline;
+    uint32_t events;          /* EPOLLIN or EPOLLOUT, as registered */
+    unsigned closing : 1;     /* close when the output is out */
+    unsigned linger : 1;      /* ... through a lingering close */
+    unsigned served : 1;      /* has answered a request */
+    unsigned nodelay : 1;
+    char *in;                 /* input not yet parsed (waits for output) */
+    size_t in_len, in_cap;
+    char *out;                /* output the socket did not take yet */
+    size_t out_off, out_len, out_cap;
+    struct ps_http_resp body; /* a file body still to send (body.file) */
+    size_t lingered;
+    struct sockaddr_storage peer;
+    struct ps_http_req req;
+};
+
+struct list {
+    struct conn *head, *tail;
+};
+
+struct server {
+    const struct ps_http_server_config *cfg;
+    int ep;
+    struct item signal;
+    struct item *listeners;
+    int n_listen;
+    int watching;             /* listeners are in the epoll set */
+    uint64_t paused_until;    /* no accepting before this (EMFILE) */
+    int stop_requested, draining;
+    struct list lists[T_COUNT];
+    uint64_t timeout[T_COUNT];
+    uint64_t now, next_tick;
+    struct ps_http_ctx ctx;
+    struct ps_http_counters counters, reported;
+    struct conn *free_conns;
+    int n_free;
+    char *rbuf, *wbuf;
+    char *log;
+    size_t log_len;
+    time_t log_sec;
+    char log_date[32];
+};
+
+/* ---- time and timers ------------------------------------------------------ */
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void timer_unset(struct server *s, struct conn *c)
+{
+    struct list *l;
+
+    if (c->list == T_NONE)
+        return;
+    l = &s->lists[c->list];
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+    c->list = T_NONE;
+}
+
+/* (Re)arm: the connection expires timeout[list] from now.  O(1). */
+static void timer_set(struct server *s, struct conn *c, int list)
+{
+    struct list *l = &s->lists[list];
+
+    timer_unset(s, c);
+    c->list = list;
+    c->deadline = s->now + s->timeout[list];
+    c->prev = l->tail;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+/* Milliseconds until the earliest deadline, at most 1000 (the tick). */
+static int next_timeout(const struct server *s)
+{
+    uint64_t first = s->next_tick;
+    int i;
+
+    for (i = 0; i < T_COUNT; i++)
+        if (s->lists[i].head && s->lists[i].head->deadline < first)
+            first = s->lists[i].head->deadline;
+    if (s->paused_until && s->paused_until < first)
+        first = s->paused_until;
+    return first <= s->now ? 0 : (int)(first - s->now);
+}
+
+/* ---- access log (common log format) ----------------------------------------- */
+
+static void log_flush(struct server *s)
+{
+    size_t off = 0;
+
+    while (off < s->log_len) {
+        ssize_t n = write(s->cfg->access_log_fd, s->log + off, s->log_len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a log that cannot be written must not stop serving */
+        off += (size_t)n;
+    }
+    s->log_len = 0;
+}
+
+static void log_peer(const struct conn *c, char *buf, size_t cap)
+{
+    const struct sockaddr_storage *ss = &c->peer;
+
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
+    else
+        snprintf(buf, cap, "-");
+}
+
+/* The target as logged: quotes, backslashes and control bytes escaped,
+ * cut at 1 KiB so that one line stays bounded. */
+static size_t log_target(const struct ps_http_req *req, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, o = 0, n = req->url_len < 1024 ? req->url_len : 1024;
+
+    for (i = 0; i < n && o + 5 < cap; i++) {
+        unsigned char ch = (unsigned char)req->url[i];
+        if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static void log_request(struct server *s, const struct conn *c, const struct ps_http_resp *resp)
+{
+    char peer[INET6_ADDRSTRLEN], target[4200], bytes[24];
+    const struct ps_http_req *req = &c->req;
+    int n;
+
+    if (s->cfg->access_log_fd < 0)
+        return;
+    if (s->log_sec != s->ctx.now_sec) {
+        struct tm tm;
+        s->log_sec = s->ctx.now_sec;
+        gmtime_r(&s->log_sec, &tm);
+        strftime(s->log_date, sizeof(s->log_date), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    }
+    if (LOG_SIZE - s->log_len < sizeof(target) + 256)
+        log_flush(s);
+    log_peer(c, peer, sizeof(peer));
+    log_target(req, target, sizeof(target));
+    snprintf(bytes, sizeof(bytes), "%zu", resp->body_len);
+    n = snprintf(s->log + s->log_len, LOG_SIZE - s->log_len,
+                 "%s - - [%s] \"%s %s HTTP/%u.%u\" %d %s\n", peer, s->log_date,
+                 req->started ? http_method_str((enum http_method)req->parser.method) : "-",
+                 target, req->parser.http_major, req->parser.http_minor, resp->status,
+                 resp->body_len ? bytes : "-");
+    if (n > 0 && (size_t)n < LOG_SIZE - s->log_len)
+        s->log_len += (size_t)n;
+}
+
+/* ---- connections: life and death ------------------------------------------ */
+
+static void conn_close(struct server *s, struct conn *c)
+{
+    timer_unset(s, c);
+    ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
+    ps__http_resp_done(&c->body);
+    free(c->in);
+    free(c->out);
+    s->counters.active--;
+    if (s->n_free < FREE_CONNS_MAX) {
+        c->next = s->free_conns;
+        s->free_conns = c;
+        s->n_free++;
+    } else {
+        free(c);
+    }
+}
+
+static struct conn *conn_new(struct server *s, int fd)
+{
+    struct conn *c = s->free_conns;
+
+    if (c) {
+        s->free_conns = c->next;
+        s->n_free--;
+    } else if (!(c = malloc(sizeof(*c)))) {
+        return NULL;
+    }
+    /* everything but the request's target buffer, which needs no clearing */
+    memset(c, 0, offsetof(struct conn, req));
+    c->item.kind = ITEM_CONN;
+    c->item.fd = fd;
+    c->list = T_NONE;
+    c->events = EPOLLIN;
+    ps__http_req_init(&c->req);
+    return c;
+}
+
+static int watch(struct server *s, struct conn *c, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = &c->item};
+
+    if (c->events == events)
+        return 0;
+    c->events = events;
+    return epoll_ctl(s->ep, EPOLL_CTL_MOD, c->item.fd, &ev);
+}
+
+static void set_nodelay(struct conn *c)
+{
+    int one = 1;
+
+    /* only once output spans several segments: one small send per
+     * response never waits for Nagle, so most connections skip this */
+    if (!c->nodelay)
+        setsockopt(c->item.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->nodelay = 1;
+}
+
+/* Half-close, then read and drop what the client still sends, so that
+ * our response is not destroyed by a reset from unread input. */
+static void start_linger(struct server *s, struct conn *c)
+{
+    shutdown(c->item.fd, SHUT_WR);
+    c->in_len = 0;
+    if (watch(s, c, EPOLLIN) < 0) {
+        conn_close(s, c);
+        return;
+    }
+    timer_set(s, c, T_LINGER);
+}
+
+static void linger_read(struct server *s, struct conn *c)
+{
+    ssize_t n = read(c->item.fd, s->rbuf, RBUF_SIZE);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 || (c->lingered += (size_t)n) > LINGER_MAX)
+        conn_close(s, c);
+}
+
+static void finish(struct server *s, struct conn *c)
+{
+    if (c->linger)
+        start_linger(s, c);
+    else
+        conn_close(s, c);
+}
+
+/* ---- connections: input ------------------------------------------------------ */
+
+/* Keep unparsed input for later; data may point into c->in itself. */
+static int keep_input(struct conn *c, const char *data, size_t len)
+{
+    if (len > c->in_cap) {
+        char *p = malloc(len);
+        if (!p)
+            return -ENOMEM;
+        memcpy(p, data, len);
+        free(c->in);
+        c->in = p;
+        c->in_cap = len;
+    } else if (len) {
+        memmove(c->in, data, len);
+    }
+    c->in_len = len;
+    return 0;
+}
+
+/* Parse and answer requests from data into s->wbuf until the input is
+ * used up, the buffer is full, a file body must go first, or the
+ * connection is to close.  Returns the bytes of output produced. */
+static size_t produce(struct server *s, struct conn *c, const char **data, size_t *len)
+{
+    struct ps_http_resp resp;
+    size_t used = 0, n;
+
+    for (;;) {
+        if (c->req.state == PS_HTTP_NEED_MORE) {
+            if (*len == 0)
+                break;
+            n = ps__http_parse(&c->req, *data, *len);
+            *data += n;
+            *len -= n;
+            if (c->req.state == PS_HTTP_NEED_MORE)
+                break;
+        }
+        if (WBUF_SIZE - used < PS_HTTP_RESP_MAX)
+            break; /* send first; this request stays parsed and ready */
+        s->counters.requests++;
+        ps__http_respond(&s->ctx, &c->req, s->wbuf + used, WBUF_SIZE - used, &resp);
+        used += resp.len;
+        log_request(s, c, &resp);
+        c->served = 1;
+        timer_unset(s, c); /* the next request gets a fresh head timeout */
+        if (resp.file)
+            c->body = resp;
+        if (!resp.keep_alive) {
+            c->closing = 1;
+            c->linger = c->req.state == PS_HTTP_ERROR || *len > 0;
+            *len = 0;
+            break;
+        }
+        ps__http_req_next(&c->req);
+        if (resp.file)
+            break;
+    }
+    return used;
+}
+
+/* ---- connections: output ------------------------------------------------------ */
+
+static int wait_writable(struct server *s, struct conn *c)
+{
+    set_nodelay(c);
+    if (watch(s, c, EPOLLOUT) < 0)
+        return -1;
+    timer_set(s, c, T_SEND);
+    return 0;
+}
+
+/* Send the pending file range: 1 done, 0 blocked, -1 failed. */
+static int send_file(struct conn *c)
+{
+    size_t budget = SENDFILE_BUDGET;
+
+    set_nodelay(c);
+    while (c->body.file_len > 0 && budget > 0) {
+        size_t want = c->body.file_len < budget ? c->body.file_len : budget;
+        ssize_t n = sendfile(c->item.fd, c->body.file->fd, &c->body.file_off, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN ? 0 : -1;
+        if (n == 0)
+            return -1; /* the file shrank: the promised length cannot be kept */
+        c->body.file_len -= (size_t)n;
+        budget -= (size_t)n;
+    }
+    if (c->body.file_len > 0)
+        return 0;
+    ps__http_resp_done(&c->body);
+    return 1;
+}
+
+static ssize_t send_some(struct conn *c, const char *buf, size_t len)
+{
+    int flags = MSG_NOSIGNAL | (c->body.file ? MSG_MORE : 0);
+    ssize_t n;
+
+    do
+        n = send(c->item.fd, buf, len, flags);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN)
+        return 0;
+    return n;
+}
+
+/* Send len bytes of buf and then any file body: 1 all sent, 0 waiting
+ * for EPOLLOUT (the rest saved), -1 the connection was closed. */
+static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
+{
+    ssize_t n = len ? send_some(c, buf, len) : 0;
+    int r;
+
+    if (n < 0)
+        goto error;
+    if ((size_t)n < len) {
+        if (len - (size_t)n > c->out_cap) {
+            free(c->out);
+            c->out_cap = len - (size_t)n;
+            if (!(c->out = malloc(c->out_cap)))
+                goto error;
+        }
+        memcpy(c->out, buf + n, len - (size_t)n);
+        c->out_off = 0;
+        c->out_len = len - (size_t)n;
+        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+    }
+    if (!c->body.file)
+        return 1;
+    r = send_file(c);
+    if (r < 0)
+        goto error;
+    if (r == 0)
+        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+    return 1;
+
+error:
+    conn_close(s, c);
+    return -1;
+}
+
+/* Reading again: pick the timeout that applies now. */
+static void go_idle(struct server *s, struct conn *c)
+{
+    int list = c->req.started || !c->served ? T_HEADER : T_IDLE;
+
+    if (watch(s, c, EPOLLIN) < 0) {
+        conn_close(s, c);
+        return;
+    }
+    if (s->draining && list == T_IDLE) {
+        conn_close(s, c);
+        return;
+    }
+    if (c->list != list)
+        timer_set(s, c, list);
+}
+
+/* Answer what the input holds (data, or the kept input when data is
+ * NULL), send it, and repeat while kept input remains and sending does
+ * not block.  The one place a connection moves between its states. */
+static void serve(struct server *s, struct conn *c, const char *data, size_t len)
+{
+    for (;;) {
+        size_t used;
+        int r;
+
+        if (!data) {
+            data = c->in;
+            len = c->in_len;
+        }
+        used = produce(s, c, &data, &len);
+        if (keep_input(c, data, len) < 0) {
+            conn_close(s, c);
+            return;
+        }
+        r = flush(s, c, s->wbuf, used);
+        if (r <= 0)
+            return;
+        if (c->closing) {
+            finish(s, c);
+            return;
+        }
+        if (c->in_len == 0 && c->req.state == PS_HTTP_NEED_MORE)
+            break;
+        data = NULL;
+    }
+    go_idle(s, c);
+}
+
+static void conn_readable(struct server *s, struct conn *c)
+{
+    ssize_t n;
+
+    if (c->list == T_LINGER) {
+        linger_read(s, c);
+        return;
+    }
+    do
+        n = read(c->item.fd, s->rbuf, RBUF_SIZE);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN)
+        return;
+    if (n <= 0) {
+        conn_close(s, c); /* the client left (a half-sent request is void) */
+        return;
+    }
+    serve(s, c, s->rbuf, (size_t)n);
+}
+
+static void conn_writable(struct server *s, struct conn *c)
+{
+    if (c->out_off < c->out_len) {
+        ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
+        if (n < 0) {
+            conn_close(s, c);
+            return;
+        }
+        c->out_off += (size_t)n;
+        timer_set(s, c, T_SEND); /* progress re-arms the send timeout */
+        if (c->out_off < c->out_len)
+            return;
+        c->out_off = c->out_len = 0;
+    }
+    if (c->body.file) {
+        int r = send_file(c);
+        if (r < 0) {
+            conn_close(s, c);
+            return;
+        }
+        timer_set(s, c, T_SEND);
+        if (r == 0)
+            return;
+    }
+    timer_unset(s, c);
+    if (c->closing)
+        finish(s, c);
+    else
+        serve(s, c, NULL, 0);
+}
+
+/* ---- listeners ------------------------------------------------------------------ */
+
+static void watch_listeners(struct server *s, int on)
+{
+    int i;
+
+    if (on == s->watching)
+        return;
+    for (i = 0; i < s->n_listen; i++) {
+        /* EPOLLEXCLUSIVE: on a socket shared by several workers, wake one */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.ptr = &s->listeners[i]};
+        epoll_ctl(s->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, s->listeners[i].fd, &ev);
+    }
+    s->watching = on;
+}
+
+static void accept_from(struct server *s, struct item *l)
+{
+    int i;
+
+    for (i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        struct epoll_event ev = {.events = EPOLLIN};
+        struct conn *c;
+        int fd;
+
+        if (s->counters.active >= (uint64_t)s->cfg->max_connections)
+            return; /* the loop stops watching the listeners until one closes */
+        fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                s->paused_until = s->now + PAUSE_MS; /* rather than spin on it */
+            return;
+        }
+        c = conn_new(s, fd);
+        ev.data.ptr = c;
+        if (!c || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            ps__close(fd);
+            free(c);
+            continue;
+        }
+        memcpy(&c->peer, &peer, len < sizeof(peer) ? len : sizeof(peer));
+        s->counters.accepted++;
+        s->counters.active++;
+        timer_set(s, c, T_HEADER);
+    }
+}
+
+/* Accept while not draining, below the connection limit, and not paused. */
+static void update_accepting(struct server *s)
+{
+    if (s->paused_until && s->now >= s->paused_until)
+        s->paused_until = 0;
+    watch_listeners(s, !s->draining && !s->paused_until &&
+                           s->counters.active < (uint64_t)s->cfg->max_connections);
+}
+
+/* ---- drain ----------------------------------------------------------------------- */
+
+static void close_all(struct server *s, int list)
+{
+    while (s->lists[list].head)
+        conn_close(s, s->lists[list].head);
+}
+
+/* SIGTERM: stop accepting (close, never shutdown: the supervisor and
+ * maybe other workers hold the same sockets), say so, close idle
+ * connections, give fresh ones a moment to send their request. */
+static void start_drain(struct server *s)
+{
+    struct conn *c, *next;
+    int i;
+
+    s->draining = 1;
+    s->ctx.draining = 1;
+    watch_listeners(s, 0);
+    for (i = 0; i < s->n_listen; i++)
+        ps__close(s->listeners[i].fd);
+    s->n_listen = 0;
+    ps_notify("STOPPING=1");
+    close_all(s, T_IDLE);
+    for (c = s->lists[T_HEADER].head; c; c = next) {
+        next = c->next;
+        if (!c->req.started)
+            timer_set(s, c, T_GRACE);
+    }
+}
+
+static void read_signals(struct server *s)
+{
+    struct signalfd_siginfo si;
+
+    while (read(s->signal.fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        s->stop_requested = 1;
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+static void expire(struct server *s)
+{
+    int i;
+
+    for (i = 0; i < T_COUNT; i++)
+        while (s->lists[i].head && s->lists[i].head->deadline <= s->now)
+            conn_close(s, s->lists[i].head);
+}
+
+/* Once a second: counters to the supervisor when they changed, the log. */
+static void tick(struct server *s)
+{
+    char msg[160];
+
+    if (s->now < s->next_tick)
+        return;
+    s->next_tick = s->now + 1000;
+    if (memcmp(&s->counters, &s->reported, sizeof(s->counters)) != 0) {
+        snprintf(msg, sizeof(msg), "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu",
+                 (unsigned long long)s->counters.accepted,
+                 (unsigned long long)s->counters.requests,
+                 (unsigned long long)s->counters.active);
+        ps_notify(msg);
+        s->reported = s->counters;
+    }
+    if (s->log_len)
+        log_flush(s);
+}
+
+static void dispatch(struct server *s, struct epoll_event *ev)
+{
+    struct item *it = ev->data.ptr;
+
+    if (it->kind == ITEM_CONN) {
+        struct conn *c = (struct conn *)it;
+        if (c->events & EPOLLOUT)
+            conn_writable(s, c);
+        else
+            conn_readable(s, c);
+    } else if (it->kind == ITEM_LISTENER) {
+        accept_from(s, it);
+    } else {
+        read_signals(s);
+    }
+}
+
+static int run(struct server *s)
+{
+    struct epoll_event events[MAX_EVENTS];
+
+    while (!s->draining || s->counters.active > 0) {
+        int i, n = epoll_wait(s->ep, events, MAX_EVENTS, next_timeout(s));
+        if (n < 0 && errno != EINTR)
+            return ps__neg_errno();
+        s->now = monotonic_ms();
+        ps__http_ctx_tick(&s->ctx, s->now);
+        for (i = 0; i < n; i++)
+            dispatch(s, &events[i]);
+        /* after the batch: these may close connections other events name */
+        if (s->stop_requested && !s->draining)
+            start_drain(s);
+        expire(s);
+        update_accepting(s);
+        tick(s);
+    }
+    return 0;
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static int setup(struct server *s, const struct ps_http_server_config *cfg, sigset_t *mask)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->signal};
+    int i, r;
+
+    s->cfg = cfg;
+    s->timeout[T_HEADER] = (uint64_t)cfg->header_timeout_ms;
+    s->timeout[T_IDLE] = (uint64_t)cfg->idle_timeout_ms;
+    s->timeout[T_SEND] = SEND_TIMEOUT_MS;
+    s->timeout[T_LINGER] = LINGER_MS;
+    s->timeout[T_GRACE] = GRACE_MS;
+    s->ctx.counters = &s->counters;
+    s->ctx.pid = (long)getpid();
+    s->ctx.slot = cfg->slot;
+    s->ctx.generation = cfg->generation;
+    if (cfg->root && (r = ps__http_files_open(cfg->root, &s->ctx.files)) < 0)
+        return r;
+    s->rbuf = malloc(RBUF_SIZE);
+    s->wbuf = malloc(WBUF_SIZE);
+    s->log = malloc(LOG_SIZE);
+    s->listeners = calloc((size_t)cfg->n_listen + 1, sizeof(*s->listeners));
+    if (!s->rbuf || !s->wbuf || !s->log || !s->listeners)
+        return -ENOMEM;
+    for (i = 0; i < cfg->n_listen; i++) {
+        int fl = fcntl(cfg->listen_fds[i], F_GETFL);
+        /* accept4 after a wakeup must not block: another worker sharing
+         * the socket may have taken the connection */
+        if (fl < 0 || fcntl(cfg->listen_fds[i], F_SETFL, fl | O_NONBLOCK) < 0)
+            return ps__neg_errno();
+        s->listeners[i].kind = ITEM_LISTENER;
+        s->listeners[i].fd = cfg->listen_fds[i];
+    }
+    s->n_listen = cfg->n_listen;
+    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (s->ep < 0)
+        return ps__neg_errno();
+    s->signal.kind = ITEM_SIGNAL;
+    s->signal.fd = signalfd(-1, mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->signal.fd < 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, s->signal.fd, &ev) < 0)
+        return ps__neg_errno();
+    s->now = monotonic_ms();
+    s->next_tick = s->now + 1000;
+    ps__http_ctx_tick(&s->ctx, s->now);
+    update_accepting(s);
+    return 0;
+}
+
+static void teardown(struct server *s)
+{
+    struct conn *c;
+    int i;
+
+    for (i = 0; i < T_COUNT; i++)
+        close_all(s, i);
+    while ((c = s->free_conns)) {
+        s->free_conns = c->next;
+        free(c);
+    }
+    if (s->cfg->access_log_fd >= 0 && s->log)
+        log_flush(s);
+    for (i = 0; i < s->n_listen; i++)
+        ps__close(s->listeners[i].fd);
+    if (s->signal.fd >= 0)
+        ps__close(s->signal.fd);
+    if (s->ep >= 0)
+        ps__close(s->ep);
+    ps__http_files_close(s->ctx.files);
+    free(s->listeners);
+    free(s->rbuf);
+    free(s->wbuf);
+    free(s->log);
+}
+
+int ps__http_serve(const struct ps_http_server_config *cfg)
+{
+    struct server s;
+    sigset_t mask, old;
+    int r;
+
+    if (cfg->n_listen < 1 || cfg->max_connections < 1 || cfg->header_timeout_ms < 1 ||
+        cfg->idle_timeout_ms < 1)
+        return -EINVAL;
+    memset(&s, 0, sizeof(s));
+    s.ep = s.signal.fd = -1;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    r = setup(&s, cfg, &mask);
+    if (r == 0) {
+        ps_notify("READY=1");
+        r = run(&s);
+        tick(&s);
+    }
+    teardown(&s);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
