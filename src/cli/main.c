@@ -27,6 +27,7 @@ static const struct subcommand commands[] = {
     {"stop", cmd_control, "stop a running supervisor gracefully", 0},
     {"upgrade", cmd_control, "re-execute the supervisor's binary in place", 0},
     {"version", cmd_version, "print the version", 0},
+    {"probe", cmd_probe, "measure what this kernel does with SO_REUSEADDR / SO_REUSEPORT", 0},
     {"http-worker", cmd_http_worker, "the HTTP worker process run by serve", 1},
 };
 
