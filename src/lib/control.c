@@ -166,20 +166,9 @@ void ps__control_reply(int fd, int ok, const char *body)
 
 void ps__control_accept(struct ps_sup *sup)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
     int fd, i;
 
     while ((fd = accept4(sup->control_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-            (cred.uid != 0 && cred.uid != geteuid())) {
-            ps__control_reply(fd, 0, "permission denied: only the supervisor's owner or root");
-            ps__sup_log(sup, PS_LOG_WARN, "control_refused",
-                        "refused a control connection from uid %lu (pid %ld)",
-                        (unsigned long)cred.uid, (long)cred.pid);
-            ps__close(fd);
-            continue;
-        }
         for (i = 0; i < PS_SUP_MAX_CLIENTS && sup->clients[i] >= 0; i++)
             ;
         if (i == PS_SUP_MAX_CLIENTS) {
@@ -189,6 +178,24 @@ void ps__control_accept(struct ps_sup *sup)
         }
         sup->clients[i] = fd;
     }
+}
+
+/* Only the supervisor's owner and root may command it.  Checked once the
+ * command has arrived, so that the refusal is read by the client instead of
+ * being lost to a reset. */
+static int peer_allowed(struct ps_sup *sup, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        (cred.uid == 0 || cred.uid == geteuid()))
+        return 1;
+    ps__control_reply(fd, 0, "permission denied: only the supervisor's owner or root");
+    ps__sup_log(sup, PS_LOG_WARN, "control_refused",
+                "refused a control connection from uid %lu (pid %ld)", (unsigned long)cred.uid,
+                (long)cred.pid);
+    return 0;
 }
 
 static void run_command(struct ps_sup *sup, int fd, char *line)
@@ -259,6 +266,10 @@ void ps__control_client_ready(struct ps_sup *sup, int idx)
     }
     line[n] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
+    if (!peer_allowed(sup, fd)) {
+        ps__close(fd);
+        return;
+    }
     run_command(sup, fd, line);
 }
 
@@ -282,7 +293,9 @@ int ps_sup_control_call(const char *path, const char *command, int *ok, char *ou
     if (connect(fd, (struct sockaddr *)&ss, len) < 0)
         goto error;
     snprintf(line, sizeof(line), "%s\n", command);
-    if (send(fd, line, strlen(line), MSG_NOSIGNAL) < 0)
+    /* a supervisor that refuses us answers and hangs up at once, maybe
+     * before our command arrives: read its answer even when this fails */
+    if (send(fd, line, strlen(line), MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
         goto error;
     out[0] = '\0';
     for (;;) {

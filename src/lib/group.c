@@ -133,7 +133,7 @@ static int port_inodes(const struct ps_group *g, unsigned long *inodes, int cap)
  * owner of the port should be one supervisor.  Returns the number of
  * foreign sockets on the exact address (wildcards included).
  */
-static int foreign_members(const struct ps_group *g)
+static int foreign_members(const struct ps_group *g, unsigned long *first)
 {
     unsigned long inodes[512];
     int n, i, k, foreign = 0;
@@ -147,7 +147,8 @@ static int foreign_members(const struct ps_group *g)
             struct stat st;
             ours = fstat(g->fds[k], &st) == 0 && (unsigned long)st.st_ino == inodes[i];
         }
-        foreign += !ours;
+        if (!ours && !foreign++)
+            *first = inodes[i];
     }
     return foreign;
 }
@@ -156,6 +157,7 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
 {
     char addr[160];
     int want = g->shared ? 1 : nslots, r = 0;
+    unsigned long inode = 0;
 
     g->nfds = 0;
     while (g->nfds < want) {
@@ -163,11 +165,11 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
         if (r < 0)
             goto error;
     }
-    if (foreign_members(g) > 0) {
+    if (foreign_members(g, &inode) > 0) {
         pid_t pid = 0;
         char comm[64] = "";
         ps_spec_format(&g->spec, addr, sizeof(addr));
-        if (ps_port_owner(&g->spec, &pid, comm, sizeof(comm)) == 0 && pid != getpid())
+        if (ps__inode_owner(inode, &pid, comm, sizeof(comm)) == 0)
             ps__set_error(err, errlen,
                           "cannot bind %s: another process (pid %ld, %s) already listens there "
                           "with SO_REUSEPORT and would share our connections",

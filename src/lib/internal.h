@@ -41,6 +41,11 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
  * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
 
+/* The first process (lowest pid) holding socket inode in its descriptor
+ * table, and its command name.  -ENOENT when none is visible.  O(processes x
+ * descriptors). */
+int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen);
+
 /*
  * Platform layer (os_linux.c): the few places where what a socket option
  * does differs by operating system.  Returns 0 or -errno.

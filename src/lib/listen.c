@@ -273,25 +273,11 @@ static int pid_holds_inode(const char *pid, unsigned long inode)
     return found;
 }
 
-int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t commlen)
+int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
 {
-    const char *files[2];
-    unsigned long inode = 0;
     struct dirent *de;
-    DIR *proc;
-    int tcp = spec->proto == PS_PROTO_TCP;
-    size_t i;
+    DIR *proc = opendir("/proc");
 
-    if (spec->proto == PS_PROTO_UNIX)
-        return -ENOENT;
-    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
-    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
-    /* an IPv4 spec can collide with a dual-stack IPv6 socket and vice versa */
-    for (i = 0; i < 2 && !inode; i++)
-        inode = find_inode(files[i], spec, tcp);
-    if (!inode)
-        return -ENOENT;
-    proc = opendir("/proc");
     if (!proc)
         return ps__neg_errno();
     while ((de = readdir(proc))) {
@@ -317,4 +303,23 @@ int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t com
     }
     closedir(proc);
     return -ENOENT;
+}
+
+int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t commlen)
+{
+    const char *files[2];
+    unsigned long inode = 0;
+    int tcp = spec->proto == PS_PROTO_TCP;
+    size_t i;
+
+    if (spec->proto == PS_PROTO_UNIX)
+        return -ENOENT;
+    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
+    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
+    /* an IPv4 spec can collide with a dual-stack IPv6 socket and vice versa */
+    for (i = 0; i < 2 && !inode; i++)
+        inode = find_inode(files[i], spec, tcp);
+    if (!inode)
+        return -ENOENT;
+    return ps__inode_owner(inode, pid, comm, commlen);
 }
