@@ -393,5 +393,8 @@ int cmd_run(int argc, char **argv)
         return ps_cli_fatal(PS_EXIT_USAGE, "no PROGRAM given (usage: portshare run [OPTIONS] -- "
                                            "PROGRAM [ARGS...])");
     o.cfg.argv = argv + i;
+    if (o.cfg.nspecs == 0 && !getenv("LISTEN_FDS") && !getenv("PORTSHARE_UPGRADE_STATE"))
+        return ps_cli_fatal(PS_EXIT_USAGE, "nothing to listen on: give -l SPEC (or run under "
+                                           "systemd socket activation)");
     return run_supervisor(&o);
 }
