@@ -113,6 +113,32 @@ static int count_disagreements(const struct ps_probe_result *res)
     return n;
 }
 
+static int count_seq_disagreements(const struct ps_probe_result *res)
+{
+    int i, n = 0;
+
+    for (i = 0; i < res->nseqs; i++)
+        n += !ps_probe_seq_agrees(ps_probe_seq(i), &res->seqs[i]);
+    return n;
+}
+
+/* "0: bind 127.0.0.1 ok" for step i of a sequence; expected shown when different */
+static void seq_step_text(char *buf, size_t len, const struct ps_probe_seq *s,
+                          const struct ps_probe_seq_result *r, int i)
+{
+    const struct ps_probe_seq_step *st = &s->steps[i];
+    const char *got = result_name(r->err[i]), *want = result_name(st->expect);
+    char addr[40] = "";
+
+    if (st->op == PS_SEQ_BIND)
+        snprintf(addr, sizeof(addr), " %s {%s}", ps_probe_addr_info(st->addr)->label,
+                 opt_codes[s->opts[st->sock]]);
+    snprintf(buf, len, "#%d %s%s: %s", st->sock + 1, ps_probe_seq_op_name(st->op), addr,
+             got ? got : "not run");
+    if (r->err[i] != st->expect)
+        snprintf(buf + strlen(buf), len - strlen(buf), " (rules: %s)!", want ? want : "not run");
+}
+
 /* ---- JSON ---------------------------------------------------------------------- */
 
 static void json_str(FILE *out, const char *s)
@@ -228,6 +254,35 @@ static void json_spread(FILE *out, const struct ps_probe_spread *s)
     fputs("]}", out);
 }
 
+static void json_seq(FILE *out, const struct ps_probe_seq *s, const struct ps_probe_seq_result *r)
+{
+    int i, agrees = ps_probe_seq_agrees(s, r);
+
+    fprintf(out, "{\"name\": \"%s\", \"proto\": \"%s\", \"title\": ", s->name,
+            s->proto == PS_PROBE_TCP ? "tcp" : "udp");
+    json_str(out, s->title);
+    fputs(", \"steps\": [", out);
+    for (i = 0; i < s->nsteps; i++) {
+        const struct ps_probe_seq_step *st = &s->steps[i];
+
+        fprintf(out, "%s{\"socket\": %d, \"call\": \"%s\", \"addr\": ", i ? ", " : "",
+                st->sock + 1, ps_probe_seq_op_name(st->op));
+        json_str(out, st->op == PS_SEQ_BIND ? ps_probe_addr_info(st->addr)->text : NULL);
+        fputs(", \"result\": ", out);
+        json_str(out, result_name(r->err[i]));
+        fputs(", \"expected\": ", out);
+        json_str(out, result_name(st->expect));
+        fputc('}', out);
+    }
+    fputs("], \"error\": ", out);
+    json_str(out, r->setup_err ? ps_errno_name(r->setup_err) : NULL);
+    fprintf(out, ", \"agrees\": %s, \"why\": ", agrees ? "true" : "false");
+    json_str(out, s->why);
+    fputs(", \"finding\": ", out);
+    json_str(out, agrees ? NULL : s->finding);
+    fputc('}', out);
+}
+
 static void print_json(FILE *out, const struct ps_probe_result *res)
 {
     int i;
@@ -246,15 +301,22 @@ static void print_json(FILE *out, const struct ps_probe_result *res)
         fputs("null", out);
     fputs(", \"note\": ", out);
     json_str(out, res->other_uid >= 0 ? NULL : res->other_uid_note);
-    fprintf(out, "},\n  \"summary\": {\"cases\": %d, \"disagreements\": %d, \"setup_failures\": %d, "
-                 "\"setup_note\": ",
-            res->ncases, count_disagreements(res), res->setup_failures);
+    fprintf(out,
+            "},\n  \"summary\": {\"cases\": %d, \"disagreements\": %d, \"sequences\": %d, "
+            "\"sequence_disagreements\": %d, \"setup_failures\": %d, \"setup_note\": ",
+            res->ncases, count_disagreements(res), res->nseqs, count_seq_disagreements(res),
+            res->setup_failures);
     json_str(out, res->setup_failures ? res->setup_note : NULL);
     fputs("},\n  \"features\": ", out);
     json_features(out, res);
     fputs(",\n  \"spread\": ", out);
     json_spread(out, &res->spread);
-    fputs(",\n  \"cases\": [", out);
+    fputs(",\n  \"sequences\": [", out);
+    for (i = 0; i < res->nseqs; i++) {
+        fputs(i ? ",\n    " : "\n    ", out);
+        json_seq(out, ps_probe_seq(i), &res->seqs[i]);
+    }
+    fputs("\n  ],\n  \"cases\": [", out);
     for (i = 0; i < res->ncases; i++) {
         fputs(i ? ",\n    " : "\n    ", out);
         json_case(out, &res->cases[i], res);
@@ -299,30 +361,21 @@ static int group_kinds(const struct ps_probe_result *res, struct kind *kinds)
     return n;
 }
 
-static void print_disagreements(FILE *out, const struct ps_probe_result *res)
+static void print_case_disagreements(FILE *out, const struct ps_probe_result *res)
 {
     struct kind kinds[MAX_KINDS];
     char got[64], want[64], text[160];
-    int n, k, i, total = count_disagreements(res);
+    int n, k, i;
 
-    if (total == 0) {
-        fprintf(out, "DISAGREEMENTS: none: in all %d cases this kernel did what the documented "
-                     "rules predict\n\n",
-                res->ncases);
-        return;
-    }
     n = group_kinds(res, kinds);
-    fprintf(out, "DISAGREEMENTS: in %d of %d cases this kernel did not do what the documented "
-                 "rules predict (%d kind%s)\n",
-            total, res->ncases, n, n == 1 ? "" : "s");
     for (k = 0; k < n; k++) {
         const struct ps_probe_case *c = kinds[k].first;
         const char *finding = ps_probe_finding(c);
 
         outcome_text(got, sizeof(got), c->bind_err, c->listen_err);
         outcome_text(want, sizeof(want), c->expect_bind, c->expect_listen);
-        fprintf(out, "%2d. kernel: %s; rules: %s (%d case%s), e.g.\n", k + 1, got, want,
-                kinds[k].count, kinds[k].count == 1 ? "" : "s");
+        fprintf(out, "* kernel: %s; rules: %s (%d case%s), e.g.\n", got, want, kinds[k].count,
+                kinds[k].count == 1 ? "" : "s");
         for (i = 0; i < res->ncases && kinds[k].shown < 3; i++)
             if (!ps_probe_agrees(&res->cases[i]) && same_kind(c, &res->cases[i])) {
                 case_text(text, sizeof(text), &res->cases[i]);
@@ -331,6 +384,53 @@ static void print_disagreements(FILE *out, const struct ps_probe_result *res)
             }
         fprintf(out, "    rules: %s\n    kernel: %s\n", ps_probe_why(c),
                 finding ? finding : "not explained by a known kernel rule: look at this one");
+    }
+}
+
+static void print_seq(FILE *out, const struct ps_probe_seq *s, const struct ps_probe_seq_result *r)
+{
+    char step[128];
+    int i;
+
+    if (r->setup_err) {
+        fprintf(out, "    could not run: %s\n", ps_strerror(r->setup_err));
+        return;
+    }
+    fputs("   ", out);
+    for (i = 0; i < s->nsteps; i++) {
+        seq_step_text(step, sizeof(step), s, r, i);
+        fprintf(out, " %s%s", step, i + 1 < s->nsteps ? ";" : "\n");
+    }
+}
+
+static void print_disagreements(FILE *out, const struct ps_probe_result *res)
+{
+    int total = count_disagreements(res), seqs = count_seq_disagreements(res), i;
+
+    fprintf(out, "DISAGREEMENTS with the documented rules: %d of %d pair cases, %d of %d "
+                 "sequences%s\n",
+            total, res->ncases, seqs, res->nseqs, total + seqs ? "" : ": none");
+    print_case_disagreements(out, res);
+    for (i = 0; i < res->nseqs; i++) {
+        const struct ps_probe_seq *s = ps_probe_seq(i);
+
+        if (ps_probe_seq_agrees(s, &res->seqs[i]))
+            continue;
+        fprintf(out, "* sequence: %s\n", s->title);
+        print_seq(out, s, &res->seqs[i]);
+        fprintf(out, "    rules: %s\n    kernel: %s\n", s->why, s->finding);
+    }
+    fputc('\n', out);
+}
+
+static void print_seqs(FILE *out, const struct ps_probe_result *res)
+{
+    int i;
+
+    fputs("SEQUENCES (several steps; ! = not what the rules predict)\n", out);
+    for (i = 0; i < res->nseqs; i++) {
+        fprintf(out, "  %s\n", ps_probe_seq(i)->title);
+        print_seq(out, ps_probe_seq(i), &res->seqs[i]);
     }
     fputc('\n', out);
 }
@@ -390,33 +490,47 @@ static void print_spread(FILE *out, const struct ps_probe_spread *s)
 
 /* ---- text: the grids -------------------------------------------------------------- */
 
-#define LABEL_W 34
+#define LABEL_W 36
+
+/* Print a line without its trailing blanks (cells end in a flag column). */
+static void put_trimmed(FILE *out, char *line)
+{
+    size_t n = strlen(line);
+
+    while (n > 0 && line[n - 1] == ' ')
+        line[--n] = '\0';
+    fprintf(out, "%s\n", line);
+}
 
 static void grid_header(FILE *out, const struct ps_probe_case *c, const struct ps_probe_result *res)
 {
-    char who[64];
+    char line[256];
+    size_t n;
     int o;
 
+    fprintf(out, "%s, first socket %s; ", c->proto == PS_PROBE_TCP ? "TCP" : "UDP",
+            state_names[c->state]);
     if (c->other_uid)
-        snprintf(who, sizeof(who), "second socket owned by uid %d", res->other_uid);
+        fprintf(out, "second socket owned by uid %d\n", res->other_uid);
     else
-        snprintf(who, sizeof(who), "both sockets owned by uid %u", res->euid);
-    fprintf(out, "%s, first socket %s; %s\n", c->proto == PS_PROBE_TCP ? "TCP" : "UDP",
-            state_names[c->state], who);
-    fprintf(out, "%-*s", LABEL_W, "");
+        fprintf(out, "both sockets owned by uid %u\n", res->euid);
+    /* per option set of the first socket: four 3-character cells and a space */
+    n = (size_t)snprintf(line, sizeof(line), "%-*s", LABEL_W, "first socket's options:");
     for (o = 0; o < PS_PROBE_NOPTS; o++)
-        fprintf(out, "first {%s}%*s", opt_codes[o], o == 0 ? 7 : 8 - (int)strlen(opt_codes[o]),
-                "");
-    fprintf(out, "\n%-*s", LABEL_W, "first -> second   (second's opts:)");
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "{%s}%*s", opt_codes[o],
+                              13 - 2 - (int)strlen(opt_codes[o]), "");
+    put_trimmed(out, line);
+    n = (size_t)snprintf(line, sizeof(line), "%-*s", LABEL_W, "first addr -> second addr");
     for (o = 0; o < PS_PROBE_NOPTS; o++)
-        fputs("-  A  P  AP  ", out);
-    fputc('\n', out);
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "-  A  P  AP  ");
+    put_trimmed(out, line);
 }
 
 /* One row: cells[o1][o2] of the cases c[0..n) (one address pair). */
 static void grid_row(FILE *out, const struct ps_probe_case *c, int n)
 {
-    char cells[PS_PROBE_NOPTS][PS_PROBE_NOPTS][4], label[64];
+    char cells[PS_PROBE_NOPTS][PS_PROBE_NOPTS][4], label[64], line[256];
+    size_t len;
     int i, o1, o2;
 
     for (o1 = 0; o1 < PS_PROBE_NOPTS; o1++)
@@ -427,13 +541,13 @@ static void grid_row(FILE *out, const struct ps_probe_case *c, int n)
                  cell_code(c[i].bind_err, c[i].listen_err), ps_probe_agrees(&c[i]) ? ' ' : '!');
     snprintf(label, sizeof(label), "%s -> %s", ps_probe_addr_info(c->first_addr)->label,
              ps_probe_addr_info(c->second_addr)->label);
-    fprintf(out, "%-*s", LABEL_W, label);
+    len = (size_t)snprintf(line, sizeof(line), "%-*s", LABEL_W, label);
     for (o1 = 0; o1 < PS_PROBE_NOPTS; o1++) {
         for (o2 = 0; o2 < PS_PROBE_NOPTS; o2++)
-            fputs(cells[o1][o2], out);
-        fputc(' ', out);
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "%s", cells[o1][o2]);
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " ");
     }
-    fputc('\n', out);
+    put_trimmed(out, line);
 }
 
 static int same_block(const struct ps_probe_case *a, const struct ps_probe_case *b)
@@ -484,6 +598,7 @@ static void print_text(FILE *out, const struct ps_probe_result *res)
     print_disagreements(out, res);
     print_features(out, res);
     print_spread(out, &res->spread);
+    print_seqs(out, res);
     print_grids(out, res);
 }
 

@@ -286,6 +286,9 @@ static void child_main(const struct ps_probe_opts *opts, struct ps_probe_result 
     env.server4 = server(PS_PA_LO, &env.port4);
     env.server6 = server(PS_PA_LO6, &env.port6); /* may fail without IPv6 */
     run_cases(&env, res);
+    for (res->nseqs = 0; res->nseqs < ps_probe_nseqs() && res->nseqs < PS_PROBE_MAX_SEQS;
+         res->nseqs++)
+        ps__probe_seq_run(ps_probe_seq(res->nseqs), &res->seqs[res->nseqs]);
     ps__probe_spread(opts, res->netns, res);
     ps__probe_features(&env, res);
     ps__close(env.server4);

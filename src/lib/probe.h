@@ -98,6 +98,52 @@ int ps_probe_agrees(const struct ps_probe_case *c);
  * say (one sentence), or NULL when no known kernel rule explains it. */
 const char *ps_probe_finding(const struct ps_probe_case *c);
 
+/* ---- sequences: what a pair of sockets cannot show ----------------------- */
+
+/*
+ * A few fixed experiments of two or three sockets and several steps, each
+ * step with what the documented rules predict: an option set after bind(),
+ * a conflict that only listen() notices, a conflict hidden by the order in
+ * which sockets were bound.
+ */
+enum ps_probe_seq_op { PS_SEQ_BIND, PS_SEQ_LISTEN, PS_SEQ_SET_REUSEPORT };
+
+#define PS_PROBE_SEQ_STEPS 6
+#define PS_PROBE_SEQ_SOCKS 3
+
+struct ps_probe_seq_step {
+    unsigned char sock; /* 0 .. PS_PROBE_SEQ_SOCKS-1 */
+    unsigned char op;   /* enum ps_probe_seq_op */
+    unsigned char addr; /* enum ps_probe_addr, for PS_SEQ_BIND */
+    short expect;       /* 0, errno, or PS_PROBE_NA (skipped: its bind failed) */
+};
+
+struct ps_probe_seq {
+    const char *name;  /* identifier, for JSON */
+    const char *title; /* one line, for people */
+    unsigned char proto;
+    unsigned char opts[PS_PROBE_SEQ_SOCKS]; /* options each socket is made with */
+    int nsteps;
+    struct ps_probe_seq_step steps[PS_PROBE_SEQ_STEPS];
+    const char *why;     /* why the rules predict these results */
+    const char *finding; /* what this kernel does instead, if it disagrees */
+};
+
+struct ps_probe_seq_result {
+    int setup_err; /* errno when it could not run at all, else 0 */
+    short err[PS_PROBE_SEQ_STEPS]; /* 0, errno, or PS_PROBE_NA */
+};
+
+/* The sequences (a fixed table); i < ps_probe_nseqs(). */
+int ps_probe_nseqs(void);
+const struct ps_probe_seq *ps_probe_seq(int i);
+
+/* 1 when every step did what the rules predicted. */
+int ps_probe_seq_agrees(const struct ps_probe_seq *s, const struct ps_probe_seq_result *r);
+
+/* "bind", "listen", "setsockopt(SO_REUSEPORT)" */
+const char *ps_probe_seq_op_name(int op);
+
 /* ---- features, spread, resets on close --------------------------------- */
 
 enum ps_probe_feature_id {
@@ -146,6 +192,7 @@ struct ps_probe_spread {
 /* ---- running it ---------------------------------------------------------- */
 
 #define PS_PROBE_MAX_CASES 4096
+#define PS_PROBE_MAX_SEQS  16
 
 struct ps_probe_opts {
     int listeners;   /* K reuseport listeners for the spread (1..64) */
@@ -170,6 +217,8 @@ struct ps_probe_result {
     char setup_note[160];
     int ncases;
     struct ps_probe_case cases[PS_PROBE_MAX_CASES];
+    int nseqs; /* == ps_probe_nseqs(); seqs[i] is the result of ps_probe_seq(i) */
+    struct ps_probe_seq_result seqs[PS_PROBE_MAX_SEQS];
 };
 
 /*
@@ -223,6 +272,9 @@ struct ps__probe_env {
  * let the second bind (here, or in the other-UID helper), clean up.  0, or
  * -errno when the first socket could not be put in its state. */
 int ps__probe_case_run(const struct ps__probe_env *env, struct ps_probe_case *c);
+
+/* Run sequence s on a fresh port. */
+void ps__probe_seq_run(const struct ps_probe_seq *s, struct ps_probe_seq_result *r);
 
 /* Ask the other-UID helper to run ps__probe_try(); 0 or -errno. */
 int ps__probe_helper_try(int helper, int proto, enum ps_probe_addr a, int opts, unsigned port,

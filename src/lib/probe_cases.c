@@ -454,3 +454,47 @@ out:
     ps__probe_abort(f.fd[1]);
     return r;
 }
+
+/* ---- sequences ---------------------------------------------------------------- */
+
+static int seq_step(int fd, const struct ps_probe_seq_step *st, unsigned port)
+{
+    switch (st->op) {
+    case PS_SEQ_BIND:
+        return bind_to(fd, st->addr, port);
+    case PS_SEQ_LISTEN:
+        return listen(fd, 16) < 0 ? ps__neg_errno() : 0;
+    default:
+        return set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+    }
+}
+
+void ps__probe_seq_run(const struct ps_probe_seq *s, struct ps_probe_seq_result *out)
+{
+    int fd[PS_PROBE_SEQ_SOCKS] = {-1, -1, -1}, dead[PS_PROBE_SEQ_SOCKS] = {0}, i, k, r;
+    unsigned port;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < PS_PROBE_SEQ_STEPS; i++)
+        out->err[i] = PS_PROBE_NA;
+    r = ps__probe_free_port(s->proto, &port);
+    for (i = 0; r == 0 && i < s->nsteps; i++) {
+        const struct ps_probe_seq_step *st = &s->steps[i];
+
+        k = st->sock;
+        if (dead[k])
+            continue; /* its bind failed: a listen() would only autobind elsewhere */
+        if (fd[k] < 0)
+            r = fd[k] = ps__probe_socket(s->proto, st->addr, s->opts[k]);
+        if (r < 0)
+            break;
+        r = seq_step(fd[k], st, port);
+        out->err[i] = (short)-r;
+        dead[k] = r < 0 && st->op == PS_SEQ_BIND;
+        r = 0;
+    }
+    if (r < 0)
+        out->setup_err = -r;
+    for (k = 0; k < PS_PROBE_SEQ_SOCKS; k++)
+        ps__close(fd[k]);
+}

@@ -207,6 +207,105 @@ const char *ps_probe_finding(const struct ps_probe_case *c)
     return NULL;
 }
 
+/* ---- sequences ------------------------------------------------------------- */
+
+#define A   PS_PROBE_REUSEADDR
+#define P   PS_PROBE_REUSEPORT
+#define NA  PS_PROBE_NA
+#define IU  EADDRINUSE
+#define B   PS_SEQ_BIND
+#define L   PS_SEQ_LISTEN
+#define SRP PS_SEQ_SET_REUSEPORT
+
+static const struct ps_probe_seq seqs[] = {
+    {"reuseaddr_bind_bind_listen_listen",
+     "TCP, both SO_REUSEADDR: bind, bind, then listen, listen",
+     PS_PROBE_TCP, {A, A, 0}, 4,
+     {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO, 0}, {0, L, 0, 0}, {1, L, 0, 0}},
+     "neither socket listens when they bind, so socket(7) allows both binds; it says nothing "
+     "about listen(), so both should listen",
+     "the kernel looks for a conflicting listener again in listen(): the second listen() fails "
+     "with EADDRINUSE although both bind() calls succeeded"},
+    {"reuseport_set_after_bind",
+     "TCP, SO_REUSEPORT set on the first socket only after its bind()",
+     PS_PROBE_TCP, {0, P, 0}, 5,
+     {{0, B, PS_PA_LO, 0}, {0, SRP, 0, 0}, {0, L, 0, 0}, {1, B, PS_PA_LO, IU}, {1, L, 0, NA}},
+     "socket(7): SO_REUSEPORT must be set on each socket, including the first, before bind(); "
+     "the first socket set it too late, so the second cannot join",
+     "the kernel reads the flag when the next socket binds, not when the first did: set after "
+     "bind() it still lets the second socket share the port"},
+    {"reuseport_set_after_listen",
+     "TCP, SO_REUSEPORT set on the first socket only after its listen()",
+     PS_PROBE_TCP, {0, P, 0}, 5,
+     {{0, B, PS_PA_LO, 0}, {0, L, 0, 0}, {0, SRP, 0, 0}, {1, B, PS_PA_LO, IU}, {1, L, 0, NA}},
+     "socket(7): SO_REUSEPORT must be set on each socket before bind(); the first socket set it "
+     "after it was already listening",
+     "the kernel accepts SO_REUSEPORT on a listening socket and lets a second listener join it"},
+    {"udp_reuseport_hides_conflict",
+     "UDP: 127.0.0.1 without options, 127.0.0.2 with SO_REUSEPORT, then 0.0.0.0 with "
+     "SO_REUSEPORT",
+     PS_PROBE_UDP, {0, P, P}, 3,
+     {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO2, 0}, {2, B, PS_PA_ANY4, IU}},
+     "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
+     "must fail whatever the second socket allows",
+     "udp_lib_lport_inuse() declares the port free at the first same-user SO_REUSEPORT socket "
+     "it meets (the newest is met first) and never looks at the others"},
+    {"udp_reuseport_conflict_other_order",
+     "UDP: the same three sockets, the SO_REUSEPORT one on 127.0.0.2 bound first",
+     PS_PROBE_UDP, {P, 0, P}, 3,
+     {{0, B, PS_PA_LO2, 0}, {1, B, PS_PA_LO, 0}, {2, B, PS_PA_ANY4, IU}},
+     "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
+     "must fail whatever the first socket allows",
+     "the result depends on the order the sockets were bound in"},
+    {"tcp_reuseport_hides_conflict",
+     "TCP: 127.0.0.1 without options, 127.0.0.2 with SO_REUSEPORT, then 0.0.0.0 with "
+     "SO_REUSEPORT",
+     PS_PROBE_TCP, {0, P, P}, 3,
+     {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO2, 0}, {2, B, PS_PA_ANY4, IU}},
+     "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
+     "must fail whatever the second socket allows",
+     "the kernel's fast path for SO_REUSEPORT buckets let the bind through"},
+};
+
+#undef A
+#undef P
+#undef NA
+#undef IU
+#undef B
+#undef L
+#undef SRP
+
+int ps_probe_nseqs(void)
+{
+    return (int)(sizeof(seqs) / sizeof(seqs[0]));
+}
+
+const struct ps_probe_seq *ps_probe_seq(int i)
+{
+    return &seqs[i];
+}
+
+int ps_probe_seq_agrees(const struct ps_probe_seq *s, const struct ps_probe_seq_result *r)
+{
+    int i;
+
+    if (r->setup_err)
+        return 1; /* did not run: nothing to disagree with */
+    for (i = 0; i < s->nsteps; i++)
+        if (r->err[i] != s->steps[i].expect)
+            return 0;
+    return 1;
+}
+
+const char *ps_probe_seq_op_name(int op)
+{
+    switch (op) {
+    case PS_SEQ_BIND: return "bind";
+    case PS_SEQ_LISTEN: return "listen";
+    default: return "setsockopt(SO_REUSEPORT)";
+    }
+}
+
 const char *ps_probe_feature_name(enum ps_probe_feature_id id)
 {
     static const char *const names[PS_PF_COUNT] = {
