@@ -50,7 +50,7 @@ sup_start() {
     "${SUP_BIN:-$PORTSHARE}" run --name "$name" --control "$T/$name.sock" "$@" 2>"$T/$name.log" &
     SUP_PID=$!
     SUP_PIDS+=("$SUP_PID")
-    wait_until 20 grep -q 'ready: all' "$T/$name.log" ||
+    wait_until 20 grep -qE 'ready: all|"event":"ready"' "$T/$name.log" ||
         { cat "$T/$name.log" >&2; fail "supervisor $name did not get ready"; }
     PORT=$(grep -o 'listening on tcp://[^ ]*' "$T/$name.log" | head -1 | sed 's/.*://')
 }

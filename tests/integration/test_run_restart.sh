@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Supervisor death: workers do not keep serving alone (PR_SET_PDEATHSIG),
+# and a new supervisor binds the same port at once, while the old
+# connections still sit in TIME_WAIT (SO_REUSEADDR).  Also: JSON logs and
+# the text status.
+. "$(dirname "$0")/sup_lib.sh"
+
+sup_start one -l 127.0.0.1:0 -w 2 --log-format json -- "$TESTWORKER"
+workers=$(sup_worker_pids one)
+# every log line is one JSON object
+jq -e -s 'length > 3 and all(.[]; has("time") and has("level") and has("event") and has("msg"))' "$T/one.log" >/dev/null ||
+    fail "log is not JSON lines: $(head -3 "$T/one.log")"
+ctl one status | grep -q "^SLOT  PID" || fail "text status has no slot table: $(ctl one status)"
+ctl one status | grep -q "tcp://127.0.0.1:$PORT" || fail "text status does not show the listener"
+# connections the server closes first leave TIME_WAIT on the server's port
+"$LOADGEN" --connect 127.0.0.1:$PORT --requests 200 --concurrency 4 --json >/dev/null 2>&1 || fail "load failed"
+tw=$(ss -tan state time-wait "( sport = :$PORT )" | tail -n +2 | wc -l)
+[ "$tw" -gt 0 ] || fail "no TIME_WAIT connections on port $PORT to test with"
+
+kill -KILL "$SUP_PID"
+for w in $workers; do
+    wait_until 5 bash -c "! kill -0 $w 2>/dev/null" || fail "worker $w still running after its supervisor died"
+done
+tw=$(ss -tan state time-wait "( sport = :$PORT )" | tail -n +2 | wc -l)
+old=$PORT
+sup_start two -l 127.0.0.1:$old -w 2 -- "$TESTWORKER"
+[ "$PORT" = "$old" ] || fail "new supervisor is on port $PORT, not $old"
+curl -sf "http://127.0.0.1:$PORT/" | grep -q "^pid=" || fail "new supervisor does not serve"
+echo "PASS: workers died with their supervisor; a new one bound port $old at once with $tw connections in TIME_WAIT"
