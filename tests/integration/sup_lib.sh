@@ -17,7 +17,7 @@ skip() { echo "SKIP: $*" >&2; exit 77; }
 note() { echo "# $*" >&2; }
 
 cleanup() {
-    local p
+    local p rc=$?
     for p in "${SUP_PIDS[@]:-}"; do
         [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
     done
@@ -27,7 +27,14 @@ cleanup() {
         kill -KILL "$p" 2>/dev/null || true
     done
     pkill -KILL -f "$T/" 2>/dev/null || true
+    # a sanitizer report from the supervisor or a worker fails the test
+    if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' "$T"/*.log 2>/dev/null; then
+        grep -h -A30 -E 'Sanitizer|runtime error:' "$T"/*.log | head -60 >&2
+        echo "FAIL: sanitizer report (above)" >&2
+        rc=1
+    fi
     rm -rf "$T"
+    exit $rc
 }
 trap cleanup EXIT
 
