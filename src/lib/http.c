@@ -302,9 +302,10 @@ static void simple_response(const struct ps_http_ctx *ctx, const struct ps_http_
     if (extra)
         put(o, extra, strlen(extra));
     put_end(o, req, resp->keep_alive);
-    resp->body_len = (size_t)n;
-    if (!is_head(req))
+    if (!is_head(req)) {
         put(o, body, (size_t)n);
+        resp->body_len = (size_t)n;
+    }
 }
 
 /* ---- the embedded page ----------------------------------------------------- */
@@ -360,9 +361,10 @@ static void page_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     putf(o, "Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n"
             "Cache-Control: no-store\r\n", n);
     put_end(o, req, resp->keep_alive);
-    resp->body_len = (size_t)n;
-    if (!is_head(req))
+    if (!is_head(req)) {
         put(o, body, (size_t)n);
+        resp->body_len = (size_t)n;
+    }
 }
 
 /* ---- files ----------------------------------------------------------------- */
@@ -488,11 +490,7 @@ static void file_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     else
         put(o, file->head200, file->head200_len);
     put_end(o, req, resp->keep_alive);
-    if (file->size == 0)
-        return;
-    if (is_head(req))
-        resp->body_len = (size_t)(last - first + 1);
-    else
+    if (file->size > 0 && !is_head(req))
         put_body(o, file, first, last, resp);
 }
 

@@ -195,7 +195,7 @@ struct ps_http_resp {
                                 * ps__http_resp_done) */
     off_t file_off;
     size_t file_len;
-    size_t body_len;         /* body bytes in all (for the access log) */
+    size_t body_len;         /* body bytes sent, 0 for HEAD (the access log's) */
 };
 
 /*
