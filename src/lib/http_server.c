@@ -645,8 +645,8 @@ static void close_all(struct server *s, int list)
 }
 
 /* SIGTERM: stop accepting (close, never shutdown: the supervisor and
- * maybe other workers hold the same sockets), say so, close idle
- * connections, give fresh ones a moment to send their request. */
+ * maybe other workers hold the same sockets), say so, and give idle and
+ * fresh connections a moment to send their request. */
 static void start_drain(struct server *s)
 {
     struct conn *c, *next;
@@ -659,7 +659,11 @@ static void start_drain(struct server *s)
         ps__close(s->listeners[i].fd);
     s->n_listen = 0;
     ps_notify("STOPPING=1");
-    close_all(s, T_IDLE);
+    /* An idle keep-alive client may be sending its next request right now:
+     * closing under it would fail that request.  Answer one more (with
+     * "Connection: close") within the grace period, then close. */
+    while (s->lists[T_IDLE].head)
+        timer_set(s, s->lists[T_IDLE].head, T_GRACE);
     for (c = s->lists[T_HEADER].head; c; c = next) {
         next = c->next;
         if (!c->req.started)
