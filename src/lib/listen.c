@@ -187,27 +187,34 @@ static int hex_is_zero(const char *hex)
     return hex[strspn(hex, "0")] == '\0';
 }
 
-/* /proc/net/{tcp,udp}6 print an address as raw 32-bit words in host order. */
+/* /proc/net/{tcp,udp}6 print an address as raw 32-bit words in host order:
+ * 8 hex digits for an IPv4 socket, 32 for an IPv6 one. */
 static int hex_addr_matches(const char *hexaddr, const struct ps_spec *spec)
 {
+    int v6 = spec->addr.ss_family == AF_INET6;
     unsigned char raw[16];
+    size_t n = v6 ? 16 : 4, i;
     char want[40];
-    size_t n, i;
 
-    if (spec->addr.ss_family == AF_INET) {
-        n = 4;
-        memcpy(raw, &((const struct sockaddr_in *)&spec->addr)->sin_addr, 4);
-    } else {
-        n = 16;
+    if (v6)
         memcpy(raw, &((const struct sockaddr_in6 *)&spec->addr)->sin6_addr, 16);
-    }
+    else
+        memcpy(raw, &((const struct sockaddr_in *)&spec->addr)->sin_addr, 4);
     for (i = 0; i < n; i += 4) {
         uint32_t w;
         memcpy(&w, raw + i, 4);
         snprintf(want + 2 * i, sizeof(want) - 2 * i, "%08X", w);
     }
-    /* a wildcard on either side conflicts with anything on the port */
-    return hex_is_zero(hexaddr) || hex_is_zero(want) || !strcmp(hexaddr, want);
+    /* same family: a wildcard on either side conflicts with anything */
+    if ((strlen(hexaddr) == 32) == v6)
+        return hex_is_zero(hexaddr) || hex_is_zero(want) || !strcmp(hexaddr, want);
+    /* an IPv6 spec meets IPv4 sockets only as a dual-stack wildcard */
+    if (v6)
+        return hex_is_zero(want) && !spec->v6only;
+    /* an IPv4 spec meets IPv6 sockets bound to [::] (dual-stack unless
+     * v6only, which /proc does not show) or to ::ffff:a.b.c.d */
+    return hex_is_zero(hexaddr) || (!strncmp(hexaddr, "0000000000000000FFFF0000", 24) &&
+                                    (hex_is_zero(want) || !strcmp(hexaddr + 24, want)));
 }
 
 /* Find the inode of a socket bound to the spec's port in one /proc/net file. */

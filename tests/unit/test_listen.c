@@ -318,6 +318,41 @@ static void test_port_owner(void **state)
     assert_int_equal(ps_port_owner(&spec, &pid, comm, sizeof(comm)), -ENOENT);
 }
 
+/* Across address families only real conflicts name a holder. */
+static void test_port_owner_families(void **state)
+{
+    struct ps_spec held, asked;
+    char text[64];
+    pid_t pid = 0;
+    int fd;
+
+    (void)state;
+    if (!have_ipv6())
+        skip();
+    /* 0.0.0.0:P does not stop [::1]:P from binding: nobody to blame */
+    parse("tcp://0.0.0.0:0", &held);
+    assert_int_equal(ps_listen_group_open(&held, 1, &fd, 0), 0);
+    snprintf(text, sizeof(text), "tcp://[::1]:%u?reuse=shared", held.port);
+    parse(text, &asked);
+    assert_int_equal(ps_port_owner(&asked, &pid, NULL, 0), -ENOENT);
+    /* ...but it does stop the dual-stack [::]:P */
+    snprintf(text, sizeof(text), "tcp://[::]:%u", held.port);
+    parse(text, &asked);
+    assert_int_equal(ps_port_owner(&asked, &pid, NULL, 0), 0);
+    assert_int_equal(pid, getpid());
+    close(fd);
+
+    /* an IPv6 socket on ::ffff:127.0.0.1 holds 127.0.0.1:P */
+    parse("tcp://[::ffff:127.0.0.1]:0", &held);
+    assert_int_equal(ps_listen_group_open(&held, 1, &fd, 0), 0);
+    snprintf(text, sizeof(text), "tcp://127.0.0.1:%u", held.port);
+    parse(text, &asked);
+    pid = 0;
+    assert_int_equal(ps_port_owner(&asked, &pid, NULL, 0), 0);
+    assert_int_equal(pid, getpid());
+    close(fd);
+}
+
 /* Wait (bounded) until the listener's queue holds want connections. */
 static unsigned wait_queued(int fd, unsigned want, unsigned *limit)
 {
@@ -445,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_udp),
         cmocka_unit_test(test_ipv6_v6only),
         cmocka_unit_test(test_port_owner),
+        cmocka_unit_test(test_port_owner_families),
         cmocka_unit_test(test_listen_queue),
         cmocka_unit_test(test_unix_path),
         cmocka_unit_test(test_unix_abstract),
