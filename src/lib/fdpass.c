@@ -65,9 +65,11 @@ static void close_all_rights(struct msghdr *msg)
 
 ssize_t ps_fd_recv(int sock, int *fds, int expected, void *data, size_t cap)
 {
+    /* room for credentials too: with SO_PASSCRED on the socket they come
+     * first and would otherwise crowd out (truncate) the descriptors */
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * PS_FDPASS_MAX)];
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * PS_FDPASS_MAX)];
     } control;
     struct iovec iov = {.iov_base = data, .iov_len = cap};
     struct msghdr msg;
