@@ -56,7 +56,7 @@ EOF
 "$HANDOFF" web=tcp://127.0.0.1:0 local=unix:"$tmp/lt.sock" -- "$LIGHTTPD" -D -f "$tmp/lighttpd.conf" \
     >"$tmp/handoff.out" 2>"$tmp/handoff.err" &
 pid=$!
-for i in $(seq 100); do
+for _ in $(seq 100); do
     grep -q '^pid ' "$tmp/handoff.out" && break
     kill -0 "$pid" 2>/dev/null || fail "handoff exited early"
     sleep 0.05

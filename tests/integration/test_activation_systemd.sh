@@ -57,12 +57,12 @@ random_port() {
 # start RUN NSOCKETS ARGS...: start systemd-socket-activate with ARGS, wait
 # until it listens on all NSOCKETS.  Returns 1 when it exited (port taken).
 start() {
-    local run=$1 want=$2 i n
+    local run=$1 want=$2 n
     shift 2
     "$SSA" "$@" >"$tmp/$run.out" 2>"$tmp/$run.err" &
     pid=$!
     pids+=("$pid")
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         n=$(grep -c '^Listening on' "$tmp/$run.err" || true)
         [ "$n" -ge "$want" ] && return 0
         kill -0 "$pid" 2>/dev/null || return 1
@@ -73,8 +73,7 @@ start() {
 
 # finish RUN: activation_dump served everyone and exited 0
 finish() {
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
@@ -94,7 +93,7 @@ ask() {
 
 # ---- 1: three stream sockets with names --------------------------------------
 started=0
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
     p1=$(random_port)
     p2=$((p1 + 1))
     args=(-l "127.0.0.1:$p1" -l "$tmp/s.sock")
@@ -117,7 +116,7 @@ done
 # waits in the accept queue meanwhile and must still be answered
 ask stream "TCP4:127.0.0.1:$p1" "hello web"
 ask stream "UNIX-CONNECT:$tmp/s.sock" "hello local"
-[ $nsock = 3 ] && ask stream "TCP6:[::1]:$p2" "hello v6"
+[ "$nsock" = 3 ] && ask stream "TCP6:[::1]:$p2" "hello v6"
 finish stream
 
 expect stream "env-before LISTEN_FDS=$nsock LISTEN_PID=self LISTEN_FDNAMES=$names"
@@ -125,7 +124,7 @@ expect stream "count $nsock"
 expect stream "env-after cleared"
 expect stream "fd 3 name=web socket=1 family=inet type=stream listening=1 cloexec=1 addr=tcp://127.0.0.1:$p1"
 expect stream "fd 4 name=local socket=1 family=unix type=stream listening=1 cloexec=1 addr=unix:$tmp/s.sock"
-if [ $nsock = 3 ]; then
+if [ "$nsock" = 3 ]; then
     expect stream "fd 5 name=v6 socket=1 family=inet6 type=stream listening=1 cloexec=1 addr=tcp://[::1]:$p2"
 else
     echo "note: no ::1 on this machine, IPv6 socket not covered"
@@ -135,7 +134,7 @@ expect stream "served local"
 
 # ---- 2: a datagram socket ------------------------------------------------------
 started=0
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
     p3=$(random_port)
     if start dgram 1 --datagram -l "127.0.0.1:$p3" --fdname=dns "$DUMP" --serve 1; then
         started=1

@@ -44,7 +44,7 @@ soname=$(readlink "$dest$libdir/libportshare.so")
 [ -e "$dest$libdir/$soname" ] || fail "dangling $soname"
 "$dest$bindir/portshare" --version | grep -q '^portshare [0-9]' || fail "installed portshare --version"
 # nothing was written outside DESTDIR's prefix
-extra=$(cd "$dest" && find . -type f | grep -v "^\.$prefix/" || true)
+extra=$(cd "$dest" && { find . -type f | grep -v "^\.$prefix/" || true; })
 [ -z "$extra" ] || fail "installed outside $prefix: $extra"
 
 cat >"$tmp/spec.c" <<'EOF'
@@ -74,7 +74,7 @@ EOF
 # runtime when the library was built with it.
 cc=$(cache CMAKE_C_COMPILER)
 flags=(-std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L)
-[ "$(cache PS_SANITIZE)" = ON ] && flags+=(-fsanitize=address,undefined)
+[ "$(cache PS_SANITIZE)" = ON ] && flags+=("-fsanitize=address,undefined")
 export PKG_CONFIG_PATH=$dest$libdir/pkgconfig PKG_CONFIG_SYSROOT_DIR=$dest
 export PKG_CONFIG_LIBDIR=$dest$libdir/pkgconfig # only ours, not the system's
 pkg-config --exists portshare || fail "pkg-config does not find portshare"
