@@ -468,30 +468,30 @@ static int conn_process(struct conn *c)
     return 0;
 }
 
-static void conn_event(struct conn *c, unsigned events)
+/* Returns -1 when the connection is gone. */
+static int conn_event(struct conn *c, unsigned events)
 {
     ssize_t n;
 
-    if (c->state == S_WRITE) {
-        conn_write(c);
-        return;
-    }
+    if (c->state == S_WRITE)
+        return conn_write(c);
     if (c->state == S_DELAY) { /* only errors are watched while delaying */
-        if (events & (EPOLLERR | EPOLLHUP))
-            conn_close(c);
-        return;
+        if (!(events & (EPOLLERR | EPOLLHUP)))
+            return 0;
+        conn_close(c);
+        return -1;
     }
     do
         n = recv(c->it.fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
     while (n < 0 && errno == EINTR);
     if (n < 0 && errno == EAGAIN)
-        return;
+        return 0;
     if (n <= 0) { /* the client is done, or gone */
         conn_close(c);
-        return;
+        return -1;
     }
     c->inlen += (size_t)n;
-    conn_process(c);
+    return conn_process(c);
 }
 
 /* ---- listeners ------------------------------------------------------------------- */
@@ -602,7 +602,11 @@ static void start_drain(void)
         next = c->next;
         /* idle keep-alive connections go; one accepted but not yet read
          * from has a request on its way and is answered first */
-        if (c->state == S_READ && c->inlen == 0 && c->served)
+        if (c->state != S_READ || c->inlen != 0 || !c->served)
+            continue;
+        /* a next request may already sit in the socket buffer: it is in
+         * flight too, so read it first (conn_process closes when idle) */
+        if (conn_event(c, EPOLLIN) == 0 && c->state == S_READ && c->inlen == 0)
             conn_close(c);
     }
 }
@@ -671,10 +675,13 @@ static void on_signal(void)
 static void serve(void)
 {
     struct epoll_event ev[64];
-    int i, n;
+    int i, n, timeout;
 
-    while (!draining || conns) {
-        n = epoll_wait(ep, ev, 64, run_timers());
+    for (;;) {
+        timeout = run_timers(); /* may answer the last delayed request */
+        if (draining && !conns)
+            break;
+        n = epoll_wait(ep, ev, 64, timeout);
         for (i = 0; i < n; i++) {
             struct item *it = ev[i].data.ptr;
             if (it->kind == K_SIGNAL)
