@@ -58,11 +58,13 @@ make_www() {
 
 # start_worker NAME [http-worker args...]: sets PORT, WPID (the worker),
 # LPID (the launcher); waits for READY=1.  NAME.out/.err/.notify in $T.
+# WRAP=(cmd args) runs the worker through cmd (e.g. prlimit), same pid.
+WRAP=()
 start_worker() {
     local name=$1; shift
     rm -f "$T/$name.info"
     "$PS_TOOLS/http_launch" --notify-log "$T/$name.notify" "$T/$name.info" -- \
-        "$PORTSHARE" http-worker "$@" >"$T/$name.out" 2>"$T/$name.err" &
+        "${WRAP[@]}" "$PORTSHARE" http-worker "$@" >"$T/$name.out" 2>"$T/$name.err" &
     LPID=$!
     LAUNCH_PIDS+=("$LPID")
     wait_until 10 test -s "$T/$name.info" || fail "$name: launcher did not start"
@@ -101,5 +103,9 @@ raw() {
 # last STATS line the worker reported: "accepted=N requests=N active=N"
 last_stats() {
     grep -o 'X_PORTSHARE_STATS=.*' "$T/$1.notify" | tail -1 | sed 's/X_PORTSHARE_STATS=//'
+}
+cpu_ticks() { # user+system clock ticks of a process so far
+    local f; read -ra f <"/proc/$1/stat"
+    echo $(( f[13] + f[14] ))
 }
 stat_field() { last_stats "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
