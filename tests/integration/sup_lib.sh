@@ -49,12 +49,13 @@ wait_until() {
 }
 
 # sup_start NAME [run options...] -- PROGRAM ARGS: starts a supervisor
-# (the binary $SUP_BIN when set, else $PORTSHARE)
+# (the binary $SUP_BIN when set, else $PORTSHARE; `portshare serve` when
+# SUP_SUBCMD=serve)
 # named NAME in the background; sets SUP_PID and PORT (of the first
 # listener); waits until every worker is ready.
 sup_start() {
     local name=$1; shift
-    "${SUP_BIN:-$PORTSHARE}" run --name "$name" --control "$T/$name.sock" "$@" 2>"$T/$name.log" &
+    "${SUP_BIN:-$PORTSHARE}" "${SUP_SUBCMD:-run}" --name "$name" --control "$T/$name.sock" "$@" 2>"$T/$name.log" &
     SUP_PID=$!
     SUP_PIDS+=("$SUP_PID")
     wait_until 20 grep -qE 'ready: all|"event":"ready"' "$T/$name.log" ||
