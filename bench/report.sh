@@ -1,0 +1,337 @@
+# bench/report.sh - turns bench/run's raw data ($RAW/*.tsv) into
+# bench/results/latest.md and the plots.  Sourced by bench/run.
+#
+# Raw files (tab-separated):
+#   s1.tsv  repeat server mode rps requests cpu_s socket_errors non2xx
+#   s2.tsv  repeat variant mode rps requests cpu_s socket_errors non2xx
+#   s3.tsv, s4.tsv  variant events events_ok requests ok failed connect_errors
+#           resets eof timeouts non2xx other extra (s4: median respawn ms)
+#   s5.txt  bench_distribution's output
+#   s6.tsv  repeat server p50 p90 p99 p999 max rps failed (microseconds)
+#   rss.tsv server state pid role rss_kb
+
+# metric VALUE of one row: rps, or requests per server CPU-second
+METRIC_AWK='function metric(m) { return m == "rps" ? $4 : ($6 > 0 ? $5 / $6 : 0) }'
+
+# med FILE NAME MODE METRIC: median over the repeats
+med() {
+    [ -s "$1" ] || { echo nan; return; }
+    awk -F'\t' -v n="$2" -v m="$3" -v k="$4" "$METRIC_AWK"' $2 == n && $3 == m {print metric(k)}' "$1" | median
+}
+
+# spread FILE NAME MODE METRIC: "min-max" over the repeats
+spread() {
+    [ -s "$1" ] || { echo -; return; }
+    awk -F'\t' -v n="$2" -v m="$3" -v k="$4" "$METRIC_AWK"'
+        $2 == n && $3 == m {v = metric(k); if (!c++ || v < lo) lo = v; if (v > hi) hi = v}
+        END {if (c) printf "%.0f-%.0f", lo, hi; else print "-"}' "$1"
+}
+
+# ratio FILE A B MODE METRIC: median over repeats of A/B within each repeat
+ratio() {
+    [ -s "$1" ] || { echo nan; return; }
+    awk -F'\t' -v a="$2" -v b="$3" -v m="$4" -v k="$5" "$METRIC_AWK"'
+        $3 == m && $2 == a {x[$1] = metric(k)}
+        $3 == m && $2 == b {y[$1] = metric(k)}
+        END {for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r]}' "$1" | median
+}
+
+has() { [ -s "$1" ] && awk -F'\t' -v n="$2" '$2 == n {f = 1} END {exit !f}' "$1"; }
+
+f0() { awk -v v="$1" 'BEGIN {if (v == "nan" || v == "") print "-"; else printf "%.0f", v}'; }
+f2() { awk -v v="$1" 'BEGIN {if (v == "nan" || v == "") print "-"; else printf "%.2f", v}'; }
+ms() { awk -v v="$1" 'BEGIN {if (v == "nan" || v == "") print "-"; else printf "%.2f", v / 1000}'; }
+
+# ratio_cell A B MODE METRIC: "1.23" or "-" when either side is missing
+ratio_cell() {
+    if has "$RAW/s1.tsv" "$1" && has "$RAW/s1.tsv" "$2"; then
+        f2 "$(ratio "$RAW/s1.tsv" "$1" "$2" "$3" "$4")"
+    else
+        echo "-"
+    fi
+}
+
+failures_of() { # failures_of FILE VARIANT: "failed / requests"
+    awk -F'\t' -v v="$2" '$1 == v {printf "%d / %d", $6, $4; f = 1} END {if (!f) print "not run"}' "$1" 2>/dev/null || echo "not run"
+}
+
+jain_of() { sed -n "s/^mode=$1 .* jain=\([0-9.]*\) maxmin=\([0-9.inf]*\) .*/\1 (max\/min \2)/p" "$RAW/s5.txt" 2>/dev/null; }
+
+rss_sum() { # rss_sum SERVER STATE: total kB of the tree
+    awk -F'\t' -v s="$1" -v st="$2" '$1 == s && $2 == st {t += $5; f = 1} END {if (f) printf "%.1f", t / 1024; else print "-"}' "$RAW/rss.tsv" 2>/dev/null || echo -
+}
+
+write_summary() {
+    local ka=keepalive cl=close
+    echo "## Summary"
+    echo
+    if [ -s "$RAW/s1.tsv" ] || [ -s "$RAW/s2.tsv" ]; then
+        write_ratio_table
+    fi
+    write_event_summary
+}
+
+write_ratio_table() {
+    local ka=keepalive cl=close
+    echo "Servers pinned to CPU $SERVER_CPUS with $WORKERS worker(s) each, wrk pinned to CPU $CLIENT_CPUS"
+    echo "(\`-t$WRK_THREADS -c$WRK_CONNS\`); ratios are medians over $REPEATS alternating repeats of ${DUR}s."
+    echo
+    echo "| ratio | keep-alive | connection-close |"
+    echo "|---|---|---|"
+    echo "| portshare / nginx, requests per server CPU-second | $(ratio_cell portshare nginx $ka eff) | $(ratio_cell portshare nginx $cl eff) |"
+    echo "| portshare / nginx, requests/s | $(ratio_cell portshare nginx $ka rps) | $(ratio_cell portshare nginx $cl rps) |"
+    echo "| portshare / h2o, requests/s | $(ratio_cell portshare h2o $ka rps) | $(ratio_cell portshare h2o $cl rps) |"
+    echo "| portshare / limit, requests/s | $(ratio_cell portshare limit $ka rps) | $(ratio_cell portshare limit $cl rps) |"
+    echo "| nginx / limit, requests/s | $(ratio_cell nginx limit $ka rps) | $(ratio_cell nginx limit $cl rps) |"
+    if [ -s "$RAW/s2.tsv" ]; then
+        echo "| supervisor overhead: under \`portshare run\` / binding itself, requests/s | $(f2 "$(ratio "$RAW/s2.tsv" run own $ka rps)") | $(f2 "$(ratio "$RAW/s2.tsv" run own $cl rps)") |"
+    fi
+    echo
+}
+
+write_event_summary() {
+    local v
+    if [ -s "$RAW/s3.tsv" ] || [ -s "$RAW/s4.tsv" ]; then
+        echo "| event | failed / requests |"
+        echo "|---|---|"
+    fi
+    if [ -s "$RAW/s3.tsv" ]; then
+        local v
+        for v in portshare-serve portshare-run-lighttpd nginx naive-reuseport; do
+            echo "| $RELOADS reloads: $v | $(failures_of "$RAW/s3.tsv" "$v") |"
+        done
+    fi
+    if [ -s "$RAW/s4.tsv" ]; then
+        for v in portshare-serve nginx; do
+            echo "| $KILLS worker SIGKILLs: $v | $(failures_of "$RAW/s4.tsv" "$v") |"
+        done
+    fi
+    if [ -s "$RAW/s3.tsv" ] || [ -s "$RAW/s4.tsv" ]; then
+        echo
+    fi
+    if [ -s "$RAW/s5.txt" ]; then
+        echo "Distribution over 8 workers (Jain's index, 1 = even): reuseport $(jain_of reuseport);"
+        echo "shared socket + epoll $(jain_of shared); shared + EPOLLEXCLUSIVE $(jain_of exclusive)."
+        echo
+    fi
+    if [ -s "$RAW/s6.tsv" ]; then
+        echo "Latency at $(cat "$RAW/s6_rate") req/s (p50 / p99 / p99.9, ms):" \
+            "portshare $(lat_cell portshare), nginx $(lat_cell nginx)."
+        echo
+    fi
+    if [ -s "$RAW/rss.tsv" ]; then
+        echo "Memory under load (all processes, MiB): portshare $(rss_sum portshare load), nginx $(rss_sum nginx load)."
+        echo
+    fi
+}
+
+lat_med() { awk -F'\t' -v n="$1" -v c="$2" '$2 == n {print $c}' "$RAW/s6.tsv" | median; }
+lat_cell() { echo "$(ms "$(lat_med "$1" 3)") / $(ms "$(lat_med "$1" 5)") / $(ms "$(lat_med "$1" 6)")"; }
+
+write_throughput() {
+    local name mode
+    [ -s "$RAW/s1.tsv" ] || return 0
+    echo "## 1. Throughput: keep-alive and connection-close"
+    echo
+    echo "GET /index.html, a 5-byte file, on 127.0.0.1.  Each server runs on CPU $SERVER_CPUS (\`taskset\`,"
+    echo "$WORKERS worker process(es); h2o: $WORKERS thread(s)), wrk on CPU $CLIENT_CPUS with $WRK_THREADS thread(s)"
+    echo "and $WRK_CONNS connections, ${DUR}s per run, $REPEATS repeats in rotating order.  Server CPU is"
+    echo "user+system time of every process of the server (/proc/PID/stat, all threads) over the run."
+    echo "On loopback, part of the TCP receive work of each side is charged to whichever process"
+    echo "runs when the softirq does: the same for every server, so the ratios hold."
+    echo
+    echo "| server | mode | req/s (median) | req/s range | req per CPU-s (median) | CPU-s per s | socket errors | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for mode in keepalive close; do
+        for name in portshare nginx h2o limit; do
+            has "$RAW/s1.tsv" "$name" || continue
+            local cpu err non
+            cpu=$(awk -F'\t' -v n="$name" -v m="$mode" -v d="$DUR" '$2 == n && $3 == m {print $6 / d}' "$RAW/s1.tsv" | median)
+            err=$(awk -F'\t' -v n="$name" -v m="$mode" '$2 == n && $3 == m {t += $7} END {print t + 0}' "$RAW/s1.tsv")
+            non=$(awk -F'\t' -v n="$name" -v m="$mode" '$2 == n && $3 == m {t += $8} END {print t + 0}' "$RAW/s1.tsv")
+            echo "| $name | $mode | $(f0 "$(med "$RAW/s1.tsv" "$name" "$mode" rps)") | $(spread "$RAW/s1.tsv" "$name" "$mode" rps) | $(f0 "$(med "$RAW/s1.tsv" "$name" "$mode" eff)") | $(f2 "$cpu") | $err | $non |"
+        done
+    done
+    echo
+    echo "Configurations: \`bench/conf/nginx.conf.in\` (reuseport, sendfile, access_log off, open_file_cache,"
+    echo "no keep-alive request limit), \`bench/conf/h2o.conf.in\`, portshare: \`portshare serve DIR -w $WORKERS\`,"
+    echo "limit: \`bench_limit -w $WORKERS\` (bench/limit.c: no parsing, a fixed response)."
+    echo
+    echo "![throughput](throughput.png)"
+    echo
+}
+
+write_overhead() {
+    [ -s "$RAW/s2.tsv" ] || return 0
+    local mode v
+    echo "## 2. Supervisor overhead"
+    echo
+    echo "The same worker, bench_limit, once as the worker of \`portshare run -w $WORKERS\` (sockets by"
+    echo "LISTEN_FDS, READY=1) and once binding the port itself, both on CPU $SERVER_CPUS; CPU includes"
+    echo "the supervisor's.  ~1.0 means the supervisor is not on the data path."
+    echo
+    echo "| variant | mode | req/s (median) | req per CPU-s (median) |"
+    echo "|---|---|---|---|"
+    for mode in keepalive close; do
+        for v in run own; do
+            echo "| $([ $v = run ] && echo 'under portshare run' || echo 'binding itself') | $mode | $(f0 "$(med "$RAW/s2.tsv" $v $mode rps)") | $(f0 "$(med "$RAW/s2.tsv" $v $mode eff)") |"
+        done
+    done
+    echo
+    echo "Ratio run/own, requests/s: keep-alive $(f2 "$(ratio "$RAW/s2.tsv" run own keepalive rps)"), close $(f2 "$(ratio "$RAW/s2.tsv" run own close rps)");"
+    echo "requests per CPU-second: keep-alive $(f2 "$(ratio "$RAW/s2.tsv" run own keepalive eff)"), close $(f2 "$(ratio "$RAW/s2.tsv" run own close eff)")."
+    echo
+}
+
+failure_table() { # failure_table FILE EVENT-WORD EXTRA-HEADER
+    echo "| variant | $2 done | requests | failed | refused | reset | EOF | timeout | non-2xx | other |${3:+ $3 |}"
+    echo "|---|---|---|---|---|---|---|---|---|---|${3:+---|}"
+    awk -F'\t' -v x="$3" '{printf "| %s | %s/%s | %s | **%s** | %s | %s | %s | %s | %s | %s |", $1, $3, $2, $4, $6, $7, $8, $9, $10, $11, $12
+        if (x != "") printf " %s |", $13; printf "\n"}' "$1"
+    echo
+}
+
+write_events() {
+    if [ -s "$RAW/s3.tsv" ]; then
+        echo "## 3. Reload under load"
+        echo
+        echo "$RELOADS reloads, ${EVENT_GAP}s apart, while bench_client (bench/client.c) keeps $LOAD_CONNS"
+        echo "connection-close requests in flight; $EVENT_WORKERS workers, no pinning.  portshare: \`portshare reload\`"
+        echo "(waits for the new generation); lighttpd: socket-activated worker of \`portshare run"
+        echo "--ready-delay 300ms\`; nginx: \`nginx -s reload\`; naive: a second bench_limit joins the port"
+        echo "with SO_REUSEPORT, then the first gets SIGTERM (closes its listeners, finishes what it"
+        echo "accepted) - what portshare exists to prevent: the old sockets' accept queues are reset."
+        echo
+        failure_table "$RAW/s3.tsv" reloads
+    fi
+    if [ -s "$RAW/s4.tsv" ]; then
+        echo "## 4. Worker crash under load"
+        echo
+        echo "SIGKILL one worker (alternating) $KILLS times, ${EVENT_GAP}s after its replacement is up, under the"
+        echo "same connection-close load, $EVENT_WORKERS workers.  A killed worker's accepted connections die"
+        echo "with it in every design; what differs is whether its listening socket's queue survives."
+        echo
+        failure_table "$RAW/s4.tsv" kills "median respawn ms"
+        echo "![failures](failures.png)"
+        echo
+    fi
+}
+
+write_distribution() {
+    [ -s "$RAW/s5.txt" ] || return 0
+    echo "## 5. Distribution over 8 workers"
+    echo
+    echo "bench_distribution (bench/distribution.c): 8 worker processes, $DIST_N new connections from 4"
+    echo "client threads; workers accept in batches until EAGAIN.  Not pinned."
+    echo
+    echo "| mode | accepted | Jain's index | max/min | per worker |"
+    echo "|---|---|---|---|---|"
+    sed -n 's/^mode=\([a-z]*\) .* accepted=\([0-9]*\) .* jain=\([0-9.]*\) maxmin=\([0-9.inf]*\) counts=\(.*\)/| \1 | \2 | \3 | \4 | \5 |/p' "$RAW/s5.txt" |
+        sed 's/| reuseport |/| reuseport (portshare default) |/; s/| shared |/| one shared socket + epoll |/; s/| exclusive |/| one shared socket + EPOLLEXCLUSIVE |/'
+    echo
+    echo "![distribution](distribution.png)"
+    echo
+}
+
+write_latency() {
+    [ -s "$RAW/s6.tsv" ] || return 0
+    local name
+    echo "## 6. Latency at a fixed rate"
+    echo
+    echo "$(cat "$RAW/s6_rate") requests/s (half the slower server's keep-alive throughput), $LAT_CONNS keep-alive"
+    echo "connections, open loop (bench_client --rate: each request is timed from its scheduled"
+    echo "send time, so a stall is charged to every request it delays), ${LAT_DUR}s x $LAT_REPEATS alternating."
+    echo "wrk2 is not packaged in Debian and h2load's rate mode reports no percentiles."
+    echo
+    echo "| server | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | achieved req/s | failed |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for name in portshare nginx; do
+        awk -F'\t' -v n="$name" '$2 == n {f = 1} END {exit !f}' "$RAW/s6.tsv" || continue
+        echo "| $name | $(ms "$(lat_med $name 3)") | $(ms "$(lat_med $name 4)") | $(ms "$(lat_med $name 5)") | $(ms "$(lat_med $name 6)") | $(ms "$(lat_med $name 7)") | $(f0 "$(lat_med $name 8)") | $(f0 "$(lat_med $name 9)") |"
+    done
+    echo
+    echo "![latency](latency.png)"
+    echo
+}
+
+write_memory() {
+    [ -s "$RAW/rss.tsv" ] || return 0
+    echo "## 7. Memory"
+    echo
+    echo "VmRSS from /proc/PID/status: idle (just started) and under load (halfway through the first"
+    echo "keep-alive run), $WORKERS worker(s) each."
+    echo
+    echo "| server | process | idle KiB | under load KiB |"
+    echo "|---|---|---|---|"
+    awk -F'\t' '{k = $1 SUBSEP $3; if (!(k in role)) {order[++n] = k; role[k] = $4; srv[k] = $1}
+                 if ($2 == "idle") idle[k] = $5; else load[k] = $5}
+        END {for (i = 1; i <= n; i++) {k = order[i]
+             printf "| %s | %s | %s | %s |\n", srv[k], role[k], (k in idle) ? idle[k] : "-", (k in load) ? load[k] : "-"}}' "$RAW/rss.tsv"
+    echo
+}
+
+write_report() {
+    echo "# portshare benchmark results"
+    echo
+    echo "Written by \`bench/run $ARGS\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s.  Raw data: [raw/](raw/)."
+    echo
+    echo "## Machine"
+    echo
+    machine
+    echo
+    write_summary
+    write_throughput
+    write_overhead
+    write_events
+    write_distribution
+    write_latency
+    write_memory
+}
+
+# ---- plots -------------------------------------------------------------------------------
+plot_data() {
+    local name
+    if [ -s "$RAW/s1.tsv" ]; then
+        {
+            echo "# server keepalive_rps close_rps keepalive_per_cpu_s close_per_cpu_s"
+            for name in portshare nginx h2o limit; do
+                has "$RAW/s1.tsv" "$name" || continue
+                echo "$name $(f0 "$(med "$RAW/s1.tsv" $name keepalive rps)") $(f0 "$(med "$RAW/s1.tsv" $name close rps)") $(f0 "$(med "$RAW/s1.tsv" $name keepalive eff)") $(f0 "$(med "$RAW/s1.tsv" $name close eff)")"
+            done
+        } >"$RAW/throughput.dat"
+    fi
+    if [ -s "$RAW/s5.txt" ]; then
+        awk '{for (i = 1; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}
+              m = v["mode"]; modes[++nm] = m; n = split(v["counts"], c, ",")
+              for (w = 1; w <= n; w++) share[m, w] = 100 * c[w] / v["accepted"]; nw = n}
+             END {printf "# worker"; for (j = 1; j <= nm; j++) printf " %s", modes[j]; printf "\n"
+                  for (w = 1; w <= nw; w++) {printf "%d", w - 1
+                  for (j = 1; j <= nm; j++) printf " %.2f", share[modes[j], w]; printf "\n"}}' \
+            "$RAW/s5.txt" >"$RAW/distribution.dat"
+    fi
+    {
+        echo "# variant failed requests"
+        if [ -s "$RAW/s3.tsv" ]; then
+            awk -F'\t' '{printf "\"reload: %s\" %s %s\n", $1, $6, $4}' "$RAW/s3.tsv"
+        fi
+        if [ -s "$RAW/s4.tsv" ]; then
+            awk -F'\t' '{printf "\"SIGKILL: %s\" %s %s\n", $1, $6, $4}' "$RAW/s4.tsv"
+        fi
+    } >"$RAW/failures.dat"
+}
+
+plot_all() {
+    local gp
+    plot_data
+    rm -f "$OUT"/*.png
+    for gp in throughput distribution latency failures; do
+        case $gp in
+        throughput) [ -s "$RAW/throughput.dat" ] || continue ;;
+        distribution) [ -s "$RAW/distribution.dat" ] || continue ;;
+        latency) [ -s "$RAW/s6.tsv" ] || continue ;;
+        failures) [ "$(wc -l <"$RAW/failures.dat")" -gt 1 ] || continue ;;
+        esac
+        gnuplot -e "raw='$RAW'; out='$OUT'; rate='$(cat "$RAW/s6_rate" 2>/dev/null || echo 0)'" \
+            "$SRC/bench/plot/$gp.gp" || say "plot $gp failed"
+    done
+}
