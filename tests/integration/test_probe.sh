@@ -52,6 +52,14 @@ jq -e 'def side: (.addr | type == "string")
            and (.agrees == (.bind == .expected.bind and .listen == .expected.listen))
            and (.why | type == "string" and length > 20))' "$J" >/dev/null ||
     fail "a case does not have the documented shape"
+# the multi-step sequences: each step measured (or not run after a failed bind)
+jq -e '(.sequences | length) >= 4 and all(.sequences[];
+           (.name | type == "string") and (.steps | length) > 0 and .error == null
+           and all(.steps[]; (.call | IN("bind", "listen", "setsockopt(SO_REUSEPORT)"))
+                             and (.result == null or (.result | type == "string")))
+           and (.agrees == all(.steps[]; .result == .expected))
+           and (if .agrees then .finding == null else .finding | type == "string" end))' \
+    "$J" >/dev/null || fail "sequences: $(jq -c '.sequences[0]' "$J")"
 n=$(jq '.cases | length' "$J")
 echo "cases: $n"
 [ "$n" -ge 300 ] || fail "only $n cases (several hundred expected)"
