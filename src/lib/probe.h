@@ -5,7 +5,8 @@
  *
  * Layout: probe.c runs everything (in a forked child, as root inside a
  * private network namespace), probe_cases.c enumerates and performs the
- * two-socket experiments, probe_model.c holds the documented rules,
+ * two-socket experiments and the multi-step sequences, probe_model.c holds
+ * the documented rules (and the sequences' expected results),
  * probe_features.c the feature checks, the spread and the reset-on-close
  * measurement.  Nothing here prints: results are plain structures the CLI
  * formats.
@@ -280,7 +281,9 @@ void ps__probe_seq_run(const struct ps_probe_seq *s, struct ps_probe_seq_result 
 int ps__probe_helper_try(int helper, int proto, enum ps_probe_addr a, int opts, unsigned port,
                          short *bind_err, short *listen_err);
 
-/* Features, spread and the close experiments (probe_features.c). */
+/* Features, spread and the close experiments (probe_features.c).  The
+ * spread comes first: some feature lines quote its measurements.  With
+ * can_set_migrate (our own namespace) tcp_migrate_req is tried at 0 and 1. */
 void ps__probe_features(const struct ps__probe_env *env, struct ps_probe_result *res);
 void ps__probe_spread(const struct ps_probe_opts *opts, int can_set_migrate,
                       struct ps_probe_result *res);
