@@ -431,7 +431,12 @@ static void handle_notify(struct ps_sup *sup)
     struct ps_worker *w;
     char val[128];
 
-    while (ps_notify_recv(sup->notify_fd, &msg) != -EAGAIN) {
+    for (;;) {
+        int r = ps_notify_recv(sup->notify_fd, &msg);
+        if (r == -EBADMSG)
+            continue; /* no credentials or truncated: never trusted */
+        if (r < 0)
+            break;    /* -EAGAIN: all read; anything else: try again next wakeup */
         if (msg.len == 0)
             continue;
         w = worker_by_pid(sup, msg.pid);

@@ -12,8 +12,13 @@ jq -e -s 'length > 3 and all(.[]; has("time") and has("level") and has("event") 
     fail "log is not JSON lines: $(head -3 "$T/one.log")"
 ctl one status | grep -q "^SLOT  PID" || fail "text status has no slot table: $(ctl one status)"
 ctl one status | grep -q "tcp://127.0.0.1:$PORT" || fail "text status does not show the listener"
-# connections the server closes first leave TIME_WAIT on the server's port
-"$LOADGEN" --connect 127.0.0.1:$PORT --requests 200 --concurrency 4 --json >/dev/null 2>&1 || fail "load failed"
+# connections the server closes first leave TIME_WAIT on the server's port:
+# each client keeps its side open until the server has closed
+for i in $(seq 20); do
+    (printf 'GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n'; sleep 1) |
+        socat -t 2 - TCP:127.0.0.1:$PORT >/dev/null 2>&1 &
+done
+wait_until 5 bash -c "[ \$(ss -tan state time-wait '( sport = :$PORT )' | tail -n +2 | wc -l) -gt 0 ]" || true
 tw=$(ss -tan state time-wait "( sport = :$PORT )" | tail -n +2 | wc -l)
 [ "$tw" -gt 0 ] || fail "no TIME_WAIT connections on port $PORT to test with"
 
