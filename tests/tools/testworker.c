@@ -21,8 +21,11 @@
  * SIGTERM (and SIGINT): send STOPPING=1, close() every listener copy (never
  * shutdown(): on a shared socket that would stop it for every worker and
  * reset its queue), finish the requests in flight with "Connection: close",
- * close idle connections, exit 0.  Connections still queued in the
- * listeners stay there for the next worker of the slot.
+ * close idle keep-alive connections (after reading a request that may
+ * already wait in one), answer connections accepted but not yet read from,
+ * exit 0.  Connections still queued in the listeners stay there for the
+ * next worker of the slot.  Listeners are set O_NONBLOCK, which is shared
+ * with every holder of the same file description (the supervisor too).
  *
  * Exit codes: 0 after a drain, 1 for --crash-on-start, 2 bad options,
  * 3 a bad environment (no or wrong descriptors, dump not writable),
