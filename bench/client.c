@@ -330,7 +330,8 @@ static void print_result(const struct opts *o, struct stats *st, const struct cc
 
     for (i = 0; i < o->conns; i++)
         unfinished += cs[i].state == C_CONNECTING || cs[i].state == C_WAITING;
-    qsort(st->lat, st->nlat, sizeof(*st->lat), cmp_u32);
+    if (st->nlat > 0)
+        qsort(st->lat, st->nlat, sizeof(*st->lat), cmp_u32);
     printf("{\"connections\":%d,\"rate\":%.0f,\"close\":%s,\"elapsed_s\":%.3f,"
            "\"requests\":%ld,\"ok\":%ld,\"failed\":%ld,\"connect_errors\":%ld,"
            "\"resets\":%ld,\"eof\":%ld,\"timeouts\":%ld,\"non2xx\":%ld,\"other\":%ld,"
@@ -372,6 +373,12 @@ static int run(const struct opts *o)
         check_timeouts(o, ep, cs, &st, now);
     }
     print_result(o, &st, cs, now - t0);
+    for (i = 0; i < o->conns; i++)
+        if (cs[i].fd >= 0)
+            close(cs[i].fd);
+    close(ep);
+    free(cs);
+    free(st.lat);
     return 0;
 }
 

@@ -11,7 +11,8 @@
  *
  *   bench_limit [-l HOST:PORT] [-w N]
  *
- * Without LISTEN_FDS it binds HOST:PORT itself (default 127.0.0.1:8080):
+ * Without LISTEN_FDS it binds HOST:PORT itself (default 127.0.0.1:8080; port
+ * 0 lets the kernel choose, and the first line on stdout names the address):
  * one SO_REUSEPORT socket per worker, N worker processes (default 1; with
  * N = 1 the process serves directly).  The parent closes its copies, so a
  * second bench_limit on the same port is exactly the "naive" two-process
@@ -20,8 +21,9 @@
  * With LISTEN_FDS (under `portshare run`, systemd...) it serves the
  * inherited sockets in this one process and sends READY=1.
  *
- * SIGTERM/SIGINT: close the listeners, close idle connections, answer what
- * is in flight for up to one second, exit.
+ * SIGTERM/SIGINT: close the listeners, close idle keep-alive connections,
+ * answer what is in flight (a new connection's first request included) for
+ * up to one second, exit.
  */
 #include "portshare.h"
 
@@ -64,6 +66,7 @@ struct conn {
     size_t out_off;   /* where the unwritten part starts */
     int close_after;  /* close once obuf is written */
     int want_out;     /* registered for EPOLLOUT */
+    long served;      /* responses queued so far */
     char ibuf[INBUF + 1];
     char obuf[OUTBUF];
 };
@@ -160,6 +163,7 @@ static void answer(struct loop *lp, struct conn *c)
             break; /* the rest waits until the client reads */
         memcpy(c->obuf + c->out_off + c->out, r, rlen);
         c->out += rlen;
+        c->served++;
         c->close_after = close_it;
         memmove(c->ibuf, c->ibuf + reqlen, c->in - reqlen + 1);
         c->in -= reqlen;
@@ -269,8 +273,10 @@ static void start_drain(struct loop *lp)
     lp->nl = 0;
     for (fd = 0; fd < lp->cap; fd++) {
         struct conn *c = lp->conns[fd];
-        if (c && c->in == 0 && c->out == 0)
-            conn_close(lp, fd); /* idle keep-alive: nothing to finish */
+        /* idle keep-alive: nothing to finish.  A new connection whose first
+         * request is still on its way is not idle: it gets its answer. */
+        if (c && c->served > 0 && c->in == 0 && c->out == 0)
+            conn_close(lp, fd);
     }
 }
 
@@ -338,12 +344,19 @@ static int serve(const int *lfds, int nl)
         if (lp.draining) {
             timeout = ms_until(&lp.drain_end);
             if (lp.nconns == 0 || timeout <= 0)
-                return 0;
+                break;
         }
         n = epoll_wait(lp.ep, evs, 256, (int)timeout);
         for (i = 0; i < n; i++)
             dispatch(&lp, &evs[i]);
     }
+    for (i = 0; i < lp.cap; i++) /* the drain time is up: drop the rest */
+        if (lp.conns[i])
+            conn_close(&lp, i);
+    free(lp.conns);
+    close(lp.ep);
+    close(lp.sfd);
+    return 0;
 }
 
 /* Parent of N workers: pass SIGTERM/SIGINT on, wait for all of them. */
@@ -383,6 +396,11 @@ static int bind_and_fork(const char *text, int nworkers)
     if (r < 0) {
         fprintf(stderr, "bench_limit: cannot listen on %s: %s\n", text, ps_strerror(r));
         return 3;
+    }
+    /* with port 0 the kernel chose: say which, for scripts */
+    if (ps_spec_format(&spec, err, sizeof(err)) >= 0) {
+        printf("bench_limit: listening on %s (%d socket%s)\n", err, nworkers, nworkers > 1 ? "s" : "");
+        fflush(stdout);
     }
     if (nworkers == 1)
         return serve(fds, 1);

@@ -183,10 +183,11 @@ write_overhead() {
     echo
 }
 
-failure_table() { # failure_table FILE EVENT-WORD EXTRA-HEADER
-    echo "| variant | $2 done | requests | failed | refused | reset | EOF | timeout | non-2xx | other |${3:+ $3 |}"
-    echo "|---|---|---|---|---|---|---|---|---|---|${3:+---|}"
-    awk -F'\t' -v x="$3" '{printf "| %s | %s/%s | %s | **%s** | %s | %s | %s | %s | %s | %s |", $1, $3, $2, $4, $6, $7, $8, $9, $10, $11, $12
+failure_table() { # failure_table FILE EVENT-WORD [EXTRA-HEADER]
+    local extra=${3:-}
+    echo "| variant | $2 done | requests | failed | refused | reset | EOF | timeout | non-2xx | other |${extra:+ $extra |}"
+    echo "|---|---|---|---|---|---|---|---|---|---|${extra:+---|}"
+    awk -F'\t' -v x="$extra" '{printf "| %s | %s/%s | %s | **%s** | %s | %s | %s | %s | %s | %s |", $1, $3, $2, $4, $6, $7, $8, $9, $10, $11, $12
         if (x != "") printf " %s |", $13; printf "\n"}' "$1"
     echo
 }

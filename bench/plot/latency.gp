@@ -11,7 +11,7 @@ set xtics ("0%%" 1, "50%%" 2, "90%%" 10, "99%%" 100, "99.9%%" 1000, "99.99%%" 10
 set xlabel "percentile"
 set ylabel "latency (ms)"
 set grid xtics ytics mytics
-set key top left
+set key bottom right
 files = system("ls ".raw."/spectrum-*.dat")
 name(f) = f[strstrt(f, "spectrum-") + 9:strlen(f) - 4]
 color(f) = strstrt(f, "nginx") > 0 ? 0xe08a2c : 0x3b6ea5
