@@ -93,7 +93,7 @@ struct server {
     uint64_t now, next_tick;
     struct ps_http_ctx ctx;
     struct ps_http_counters counters, reported;
-    struct conn *free_conns;
+    struct conn *free_conns, *dead;
     int n_free;
     char *rbuf, *wbuf;
     char *log;
@@ -242,20 +242,33 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
 
 /* ---- connections: life and death ------------------------------------------ */
 
+/* Close now; the memory is released after the event batch (release_dead),
+ * so a later event of the same batch, or a caller, can still see fd -1. */
 static void conn_close(struct server *s, struct conn *c)
 {
     timer_unset(s, c);
     ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
+    c->item.fd = -1;
     ps__http_resp_done(&c->body);
     free(c->in);
     free(c->out);
     s->counters.active--;
-    if (s->n_free < FREE_CONNS_MAX) {
-        c->next = s->free_conns;
-        s->free_conns = c;
-        s->n_free++;
-    } else {
-        free(c);
+    c->next = s->dead;
+    s->dead = c;
+}
+
+static void release_dead(struct server *s)
+{
+    while (s->dead) {
+        struct conn *c = s->dead;
+        s->dead = c->next;
+        if (s->n_free < FREE_CONNS_MAX) {
+            c->next = s->free_conns;
+            s->free_conns = c;
+            s->n_free++;
+        } else {
+            free(c);
+        }
     }
 }
 
@@ -274,7 +287,7 @@ static struct conn *conn_new(struct server *s, int fd)
     c->item.kind = ITEM_CONN;
     c->item.fd = fd;
     c->list = T_NONE;
-    c->events = EPOLLIN;
+    c->events = 0; /* not in the epoll set yet */
     ps__http_req_init(&c->req);
     return c;
 }
@@ -282,11 +295,12 @@ static struct conn *conn_new(struct server *s, int fd)
 static int watch(struct server *s, struct conn *c, uint32_t events)
 {
     struct epoll_event ev = {.events = events, .data.ptr = &c->item};
+    int op = c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
     if (c->events == events)
         return 0;
     c->events = events;
-    return epoll_ctl(s->ep, EPOLL_CTL_MOD, c->item.fd, &ev);
+    return epoll_ctl(s->ep, op, c->item.fd, &ev);
 }
 
 static void set_nodelay(struct conn *c)
@@ -599,7 +613,6 @@ static void accept_from(struct server *s, struct item *l)
     for (i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
-        struct epoll_event ev = {.events = EPOLLIN};
         struct conn *c;
         int fd;
 
@@ -614,16 +627,20 @@ static void accept_from(struct server *s, struct item *l)
             return;
         }
         c = conn_new(s, fd);
-        ev.data.ptr = c;
-        if (!c || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (!c) {
             ps__close(fd);
-            free(c);
             continue;
         }
         memcpy(&c->peer, &peer, len < sizeof(peer) ? len : sizeof(peer));
         s->counters.accepted++;
         s->counters.active++;
         timer_set(s, c, T_HEADER);
+        /* The request has usually arrived by now: reading at once often
+         * answers and closes a short connection before it ever needs an
+         * epoll_ctl; otherwise (EAGAIN) it joins the set here. */
+        conn_readable(s, c);
+        if (c->item.fd >= 0 && c->events == 0 && watch(s, c, EPOLLIN) < 0)
+            conn_close(s, c);
     }
 }
 
@@ -716,6 +733,8 @@ static void dispatch(struct server *s, struct epoll_event *ev)
 
     if (it->kind == ITEM_CONN) {
         struct conn *c = (struct conn *)it;
+        if (c->item.fd < 0)
+            return; /* closed earlier in this batch */
         if (c->events & EPOLLOUT)
             conn_writable(s, c);
         else
@@ -743,6 +762,7 @@ static int run(struct server *s)
         if (s->stop_requested && !s->draining)
             start_drain(s);
         expire(s);
+        release_dead(s);
         update_accepting(s);
         tick(s);
     }
@@ -805,6 +825,7 @@ static void teardown(struct server *s)
 
     for (i = 0; i < T_COUNT; i++)
         close_all(s, i);
+    release_dead(s);
     while ((c = s->free_conns)) {
         s->free_conns = c->next;
         free(c);
