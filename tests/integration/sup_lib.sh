@@ -95,3 +95,31 @@ load_stop() {
 jget() { jq -r "$2" <<<"$1"; }
 
 sup_worker_pids() { status_json "$1" | jq -r '.slots[].pid'; }
+
+# all_ready NAME N: the supervisor NAME has N slots with a ready worker
+all_ready() {
+    "$PORTSHARE" status --json --control "$T/$1.sock" |
+        jq -e "[.slots[] | select(.state == \"ready\")] | length == $2" >/dev/null
+}
+
+# kill_workers NAME COUNT: SIGKILL COUNT workers of a 2-slot supervisor,
+# alternating the slots and 0.6 s apart (a worker that served for a second
+# is not in a crash loop, so its replacement starts at once), each time
+# waiting until both slots serve again.  Sets INFLIGHT to the connections
+# the victims held when killed (all their sockets but the listener),
+# counted while the victim is stopped: the most that may fail with them.
+kill_workers() {
+    local name=$1 count=$2 i victim n
+    INFLIGHT=0
+    for i in $(seq 1 "$count"); do
+        sleep 0.6
+        victim=$(status_json "$name" | jq -r ".slots[$((i % 2))].pid")
+        # frozen, it accepts nothing more: what it holds now is exactly
+        # what dies with it
+        kill -STOP "$victim"
+        n=$( (ls -l /proc/$victim/fd 2>/dev/null || true) | grep -c 'socket:' || true)
+        INFLIGHT=$((INFLIGHT + (n > 1 ? n - 1 : 0)))
+        kill -KILL "$victim"
+        wait_until 10 all_ready "$name" 2 || fail "kill $i: slots not back to ready: $(status_json "$name")"
+    done
+}

@@ -61,7 +61,7 @@ awk -v d="$delays" 'BEGIN { n = split(d, a, " "); for (i = 2; i <= n; i++) if (a
 # 4. fix the program; a reload picks it up and the slots serve again
 : >"$T/mode"
 out=$(ctl rb reload) || fail "reload with the fixed program failed: $out"
-wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/rb.sock' | jq -e '[.slots[] | select(.state == \"ready\")] | length == 2'" ||
+wait_until 10 all_ready rb 2 ||
     fail "fixed program not serving: $(status_json rb)"
 curl -sf "http://127.0.0.1:$PORT/" | grep -q "gen=" || fail "no answer after the fix"
 echo "PASS: crash loop backed off ($delays ms) and was reported; reload picked up the fixed program"
