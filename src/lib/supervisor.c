@@ -36,8 +36,6 @@
 #define RETIRE_GRACE_MS 500      /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS 5000
 
-static volatile int dummy_for_analyzers;
-
 uint64_t ps__now_ms(void)
 {
     struct timespec ts;
@@ -150,8 +148,9 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     execvp(cfg->argv[0], cfg->argv);
 fail:
     err = errno;
-    if (write(errpipe, &err, sizeof(err)) < 0)
-        dummy_for_analyzers = 1;
+    if (write(errpipe, &err, sizeof(err)) < 0) {
+        /* the parent then sees a worker that exits with 127 */
+    }
     _exit(127);
 }
 
