@@ -138,7 +138,10 @@ write_throughput() {
     echo "and $WRK_CONNS connections, ${DUR}s per run, $REPEATS repeats in rotating order.  Server CPU is"
     echo "user+system time of every process of the server (/proc/PID/stat, all threads) over the run."
     echo "On loopback, part of the TCP receive work of each side is charged to whichever process"
-    echo "runs when the softirq does: the same for every server, so the ratios hold."
+    echo "runs when the softirq does: the same for every server, so the ratios hold.  \"CPU-s per s\""
+    echo "near 1.0 means the server used its whole CPU; well below, it waited for the client (the"
+    echo "limit server in keep-alive mode outruns one wrk thread) or for a CPU shared with other work."
+    echo "Requests per CPU-second is the steadier figure on a busy machine."
     echo
     echo "| server | mode | req/s (median) | req/s range | req per CPU-s (median) | CPU-s per s | socket errors | non-2xx |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -274,7 +277,8 @@ write_memory() {
 write_report() {
     echo "# portshare benchmark results"
     echo
-    echo "Written by \`bench/run $ARGS\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s.  Raw data: [raw/](raw/)."
+    echo "Written by \`bench/run $ARGS\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s"
+    echo "(scenarios ${TIMES:-?}).  Raw data: [raw/](raw/)."
     echo
     echo "## Machine"
     echo
