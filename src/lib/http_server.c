@@ -443,7 +443,10 @@ static int send_file(struct conn *c)
 
 static ssize_t send_some(struct conn *c, const char *buf, size_t len)
 {
-    int flags = MSG_NOSIGNAL | (c->body.file ? MSG_MORE : 0);
+    /* MSG_MORE when a file body follows (headers and body share segments)
+     * and when we close right after: close() then sends the held tail
+     * together with the FIN, one segment fewer per short connection */
+    int flags = MSG_NOSIGNAL | (c->body.file || c->closing ? MSG_MORE : 0);
     ssize_t n;
 
     do
