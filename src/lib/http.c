@@ -419,12 +419,16 @@ static int parse_range(const char *s, size_t len, off_t size, off_t *first, off_
     return 1;
 }
 
-static int not_modified(const struct ps_http_req *req, const struct ps_http_file *file)
+/* If-Modified-Since: a date in the future says the client's clock is
+ * off, not that it has the file: ignored, as RFC 9110 13.1.3 asks. */
+static int not_modified(const struct ps_http_ctx *ctx, const struct ps_http_req *req,
+                        const struct ps_http_file *file)
 {
     time_t since;
 
-    return req->ims_len <= sizeof(req->ims) &&
-           ps__http_parse_date(req->ims, req->ims_len, &since) == 0 && file->mtime <= since;
+    return req->ims_len > 0 && req->ims_len <= sizeof(req->ims) &&
+           ps__http_parse_date(req->ims, req->ims_len, &since) == 0 && file->mtime <= since &&
+           since <= ctx->now_sec;
 }
 
 /* The Range to honour: 0 none, 1 [first,last], -1 unsatisfiable. */
@@ -466,7 +470,7 @@ static void file_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     off_t first = 0, last = file->size - 1;
     int range;
 
-    if (not_modified(req, file)) {
+    if (not_modified(ctx, req, file)) {
         resp->status = 304;
         put_start(o, ctx, 304);
         putf(o, "Last-Modified: %s\r\n", file->last_modified);

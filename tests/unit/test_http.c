@@ -447,6 +447,8 @@ static void test_conditional(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
            200);
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: yesterday\r\n\r\n", 200);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 2094 08:49:37 GMT\r\n\r\n",
+           200); /* in the future: ignored */
     /* If-Range: the range only while the date still matches */
     snprintf(raw, sizeof(raw),
              "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", lm);
