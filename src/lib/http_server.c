@@ -19,6 +19,7 @@
 #include "http.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -30,6 +31,7 @@
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,7 +99,7 @@ struct server {
     int n_free;
     char *rbuf, *wbuf;
     char *log;
-    size_t log_len;
+    size_t log_len, log_chunk;
     time_t log_sec;
     char log_date[32];
 };
@@ -163,12 +165,21 @@ static int next_timeout(const struct server *s)
 
 /* ---- access log (common log format) ----------------------------------------- */
 
+/* Write the buffered lines.  Into a pipe (several workers may share one)
+ * in whole lines of at most PIPE_BUF bytes, which the kernel never
+ * interleaves; into a file (O_APPEND) each write is whole anyway. */
 static void log_flush(struct server *s)
 {
     size_t off = 0;
 
     while (off < s->log_len) {
-        ssize_t n = write(s->cfg->access_log_fd, s->log + off, s->log_len - off);
+        size_t len = s->log_len - off;
+        ssize_t n;
+        if (len > s->log_chunk) {
+            const char *nl = memrchr(s->log + off, '\n', s->log_chunk);
+            len = nl ? (size_t)(nl - (s->log + off)) + 1 : s->log_chunk;
+        }
+        n = write(s->cfg->access_log_fd, s->log + off, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -777,6 +788,7 @@ static int run(struct server *s)
 static int setup(struct server *s, const struct ps_http_server_config *cfg, sigset_t *mask)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->signal};
+    struct stat st;
     int i, r;
 
     s->cfg = cfg;
@@ -807,6 +819,10 @@ static int setup(struct server *s, const struct ps_http_server_config *cfg, sigs
         s->listeners[i].fd = cfg->listen_fds[i];
     }
     s->n_listen = cfg->n_listen;
+    s->log_chunk = LOG_SIZE;
+    if (cfg->access_log_fd >= 0 && fstat(cfg->access_log_fd, &st) == 0 &&
+        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+        s->log_chunk = PIPE_BUF;
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->ep < 0)
         return ps__neg_errno();

@@ -117,7 +117,7 @@ grep -q '"GET /nope HTTP/1.1" 404 ' "$T/access.log" || fail "404 not logged"
 ok "access log in common log format, flushed on exit; READY, X_PORTSHARE_STATS, STOPPING sent"
 
 # ---- no DIR: the embedded page --------------------------------------------------------
-start_worker page
+start_worker page --access-log -
 body=$(curl -s "$(URL /)")
 echo "$body" | grep -q 'portshare is running' || fail "embedded page: $body"
 echo "$body" | grep -q "<td>$WPID</td>" || fail "embedded page lacks the pid"
@@ -126,7 +126,8 @@ echo "$body" | grep -q '<td>generation</td><td>1</td>' || fail "embedded page la
 expect_status 404 /a.txt
 stop_worker
 [ "$WSTATUS" = 0 ] || fail "page worker exit status $WSTATUS"
-ok "without DIR: the embedded page with pid, slot, generation"
+grep -q '"GET / HTTP/1.1" 200 ' "$T/page.out" || fail "--access-log - wrote nothing to stdout"
+ok "without DIR: the embedded page with pid, slot, generation; --access-log - to stdout"
 
 # ---- command line errors ----------------------------------------------------------------
 check_usage() { # check_usage EXPECTED-TEXT ARGS...
