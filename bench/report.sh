@@ -123,6 +123,10 @@ write_event_summary() {
         echo "Memory under load (all processes, MiB): portshare $(rss_sum portshare load), nginx $(rss_sum nginx load)."
         echo
     fi
+    if [ -s "$RAW/idle_cpu.tsv" ]; then
+        awk -F'\t' '$4 > 1 {printf "**Warning:** %s %s (pid %s) used %s%% of a CPU while idle after the load runs;\nit shared CPU %s with the servers measured after it, so section 1 is suspect.\n\n", $1, $3, $2, $4, cpus}' \
+            cpus="$SERVER_CPUS" "$RAW/idle_cpu.tsv"
+    fi
 }
 
 lat_med() { awk -F'\t' -v n="$1" -v c="$2" '$2 == n {print $c}' "$RAW/s6.tsv" | median; }
@@ -260,7 +264,7 @@ write_latency() {
 
 write_memory() {
     [ -s "$RAW/rss.tsv" ] || return 0
-    echo "## 7. Memory"
+    echo "## 7. Memory (and idle CPU)"
     echo
     echo "VmRSS from /proc/PID/status: idle (just started) and under load (halfway through the first"
     echo "keep-alive run), $WORKERS worker(s) each."
@@ -271,6 +275,13 @@ write_memory() {
                  if ($2 == "idle") idle[k] = $5; else load[k] = $5}
         END {for (i = 1; i <= n; i++) {k = order[i]
              printf "| %s | %s | %s | %s |\n", srv[k], role[k], (k in idle) ? idle[k] : "-", (k in load) ? load[k] : "-"}}' "$RAW/rss.tsv"
+    echo
+    [ -s "$RAW/idle_cpu.tsv" ] || return 0
+    echo "CPU used over 2 s without load, after all the throughput runs (a check that nothing spins):"
+    echo
+    echo "| server | process | pid | % of a CPU |"
+    echo "|---|---|---|---|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s |\n", $1, $3, $2, $4}' "$RAW/idle_cpu.tsv"
     echo
 }
 
