@@ -472,9 +472,12 @@ static ssize_t send_some(struct conn *c, const char *buf, size_t len)
  * for EPOLLOUT (the rest saved), -1 the connection was closed. */
 static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
 {
-    ssize_t n = len ? send_some(c, buf, len) : 0;
+    ssize_t n;
     int r;
 
+    if (c->body.file)
+        set_nodelay(c); /* now: turning it on later would push the held headers alone */
+    n = len ? send_some(c, buf, len) : 0;
     if (n < 0)
         goto error;
     if ((size_t)n < len) {
