@@ -97,7 +97,7 @@ write_event_summary() {
     fi
     if [ -s "$RAW/s3.tsv" ]; then
         local v
-        for v in portshare-serve portshare-run-lighttpd nginx naive-reuseport; do
+        for v in portshare-serve portshare-run-lighttpd portshare-run-lighttpd-sigterm nginx naive-reuseport; do
             echo "| $RELOADS reloads: $v | $(failures_of "$RAW/s3.tsv" "$v") |"
         done
     fi
@@ -206,7 +206,9 @@ write_events() {
         echo "$RELOADS reloads, ${EVENT_GAP}s apart, while bench_client (bench/client.c) keeps $LOAD_CONNS"
         echo "connection-close requests in flight; $EVENT_WORKERS workers, no pinning.  portshare: \`portshare reload\`"
         echo "(waits for the new generation); lighttpd: socket-activated worker of \`portshare run"
-        echo "--ready-delay 300ms\`; nginx: \`nginx -s reload\`; naive: a second bench_limit joins the port"
+        echo "--ready-delay 300ms --drain-signal INT\` (lighttpd's graceful stop), and once with the default"
+        echo "drain signal TERM, which lighttpd takes as \"stop now\": the difference is what draining is"
+        echo "worth.  nginx: \`nginx -s reload\`; naive: a second bench_limit joins the port"
         echo "with SO_REUSEPORT, then the first gets SIGTERM (closes its listeners, finishes what it"
         echo "accepted) - what portshare exists to prevent: the old sockets' accept queues are reset."
         echo
