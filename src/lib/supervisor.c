@@ -761,14 +761,18 @@ static int next_timeout(const struct ps_sup *sup)
         const struct ps_worker *w = &sup->workers[i];
         if (!w->pid || w->killed)
             continue;
-        if (w->deadline_ms < next)
+        /* a deadline only means something while starting or draining; a
+         * ready worker's old ready deadline must not wake us (busy loop) */
+        if (w->state != W_READY && w->deadline_ms < next)
             next = w->deadline_ms;
         if (w->state == W_STARTING && sup->cfg->ready_delay_ms &&
             w->started_ms + sup->cfg->ready_delay_ms < next)
             next = w->started_ms + sup->cfg->ready_delay_ms;
     }
     for (i = 0; i < sup->nslots; i++) {
-        if (sup->slots[i].state == S_BACKOFF && sup->slots[i].backoff_until < next)
+        /* only a back-off the timer can act on (see slot_timers) */
+        if (sup->slots[i].state == S_BACKOFF && !sup->stopping && sup->slots[i].next < 0 &&
+            sup->slots[i].backoff_until < next)
             next = sup->slots[i].backoff_until;
         if (sup->slots[i].state == S_RETIRING && now + 50 < next)
             next = now + 50;

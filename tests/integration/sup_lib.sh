@@ -16,17 +16,31 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
 note() { echo "# $*" >&2; }
 
+# descendants PID: every process below PID, by pid
+descendants() {
+    local c
+    for c in $(pgrep -P "$1" 2>/dev/null); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+
 cleanup() {
-    local p rc=$?
+    local p rc=$? left=()
     for p in "${SUP_PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+        [ -n "$p" ] || continue
+        left+=($(descendants "$p"))
+        kill -TERM "$p" 2>/dev/null || true
     done
     for p in "${SUP_PIDS[@]:-}"; do
         [ -n "$p" ] || continue
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
     done
-    pkill -KILL -f "$T/" 2>/dev/null || true
+    # workers die with their supervisor; whatever did not, goes now
+    for p in "${left[@]:-}"; do
+        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+    done
     # a sanitizer report from the supervisor or a worker fails the test
     if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' "$T"/*.log 2>/dev/null; then
         grep -h -A30 -E 'Sanitizer|runtime error:' "$T"/*.log | head -60 >&2
