@@ -21,13 +21,13 @@ static const struct subcommand commands[] = {
     /* each subcommand adds its line here, in the order --help lists them */
     {"run", cmd_run, "supervise workers of PROGRAM on shared listeners", 0},
     {"serve", cmd_serve, "serve static files (or a built-in page) with supervised workers", 0},
+    {"probe", cmd_probe, "measure what this kernel does with SO_REUSEADDR / SO_REUSEPORT", 0},
     {"status", cmd_control, "show a running supervisor's workers and listeners", 0},
     {"reload", cmd_control, "start a new generation of workers, without dropping a connection", 0},
     {"scale", cmd_control, "change the number of workers", 0},
     {"stop", cmd_control, "stop a running supervisor gracefully", 0},
     {"upgrade", cmd_control, "re-execute the supervisor's binary in place", 0},
     {"version", cmd_version, "print the version", 0},
-    {"probe", cmd_probe, "measure what this kernel does with SO_REUSEADDR / SO_REUSEPORT", 0},
     {"http-worker", cmd_http_worker, "the HTTP worker process run by serve", 1},
 };
 
