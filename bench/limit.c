@@ -9,7 +9,7 @@
  * SO_REUSEPORT listener(s), batched non-blocking accept4.  Whatever a real
  * server spends above this, per request, is parsing, files and headers.
  *
- *   bench_limit [-l HOST:PORT] [-w N]
+ *   bench_limit [-l HOST:PORT] [-w N] [-d]
  *
  * Without LISTEN_FDS it binds HOST:PORT itself (default 127.0.0.1:8080; port
  * 0 lets the kernel choose, and the first line on stdout names the address):
@@ -21,6 +21,10 @@
  * With LISTEN_FDS (under `portshare run`, systemd...) it serves the
  * inherited sockets in this one process and sends READY=1.
  *
+ * -d sets TCP_DEFER_ACCEPT on the sockets it binds (h2o does): accept only
+ * returns once the request has arrived, which saves a wakeup per connection
+ * (an experiment for connection-close mode; bench/run does not use it).
+ *
  * SIGTERM/SIGINT: close the listeners, close idle keep-alive connections,
  * answer what is in flight (a new connection's first request included) for
  * up to one second, exit.
@@ -29,6 +33,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +73,8 @@ struct conn {
     int close_after;  /* close once obuf is written */
     int want_out;     /* registered for EPOLLOUT */
     long served;      /* responses queued so far */
+    int registered;   /* in the epoll set yet */
+    struct conn *next_free;
     char ibuf[INBUF + 1];
     char obuf[OUTBUF];
 };
@@ -79,6 +87,8 @@ struct loop {
     struct conn **conns; /* indexed by fd */
     int cap;
     int nconns;
+    struct conn *free_list; /* closed connections' memory, reused: no
+                             * allocation per connection in close mode */
     int draining;
     struct timespec drain_end;
 };
@@ -93,29 +103,54 @@ static long ms_until(const struct timespec *t)
 
 static void conn_close(struct loop *lp, int fd)
 {
-    free(lp->conns[fd]);
+    struct conn *c = lp->conns[fd];
+
+    c->next_free = lp->free_list;
+    lp->free_list = c;
     lp->conns[fd] = NULL;
     lp->nconns--;
     close(fd); /* also removes it from the epoll set */
 }
 
+static struct conn *conn_new(struct loop *lp)
+{
+    struct conn *c = lp->free_list;
+
+    if (c)
+        lp->free_list = c->next_free;
+    else if (!(c = malloc(sizeof(*c))))
+        return NULL;
+    /* the buffers need no clearing: in and out say what is valid */
+    c->in = c->out = c->out_off = 0;
+    c->close_after = c->want_out = c->registered = 0;
+    c->served = 0;
+    return c;
+}
+
+/* Add the connection to the epoll set, or change what it waits for.  A
+ * connection answered and closed at once is never added at all. */
 static int set_out_interest(struct loop *lp, int fd, struct conn *c, int want)
 {
     /* while output waits, stop reading: a client that pipelines without
      * reading must not make us spin or buffer without bound */
     struct epoll_event ev = {.events = want ? EPOLLOUT : EPOLLIN, .data.fd = fd};
+    int op = c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
-    if (c->want_out == want)
+    if (c->registered && c->want_out == want)
         return 0;
     c->want_out = want;
-    return epoll_ctl(lp->ep, EPOLL_CTL_MOD, fd, &ev);
+    c->registered = 1;
+    return epoll_ctl(lp->ep, op, fd, &ev);
 }
 
 /* Write what is pending.  Returns -1 when the connection is gone. */
 static int flush_out(struct loop *lp, int fd, struct conn *c)
 {
     while (c->out > 0) {
-        ssize_t n = write(fd, c->obuf + c->out_off, c->out);
+        /* the last response of a closing connection goes out with the FIN,
+         * in one segment (MSG_MORE holds it until close) */
+        ssize_t n = send(fd, c->obuf + c->out_off, c->out,
+                         MSG_NOSIGNAL | (c->close_after ? MSG_MORE : 0));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -226,21 +261,24 @@ static int grow_conns(struct loop *lp, int fd)
     return 0;
 }
 
+/* A new connection: its request is usually there already (loopback), so
+ * read at once; it joins the epoll set only if it has to wait. */
 static void add_conn(struct loop *lp, int fd)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
     struct conn *c = NULL;
 
     if (fd >= lp->cap && grow_conns(lp, fd) < 0)
         goto fail;
-    c = calloc(1, sizeof(*c));
-    if (!c || epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+    c = conn_new(lp);
+    if (!c)
         goto fail;
     lp->conns[fd] = c;
     lp->nconns++;
+    on_readable(lp, fd, c);
+    if (lp->conns[fd] == c && !c->registered && set_out_interest(lp, fd, c, c->out > 0) < 0)
+        conn_close(lp, fd);
     return;
 fail:
-    free(c);
     close(fd);
 }
 
@@ -353,6 +391,11 @@ static int serve(const int *lfds, int nl)
     for (i = 0; i < lp.cap; i++) /* the drain time is up: drop the rest */
         if (lp.conns[i])
             conn_close(&lp, i);
+    while (lp.free_list) {
+        struct conn *c = lp.free_list;
+        lp.free_list = c->next_free;
+        free(c);
+    }
     free(lp.conns);
     close(lp.ep);
     close(lp.sfd);
@@ -380,7 +423,7 @@ static int supervise(const pid_t *pids, int n)
     return 0;
 }
 
-static int bind_and_fork(const char *text, int nworkers)
+static int bind_and_fork(const char *text, int nworkers, int defer)
 {
     struct ps_spec spec;
     char err[256];
@@ -397,6 +440,8 @@ static int bind_and_fork(const char *text, int nworkers)
         fprintf(stderr, "bench_limit: cannot listen on %s: %s\n", text, ps_strerror(r));
         return 3;
     }
+    for (i = 0; defer && i < nworkers; i++)
+        setsockopt(fds[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
     /* with port 0 the kernel chose: say which, for scripts */
     if (ps_spec_format(&spec, err, sizeof(err)) >= 0) {
         printf("bench_limit: listening on %s (%d socket%s)\n", err, nworkers, nworkers > 1 ? "s" : "");
@@ -431,9 +476,9 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8080";
-    int nworkers = 1, opt, n, i, fds[MAX_LISTENERS];
+    int nworkers = 1, defer = 0, opt, n, i, fds[MAX_LISTENERS];
 
-    while ((opt = getopt(argc, argv, "l:w:h")) != -1) {
+    while ((opt = getopt(argc, argv, "l:w:dh")) != -1) {
         switch (opt) {
         case 'l':
             listen = optarg;
@@ -441,8 +486,11 @@ int main(int argc, char **argv)
         case 'w':
             nworkers = atoi(optarg);
             break;
+        case 'd':
+            defer = 1;
+            break;
         default:
-            fprintf(stderr, "usage: bench_limit [-l HOST:PORT] [-w WORKERS]\n");
+            fprintf(stderr, "usage: bench_limit [-l HOST:PORT] [-w WORKERS] [-d]\n");
             return opt == 'h' ? 0 : 2;
         }
     }
@@ -457,7 +505,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (n == 0)
-        return bind_and_fork(listen, nworkers);
+        return bind_and_fork(listen, nworkers, defer);
     if (n > MAX_LISTENERS)
         n = MAX_LISTENERS;
     for (i = 0; i < n; i++)

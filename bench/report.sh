@@ -80,12 +80,36 @@ write_ratio_table() {
     echo "|---|---|---|"
     echo "| portshare / nginx, requests per server CPU-second | $(ratio_cell portshare nginx $ka eff) | $(ratio_cell portshare nginx $cl eff) |"
     echo "| portshare / nginx, requests/s | $(ratio_cell portshare nginx $ka rps) | $(ratio_cell portshare nginx $cl rps) |"
+    echo "| portshare / h2o, requests per server CPU-second | $(ratio_cell portshare h2o $ka eff) | $(ratio_cell portshare h2o $cl eff) |"
     echo "| portshare / h2o, requests/s | $(ratio_cell portshare h2o $ka rps) | $(ratio_cell portshare h2o $cl rps) |"
+    echo "| portshare / limit, requests per server CPU-second | $(ratio_cell portshare limit $ka eff) | $(ratio_cell portshare limit $cl eff) |"
     echo "| portshare / limit, requests/s | $(ratio_cell portshare limit $ka rps) | $(ratio_cell portshare limit $cl rps) |"
     echo "| nginx / limit, requests/s | $(ratio_cell nginx limit $ka rps) | $(ratio_cell nginx limit $cl rps) |"
     if [ -s "$RAW/s2.tsv" ]; then
         echo "| supervisor overhead: under \`portshare run\` / binding itself, requests/s | $(f2 "$(ratio "$RAW/s2.tsv" run own $ka rps)") | $(f2 "$(ratio "$RAW/s2.tsv" run own $cl rps)") |"
     fi
+    echo
+    write_losses
+}
+
+# Every place where portshare is more than 3% behind an anchor, in words.
+write_losses() {
+    local anchor mode metric r lines=()
+    has "$RAW/s1.tsv" portshare || return 0
+    for anchor in nginx h2o; do
+        has "$RAW/s1.tsv" "$anchor" || continue
+        for mode in keepalive close; do
+            for metric in eff rps; do
+                r=$(ratio "$RAW/s1.tsv" portshare "$anchor" "$mode" "$metric")
+                awk -v r="$r" 'BEGIN {exit !(r != "nan" && r < 0.97)}' || continue
+                lines+=("- $(awk -v r="$r" 'BEGIN {printf "%.0f%%", (1 - r) * 100}') fewer $([ $metric = eff ] && echo "requests per server CPU-second" || echo "requests/s") than $anchor with $([ $mode = close ] && echo connection-close || echo keep-alive)")
+            done
+        done
+    done
+    [ ${#lines[@]} -gt 0 ] || return 0
+    echo "Where portshare is behind an anchor (median ratio below 0.97):"
+    echo
+    printf '%s\n' "${lines[@]}"
     echo
 }
 
@@ -287,7 +311,9 @@ write_memory() {
     echo
 }
 
-write_report() {
+# The header describes the run and the machine; it is kept in raw/ so that
+# --report-only can rebuild the report from the raw data alone.
+write_header() {
     echo "# portshare benchmark results"
     echo
     echo "Written by \`bench/run $ARGS\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s"
@@ -297,6 +323,13 @@ write_report() {
     echo
     machine
     echo
+}
+
+write_report() {
+    if [ "$REPORT_ONLY" = 0 ] || [ ! -s "$RAW/header.md" ]; then
+        write_header >"$RAW/header.md"
+    fi
+    cat "$RAW/header.md"
     write_summary
     write_throughput
     write_overhead

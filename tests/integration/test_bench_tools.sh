@@ -34,9 +34,9 @@ B=$PS_BUILD_DIR/bench
 
 json() { grep -o "\"$1\":[0-9.]*" "$2" | head -1 | cut -d: -f2; }
 
-# start_limit WORKERS: sets PORT and LPID
+# start_limit WORKERS [OPTION]: sets PORT and LPID
 start_limit() {
-    "$B/bench_limit" -l 127.0.0.1:0 -w "$1" >"$T/limit.out" 2>&1 &
+    "$B/bench_limit" -l 127.0.0.1:0 -w "$1" ${2:-} >"$T/limit.out" 2>&1 &
     LPID=$!
     PIDS+=("$LPID")
     for _ in $(seq 100); do
@@ -72,6 +72,16 @@ ok "three pipelined requests answered in one go, then closed"
 printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 socat -t 5 -T 5 - "TCP:127.0.0.1:$PORT" >"$T/h10.txt"
 grep -q "^Connection: close" "$T/h10.txt" || fail "HTTP/1.0: $(cat "$T/h10.txt")"
 ok "HTTP/1.0 request answered and closed"
+
+# TCP_DEFER_ACCEPT (-d): the same answers, the request arrives with the accept
+saved_port=$PORT saved_pid=$LPID
+start_limit 1 -d
+[ "$(curl -s --max-time 5 -H "Connection: close" "http://127.0.0.1:$PORT/")" = hello ] ||
+    fail "bench_limit -d did not answer"
+kill -TERM "$LPID"
+wait "$LPID" 2>/dev/null || true
+PORT=$saved_port LPID=$saved_pid
+ok "bench_limit -d (TCP_DEFER_ACCEPT) answers"
 
 # the client against a server that answers everything
 "$B/bench_client" --connect "127.0.0.1:$PORT" --duration 1 --connections 4 >"$T/c1.json"
