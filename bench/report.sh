@@ -187,6 +187,10 @@ write_throughput() {
     echo "Configurations: \`bench/conf/nginx.conf.in\` (reuseport, sendfile, access_log off, open_file_cache,"
     echo "no keep-alive request limit), \`bench/conf/h2o.conf.in\`, portshare: \`portshare serve DIR -w $WORKERS\`,"
     echo "limit: \`bench_limit -w $WORKERS\` (bench/limit.c: no parsing, a fixed response)."
+    echo "h2o sets TCP_DEFER_ACCEPT (and TCP_FASTOPEN) on its listener by itself (strace shows it):"
+    echo "accept returns once the request is there, a wakeup less per connection, which shows in"
+    echo "connection-close mode; nginx would need \`listen ... deferred\`, not set here (the issue's"
+    echo "configuration); portshare and limit do not set it (\`bench_limit -d\` does, to try it)."
     echo
     echo "![throughput](throughput.png)"
     echo
