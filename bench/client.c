@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RBUF 8192
+#define RBUF      8192
 #define MAX_CONNS 10000
 
 enum cstate { C_DOWN, C_CONNECTING, C_IDLE, C_WAITING };
@@ -162,7 +162,8 @@ static void start(const struct opts *o, int ep, struct cconn *c, struct stats *s
     }
     ev.data.ptr = c;
     if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0 ||
-        (connect(c->fd, (const struct sockaddr *)&o->addr, o->addrlen) < 0 && errno != EINPROGRESS)) {
+        (connect(c->fd, (const struct sockaddr *)&o->addr, o->addrlen) < 0 &&
+         errno != EINPROGRESS)) {
         st->connect_errors++;
         finish(o, ep, c, 0);
         return;
@@ -306,9 +307,9 @@ static uint32_t pct(const struct stats *st, double p)
 
 static void write_spectrum(const char *path, const struct stats *st)
 {
-    static const double ps[] = {0,    10,    20,    30,     40,     50,   60,    70,
-                                75,   80,    85,    90,     95,     97.5, 99,    99.5,
-                                99.75, 99.9, 99.95, 99.975, 99.99,  99.995, 99.999, 100};
+    static const double ps[] = {0,     10,   20,    30,     40,    50,     60,     70,
+                                75,    80,   85,    90,     95,    97.5,   99,     99.5,
+                                99.75, 99.9, 99.95, 99.975, 99.99, 99.995, 99.999, 100};
     FILE *f = fopen(path, "w");
     size_t i;
 
@@ -322,7 +323,8 @@ static void write_spectrum(const char *path, const struct stats *st)
     fclose(f);
 }
 
-static void print_result(const struct opts *o, struct stats *st, const struct cconn *cs, double elapsed)
+static void print_result(const struct opts *o, struct stats *st, const struct cconn *cs,
+                         double elapsed)
 {
     long failed = st->connect_errors + st->resets + st->eof + st->timeouts + st->non2xx + st->other;
     long unfinished = 0;
@@ -414,12 +416,16 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, NULL, 'a'},     {"duration", required_argument, NULL, 'd'},
-        {"connections", required_argument, NULL, 'c'}, {"rate", required_argument, NULL, 'r'},
-        {"close", no_argument, NULL, 'k'},             {"timeout-ms", required_argument, NULL, 't'},
-        {"path", required_argument, NULL, 'p'},        {"spectrum", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},              {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"connect", required_argument, NULL, 'a'},
+                                             {"duration", required_argument, NULL, 'd'},
+                                             {"connections", required_argument, NULL, 'c'},
+                                             {"rate", required_argument, NULL, 'r'},
+                                             {"close", no_argument, NULL, 'k'},
+                                             {"timeout-ms", required_argument, NULL, 't'},
+                                             {"path", required_argument, NULL, 'p'},
+                                             {"spectrum", required_argument, NULL, 's'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0, 0, 0, 0}};
     struct opts o = {.duration = 10, .timeout = 2.0, .conns = 16};
     const char *target = NULL, *path = "/";
     struct sigaction sa = {.sa_handler = on_signal};
@@ -428,15 +434,33 @@ int main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'a': target = optarg; break;
-        case 'd': o.duration = atof(optarg); break;
-        case 'c': o.conns = atoi(optarg); break;
-        case 'r': o.rate = atof(optarg); break;
-        case 'k': o.close_mode = 1; break;
-        case 't': o.timeout = atof(optarg) / 1000.0; break;
-        case 'p': path = optarg; break;
-        case 's': o.spectrum = optarg; break;
-        default: usage(); return opt == 'h' ? 0 : 2;
+        case 'a':
+            target = optarg;
+            break;
+        case 'd':
+            o.duration = atof(optarg);
+            break;
+        case 'c':
+            o.conns = atoi(optarg);
+            break;
+        case 'r':
+            o.rate = atof(optarg);
+            break;
+        case 'k':
+            o.close_mode = 1;
+            break;
+        case 't':
+            o.timeout = atof(optarg) / 1000.0;
+            break;
+        case 'p':
+            path = optarg;
+            break;
+        case 's':
+            o.spectrum = optarg;
+            break;
+        default:
+            usage();
+            return opt == 'h' ? 0 : 2;
         }
     }
     if (!target || o.conns < 1 || o.conns > MAX_CONNS || o.duration <= 0 || o.rate < 0 ||
@@ -448,8 +472,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_client: cannot resolve %s\n", target);
         return 2;
     }
-    o.reqlen = (size_t)snprintf(o.request, sizeof(o.request), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
-                                path, target, o.close_mode ? "Connection: close\r\n" : "");
+    o.reqlen =
+        (size_t)snprintf(o.request, sizeof(o.request), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                         path, target, o.close_mode ? "Connection: close\r\n" : "");
     if (o.reqlen >= sizeof(o.request))
         return 2;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {

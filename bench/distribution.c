@@ -97,7 +97,8 @@ static void *client_main(void *arg)
     for (i = 0; i < cl->n; i++) {
         int fd = socket(cl->spec->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ssize_t r, got = 0;
-        if (fd < 0 || connect(fd, (const struct sockaddr *)&cl->spec->addr, cl->spec->addrlen) < 0) {
+        if (fd < 0 ||
+            connect(fd, (const struct sockaddr *)&cl->spec->addr, cl->spec->addrlen) < 0) {
             cl->failed++;
             if (fd >= 0)
                 close(fd);
@@ -142,8 +143,8 @@ static void report(enum mode m, int w, long n, long failed, const volatile long 
         min = (min < 0 || counts[i] < min) ? counts[i] : min;
         max = counts[i] > max ? counts[i] : max;
     }
-    printf("mode=%s workers=%d connections=%ld accepted=%.0f failed=%ld jain=%.4f maxmin=", mode_names[m],
-           w, n, sum, failed, sq > 0 ? sum * sum / (w * sq) : 0.0);
+    printf("mode=%s workers=%d connections=%ld accepted=%.0f failed=%ld jain=%.4f maxmin=",
+           mode_names[m], w, n, sum, failed, sq > 0 ? sum * sum / (w * sq) : 0.0);
     if (min > 0)
         printf("%.2f", (double)max / (double)min);
     else
@@ -192,8 +193,8 @@ static int run_mode(enum mode m, const char *text, int w, long n, int nthreads)
         fprintf(stderr, "bench_distribution: cannot listen on %s: %s\n", text, ps_strerror(r));
         return 3;
     }
-    counts = mmap(NULL, MAX_WORKERS * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                  -1, 0);
+    counts = mmap(NULL, MAX_WORKERS * sizeof(long), PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (counts == MAP_FAILED)
         return 6;
     for (i = 0; i < w; i++) {
@@ -223,11 +224,21 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "m:w:n:c:l:h")) != -1) {
         switch (opt) {
-        case 'm': mode = optarg; break;
-        case 'w': w = atoi(optarg); break;
-        case 'n': n = atol(optarg); break;
-        case 'c': nthreads = atoi(optarg); break;
-        case 'l': listen = optarg; break;
+        case 'm':
+            mode = optarg;
+            break;
+        case 'w':
+            w = atoi(optarg);
+            break;
+        case 'n':
+            n = atol(optarg);
+            break;
+        case 'c':
+            nthreads = atoi(optarg);
+            break;
+        case 'l':
+            listen = optarg;
+            break;
         default:
             fprintf(stderr, "usage: bench_distribution [-m reuseport|shared|exclusive|all] "
                             "[-w WORKERS] [-n CONNECTIONS] [-c CLIENT_THREADS] [-l HOST:PORT]\n");

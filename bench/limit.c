@@ -48,9 +48,9 @@
 #include <unistd.h>
 
 #define MAX_LISTENERS 64
-#define INBUF 4096
-#define OUTBUF 8192
-#define DRAIN_MS 1000
+#define INBUF         4096
+#define OUTBUF        8192
+#define DRAIN_MS      1000
 
 static const char RESP_KEEP[] = "HTTP/1.1 200 OK\r\n"
                                 "Server: limit\r\n"
@@ -67,13 +67,13 @@ static const char RESP_CLOSE[] = "HTTP/1.1 200 OK\r\n"
                                  "hello";
 
 struct conn {
-    size_t in;        /* bytes in ibuf */
-    size_t out;       /* bytes in obuf not yet written */
-    size_t out_off;   /* where the unwritten part starts */
-    int close_after;  /* close once obuf is written */
-    int want_out;     /* registered for EPOLLOUT */
-    long served;      /* responses queued so far */
-    int registered;   /* in the epoll set yet */
+    size_t in;       /* bytes in ibuf */
+    size_t out;      /* bytes in obuf not yet written */
+    size_t out_off;  /* where the unwritten part starts */
+    int close_after; /* close once obuf is written */
+    int want_out;    /* registered for EPOLLOUT */
+    long served;     /* responses queued so far */
+    int registered;  /* in the epoll set yet */
     struct conn *next_free;
     char ibuf[INBUF + 1];
     char obuf[OUTBUF];
@@ -149,8 +149,8 @@ static int flush_out(struct loop *lp, int fd, struct conn *c)
     while (c->out > 0) {
         /* the last response of a closing connection goes out with the FIN,
          * in one segment (MSG_MORE holds it until close) */
-        ssize_t n = send(fd, c->obuf + c->out_off, c->out,
-                         MSG_NOSIGNAL | (c->close_after ? MSG_MORE : 0));
+        ssize_t n =
+            send(fd, c->obuf + c->out_off, c->out, MSG_NOSIGNAL | (c->close_after ? MSG_MORE : 0));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -444,7 +444,8 @@ static int bind_and_fork(const char *text, int nworkers, int defer)
         setsockopt(fds[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
     /* with port 0 the kernel chose: say which, for scripts */
     if (ps_spec_format(&spec, err, sizeof(err)) >= 0) {
-        printf("bench_limit: listening on %s (%d socket%s)\n", err, nworkers, nworkers > 1 ? "s" : "");
+        printf("bench_limit: listening on %s (%d socket%s)\n", err, nworkers,
+               nworkers > 1 ? "s" : "");
         fflush(stdout);
     }
     if (nworkers == 1)

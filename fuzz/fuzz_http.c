@@ -98,8 +98,8 @@ static void init(void)
 
 static int known_status(int s)
 {
-    static const int known[] = {200, 206, 301, 304, 400, 403, 404, 405, 411,
-                                413, 414, 416, 431, 500, 503, 505};
+    static const int known[] = {200, 206, 301, 304, 400, 403, 404, 405,
+                                411, 413, 414, 416, 431, 500, 503, 505};
     size_t i;
 
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)

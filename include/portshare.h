@@ -53,15 +53,15 @@ enum ps_reuse { PS_REUSE_DEFAULT = 0, PS_REUSE_PORT, PS_REUSE_SHARED };
 
 struct ps_spec {
     /* public, read-only after ps_spec_parse() */
-    char text[PS_SPEC_TEXT_MAX];  /* the spec as given */
-    char name[PS_SPEC_NAME_MAX];  /* LISTEN_FDNAMES entry; "" when unnamed */
+    char text[PS_SPEC_TEXT_MAX]; /* the spec as given */
+    char name[PS_SPEC_NAME_MAX]; /* LISTEN_FDNAMES entry; "" when unnamed */
     enum ps_proto proto;
-    char host[PS_SPEC_HOST_MAX];  /* host as written, no brackets; "" = any */
-    unsigned port;                /* host byte order; 0 = kernel picks */
-    int backlog;                  /* listen(2) backlog */
-    int v6only;                   /* 0 or 1; only meaningful for AF_INET6 */
-    enum ps_reuse reuse;          /* never PS_REUSE_DEFAULT after parsing */
-    unsigned unix_mode;           /* 0 = leave the umask's choice */
+    char host[PS_SPEC_HOST_MAX]; /* host as written, no brackets; "" = any */
+    unsigned port;               /* host byte order; 0 = kernel picks */
+    int backlog;                 /* listen(2) backlog */
+    int v6only;                  /* 0 or 1; only meaningful for AF_INET6 */
+    enum ps_reuse reuse;         /* never PS_REUSE_DEFAULT after parsing */
+    unsigned unix_mode;          /* 0 = leave the umask's choice */
     /* the resolved address; ps_listen_group_open() writes the real port back
      * when the spec asked for port 0, so that later sockets join the group */
     struct sockaddr_storage addr;
@@ -89,7 +89,7 @@ int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype,
  * Listeners
  * ---------------------------------------------------------------------- */
 
-#define PS_LISTEN_NONBLOCK 0x1 /* O_NONBLOCK on the new sockets */
+#define PS_LISTEN_NONBLOCK     0x1 /* O_NONBLOCK on the new sockets */
 #define PS_LISTEN_NO_REUSEPORT 0x2 /* do not set SO_REUSEPORT (shared socket) */
 
 /*

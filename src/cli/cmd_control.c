@@ -89,8 +89,8 @@ int cmd_control(int argc, char **argv)
         timeout = !strcmp(verb, "reload") || !strcmp(verb, "stop") ? 600000 : 10000;
     r = ps_sup_control_call(path, command, &ok, reply, sizeof(reply), timeout);
     if (r == -ENOENT || r == -ECONNREFUSED)
-        return ps_cli_fatal(PS_EXIT_CONTROL, "no supervisor at %s (is it running? --name/--control?)",
-                            path);
+        return ps_cli_fatal(PS_EXIT_CONTROL,
+                            "no supervisor at %s (is it running? --name/--control?)", path);
     if (r == -EACCES || r == -EPERM)
         return ps_cli_fatal(PS_EXIT_CONTROL, "not allowed to use %s: %s", path, ps_strerror(r));
     if (r < 0)

@@ -21,20 +21,19 @@
 #include <unistd.h>
 
 #define DEFAULT_HEADER_TIMEOUT_MS 10000 /* a whole request head, from its first byte */
-#define DEFAULT_IDLE_TIMEOUT_MS 5000    /* keep-alive wait for the next request */
-#define DEFAULT_MAX_CONNECTIONS 10000
+#define DEFAULT_IDLE_TIMEOUT_MS   5000  /* keep-alive wait for the next request */
+#define DEFAULT_MAX_CONNECTIONS   10000
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: portshare http-worker [OPTIONS] [DIR]\n\n"
-            "The HTTP worker process of 'portshare serve'.  Serves GET/HEAD of the files\n"
-            "under DIR (or, without DIR, a page describing itself) on the listening\n"
-            "sockets it receives by the systemd protocol (LISTEN_FDS).\n\n"
-            "  --access-log FILE|-     common log format, appended to FILE or stdout (off)\n"
-            "  --header-timeout SECS   a request head must arrive within (default 10)\n"
-            "  --idle-timeout SECS     keep-alive connection without a request (default 5)\n"
-            "  --max-connections N     open connections at most (default 10000)\n");
+    fprintf(out, "usage: portshare http-worker [OPTIONS] [DIR]\n\n"
+                 "The HTTP worker process of 'portshare serve'.  Serves GET/HEAD of the files\n"
+                 "under DIR (or, without DIR, a page describing itself) on the listening\n"
+                 "sockets it receives by the systemd protocol (LISTEN_FDS).\n\n"
+                 "  --access-log FILE|-     common log format, appended to FILE or stdout (off)\n"
+                 "  --header-timeout SECS   a request head must arrive within (default 10)\n"
+                 "  --idle-timeout SECS     keep-alive connection without a request (default 5)\n"
+                 "  --max-connections N     open connections at most (default 10000)\n");
 }
 
 /* Seconds (decimals allowed) to milliseconds, 1 ms .. 1 day. */
@@ -98,9 +97,8 @@ static int parse_options(int argc, char **argv, struct ps_http_server_config *cf
             break;
         case 'm':
             if (ps__parse_long(optarg, 1, 1000000, &n) < 0)
-                return ps_cli_fatal(PS_EXIT_USAGE,
-                                    "--max-connections: '%s' is not a number in 1..1000000",
-                                    optarg);
+                return ps_cli_fatal(
+                    PS_EXIT_USAGE, "--max-connections: '%s' is not a number in 1..1000000", optarg);
             cfg->max_connections = (int)n;
             break;
         case 'h':
@@ -151,8 +149,8 @@ static int take_listeners(int **fds)
     for (i = 0; i < n; i++) {
         int fd = PS_LISTEN_FDS_START + i;
         if (ps_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) != 1) {
-            ps_cli_fatal(PS_EXIT_USAGE, "descriptor %d (%s) is not a listening stream socket",
-                         fd, names && names[i] ? names[i] : "unknown");
+            ps_cli_fatal(PS_EXIT_USAGE, "descriptor %d (%s) is not a listening stream socket", fd,
+                         names && names[i] ? names[i] : "unknown");
             ps_listen_names_free(names);
             free(*fds);
             return -PS_EXIT_USAGE;

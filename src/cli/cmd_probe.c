@@ -67,12 +67,18 @@ static const char *cell_code(short bind_err, short listen_err)
 {
     if (bind_err > 0) {
         switch (bind_err) {
-        case EADDRINUSE: return "IU";
-        case EINVAL: return "IV";
-        case EADDRNOTAVAIL: return "NA";
-        case EACCES: return "AC";
-        case EPERM: return "PE";
-        default: return "??";
+        case EADDRINUSE:
+            return "IU";
+        case EINVAL:
+            return "IV";
+        case EADDRNOTAVAIL:
+            return "NA";
+        case EACCES:
+            return "AC";
+        case EPERM:
+            return "PE";
+        default:
+            return "??";
         }
     }
     if (listen_err > 0)
@@ -248,8 +254,8 @@ static void json_spread(FILE *out, const struct ps_probe_spread *s)
         fprintf(out,
                 "%s{\"tcp_migrate_req\": %d, \"steered_by_cbpf\": %s, \"queued\": %d, "
                 "\"reset\": %d, \"migrated\": %d, \"unaccounted\": %d, \"error\": ",
-                i ? ", " : "", c->migrate_req, c->steered ? "true" : "false", c->queued,
-                c->reset, c->migrated, c->unaccounted);
+                i ? ", " : "", c->migrate_req, c->steered ? "true" : "false", c->queued, c->reset,
+                c->migrated, c->unaccounted);
         json_str(out, c->err ? ps_errno_name(c->err) : NULL);
         fputc('}', out);
     }
@@ -267,8 +273,8 @@ static void json_seq(FILE *out, const struct ps_probe_seq *s, const struct ps_pr
     for (i = 0; i < s->nsteps; i++) {
         const struct ps_probe_seq_step *st = &s->steps[i];
 
-        fprintf(out, "%s{\"socket\": %d, \"call\": \"%s\", \"addr\": ", i ? ", " : "",
-                st->sock + 1, ps_probe_seq_op_name(st->op));
+        fprintf(out, "%s{\"socket\": %d, \"call\": \"%s\", \"addr\": ", i ? ", " : "", st->sock + 1,
+                ps_probe_seq_op_name(st->op));
         json_str(out, st->op == PS_SEQ_BIND ? ps_probe_addr_info(st->addr)->text : NULL);
         fputs(", \"result\": ", out);
         json_str(out, result_name(r->err[i]));
@@ -409,8 +415,9 @@ static void print_disagreements(FILE *out, const struct ps_probe_result *res)
 {
     int total = count_disagreements(res), seqs = count_seq_disagreements(res), i;
 
-    fprintf(out, "DISAGREEMENTS with the documented rules: %d of %d pair cases, %d of %d "
-                 "sequences%s\n",
+    fprintf(out,
+            "DISAGREEMENTS with the documented rules: %d of %d pair cases, %d of %d "
+            "sequences%s\n",
             total, res->ncases, seqs, res->nseqs, total + seqs ? "" : ": none");
     print_case_disagreements(out, res);
     for (i = 0; i < res->nseqs; i++) {
@@ -461,16 +468,16 @@ static void print_spread(FILE *out, const struct ps_probe_spread *s)
     if (s->err) {
         fprintf(out, "SPREAD: not measured: %s\n", ps_strerror(s->err));
     } else {
-        fprintf(out, "SPREAD: %d connections, each from its own source port, over %d reuseport "
-                     "listeners\n  accepted per listener:",
+        fprintf(out,
+                "SPREAD: %d connections, each from its own source port, over %d reuseport "
+                "listeners\n  accepted per listener:",
                 s->connections, s->listeners);
         for (i = 0, lo = s->connections, hi = 0; i < s->listeners; i++) {
             fprintf(out, " %d", s->accepted[i]);
             lo = s->accepted[i] < lo ? s->accepted[i] : lo;
             hi = s->accepted[i] > hi ? s->accepted[i] : hi;
         }
-        fprintf(out, "   (even share %d; min %d, max %d)\n", s->connections / s->listeners, lo,
-                hi);
+        fprintf(out, "   (even share %d; min %d, max %d)\n", s->connections / s->listeners, lo, hi);
     }
     fputs("RESETS ON CLOSE: one listener of a reuseport pair, holding queued connections, "
           "closes\n",
@@ -482,8 +489,9 @@ static void print_spread(FILE *out, const struct ps_probe_spread *s)
             fprintf(out, "  tcp_migrate_req=%d: not measured: %s\n", c->migrate_req,
                     ps_strerror(c->err));
         else
-            fprintf(out, "  tcp_migrate_req=%d: %d queued%s: %d reset, %d migrated to the other "
-                         "listener, %d unaccounted\n",
+            fprintf(out,
+                    "  tcp_migrate_req=%d: %d queued%s: %d reset, %d migrated to the other "
+                    "listener, %d unaccounted\n",
                     c->migrate_req, c->queued, c->steered ? " (all steered there by CBPF)" : "",
                     c->reset, c->migrated, c->unaccounted);
     }
@@ -559,8 +567,7 @@ static int same_block(const struct ps_probe_case *a, const struct ps_probe_case 
 
 static int same_row(const struct ps_probe_case *a, const struct ps_probe_case *b)
 {
-    return same_block(a, b) && a->first_addr == b->first_addr &&
-           a->second_addr == b->second_addr;
+    return same_block(a, b) && a->first_addr == b->first_addr && a->second_addr == b->second_addr;
 }
 
 static void print_grids(FILE *out, const struct ps_probe_result *res)

@@ -26,9 +26,7 @@ static const char run_usage[] =
     "Bind the listen addresses, start one worker per slot running PROGRAM with its\n"
     "sockets at fd 3.. (systemd's LISTEN_FDS protocol), restart workers that exit,\n"
     "and replace them without dropping a connection on reload.\n"
-    "\n"
-    RUN_OPTIONS_HELP
-    "\n"
+    "\n" RUN_OPTIONS_HELP "\n"
     "signals: HUP reload, TERM/INT stop gracefully, USR2 upgrade the supervisor in\n"
     "place, TTIN/TTOU one worker more/less.\n"
     "control: portshare status|reload|scale N|stop|upgrade [--name NAME | --control PATH]\n"
@@ -122,7 +120,7 @@ static int parse_signal(const char *text)
     static const struct {
         const char *name;
         int sig;
-    } names[] = {{"TERM", SIGTERM}, {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"HUP", SIGHUP},
+    } names[] = {{"TERM", SIGTERM}, {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"HUP", SIGHUP},
                  {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"WINCH", SIGWINCH}, {"KILL", SIGKILL}};
     size_t i;
     int n;
@@ -205,8 +203,10 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         return bad ? -1 : add_listen(o, v) ? -1 : 1;
     if (VALUE_OF("-w") || VALUE_OF("--workers")) {
         if (bad || parse_count(v, 1, PS_SUP_MAX_WORKERS, &o->cfg.workers) < 0)
-            return bad ? -1 : (ps_cli_fatal(PS_EXIT_USAGE, "bad --workers '%s' (1-%d)", v,
-                                            PS_SUP_MAX_WORKERS), -1);
+            return bad ? -1
+                       : (ps_cli_fatal(PS_EXIT_USAGE, "bad --workers '%s' (1-%d)", v,
+                                       PS_SUP_MAX_WORKERS),
+                          -1);
         return 1;
     }
     if (VALUE_OF("--mode")) {
@@ -229,8 +229,8 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         if (bad)
             return -1;
         if (run_parse_duration(v, dst) < 0)
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad duration '%s' for %s (like 500ms, 2s, 1m)",
-                                v, durations[k].name),
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad duration '%s' for %s (like 500ms, 2s, 1m)", v,
+                                durations[k].name),
                    -1;
         if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
             *dst = 1;
@@ -294,7 +294,8 @@ static void log_line(void *ctx, enum ps_log_level level, const char *event, cons
                 (long)getpid(), names[level], event, msg);
         return;
     }
-    fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"pid\":%ld,\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"",
+    fprintf(stderr,
+            "{\"time\":\"%s.%03ldZ\",\"pid\":%ld,\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"",
             when, ts.tv_nsec / 1000000, (long)getpid(), names[level], event);
     for (p = msg; *p; p++) {
         if (*p == '"' || *p == '\\')
@@ -384,8 +385,8 @@ int cmd_run(int argc, char **argv)
             return PS_EXIT_USAGE;
         if (r == 0) {
             if (argv[i][0] == '-')
-                return ps_cli_fatal(PS_EXIT_USAGE, "unknown option '%s' (see 'portshare run --help')",
-                                    argv[i]);
+                return ps_cli_fatal(PS_EXIT_USAGE,
+                                    "unknown option '%s' (see 'portshare run --help')", argv[i]);
             break; /* PROGRAM without "--" */
         }
     }

@@ -11,27 +11,27 @@ struct run_options {
     int log_json;
 };
 
-#define RUN_OPTIONS_HELP                                                                       \
-    "options:\n"                                                                               \
+#define RUN_OPTIONS_HELP                                                                           \
+    "options:\n"                                                                                   \
     "  -l, --listen SPEC        listen address (repeatable): tcp://HOST:PORT, HOST:PORT, :PORT,\n" \
-    "                           udp://HOST:PORT, unix:/path, unix:@abstract, [IPv6]:PORT;\n"    \
-    "                           NAME=SPEC names it (LISTEN_FDNAMES); SPEC?backlog=N&v6only=on\n" \
-    "                           &reuse=port|shared&mode=0660 sets options\n"                   \
-    "  -w, --workers N          worker slots (default: number of CPUs)\n"                      \
-    "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"      \
-    "                           shared: one socket for all workers (unix: always shared)\n"   \
-    "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"      \
-    "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"         \
-    "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"   \
-    "                           (for programs without sd_notify; default: wait for READY=1)\n" \
-    "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n" \
-    "                           drains on INT, nginx on QUIT)\n"                               \
-    "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"   \
-    "      --name NAME          supervisor name for the control socket (default: default)\n"  \
-    "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"   \
-    "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"          \
-    "                           /tmp/portshare-UID/NAME.sock)\n"                               \
-    "      --log-format FMT     text (default) or json, on stderr\n"                          \
+    "                           udp://HOST:PORT, unix:/path, unix:@abstract, [IPv6]:PORT;\n"       \
+    "                           NAME=SPEC names it (LISTEN_FDNAMES); SPEC?backlog=N&v6only=on\n"   \
+    "                           &reuse=port|shared&mode=0660 sets options\n"                       \
+    "  -w, --workers N          worker slots (default: number of CPUs)\n"                          \
+    "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"          \
+    "                           shared: one socket for all workers (unix: always shared)\n"        \
+    "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
+    "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
+    "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"       \
+    "                           (for programs without sd_notify; default: wait for READY=1)\n"     \
+    "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
+    "                           drains on INT, nginx on QUIT)\n"                                   \
+    "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
+    "      --name NAME          supervisor name for the control socket (default: default)\n"       \
+    "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"       \
+    "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \
+    "                           /tmp/portshare-UID/NAME.sock)\n"                                   \
+    "      --log-format FMT     text (default) or json, on stderr\n"                               \
     "  DUR is a number with ms, s (default) or m, like 500ms, 2s, 1m.\n"
 
 void run_options_init(struct run_options *o);

@@ -248,7 +248,8 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     if (n == 0)
         for (i = 0; i < g->nfds; i++)
             idx[n++] = i;
-    code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
+    code[len++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
     code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n);
     for (i = 0; i < n; i++) {
         /* if (A == i) return idx[i]; */

@@ -239,22 +239,38 @@ static void putf(struct out *o, const char *fmt, ...)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Internal Server Error";
+    case 200:
+        return "OK";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -287,8 +303,7 @@ static int is_head(const struct ps_http_req *req)
 
 /* A short HTML body saying what went wrong; extra is one more header. */
 static void simple_response(const struct ps_http_ctx *ctx, const struct ps_http_req *req,
-                            int status, const char *extra, struct out *o,
-                            struct ps_http_resp *resp)
+                            int status, const char *extra, struct out *o, struct ps_http_resp *resp)
 {
     char body[256];
     int n = snprintf(body, sizeof(body),
@@ -321,28 +336,27 @@ static int page_body(const struct ps_http_ctx *ctx, char *buf, size_t cap)
         snprintf(slot, sizeof(slot), "%ld", ctx->slot);
     if (ctx->generation >= 0)
         snprintf(gen, sizeof(gen), "%ld", ctx->generation);
-    n = snprintf(
-        buf, cap,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<title>portshare</title><style>body{font:16px/1.5 sans-serif;max-width:42em;"
-        "margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse}"
-        "td{padding:.2em 1em .2em 0}td+td{font-family:monospace}</style></head><body>\n"
-        "<h1>portshare is running</h1>\n"
-        "<p>This page was served by one worker process of <b>portshare</b>, a supervisor "
-        "that runs several workers on one port. Each worker holds its own listening "
-        "socket of an SO_REUSEPORT group, so the kernel spreads new connections over "
-        "the workers, and a worker can crash, be reloaded or upgraded without a single "
-        "refused or reset connection. Reload a few times: other workers answer.</p>\n"
-        "<table>\n<tr><td>worker pid</td><td>%ld</td></tr>\n"
-        "<tr><td>slot</td><td>%s</td></tr>\n<tr><td>generation</td><td>%s</td></tr>\n"
-        "<tr><td>connections accepted</td><td>%llu</td></tr>\n"
-        "<tr><td>requests answered</td><td>%llu</td></tr>\n"
-        "<tr><td>connections open</td><td>%llu</td></tr>\n"
-        "<tr><td>version</td><td>%s</td></tr>\n</table>\n"
-        "<p>Serve a directory instead: <code>portshare serve DIR</code>. "
-        "See the workers: <code>portshare status</code>.</p>\n</body></html>\n",
-        ctx->pid, slot, gen, (unsigned long long)c->accepted,
-        (unsigned long long)c->requests, (unsigned long long)c->active, PS_VERSION);
+    n = snprintf(buf, cap,
+                 "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                 "<title>portshare</title><style>body{font:16px/1.5 sans-serif;max-width:42em;"
+                 "margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse}"
+                 "td{padding:.2em 1em .2em 0}td+td{font-family:monospace}</style></head><body>\n"
+                 "<h1>portshare is running</h1>\n"
+                 "<p>This page was served by one worker process of <b>portshare</b>, a supervisor "
+                 "that runs several workers on one port. Each worker holds its own listening "
+                 "socket of an SO_REUSEPORT group, so the kernel spreads new connections over "
+                 "the workers, and a worker can crash, be reloaded or upgraded without a single "
+                 "refused or reset connection. Reload a few times: other workers answer.</p>\n"
+                 "<table>\n<tr><td>worker pid</td><td>%ld</td></tr>\n"
+                 "<tr><td>slot</td><td>%s</td></tr>\n<tr><td>generation</td><td>%s</td></tr>\n"
+                 "<tr><td>connections accepted</td><td>%llu</td></tr>\n"
+                 "<tr><td>requests answered</td><td>%llu</td></tr>\n"
+                 "<tr><td>connections open</td><td>%llu</td></tr>\n"
+                 "<tr><td>version</td><td>%s</td></tr>\n</table>\n"
+                 "<p>Serve a directory instead: <code>portshare serve DIR</code>. "
+                 "See the workers: <code>portshare status</code>.</p>\n</body></html>\n",
+                 ctx->pid, slot, gen, (unsigned long long)c->accepted,
+                 (unsigned long long)c->requests, (unsigned long long)c->active, PS_VERSION);
     return n < 0 || (size_t)n >= cap ? -ENOBUFS : n;
 }
 
@@ -358,8 +372,10 @@ static void page_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     }
     resp->status = 200;
     put_start(o, ctx, 200);
-    putf(o, "Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n"
-            "Cache-Control: no-store\r\n", n);
+    putf(o,
+         "Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n"
+         "Cache-Control: no-store\r\n",
+         n);
     put_end(o, req, resp->keep_alive);
     if (!is_head(req)) {
         put(o, body, (size_t)n);
@@ -487,8 +503,9 @@ static void file_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     resp->status = range ? 206 : 200;
     put_start(o, ctx, resp->status);
     if (range)
-        putf(o, "Content-Type: %s\r\nContent-Length: %lld\r\nContent-Range: bytes %lld-%lld/%lld\r\n"
-                "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n",
+        putf(o,
+             "Content-Type: %s\r\nContent-Length: %lld\r\nContent-Range: bytes %lld-%lld/%lld\r\n"
+             "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n",
              file->type, (long long)(last - first + 1), (long long)first, (long long)last,
              (long long)file->size, file->last_modified);
     else
@@ -581,17 +598,21 @@ static int split_target(const struct ps_http_req *req, const char **path, size_t
 static int status_of_error(int r)
 {
     switch (-r) {
-    case ENOENT: return 404;
-    case EACCES: return 403;
+    case ENOENT:
+        return 404;
+    case EACCES:
+        return 403;
     case EMFILE:
     case ENFILE:
-    case ENOMEM: return 503;
-    default: return 500;
+    case ENOMEM:
+        return 503;
+    default:
+        return 500;
     }
 }
 
-static void target_response(struct ps_http_ctx *ctx, const struct ps_http_req *req,
-                            struct out *o, struct ps_http_resp *resp)
+static void target_response(struct ps_http_ctx *ctx, const struct ps_http_req *req, struct out *o,
+                            struct ps_http_resp *resp)
 {
     char path[4096];
     const char *raw, *query;
@@ -638,8 +659,8 @@ int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf
         simple_response(ctx, req, req->status, req->status == 405 ? "Allow: GET, HEAD\r\n" : NULL,
                         &o, resp);
     } else {
-        resp->keep_alive = !ctx->draining && !req->parser.upgrade &&
-                           http_should_keep_alive(&req->parser);
+        resp->keep_alive =
+            !ctx->draining && !req->parser.upgrade && http_should_keep_alive(&req->parser);
         target_response(ctx, req, &o, resp);
     }
     resp->len = o.len;
@@ -663,6 +684,6 @@ void ps__http_ctx_tick(struct ps_http_ctx *ctx, uint64_t now_ms)
         return;
     ctx->now_sec = ts.tv_sec;
     ps__http_format_date(ts.tv_sec, date);
-    ctx->date_line_len = (size_t)snprintf(ctx->date_line, sizeof(ctx->date_line),
-                                          "Date: %s\r\n", date);
+    ctx->date_line_len =
+        (size_t)snprintf(ctx->date_line, sizeof(ctx->date_line), "Date: %s\r\n", date);
 }

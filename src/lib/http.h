@@ -40,11 +40,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define PS_HTTP_URL_MAX 8192      /* request target, bytes (414 above) */
+#define PS_HTTP_URL_MAX     8192  /* request target, bytes (414 above) */
 #define PS_HTTP_HEADERS_MAX 16384 /* header names + values, bytes (431 above) */
-#define PS_HTTP_BODY_MAX 65536    /* ignored GET/HEAD body, bytes (413 above) */
-#define PS_HTTP_MEM_MAX 16384     /* files up to this size are kept in memory */
-#define PS_HTTP_RESP_MAX 32768    /* buffer ps__http_respond() needs at least */
+#define PS_HTTP_BODY_MAX    65536 /* ignored GET/HEAD body, bytes (413 above) */
+#define PS_HTTP_MEM_MAX     16384 /* files up to this size are kept in memory */
+#define PS_HTTP_RESP_MAX    32768 /* buffer ps__http_respond() needs at least */
 
 /* ---- counters a worker shows on its page and reports to the supervisor -- */
 
@@ -60,19 +60,19 @@ struct ps_http_counters {
  * reference, every response that sends from it holds one. */
 struct ps_http_file {
     unsigned refs;
-    int fd;             /* open read-only; -1 when data holds the bytes */
-    char *data;         /* the whole file when size <= PS_HTTP_MEM_MAX */
+    int fd;     /* open read-only; -1 when data holds the bytes */
+    char *data; /* the whole file when size <= PS_HTTP_MEM_MAX */
     off_t size;
-    time_t mtime;       /* seconds, for Last-Modified / If-Modified-Since */
+    time_t mtime; /* seconds, for Last-Modified / If-Modified-Since */
     struct timespec mtim, ctim;
     dev_t dev;
     ino_t ino;
     uint64_t checked_ms; /* when it was last compared with the file system */
-    char *key;          /* normalised path it was found by */
+    char *key;           /* normalised path it was found by */
     size_t key_len;
-    const char *type;   /* Content-Type */
-    char last_modified[32];  /* "Sun, 06 Nov 1994 08:49:37 GMT" */
-    char head200[256];  /* Content-Type...Accept-Ranges lines of a 200 */
+    const char *type;       /* Content-Type */
+    char last_modified[32]; /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    char head200[256];      /* Content-Type...Accept-Ranges lines of a 200 */
     size_t head200_len;
 };
 
@@ -107,8 +107,8 @@ int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap);
  * system (one fstatat) when now_ms is 1000 ms or more past its last check,
  * so a changed file is never served stale for longer than a second.
  */
-int ps__http_files_get(struct ps_http_files *files, const char *path, size_t len,
-                       uint64_t now_ms, struct ps_http_file **out);
+int ps__http_files_get(struct ps_http_files *files, const char *path, size_t len, uint64_t now_ms,
+                       struct ps_http_file **out);
 void ps__http_file_put(struct ps_http_file *file);
 
 /* Tests only: 0 makes the cache use its fallback for kernels without
@@ -139,16 +139,16 @@ enum ps_http_state {
 struct ps_http_req {
     http_parser parser;
     enum ps_http_state state;
-    int status;          /* the error status when state is PS_HTTP_ERROR */
-    int started;         /* the first byte of a request has been seen */
+    int status;  /* the error status when state is PS_HTTP_ERROR */
+    int started; /* the first byte of a request has been seen */
     int has_host;
-    int header;          /* which header's value is being read (private) */
+    int header; /* which header's value is being read (private) */
     size_t header_bytes;
-    size_t name_len;     /* of the header name being read (private) */
+    size_t name_len; /* of the header name being read (private) */
     char name[24];
     size_t ims_len, range_len, if_range_len;
-    char ims[64];        /* If-Modified-Since */
-    char range[128];     /* Range; longer values are ignored */
+    char ims[64];    /* If-Modified-Since */
+    char range[128]; /* Range; longer values are ignored */
     char if_range[64];
     size_t url_len;
     char url[PS_HTTP_URL_MAX];
@@ -176,10 +176,10 @@ struct ps_http_ctx {
     time_t now_sec;              /* wall clock, set by ps__http_ctx_tick */
     char date_line[48];          /* "Date: ...\r\n" for now_sec */
     size_t date_line_len;
-    int draining;                /* every response says Connection: close */
+    int draining; /* every response says Connection: close */
     /* for the embedded page */
     const struct ps_http_counters *counters;
-    long pid, slot, generation;  /* slot/generation -1 when unknown */
+    long pid, slot, generation; /* slot/generation -1 when unknown */
 };
 
 /* Set the clocks (monotonic ms; wall clock read here) and rebuild the
@@ -188,14 +188,14 @@ void ps__http_ctx_tick(struct ps_http_ctx *ctx, uint64_t now_ms);
 
 struct ps_http_resp {
     int status;
-    int keep_alive;          /* 0: close the connection after this one */
-    size_t len;              /* bytes written into the caller's buffer */
+    int keep_alive;            /* 0: close the connection after this one */
+    size_t len;                /* bytes written into the caller's buffer */
     struct ps_http_file *file; /* non-NULL: then send file_len bytes of
                                 * file->fd from file_off (release with
                                 * ps__http_resp_done) */
     off_t file_off;
     size_t file_len;
-    size_t body_len;         /* body bytes sent, 0 for HEAD (the access log's) */
+    size_t body_len; /* body bytes sent, 0 for HEAD (the access log's) */
 };
 
 /*
@@ -213,15 +213,15 @@ void ps__http_resp_done(struct ps_http_resp *resp);
 /* ---- http_server.c ---------------------------------------------------- */
 
 struct ps_http_server_config {
-    const int *listen_fds;   /* listening stream sockets (not closed by us
-                              * before draining; never shut down) */
+    const int *listen_fds; /* listening stream sockets (not closed by us
+                            * before draining; never shut down) */
     int n_listen;
-    const char *root;        /* DIR, or NULL for the embedded page */
-    int header_timeout_ms;   /* whole request head must arrive within */
-    int idle_timeout_ms;     /* keep-alive connection without a request */
+    const char *root;      /* DIR, or NULL for the embedded page */
+    int header_timeout_ms; /* whole request head must arrive within */
+    int idle_timeout_ms;   /* keep-alive connection without a request */
     int max_connections;
-    int access_log_fd;       /* -1: no access log */
-    long slot, generation;   /* for the page; -1 when unknown */
+    int access_log_fd;     /* -1: no access log */
+    long slot, generation; /* for the page; -1 when unknown */
 };
 
 /*

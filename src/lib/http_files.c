@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #define CACHE_SLOTS 1024 /* entries; each holds an fd or <= PS_HTTP_MEM_MAX bytes */
-#define RECHECK_MS 1000  /* a cached file is compared with the disk this often */
+#define RECHECK_MS  1000 /* a cached file is compared with the disk this often */
 
 struct ps_http_files {
     int root_fd;
@@ -47,23 +47,40 @@ const char *ps__http_mime_type(const char *path, size_t len)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {"html", "text/html; charset=utf-8"}, {"htm", "text/html; charset=utf-8"},
-        {"css", "text/css; charset=utf-8"},   {"js", "text/javascript; charset=utf-8"},
-        {"mjs", "text/javascript; charset=utf-8"}, {"json", "application/json"},
-        {"txt", "text/plain; charset=utf-8"}, {"md", "text/markdown; charset=utf-8"},
-        {"csv", "text/csv; charset=utf-8"},   {"xml", "application/xml"},
-        {"png", "image/png"},                 {"jpg", "image/jpeg"},
-        {"jpeg", "image/jpeg"},               {"gif", "image/gif"},
-        {"svg", "image/svg+xml"},             {"ico", "image/x-icon"},
-        {"webp", "image/webp"},               {"avif", "image/avif"},
-        {"wasm", "application/wasm"},         {"pdf", "application/pdf"},
-        {"woff", "font/woff"},                {"woff2", "font/woff2"},
-        {"ttf", "font/ttf"},                  {"otf", "font/otf"},
-        {"mp4", "video/mp4"},                 {"webm", "video/webm"},
-        {"mp3", "audio/mpeg"},                {"ogg", "audio/ogg"},
-        {"wav", "audio/wav"},                 {"zip", "application/zip"},
-        {"gz", "application/gzip"},           {"tar", "application/x-tar"},
-        {"map", "application/json"},          {"txz", "application/x-xz"},
+        {"html", "text/html; charset=utf-8"},
+        {"htm", "text/html; charset=utf-8"},
+        {"css", "text/css; charset=utf-8"},
+        {"js", "text/javascript; charset=utf-8"},
+        {"mjs", "text/javascript; charset=utf-8"},
+        {"json", "application/json"},
+        {"txt", "text/plain; charset=utf-8"},
+        {"md", "text/markdown; charset=utf-8"},
+        {"csv", "text/csv; charset=utf-8"},
+        {"xml", "application/xml"},
+        {"png", "image/png"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"},
+        {"svg", "image/svg+xml"},
+        {"ico", "image/x-icon"},
+        {"webp", "image/webp"},
+        {"avif", "image/avif"},
+        {"wasm", "application/wasm"},
+        {"pdf", "application/pdf"},
+        {"woff", "font/woff"},
+        {"woff2", "font/woff2"},
+        {"ttf", "font/ttf"},
+        {"otf", "font/otf"},
+        {"mp4", "video/mp4"},
+        {"webm", "video/webm"},
+        {"mp3", "audio/mpeg"},
+        {"ogg", "audio/ogg"},
+        {"wav", "audio/wav"},
+        {"zip", "application/zip"},
+        {"gz", "application/gzip"},
+        {"tar", "application/x-tar"},
+        {"map", "application/json"},
+        {"txz", "application/x-xz"},
     };
     size_t i, n = len;
 
@@ -212,8 +229,7 @@ static int open_checked(struct ps_http_files *f, const char *rel, int flags)
     n = readlink(link, real, sizeof(real));
     if (n < 0 || (size_t)n < f->root_real_len ||
         memcmp(real, f->root_real, f->root_real_len) != 0 ||
-        ((size_t)n > f->root_real_len && real[f->root_real_len] != '/' &&
-         f->root_real_len > 1)) {
+        ((size_t)n > f->root_real_len && real[f->root_real_len] != '/' && f->root_real_len > 1)) {
         ps__close(fd); /* outside DIR, or we cannot tell: refuse */
         return -EXDEV;
     }

@@ -35,18 +35,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RBUF_SIZE (64 * 1024)
-#define WBUF_SIZE (4 * PS_HTTP_RESP_MAX)
-#define LOG_SIZE (64 * 1024)
-#define ACCEPT_BATCH 64             /* accept4 calls per listener wakeup */
-#define MAX_EVENTS 256
-#define SEND_TIMEOUT_MS 30000       /* a client that reads nothing this long is dropped */
-#define LINGER_MS 2000              /* reading what a client still sends after an error */
-#define LINGER_MAX (256 * 1024)
-#define GRACE_MS 1000               /* a fresh connection's chance to send its request */
-#define PAUSE_MS 100                /* accepting pauses this long on EMFILE/ENFILE */
-#define SENDFILE_BUDGET (4 << 20)   /* bytes per connection per wakeup, for fairness */
-#define FREE_CONNS_MAX 256
+#define RBUF_SIZE       (64 * 1024)
+#define WBUF_SIZE       (4 * PS_HTTP_RESP_MAX)
+#define LOG_SIZE        (64 * 1024)
+#define ACCEPT_BATCH    64 /* accept4 calls per listener wakeup */
+#define MAX_EVENTS      256
+#define SEND_TIMEOUT_MS 30000 /* a client that reads nothing this long is dropped */
+#define LINGER_MS       2000  /* reading what a client still sends after an error */
+#define LINGER_MAX      (256 * 1024)
+#define GRACE_MS        1000      /* a fresh connection's chance to send its request */
+#define PAUSE_MS        100       /* accepting pauses this long on EMFILE/ENFILE */
+#define SENDFILE_BUDGET (4 << 20) /* bytes per connection per wakeup, for fairness */
+#define FREE_CONNS_MAX  256
 
 enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
 enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
@@ -62,14 +62,14 @@ struct conn {
     struct conn *prev, *next; /* in its timer list */
     int list;                 /* enum timer_list */
     uint64_t deadline;
-    uint32_t events;          /* EPOLLIN or EPOLLOUT, as registered */
-    unsigned closing : 1;     /* close when the output is out */
-    unsigned linger : 1;      /* ... through a lingering close */
-    unsigned served : 1;      /* has answered a request */
+    uint32_t events;      /* EPOLLIN or EPOLLOUT, as registered */
+    unsigned closing : 1; /* close when the output is out */
+    unsigned linger : 1;  /* ... through a lingering close */
+    unsigned served : 1;  /* has answered a request */
     unsigned nodelay : 1;
-    char *in;                 /* input not yet parsed (waits for output) */
+    char *in; /* input not yet parsed (waits for output) */
     size_t in_len, in_cap;
-    char *out;                /* output the socket did not take yet */
+    char *out; /* output the socket did not take yet */
     size_t out_off, out_len, out_cap;
     struct ps_http_resp body; /* a file body still to send (body.file) */
     size_t lingered;
@@ -87,8 +87,8 @@ struct server {
     struct item signal;
     struct item *listeners;
     int n_listen;
-    int watching;             /* listeners are in the epoll set */
-    uint64_t paused_until;    /* no accepting before this (EMFILE) */
+    int watching;          /* listeners are in the epoll set */
+    uint64_t paused_until; /* no accepting before this (EMFILE) */
     int stop_requested, draining;
     struct list lists[T_COUNT];
     uint64_t timeout[T_COUNT];
@@ -244,8 +244,8 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
     snprintf(bytes, sizeof(bytes), "%zu", resp->body_len);
     n = snprintf(s->log + s->log_len, LOG_SIZE - s->log_len,
                  "%s - - [%s] \"%s %s HTTP/%u.%u\" %d %s\n", peer, s->log_date,
-                 req->started ? http_method_str((enum http_method)req->parser.method) : "-",
-                 target, req->parser.http_major, req->parser.http_minor, resp->status,
+                 req->started ? http_method_str((enum http_method)req->parser.method) : "-", target,
+                 req->parser.http_major, req->parser.http_minor, resp->status,
                  resp->body_len ? bytes : "-");
     if (n > 0 && (size_t)n < LOG_SIZE - s->log_len)
         s->log_len += (size_t)n;
@@ -616,8 +616,7 @@ static void watch_listeners(struct server *s, int on)
         return;
     for (i = 0; i < s->n_listen; i++) {
         /* EPOLLEXCLUSIVE: on a socket shared by several workers, wake one */
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-                                 .data.ptr = &s->listeners[i]};
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &s->listeners[i]};
         epoll_ctl(s->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, s->listeners[i].fd, &ev);
     }
     s->watching = on;
@@ -734,8 +733,7 @@ static void tick(struct server *s)
     s->next_tick = s->now + 1000;
     if (memcmp(&s->counters, &s->reported, sizeof(s->counters)) != 0) {
         snprintf(msg, sizeof(msg), "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu",
-                 (unsigned long long)s->counters.accepted,
-                 (unsigned long long)s->counters.requests,
+                 (unsigned long long)s->counters.accepted, (unsigned long long)s->counters.requests,
                  (unsigned long long)s->counters.active);
         ps_notify(msg);
         s->reported = s->counters;

@@ -69,10 +69,10 @@ struct ps_probe_case {
     unsigned char second_addr; /* enum ps_probe_addr */
     unsigned char first_opts;  /* PS_PROBE_REUSE* bits */
     unsigned char second_opts;
-    unsigned char other_uid;   /* 1: the second socket belongs to another UID */
+    unsigned char other_uid; /* 1: the second socket belongs to another UID */
     /* what the kernel did */
-    short bind_err;            /* 0 or errno */
-    short listen_err;          /* 0, errno, or PS_PROBE_NA (UDP, bind failed) */
+    short bind_err;   /* 0 or errno */
+    short listen_err; /* 0, errno, or PS_PROBE_NA (UDP, bind failed) */
     /* what the documented rules predict (filled by ps_probe_expect) */
     short expect_bind;
     short expect_listen;
@@ -131,7 +131,7 @@ struct ps_probe_seq {
 };
 
 struct ps_probe_seq_result {
-    int setup_err; /* errno when it could not run at all, else 0 */
+    int setup_err;                 /* errno when it could not run at all, else 0 */
     short err[PS_PROBE_SEQ_STEPS]; /* 0, errno, or PS_PROBE_NA */
 };
 

@@ -28,20 +28,34 @@ struct pair {
 /* Bound and listening first sockets: every address relation that matters. */
 static const struct pair wide_pairs[] = {
     /* IPv4: the first five are also the other-UID set */
-    {PS_PA_LO, PS_PA_LO}, {PS_PA_LO, PS_PA_LO2}, {PS_PA_ANY4, PS_PA_LO},
-    {PS_PA_LO, PS_PA_ANY4}, {PS_PA_ANY4, PS_PA_ANY4},
+    {PS_PA_LO, PS_PA_LO},
+    {PS_PA_LO, PS_PA_LO2},
+    {PS_PA_ANY4, PS_PA_LO},
+    {PS_PA_LO, PS_PA_ANY4},
+    {PS_PA_ANY4, PS_PA_ANY4},
     /* IPv6 against IPv4 */
-    {PS_PA_ANY6, PS_PA_ANY4}, {PS_PA_ANY4, PS_PA_ANY6},
-    {PS_PA_ANY6_V6ONLY, PS_PA_ANY4}, {PS_PA_ANY4, PS_PA_ANY6_V6ONLY},
-    {PS_PA_ANY6, PS_PA_LO}, {PS_PA_LO, PS_PA_ANY6},
-    {PS_PA_ANY6_V6ONLY, PS_PA_LO}, {PS_PA_LO, PS_PA_ANY6_V6ONLY},
-    {PS_PA_LO6, PS_PA_LO}, {PS_PA_LO, PS_PA_LO6},
-    {PS_PA_LO6, PS_PA_ANY4}, {PS_PA_ANY4, PS_PA_LO6},
-    {PS_PA_MAPPED, PS_PA_LO}, {PS_PA_LO, PS_PA_MAPPED},
+    {PS_PA_ANY6, PS_PA_ANY4},
+    {PS_PA_ANY4, PS_PA_ANY6},
+    {PS_PA_ANY6_V6ONLY, PS_PA_ANY4},
+    {PS_PA_ANY4, PS_PA_ANY6_V6ONLY},
+    {PS_PA_ANY6, PS_PA_LO},
+    {PS_PA_LO, PS_PA_ANY6},
+    {PS_PA_ANY6_V6ONLY, PS_PA_LO},
+    {PS_PA_LO, PS_PA_ANY6_V6ONLY},
+    {PS_PA_LO6, PS_PA_LO},
+    {PS_PA_LO, PS_PA_LO6},
+    {PS_PA_LO6, PS_PA_ANY4},
+    {PS_PA_ANY4, PS_PA_LO6},
+    {PS_PA_MAPPED, PS_PA_LO},
+    {PS_PA_LO, PS_PA_MAPPED},
     /* IPv6 against IPv6, and v4-mapped against the IPv6 wildcards */
-    {PS_PA_LO6, PS_PA_LO6}, {PS_PA_ANY6, PS_PA_LO6}, {PS_PA_LO6, PS_PA_ANY6},
-    {PS_PA_ANY6, PS_PA_ANY6_V6ONLY}, {PS_PA_ANY6_V6ONLY, PS_PA_ANY6},
-    {PS_PA_ANY6, PS_PA_MAPPED}, {PS_PA_MAPPED, PS_PA_ANY6_V6ONLY},
+    {PS_PA_LO6, PS_PA_LO6},
+    {PS_PA_ANY6, PS_PA_LO6},
+    {PS_PA_LO6, PS_PA_ANY6},
+    {PS_PA_ANY6, PS_PA_ANY6_V6ONLY},
+    {PS_PA_ANY6_V6ONLY, PS_PA_ANY6},
+    {PS_PA_ANY6, PS_PA_MAPPED},
+    {PS_PA_MAPPED, PS_PA_ANY6_V6ONLY},
     {PS_PA_ANY6_V6ONLY, PS_PA_MAPPED},
 };
 #define V4_PAIRS 5
@@ -55,7 +69,7 @@ static const struct pair cast_pairs[] = {
 /* Connected first sockets have a specific local address. */
 static const struct pair narrow_pairs[] = {
     /* the first three are also the other-UID set */
-    {PS_PA_LO, PS_PA_LO}, {PS_PA_LO, PS_PA_LO2}, {PS_PA_LO, PS_PA_ANY4},
+    {PS_PA_LO, PS_PA_LO},   {PS_PA_LO, PS_PA_LO2},   {PS_PA_LO, PS_PA_ANY4},
     {PS_PA_LO, PS_PA_ANY6}, {PS_PA_LO6, PS_PA_ANY6},
 };
 #define NARROW_V4_PAIRS 3
@@ -407,8 +421,8 @@ static int accepted_time_wait(const struct ps_probe_case *c, unsigned port, stru
     return r;
 }
 
-static int make_first(const struct ps__probe_env *env, const struct ps_probe_case *c,
-                      unsigned port, struct first *f)
+static int make_first(const struct ps__probe_env *env, const struct ps_probe_case *c, unsigned port,
+                      struct first *f)
 {
     int r;
 

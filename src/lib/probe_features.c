@@ -337,7 +337,8 @@ static void feat_reuseport(struct ps_probe_feature *f, const struct ps_probe_spr
         lo = s->accepted[i] < lo ? s->accepted[i] : lo;
         hi = s->accepted[i] > hi ? s->accepted[i] : hi;
     }
-    feat(f, 1, 0, "%d listeners on one address:port; the kernel gave each %d to %d of %d connections",
+    feat(f, 1, 0,
+         "%d listeners on one address:port; the kernel gave each %d to %d of %d connections",
          s->listeners, lo, hi, s->connections);
 }
 
@@ -410,7 +411,7 @@ static int bpf_load(int type, int expected, int ret)
     attr.expected_attach_type = (unsigned)expected;
     attr.insn_cnt = 2;
     attr.insns = (uint64_t)(uintptr_t)insns;
-    attr.license = (uint64_t)(uintptr_t)"GPL";
+    attr.license = (uint64_t)(uintptr_t) "GPL";
     /* bpf(2) program descriptors are always close-on-exec */
     return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
 }

@@ -220,7 +220,9 @@ const char *ps_probe_finding(const struct ps_probe_case *c)
 static const struct ps_probe_seq seqs[] = {
     {"reuseaddr_bind_bind_listen_listen",
      "TCP, both SO_REUSEADDR: bind, bind, then listen, listen",
-     PS_PROBE_TCP, {A, A, 0}, 4,
+     PS_PROBE_TCP,
+     {A, A, 0},
+     4,
      {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO, 0}, {0, L, 0, 0}, {1, L, 0, 0}},
      "neither socket listens when they bind, so socket(7) allows both binds; it says nothing "
      "about listen(), so both should listen",
@@ -228,7 +230,9 @@ static const struct ps_probe_seq seqs[] = {
      "with EADDRINUSE although both bind() calls succeeded"},
     {"reuseport_set_after_bind",
      "TCP, SO_REUSEPORT set on the first socket only after its bind()",
-     PS_PROBE_TCP, {0, P, 0}, 5,
+     PS_PROBE_TCP,
+     {0, P, 0},
+     5,
      {{0, B, PS_PA_LO, 0}, {0, SRP, 0, 0}, {0, L, 0, 0}, {1, B, PS_PA_LO, IU}, {1, L, 0, NA}},
      "socket(7): SO_REUSEPORT must be set on each socket, including the first, before bind(); "
      "the first socket set it too late, so the second cannot join",
@@ -236,7 +240,9 @@ static const struct ps_probe_seq seqs[] = {
      "bind() it still lets the second socket share the port"},
     {"reuseport_set_after_listen",
      "TCP, SO_REUSEPORT set on the first socket only after its listen()",
-     PS_PROBE_TCP, {0, P, 0}, 5,
+     PS_PROBE_TCP,
+     {0, P, 0},
+     5,
      {{0, B, PS_PA_LO, 0}, {0, L, 0, 0}, {0, SRP, 0, 0}, {1, B, PS_PA_LO, IU}, {1, L, 0, NA}},
      "socket(7): SO_REUSEPORT must be set on each socket before bind(); the first socket set it "
      "after it was already listening",
@@ -244,7 +250,9 @@ static const struct ps_probe_seq seqs[] = {
     {"udp_reuseport_hides_conflict",
      "UDP: 127.0.0.1 without options, 127.0.0.2 with SO_REUSEPORT, then 0.0.0.0 with "
      "SO_REUSEPORT",
-     PS_PROBE_UDP, {0, P, P}, 3,
+     PS_PROBE_UDP,
+     {0, P, P},
+     3,
      {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO2, 0}, {2, B, PS_PA_ANY4, IU}},
      "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
      "must fail whatever the second socket allows",
@@ -252,7 +260,9 @@ static const struct ps_probe_seq seqs[] = {
      "it meets (the newest is met first) and never looks at the others"},
     {"udp_reuseport_conflict_other_order",
      "UDP: the same three sockets, the SO_REUSEPORT one on 127.0.0.2 bound first",
-     PS_PROBE_UDP, {P, 0, P}, 3,
+     PS_PROBE_UDP,
+     {P, 0, P},
+     3,
      {{0, B, PS_PA_LO2, 0}, {1, B, PS_PA_LO, 0}, {2, B, PS_PA_ANY4, IU}},
      "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
      "must fail whatever the first socket allows",
@@ -260,7 +270,9 @@ static const struct ps_probe_seq seqs[] = {
     {"tcp_reuseport_hides_conflict",
      "TCP: 127.0.0.1 without options, 127.0.0.2 with SO_REUSEPORT, then 0.0.0.0 with "
      "SO_REUSEPORT",
-     PS_PROBE_TCP, {0, P, P}, 3,
+     PS_PROBE_TCP,
+     {0, P, P},
+     3,
      {{0, B, PS_PA_LO, 0}, {1, B, PS_PA_LO2, 0}, {2, B, PS_PA_ANY4, IU}},
      "0.0.0.0 overlaps 127.0.0.1, which a socket without any option holds, so the third bind "
      "must fail whatever the second socket allows",
@@ -300,9 +312,12 @@ int ps_probe_seq_agrees(const struct ps_probe_seq *s, const struct ps_probe_seq_
 const char *ps_probe_seq_op_name(int op)
 {
     switch (op) {
-    case PS_SEQ_BIND: return "bind";
-    case PS_SEQ_LISTEN: return "listen";
-    default: return "setsockopt(SO_REUSEPORT)";
+    case PS_SEQ_BIND:
+        return "bind";
+    case PS_SEQ_LISTEN:
+        return "listen";
+    default:
+        return "setsockopt(SO_REUSEPORT)";
     }
 }
 

@@ -83,8 +83,8 @@ void ps__status_text(struct ps_sup *sup, char *buf, size_t cap)
 
     buf[0] = '\0';
     put(&o, "supervisor  pid %ld, up %.0f s, generation %u%s%s\n", (long)getpid(),
-        seconds_since(sup->started_ms, now), sup->generation,
-        sup->reloading ? " (reloading)" : "", sup->stopping ? " (stopping)" : "");
+        seconds_since(sup->started_ms, now), sup->generation, sup->reloading ? " (reloading)" : "",
+        sup->stopping ? " (stopping)" : "");
     put(&o, "program     %s\n", sup->cfg->argv[0]);
     put(&o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
@@ -109,8 +109,8 @@ void ps__status_text(struct ps_sup *sup, char *buf, size_t cap)
         if (!w->pid || sup->slots[w->slot].current == i)
             continue;
         put(&o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
-            worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now),
-            w->slot, sup->slots[w->slot].next == i ? "next generation" : "old generation");
+            worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now), w->slot,
+            sup->slots[w->slot].next == i ? "next generation" : "old generation");
     }
     put(&o, "\nLISTENER                                      SOCKETS  QUEUED/BACKLOG per socket\n");
     for (g = 0; g < sup->ngroups; g++) {
@@ -206,8 +206,7 @@ void ps__status_json(struct ps_sup *sup, char *buf, size_t cap)
     put(&o, ",\"program\":");
     put_json_string(&o, sup->cfg->argv[0]);
     put(&o, ",\"uptime_s\":%.3f,\"started\":%ld,\"generation\":%u,\"workers\":%d,",
-        seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation,
-        sup->target);
+        seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation, sup->target);
     put(&o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
         sup->reloading ? "true" : "false", sup->stopping ? "true" : "false");

@@ -44,14 +44,14 @@ struct ps_worker {
     int slot;
     unsigned generation;
     enum ps_worker_state state;
-    uint64_t started_ms;   /* CLOCK_MONOTONIC */
-    uint64_t ready_ms;     /* when it became ready, 0 before */
-    uint64_t deadline_ms;  /* STARTING: ready timeout; DRAINING: SIGKILL time */
-    int killed;            /* SIGKILL sent */
-    int notified;          /* sent anything on NOTIFY_SOCKET */
-    int hinted;            /* logged the "never sent READY=1" hint */
-    char status[128];      /* last STATUS= */
-    char stats[128];       /* last X_PORTSHARE_STATS= */
+    uint64_t started_ms;  /* CLOCK_MONOTONIC */
+    uint64_t ready_ms;    /* when it became ready, 0 before */
+    uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING: SIGKILL time */
+    int killed;           /* SIGKILL sent */
+    int notified;         /* sent anything on NOTIFY_SOCKET */
+    int hinted;           /* logged the "never sent READY=1" hint */
+    char status[128];     /* last STATUS= */
+    char stats[128];      /* last X_PORTSHARE_STATS= */
 };
 
 enum ps_slot_state {
@@ -85,8 +85,8 @@ struct ps_sup {
     struct ps_group groups[PS_SUP_MAX_LISTENERS];
     int ngroups;
     struct ps_slot slots[PS_SUP_MAX_WORKERS];
-    int nslots;  /* slots that exist (active + retiring) */
-    int target;  /* the number of workers asked for */
+    int nslots; /* slots that exist (active + retiring) */
+    int target; /* the number of workers asked for */
     struct ps_worker workers[2 * PS_SUP_MAX_WORKERS + 64];
     int nworkers;
     unsigned generation;      /* the serving generation */
@@ -97,7 +97,7 @@ struct ps_sup {
     char reload_error[256];
     int stopping;
     uint64_t stop_deadline;
-    uint64_t started_ms;      /* monotonic, for uptime */
+    uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
     int sigfd, notify_fd, control_fd;
     char notify_addr[108];
@@ -106,9 +106,9 @@ struct ps_sup {
     struct ps_waiter waiters[PS_SUP_MAX_WAITERS];
     int nwaiters;
     int upgrade_requested;
-    int upgrade_client;       /* control client that asked for the upgrade, or -1 */
+    int upgrade_client; /* control client that asked for the upgrade, or -1 */
     int steer_dirty;
-    int told_ready;           /* READY=1 sent to systemd after the first start */
+    int told_ready; /* READY=1 sent to systemd after the first start */
 };
 
 uint64_t ps__now_ms(void);

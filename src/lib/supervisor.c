@@ -29,12 +29,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKOFF_FIRST_MS 100     /* second consecutive crash waits this long */
-#define BACKOFF_MAX_MS 30000
-#define STABLE_READY_MS 1000     /* ready this long: its exit is not a crash loop */
-#define STABLE_UPTIME_MS 10000   /* up this long, ready or not: likewise */
-#define RETIRE_GRACE_MS 500      /* handshakes in flight when steering changed */
-#define NOTIFY_HINT_MS 5000
+#define BACKOFF_FIRST_MS 100 /* second consecutive crash waits this long */
+#define BACKOFF_MAX_MS   30000
+#define STABLE_READY_MS  1000  /* ready this long: its exit is not a crash loop */
+#define STABLE_UPTIME_MS 10000 /* up this long, ready or not: likewise */
+#define RETIRE_GRACE_MS  500   /* handshakes in flight when steering changed */
+#define NOTIFY_HINT_MS   5000
 
 uint64_t ps__now_ms(void)
 {
@@ -70,7 +70,8 @@ static void tell_systemd(struct ps_sup *sup, const char *state)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
-                 (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+                 (unsigned long long)ts.tv_sec * 1000000ull +
+                     (unsigned long long)ts.tv_nsec / 1000);
         state = buf;
     }
     ps_notify_to(sup->systemd_notify, state);
@@ -209,8 +210,9 @@ static void drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
     w->state = W_DRAINING;
     w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
     kill(w->pid, sup->cfg->drain_signal ? sup->cfg->drain_signal : SIGTERM);
-    ps__sup_log(sup, PS_LOG_INFO, "worker_draining", "worker %ld (slot %d, generation %u) draining: %s",
-                (long)w->pid, w->slot, w->generation, why);
+    ps__sup_log(sup, PS_LOG_INFO, "worker_draining",
+                "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
+                w->generation, why);
     sup->steer_dirty = 1;
 }
 
@@ -370,8 +372,7 @@ static void start_reload(struct ps_sup *sup)
             continue;
         idx = spawn(sup, s, sup->next_generation);
         if (idx < 0) {
-            snprintf(why, sizeof(why), "cannot start %s: %s", sup->cfg->argv[0],
-                     ps_strerror(idx));
+            snprintf(why, sizeof(why), "cannot start %s: %s", sup->cfg->argv[0], ps_strerror(idx));
             rollback(sup, why);
             return;
         }
@@ -435,7 +436,7 @@ static void handle_notify(struct ps_sup *sup)
         if (r == -EBADMSG)
             continue; /* no credentials or truncated: never trusted */
         if (r < 0)
-            break;    /* -EAGAIN: all read; anything else: try again next wakeup */
+            break; /* -EAGAIN: all read; anything else: try again next wakeup */
         if (msg.len == 0)
             continue;
         w = worker_by_pid(sup, msg.pid);
@@ -716,8 +717,8 @@ static void slot_timers(struct ps_sup *sup, int s, uint64_t now)
     if (sl->state == S_BACKOFF && now >= sl->backoff_until && sl->next < 0 && !sup->stopping) {
         idx = spawn(sup, s, sup->generation);
         if (idx < 0) {
-            struct ps_worker fake = {.pid = 0, .slot = s, .generation = sup->generation,
-                                     .started_ms = now};
+            struct ps_worker fake = {
+                .pid = 0, .slot = s, .generation = sup->generation, .started_ms = now};
             snprintf(why, sizeof(why), "%s", ps_strerror(idx));
             ps__sup_log(sup, PS_LOG_ERROR, "spawn_failed", "cannot start %s for slot %d: %s",
                         sup->cfg->argv[0], s, why);
@@ -918,7 +919,8 @@ static int open_notify(struct ps_sup *sup, char *err, size_t errlen)
              (long)getpid(), rnd);
     sup->notify_fd = ps_notify_listen(sup->notify_addr);
     if (sup->notify_fd < 0) {
-        ps__set_error(err, errlen, "cannot open the notify socket: %s", ps_strerror(sup->notify_fd));
+        ps__set_error(err, errlen, "cannot open the notify socket: %s",
+                      ps_strerror(sup->notify_fd));
         return sup->notify_fd;
     }
     return 0;
@@ -1091,8 +1093,9 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
         if (r < 0)
             return fail(&sup, stage, PS_SUP_STAGE_SYSTEM, r);
         if (sup.ngroups + cfg->nspecs == 0) {
-            ps__set_error(err, errlen, "nothing to listen on: give -l SPEC (or run under systemd "
-                                       "socket activation)");
+            ps__set_error(err, errlen,
+                          "nothing to listen on: give -l SPEC (or run under systemd "
+                          "socket activation)");
             return fail(&sup, stage, PS_SUP_STAGE_BIND, -EINVAL);
         }
         r = bind_all(&sup, err, errlen);

@@ -14,7 +14,7 @@
 #include <sys/types.h>
 
 #define PS_SUP_MAX_LISTENERS 32
-#define PS_SUP_MAX_WORKERS 1024
+#define PS_SUP_MAX_WORKERS   1024
 
 enum ps_log_level { PS_LOG_DEBUG, PS_LOG_INFO, PS_LOG_WARN, PS_LOG_ERROR };
 
@@ -26,21 +26,21 @@ typedef void (*ps_sup_log_fn)(void *ctx, enum ps_log_level level, const char *ev
 struct ps_sup_config {
     struct ps_spec specs[PS_SUP_MAX_LISTENERS]; /* from -l; ports resolved by start */
     int nspecs;
-    int workers;                /* slots */
-    enum ps_reuse mode;         /* PS_REUSE_PORT or PS_REUSE_SHARED */
-    int drop_privileges;        /* run workers as uid/gid */
+    int workers;         /* slots */
+    enum ps_reuse mode;  /* PS_REUSE_PORT or PS_REUSE_SHARED */
+    int drop_privileges; /* run workers as uid/gid */
     uid_t uid;
     gid_t gid;
-    char user[64];              /* for initgroups() */
-    unsigned ready_timeout_ms;  /* a starting worker must be ready by then */
-    unsigned ready_delay_ms;    /* 0: READY=1 only; else also ready after this long alive */
-    unsigned drain_timeout_ms;  /* drain signal, then SIGKILL after this */
-    int drain_signal;           /* what asks a worker to drain (SIGTERM) */
+    char user[64];             /* for initgroups() */
+    unsigned ready_timeout_ms; /* a starting worker must be ready by then */
+    unsigned ready_delay_ms;   /* 0: READY=1 only; else also ready after this long alive */
+    unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
+    int drain_signal;          /* what asks a worker to drain (SIGTERM) */
     char name[64];
     char control_path[108];
-    char **argv;                /* PROGRAM ARGS..., NULL-terminated */
-    const char *self_exe;       /* our binary, re-executed by upgrade */
-    char **self_argv;           /* our command line, replayed by upgrade */
+    char **argv;          /* PROGRAM ARGS..., NULL-terminated */
+    const char *self_exe; /* our binary, re-executed by upgrade */
+    char **self_argv;     /* our command line, replayed by upgrade */
     ps_sup_log_fn log;
     void *log_ctx;
 };
@@ -57,8 +57,13 @@ int ps_sup_control_path(const char *name, char *buf, size_t len);
  * negative errno; err describes startup failures in one line, and *stage
  * tells the caller which kind (so the CLI can pick its exit code).
  */
-enum ps_sup_stage { PS_SUP_STAGE_NONE, PS_SUP_STAGE_BIND, PS_SUP_STAGE_EXEC, PS_SUP_STAGE_CONTROL,
-                    PS_SUP_STAGE_SYSTEM };
+enum ps_sup_stage {
+    PS_SUP_STAGE_NONE,
+    PS_SUP_STAGE_BIND,
+    PS_SUP_STAGE_EXEC,
+    PS_SUP_STAGE_CONTROL,
+    PS_SUP_STAGE_SYSTEM
+};
 int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_stage *stage);
 
 /*

@@ -52,8 +52,8 @@ static int preflight(const char *exe, char *err, size_t errlen)
         return -ETIMEDOUT;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        ps__set_error(err, errlen, "%s does not run (--version failed); still running the old binary",
-                      exe);
+        ps__set_error(err, errlen,
+                      "%s does not run (--version failed); still running the old binary", exe);
         return -ENOEXEC;
     }
     return 0;
@@ -198,8 +198,8 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
         socklen_t len = sizeof(type);
         getsockopt(g->fds[0], SOL_SOCKET, SO_TYPE, &type, &len);
         g->spec.proto = g->spec.addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
-                        : type == SOCK_DGRAM             ? PS_PROTO_UDP
-                                                         : PS_PROTO_TCP;
+                        : type == SOCK_DGRAM              ? PS_PROTO_UDP
+                                                          : PS_PROTO_TCP;
         g->spec.reuse = PS_REUSE_SHARED;
     }
     if (g->spec.addr.ss_family == AF_INET)
@@ -219,8 +219,7 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
     if (!strncmp(line, "sup ", 4)) {
         if (sscanf(line, "sup %u %u %d %d %llu %ld %d %d %d %107s", &sup->generation,
                    &sup->next_generation, &sup->target, &sup->nslots, &a, &sup->started_wall,
-                   &sup->notify_fd, &sup->control_fd, &sup->upgrade_client,
-                   sup->notify_addr) != 10)
+                   &sup->notify_fd, &sup->control_fd, &sup->upgrade_client, sup->notify_addr) != 10)
             return -EINVAL;
         sup->started_ms = a;
         return 0;

@@ -67,8 +67,17 @@
 #include <time.h>
 #include <unistd.h>
 
-enum outcome { O_OK, O_BAD_STATUS, O_REFUSED, O_CONNECT_ERROR, O_RESET, O_EOF, O_TIMEOUT,
-               O_BAD_RESPONSE, O__COUNT };
+enum outcome {
+    O_OK,
+    O_BAD_STATUS,
+    O_REFUSED,
+    O_CONNECT_ERROR,
+    O_RESET,
+    O_EOF,
+    O_TIMEOUT,
+    O_BAD_RESPONSE,
+    O__COUNT
+};
 static const char *const outcome_name[O__COUNT] = {
     "ok", "bad_status", "refused", "connect_error", "reset", "eof", "timeout", "bad_response"};
 
@@ -78,13 +87,13 @@ struct options {
     const char *connect; /* HOST:PORT as given: also the Host header */
     const char *path;
     int threads, concurrency, keepalive, timeout_ms, json, expect_status;
-    double duration;     /* seconds; 0 = no time limit */
-    long long requests;  /* 0 = no count limit */
+    double duration;    /* seconds; 0 = no time limit */
+    long long requests; /* 0 = no count limit */
     const char *until_file;
 };
 
-static struct options opt = {.path = "/", .threads = 2, .concurrency = 8, .timeout_ms = 5000,
-                             .expect_status = 200};
+static struct options opt = {
+    .path = "/", .threads = 2, .concurrency = 8, .timeout_ms = 5000, .expect_status = 200};
 static char request[2048];
 static size_t request_len;
 static atomic_int stopping;
@@ -104,24 +113,32 @@ struct stats {
 
 enum cstate { C_IDLE, C_CONNECTING, C_WRITING, C_READING };
 /* where we are in framing the response */
-enum bstate { B_HEAD, B_LENGTH, B_TO_EOF, B_CHUNK_SIZE, B_CHUNK_DATA, B_CHUNK_CRLF, B_TRAILER,
-              B_DONE };
+enum bstate {
+    B_HEAD,
+    B_LENGTH,
+    B_TO_EOF,
+    B_CHUNK_SIZE,
+    B_CHUNK_DATA,
+    B_CHUNK_CRLF,
+    B_TRAILER,
+    B_DONE
+};
 
 struct conn {
     int fd;
     unsigned events; /* what epoll watches for fd now */
     enum cstate state;
-    int active;      /* a request is in progress in this slot */
-    int reused;      /* fd already carried a complete response */
-    int retried;     /* this request was already retried once */
+    int active;  /* a request is in progress in this slot */
+    int reused;  /* fd already carried a complete response */
+    int retried; /* this request was already retried once */
     long long deadline;
     size_t woff;
     /* response */
     enum bstate body;
     int got_bytes, status, server_close;
     long pid;
-    long long left;  /* bytes left in the body or the current chunk */
-    char line[64];   /* a chunk-size or trailer line (truncated: we only need the size) */
+    long long left; /* bytes left in the body or the current chunk */
+    char line[64];  /* a chunk-size or trailer line (truncated: we only need the size) */
     size_t llen;
     size_t hlen;
     char head[8192];
@@ -377,8 +394,10 @@ static void do_write(struct thread *t, struct conn *c)
 
 static void connect_failed(struct thread *t, struct conn *c, int err)
 {
-    attempt_failed(t, c, err == ECONNREFUSED ? O_REFUSED : err == ECONNRESET ? O_RESET
-                                                                            : O_CONNECT_ERROR);
+    attempt_failed(t, c,
+                   err == ECONNREFUSED ? O_REFUSED
+                   : err == ECONNRESET ? O_RESET
+                                       : O_CONNECT_ERROR);
 }
 
 static void open_conn(struct thread *t, struct conn *c)
@@ -620,11 +639,11 @@ static void resolve(const char *hp)
 static void parse_options(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"connect", required_argument, 0, 'c'},  {"path", required_argument, 0, 'p'},
-        {"threads", required_argument, 0, 't'},  {"concurrency", required_argument, 0, 'C'},
-        {"duration", required_argument, 0, 'd'}, {"requests", required_argument, 0, 'n'},
-        {"keepalive", no_argument, 0, 'k'},      {"timeout", required_argument, 0, 'T'},
-        {"until-file", required_argument, 0, 'u'}, {"json", no_argument, 0, 'j'},
+        {"connect", required_argument, 0, 'c'},       {"path", required_argument, 0, 'p'},
+        {"threads", required_argument, 0, 't'},       {"concurrency", required_argument, 0, 'C'},
+        {"duration", required_argument, 0, 'd'},      {"requests", required_argument, 0, 'n'},
+        {"keepalive", no_argument, 0, 'k'},           {"timeout", required_argument, 0, 'T'},
+        {"until-file", required_argument, 0, 'u'},    {"json", no_argument, 0, 'j'},
         {"expect-status", required_argument, 0, 's'}, {0, 0, 0, 0}};
     char *end;
     int o;
@@ -632,22 +651,43 @@ static void parse_options(int argc, char **argv)
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (o) {
-        case 'c': opt.connect = optarg; break;
-        case 'p': opt.path = optarg; break;
-        case 't': opt.threads = (int)parse_num(optarg, 1, 64, "--threads"); break;
-        case 'C': opt.concurrency = (int)parse_num(optarg, 1, 10000, "--concurrency"); break;
-        case 'n': opt.requests = parse_num(optarg, 1, 1000000000000LL, "--requests"); break;
-        case 'k': opt.keepalive = 1; break;
-        case 'T': opt.timeout_ms = (int)parse_num(optarg, 1, 3600000, "--timeout"); break;
-        case 'u': opt.until_file = optarg; break;
-        case 'j': opt.json = 1; break;
-        case 's': opt.expect_status = (int)parse_num(optarg, 100, 599, "--expect-status"); break;
+        case 'c':
+            opt.connect = optarg;
+            break;
+        case 'p':
+            opt.path = optarg;
+            break;
+        case 't':
+            opt.threads = (int)parse_num(optarg, 1, 64, "--threads");
+            break;
+        case 'C':
+            opt.concurrency = (int)parse_num(optarg, 1, 10000, "--concurrency");
+            break;
+        case 'n':
+            opt.requests = parse_num(optarg, 1, 1000000000000LL, "--requests");
+            break;
+        case 'k':
+            opt.keepalive = 1;
+            break;
+        case 'T':
+            opt.timeout_ms = (int)parse_num(optarg, 1, 3600000, "--timeout");
+            break;
+        case 'u':
+            opt.until_file = optarg;
+            break;
+        case 'j':
+            opt.json = 1;
+            break;
+        case 's':
+            opt.expect_status = (int)parse_num(optarg, 100, 599, "--expect-status");
+            break;
         case 'd':
             opt.duration = strtod(optarg, &end);
             if (end == optarg || *end || !(opt.duration > 0 && opt.duration <= 86400))
                 usage_error("bad --duration");
             break;
-        default: usage_error("unknown option or missing value");
+        default:
+            usage_error("unknown option or missing value");
         }
     }
     if (optind < argc)
@@ -659,10 +699,11 @@ static void parse_options(int argc, char **argv)
     if (opt.path[0] != '/' || strpbrk(opt.path, " \r\n"))
         usage_error("--path must start with / and contain no space or line break");
     resolve(opt.connect);
-    request_len = (size_t)snprintf(request, sizeof(request),
-                                   "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portshare-loadgen\r\n"
-                                   "Connection: %s\r\n\r\n",
-                                   opt.path, opt.connect, opt.keepalive ? "keep-alive" : "close");
+    request_len =
+        (size_t)snprintf(request, sizeof(request),
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portshare-loadgen\r\n"
+                         "Connection: %s\r\n\r\n",
+                         opt.path, opt.connect, opt.keepalive ? "keep-alive" : "close");
     if (request_len >= sizeof(request))
         usage_error("--path too long");
 }
@@ -742,7 +783,8 @@ static void supervise(long long start)
 
     while (atomic_load(&threads_done) < opt.threads) {
         nanosleep(&tick, NULL);
-        if (got_signal || (opt.duration > 0 && now_ms() - start >= (long long)(opt.duration * 1000)) ||
+        if (got_signal ||
+            (opt.duration > 0 && now_ms() - start >= (long long)(opt.duration * 1000)) ||
             (opt.until_file && access(opt.until_file, F_OK) == 0))
             atomic_store(&stopping, 1);
     }

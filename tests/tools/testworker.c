@@ -154,9 +154,15 @@ static void parse_options(int argc, char **argv)
     /* "+": no permutation, so that --exit-after's second value stays next */
     while ((o = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
         switch (o) {
-        case 'r': opt.ready_after = parse_ms(optarg, "--ready-after"); break;
-        case 'N': opt.never_ready = 1; break;
-        case 'n': opt.no_notify = 1; break;
+        case 'r':
+            opt.ready_after = parse_ms(optarg, "--ready-after");
+            break;
+        case 'N':
+            opt.never_ready = 1;
+            break;
+        case 'n':
+            opt.no_notify = 1;
+            break;
         case 'x':
             opt.exit_after = parse_ms(optarg, "--exit-after");
             opt.exit_code = (int)parse_ms(optind < argc ? argv[optind] : NULL, "--exit-after CODE");
@@ -164,12 +170,23 @@ static void parse_options(int argc, char **argv)
                 fatal(2, "bad value for %s (want 0..255)", "--exit-after CODE");
             optind++;
             break;
-        case 'c': opt.crash = 1; break;
-        case 'd': opt.delay = parse_ms(optarg, "--delay-response"); break;
-        case 'i': opt.ignore_term = 1; break;
-        case 'D': opt.dump = optarg; break;
-        case 's': opt.status = optarg; break;
-        default: fatal(2, "unknown option or missing value: %s", argv[optind - 1]);
+        case 'c':
+            opt.crash = 1;
+            break;
+        case 'd':
+            opt.delay = parse_ms(optarg, "--delay-response");
+            break;
+        case 'i':
+            opt.ignore_term = 1;
+            break;
+        case 'D':
+            opt.dump = optarg;
+            break;
+        case 's':
+            opt.status = optarg;
+            break;
+        default:
+            fatal(2, "unknown option or missing value: %s", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -190,8 +207,10 @@ static void dump_socket(FILE *m, int fd)
 
     getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ol);
     fprintf(m, "fd.%d.type=%s\n", fd,
-            type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram"
-                                         : type == SOCK_SEQPACKET ? "seqpacket" : "other");
+            type == SOCK_STREAM      ? "stream"
+            : type == SOCK_DGRAM     ? "dgram"
+            : type == SOCK_SEQPACKET ? "seqpacket"
+                                     : "other");
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
         ps_sockaddr_format((struct sockaddr *)&ss, len, type, addr, sizeof(addr)) < 0)
         strcpy(addr, "?");
@@ -245,7 +264,7 @@ static void dump_fds(FILE *m)
 /* The part of the dump that must be taken before anything changes. */
 static void dump_begin(FILE *m)
 {
-    static const char *const vars[] = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+    static const char *const vars[] = {"LISTEN_FDS",     "LISTEN_PID",           "LISTEN_FDNAMES",
                                        "PORTSHARE_SLOT", "PORTSHARE_GENERATION", "NOTIFY_SOCKET"};
     size_t i;
 
@@ -382,13 +401,13 @@ static int conn_respond(struct conn *c)
 {
     c->served++;
     c->close_after |= draining;
-    c->hdrlen = (size_t)snprintf(c->hdr, sizeof(c->hdr),
-                                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                                 "Content-Length: %zu\r\nX-Worker-Pid: %ld\r\n"
-                                 "X-Worker-Slot: %s\r\nX-Worker-Generation: %s\r\n"
-                                 "Connection: %s\r\n\r\n",
-                                 body_len, (long)self, slot, gen,
-                                 c->close_after ? "close" : "keep-alive");
+    c->hdrlen =
+        (size_t)snprintf(c->hdr, sizeof(c->hdr),
+                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                         "Content-Length: %zu\r\nX-Worker-Pid: %ld\r\n"
+                         "X-Worker-Slot: %s\r\nX-Worker-Generation: %s\r\n"
+                         "Connection: %s\r\n\r\n",
+                         body_len, (long)self, slot, gen, c->close_after ? "close" : "keep-alive");
     c->off = 0;
     c->outlen = c->hdrlen + (c->head_only ? 0 : body_len);
     return conn_write(c);
@@ -716,8 +735,8 @@ static void capture_env(void)
     body = malloc(len);
     if (!body)
         fatal(3, "%s", "out of memory");
-    body_len = (size_t)snprintf(body, len, "pid=%ld slot=%s gen=%s fds=%s names=%s\n",
-                                (long)self, slot, gen, fds_env, names ? names : "-");
+    body_len = (size_t)snprintf(body, len, "pid=%ld slot=%s gen=%s fds=%s names=%s\n", (long)self,
+                                slot, gen, fds_env, names ? names : "-");
 }
 
 int main(int argc, char **argv)

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <utime.h>
 
-static char top[64];  /* temp dir: secret file outside www, and www/ */
+static char top[64]; /* temp dir: secret file outside www, and www/ */
 static char www[96];
 static struct ps_http_ctx ctx;
 static struct ps_http_req req;
@@ -264,7 +264,7 @@ static void test_errors(void **state)
     expect("DELETE / HTTP/1.1\r\nHost: t\r\n\r\n", 405);
     expect("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 405);
     expect("FOO / HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    expect("GET / HTTP/1.1\r\n\r\n", 400); /* no Host */
+    expect("GET / HTTP/1.1\r\n\r\n", 400);      /* no Host */
     expect("GET /a.txt HTTP/1.0\r\n\r\n", 200); /* 1.0 needs none */
     expect("GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", 400);
     expect("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400); /* TLS to a plain port */
@@ -335,9 +335,16 @@ static void test_redirect(void **state)
 static void test_traversal(void **state)
 {
     static const char *const bad[] = {
-        "/../secret",        "/%2e%2e/secret",   "/%2E%2E%2Fsecret", "/sub/../../secret",
-        "/a.txt%00",         "/a.txt%00.html",   "/%",               "/%zz",
-        "/..%2fsecret",      "/sub/%2e%2e/%2e%2e/secret",
+        "/../secret",
+        "/%2e%2e/secret",
+        "/%2E%2E%2Fsecret",
+        "/sub/../../secret",
+        "/a.txt%00",
+        "/a.txt%00.html",
+        "/%",
+        "/%zz",
+        "/..%2fsecret",
+        "/sub/%2e%2e/%2e%2e/secret",
     };
     static const char *const forbidden[] = {"/out", "/abs", "/updir/secret"};
     char raw[256];
@@ -374,10 +381,21 @@ static void test_normalize(void **state)
     static const struct {
         const char *in, *out;
     } ok[] = {
-        {"/", "/"},           {"//", "/"},          {"/a", "/a"},          {"/a/", "/a/"},
-        {"/a/./b", "/a/b"},   {"/a/../b", "/b"},    {"/a/b/..", "/a/"},    {"/a//b", "/a/b"},
-        {"/%61", "/a"},       {"/a%2Fb", "/a/b"},   {"/a/.", "/a/"},       {"/a%20b", "/a b"},
-        {"/.hidden", "/.hidden"}, {"/...", "/..."}, {"/a/b/../../c", "/c"},
+        {"/", "/"},
+        {"//", "/"},
+        {"/a", "/a"},
+        {"/a/", "/a/"},
+        {"/a/./b", "/a/b"},
+        {"/a/../b", "/b"},
+        {"/a/b/..", "/a/"},
+        {"/a//b", "/a/b"},
+        {"/%61", "/a"},
+        {"/a%2Fb", "/a/b"},
+        {"/a/.", "/a/"},
+        {"/a%20b", "/a b"},
+        {"/.hidden", "/.hidden"},
+        {"/...", "/..."},
+        {"/a/b/../../c", "/c"},
     };
     static const char *const bad[] = {"", "a", "/..", "/a/../..", "/%00", "/%0", "/%g0", "/.%2e"};
     char buf[64];
@@ -438,16 +456,19 @@ static void test_conditional(void **state)
     (void)state;
     expect(GET("/a.txt"), 200);
     snprintf(lm, sizeof(lm), "%s", header(&res[0], "Last-Modified"));
-    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: %s\r\n\r\n", lm);
+    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: %s\r\n\r\n",
+             lm);
     expect(raw, 304);
     assert_int_equal(res[0].body_len, 0);
     assert_null(header(&res[0], "Content-Length"));
     assert_string_equal(header(&res[0], "Last-Modified"), lm);
     assert_true(res[0].keep_alive);
-    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 "
+           "GMT\r\n\r\n",
            200);
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: yesterday\r\n\r\n", 200);
-    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 2094 08:49:37 GMT\r\n\r\n",
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov 2094 08:49:37 "
+           "GMT\r\n\r\n",
            200); /* in the future: ignored */
     /* If-Range: the range only while the date still matches */
     snprintf(raw, sizeof(raw),
@@ -513,8 +534,9 @@ static void test_keep_alive_rules(void **state)
 
 static void test_pipelining(void **state)
 {
-    static const char raw[] = GET("/a.txt") GET("/nope") "HEAD /sub/ HTTP/1.1\r\nHost: t\r\n\r\n"
-        "GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody" GET("/a.txt");
+    static const char raw[] = GET("/a.txt") GET(
+        "/nope") "HEAD /sub/ HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody" GET("/a.txt");
     size_t step;
 
     (void)state;
@@ -591,12 +613,12 @@ static void test_embedded_page(void **state)
 static void test_no_overread(void **state)
 {
     static const char *const inputs[] = {
-        GET("/a.txt"), "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-", "GET /%2", "G",
-        "GET / HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov",
+        GET("/a.txt"), "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-",           "GET /%2",
+        "G",           "GET / HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Sun, 06 Nov",
     };
     long page = sysconf(_SC_PAGESIZE);
-    char *map = mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    char *map =
+        mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     size_t i;
 
     (void)state;

@@ -58,8 +58,7 @@ static void make_result(void)
                          (o1 & 2) && (o2 & 2) ? 0 : EADDRINUSE,
                          (o1 & 2) && (o2 & 2) ? 0 : PS_PROBE_NA);
     add_case(PS_PROBE_TCP, PS_PROBE_TIME_WAIT, PS_PA_LO, 2, PS_PA_LO, 2, 1, 0, 0);
-    add_case(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_ANY6_V6ONLY, 3, PS_PA_MCAST, 1, 0, 0,
-             PS_PROBE_NA);
+    add_case(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_ANY6_V6ONLY, 3, PS_PA_MCAST, 1, 0, 0, PS_PROBE_NA);
     res.spread.listeners = 2;
     res.spread.connections = 10;
     res.spread.accepted[0] = 6;
@@ -139,8 +138,9 @@ static void test_json(void **state)
     assert_false(in_str);
     must_contain(j, "\"kernel\": \"Linux 9.9 \\\"test\\\"\"");
     must_contain(j, "\"euid\": 0");
-    must_contain(j, "\"first\": {\"state\": \"listening\", \"addr\": \"127.0.0.1\", "
-                    "\"v6only\": null, \"opts\": [\"SO_REUSEADDR\", \"SO_REUSEPORT\"], \"uid\": 0}");
+    must_contain(j,
+                 "\"first\": {\"state\": \"listening\", \"addr\": \"127.0.0.1\", "
+                 "\"v6only\": null, \"opts\": [\"SO_REUSEADDR\", \"SO_REUSEPORT\"], \"uid\": 0}");
     must_contain(j, "\"bind\": \"EADDRINUSE\", \"listen\": null");
     must_contain(j, "\"second\": {\"addr\": \"127.0.0.1\", \"v6only\": null, "
                     "\"opts\": [\"SO_REUSEPORT\"], \"uid\": 65534}");

@@ -33,15 +33,24 @@ static void test_overlap(void **state)
     static const struct {
         int a, b, want;
     } t[] = {
-        {PS_PA_LO, PS_PA_LO, 1},           {PS_PA_LO, PS_PA_LO2, 0},
-        {PS_PA_ANY4, PS_PA_LO, 1},         {PS_PA_ANY4, PS_PA_ANY6_V6ONLY, 0},
-        {PS_PA_ANY6, PS_PA_LO, 1},         {PS_PA_ANY6, PS_PA_ANY4, 1},
-        {PS_PA_ANY6_V6ONLY, PS_PA_LO, 0},  {PS_PA_LO6, PS_PA_LO, 0},
-        {PS_PA_LO6, PS_PA_ANY4, 0},        {PS_PA_LO6, PS_PA_ANY6_V6ONLY, 1},
-        {PS_PA_MAPPED, PS_PA_LO, 1},       {PS_PA_MAPPED, PS_PA_LO2, 0},
-        {PS_PA_MAPPED, PS_PA_ANY6, 1},     {PS_PA_MAPPED, PS_PA_ANY6_V6ONLY, 0},
-        {PS_PA_ANY6, PS_PA_ANY6_V6ONLY, 1}, {PS_PA_MCAST, PS_PA_ANY4, 1},
-        {PS_PA_MCAST, PS_PA_BCAST, 0},     {PS_PA_BCAST, PS_PA_BCAST, 1},
+        {PS_PA_LO, PS_PA_LO, 1},
+        {PS_PA_LO, PS_PA_LO2, 0},
+        {PS_PA_ANY4, PS_PA_LO, 1},
+        {PS_PA_ANY4, PS_PA_ANY6_V6ONLY, 0},
+        {PS_PA_ANY6, PS_PA_LO, 1},
+        {PS_PA_ANY6, PS_PA_ANY4, 1},
+        {PS_PA_ANY6_V6ONLY, PS_PA_LO, 0},
+        {PS_PA_LO6, PS_PA_LO, 0},
+        {PS_PA_LO6, PS_PA_ANY4, 0},
+        {PS_PA_LO6, PS_PA_ANY6_V6ONLY, 1},
+        {PS_PA_MAPPED, PS_PA_LO, 1},
+        {PS_PA_MAPPED, PS_PA_LO2, 0},
+        {PS_PA_MAPPED, PS_PA_ANY6, 1},
+        {PS_PA_MAPPED, PS_PA_ANY6_V6ONLY, 0},
+        {PS_PA_ANY6, PS_PA_ANY6_V6ONLY, 1},
+        {PS_PA_MCAST, PS_PA_ANY4, 1},
+        {PS_PA_MCAST, PS_PA_BCAST, 0},
+        {PS_PA_BCAST, PS_PA_BCAST, 1},
     };
     size_t i;
 
@@ -67,8 +76,8 @@ static void test_rules_tcp(void **state)
     (void)state;
     expect(mk(PS_PROBE_TCP, PS_PROBE_LISTENING, PS_PA_LO, 0, PS_PA_LO, 0, 0), EADDRINUSE,
            PS_PROBE_NA, "listens");
-    expect(mk(PS_PROBE_TCP, PS_PROBE_BOUND, PS_PA_LO, 0, PS_PA_LO, 0, 0), EADDRINUSE,
-           PS_PROBE_NA, "neither");
+    expect(mk(PS_PROBE_TCP, PS_PROBE_BOUND, PS_PA_LO, 0, PS_PA_LO, 0, 0), EADDRINUSE, PS_PROBE_NA,
+           "neither");
     expect(mk(PS_PROBE_TCP, PS_PROBE_LISTENING, PS_PA_LO, A, PS_PA_LO, A, 0), EADDRINUSE,
            PS_PROBE_NA, "listens");
     expect(mk(PS_PROBE_TCP, PS_PROBE_LISTENING, PS_PA_LO, P, PS_PA_LO, P, 0), 0, 0,
@@ -78,11 +87,11 @@ static void test_rules_tcp(void **state)
     expect(mk(PS_PROBE_TCP, PS_PROBE_LISTENING, PS_PA_LO, 0, PS_PA_LO2, 0, 0), 0, 0,
            "do not overlap");
     expect(mk(PS_PROBE_TCP, PS_PROBE_BOUND, PS_PA_LO, A, PS_PA_LO, A, 1), 0, 0, "not listening");
-    expect(mk(PS_PROBE_TCP, PS_PROBE_BOUND, PS_PA_LO, A, PS_PA_LO, 0, 0), EADDRINUSE,
-           PS_PROBE_NA, "only one");
+    expect(mk(PS_PROBE_TCP, PS_PROBE_BOUND, PS_PA_LO, A, PS_PA_LO, 0, 0), EADDRINUSE, PS_PROBE_NA,
+           "only one");
     expect(mk(PS_PROBE_TCP, PS_PROBE_TIME_WAIT, PS_PA_LO, A, PS_PA_LO, A, 0), 0, 0, "TIME_WAIT");
-    expect(mk(PS_PROBE_TCP, PS_PROBE_ACCEPTED_TIME_WAIT, PS_PA_LO, 0, PS_PA_ANY4, 0, 0),
-           EADDRINUSE, PS_PROBE_NA, "TIME_WAIT");
+    expect(mk(PS_PROBE_TCP, PS_PROBE_ACCEPTED_TIME_WAIT, PS_PA_LO, 0, PS_PA_ANY4, 0, 0), EADDRINUSE,
+           PS_PROBE_NA, "TIME_WAIT");
     expect(mk(PS_PROBE_TCP, PS_PROBE_TIME_WAIT, PS_PA_LO, P, PS_PA_LO, P, 1), EADDRINUSE,
            PS_PROBE_NA, "same effective UID");
     expect(mk(PS_PROBE_TCP, PS_PROBE_LISTENING, PS_PA_ANY6_V6ONLY, 0, PS_PA_ANY4, 0, 0), 0, 0,
@@ -97,12 +106,11 @@ static void test_rules_udp(void **state)
     /* UDP never listens: no listen expected even when the bind is */
     expect(mk(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_MCAST, A, PS_PA_MCAST, A, 0), 0, PS_PROBE_NA,
            "multicast");
-    expect(mk(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_LO, A, PS_PA_LO, A, 1), 0, PS_PROBE_NA,
-           "UDP");
+    expect(mk(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_LO, A, PS_PA_LO, A, 1), 0, PS_PROBE_NA, "UDP");
     expect(mk(PS_PROBE_UDP, PS_PROBE_CONNECTED, PS_PA_LO, P, PS_PA_LO, P, 1), EADDRINUSE,
            PS_PROBE_NA, "same effective UID");
-    expect(mk(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_LO, P, PS_PA_ANY4, 0, 0), EADDRINUSE,
-           PS_PROBE_NA, "including the first");
+    expect(mk(PS_PROBE_UDP, PS_PROBE_BOUND, PS_PA_LO, P, PS_PA_ANY4, 0, 0), EADDRINUSE, PS_PROBE_NA,
+           "including the first");
 }
 
 static void test_agreement_and_findings(void **state)
@@ -224,9 +232,9 @@ static void test_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_overlap),    cmocka_unit_test(test_rules_tcp),
-        cmocka_unit_test(test_rules_udp),  cmocka_unit_test(test_agreement_and_findings),
-        cmocka_unit_test(test_enumerate),  cmocka_unit_test(test_sequences),
+        cmocka_unit_test(test_overlap),   cmocka_unit_test(test_rules_tcp),
+        cmocka_unit_test(test_rules_udp), cmocka_unit_test(test_agreement_and_findings),
+        cmocka_unit_test(test_enumerate), cmocka_unit_test(test_sequences),
         cmocka_unit_test(test_names),
     };
 
