@@ -17,6 +17,23 @@ struct subcommand {
     int hidden; /* internal entry points, not listed in --help */
 };
 
+/* The options of every command at a glance; each `portshare COMMAND --help`
+ * explains them. */
+static const char synopsis[] =
+    "  portshare run [-l SPEC]... [-w N] [--mode reuseport|shared] [--user USER[:GROUP]]\n"
+    "                [--ready-timeout DUR] [--ready-delay DUR] [--drain-signal SIG]\n"
+    "                [--drain-timeout DUR] [--name NAME] [--control PATH]\n"
+    "                [--log-format text|json] -- PROGRAM [ARGS...]\n"
+    "  portshare serve [DIR] [run options] [--access-log FILE|-] [--header-timeout S]\n"
+    "                [--idle-timeout S] [--max-connections N]\n"
+    "  portshare probe [--json] [--listeners K] [--connections M] [--queued Q]\n"
+    "                [--no-netns] [--other-uid UID | --no-other-uid]\n"
+    "  portshare status [--json] [--name NAME | --control PATH]\n"
+    "  portshare reload|stop [--timeout DUR] [--name NAME | --control PATH]\n"
+    "  portshare scale N | upgrade [--name NAME | --control PATH]\n"
+    "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
+    "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
+
 static const struct subcommand commands[] = {
     /* each subcommand adds its line here, in the order --help lists them */
     {"run", cmd_run, "supervise workers of PROGRAM on shared listeners", 0},
@@ -75,8 +92,9 @@ static void usage(FILE *out)
     for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (!commands[i].hidden)
             fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'portshare COMMAND --help' describes each command's options.\n\n"
-                 "exit codes:\n"
+    fprintf(out, "\nusage:\n%s\n'portshare COMMAND --help' describes each command's options.\n\n",
+            synopsis);
+    fprintf(out, "exit codes:\n"
                  "  0  success\n"
                  "  1  the operation ran and failed (e.g. a reload was rolled back)\n"
                  "  2  bad command line: unknown option, bad listen spec or value\n"
