@@ -140,6 +140,28 @@ static void json_worker(struct out *o, const struct ps_worker *w, uint64_t now)
     put(o, "}");
 }
 
+/* "accepted=1 requests=2 active=0" (X_PORTSHARE_STATS) as a JSON object
+ * of numbers; only well-formed NAME=DIGITS pairs are kept. */
+static void json_counters(struct out *o, const char *stats)
+{
+    char name[32];
+    unsigned long long v;
+    int n, first = 1;
+
+    put(o, "{");
+    while (*stats) {
+        if (sscanf(stats, "%31[a-z_]=%llu%n", name, &v, &n) == 2) {
+            put(o, "%s\"%s\":%llu", first ? "" : ",", name, v);
+            first = 0;
+            stats += n;
+        } else {
+            stats += strcspn(stats, " ");
+        }
+        stats += strspn(stats, " ");
+    }
+    put(o, "}");
+}
+
 static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
 {
     int s;
@@ -160,6 +182,8 @@ static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
         put_json_string(o, w ? w->status : "");
         put(o, ",\"stats\":");
         put_json_string(o, w ? w->stats : "");
+        put(o, ",\"counters\":");
+        json_counters(o, w ? w->stats : "");
         put(o, ",\"next_pid\":%ld}", sl->next >= 0 ? (long)sup->workers[sl->next].pid : 0L);
     }
     put(o, "]");

@@ -45,7 +45,7 @@ done
 echo "PASS: 6 worker kills under load: $(jq .sent <<<"$RES") requests, $(jq .failed <<<"$RES") failed (the killed workers held <= $inflight), 0 refused or lost"
 
 # counters per worker reach status within a couple of seconds
-wait_until 5 bash -c "'$PORTSHARE' status --json --control '$T/web.sock' | jq -e '[.slots[].stats | select(test(\"requests=[1-9]\"))] | length == 2'" ||
+wait_until 5 bash -c "'$PORTSHARE' status --json --control '$T/web.sock' | jq -e '[.slots[].counters | select(.requests > 0 and .accepted > 0)] | length == 2'" ||
     fail "per-worker counters missing from status: $(status_json web | jq -c '[.slots[] | .stats]')"
 ctl web status | grep -q "accepted=" || fail "text status has no counters"
 SUP_SUBCMD=serve sup_start page -l 127.0.0.1:0 -w 1
