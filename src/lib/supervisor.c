@@ -695,7 +695,8 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
                 rollback(sup, why);
             } else if (sl->current == idx) {
                 sl->current = -1;
-                crashed(sup, sl, w, 0);
+                if (sl->state != S_RETIRING) /* a retiring slot is not restarted */
+                    crashed(sup, sl, w, 0);
                 drain(sup, w, "not ready in time");
             }
         }
