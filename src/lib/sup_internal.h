@@ -108,6 +108,7 @@ struct ps_sup {
     int upgrade_requested;
     int upgrade_client; /* control client that asked for the upgrade, or -1 */
     int steer_dirty;
+    int steer_warned;         /* the steering program could not be attached */
     int told_ready; /* READY=1 sent to systemd after the first start */
 };
 

@@ -248,7 +248,7 @@ static void update_steering(struct ps_sup *sup)
         serving[s] = (unsigned char)slot_serving(sup, s);
     for (g = 0; g < sup->ngroups; g++) {
         r = ps__group_steer(&sup->groups[g], serving);
-        if (r < 0)
+        if (r < 0 && !sup->steer_warned++)
             ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
                         "cannot attach the reuseport steering program: %s; connections may "
                         "queue on a socket whose worker is restarting",
