@@ -193,6 +193,7 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         {"--ready-timeout", offsetof(struct ps_sup_config, ready_timeout_ms)},
         {"--ready-delay", offsetof(struct ps_sup_config, ready_delay_ms)},
         {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
+        {"--watchdog", offsetof(struct ps_sup_config, watchdog_ms)},
     };
     const char *v;
     size_t k;

@@ -27,6 +27,8 @@ struct run_options {
     "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
     "                           drains on INT, nginx on QUIT)\n"                                   \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
+    "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
+    "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \
     "      --name NAME          supervisor name for the control socket (default: default)\n"       \
     "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"       \
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \

@@ -46,6 +46,7 @@ struct ps_worker {
     enum ps_worker_state state;
     uint64_t started_ms;  /* CLOCK_MONOTONIC */
     uint64_t ready_ms;    /* when it became ready, 0 before */
+    uint64_t ping_ms;     /* last WATCHDOG=1 (or readiness) */
     uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING: SIGKILL time */
     int killed;           /* SIGKILL sent */
     int notified;         /* sent anything on NOTIFY_SOCKET */
@@ -108,8 +109,8 @@ struct ps_sup {
     int upgrade_requested;
     int upgrade_client; /* control client that asked for the upgrade, or -1 */
     int steer_dirty;
-    int steer_warned;         /* the steering program could not be attached */
-    int told_ready; /* READY=1 sent to systemd after the first start */
+    int steer_warned; /* the steering program could not be attached */
+    int told_ready;   /* READY=1 sent to systemd after the first start */
 };
 
 uint64_t ps__now_ms(void);

@@ -35,6 +35,7 @@
 #define STABLE_UPTIME_MS 10000 /* up this long, ready or not: likewise */
 #define RETIRE_GRACE_MS  500   /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS   5000
+#define WATCHDOG_KILL_MS 2000 /* SIGABRT, then SIGKILL after this */
 
 uint64_t ps__now_ms(void)
 {
@@ -146,6 +147,13 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     snprintf(num, sizeof(num), "%u", gen);
     setenv("PORTSHARE_GENERATION", num, 1);
     setenv("NOTIFY_SOCKET", sup->notify_addr, 1);
+    if (cfg->watchdog_ms) {
+        /* sd_watchdog_enabled(3) reads these */
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->watchdog_ms * 1000ull);
+        setenv("WATCHDOG_USEC", num, 1);
+        snprintf(num, sizeof(num), "%ld", (long)getpid());
+        setenv("WATCHDOG_PID", num, 1);
+    }
     execvp(cfg->argv[0], cfg->argv);
 fail:
     err = errno;
@@ -403,7 +411,7 @@ static void became_ready(struct ps_sup *sup, struct ps_worker *w, const char *ho
     if (w->state != W_STARTING)
         return;
     w->state = W_READY;
-    w->ready_ms = ps__now_ms();
+    w->ready_ms = w->ping_ms = ps__now_ms();
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, how);
     sup->steer_dirty = 1;
@@ -449,6 +457,12 @@ static void handle_notify(struct ps_sup *sup)
             snprintf(w->stats, sizeof(w->stats), "%s", val);
         if (ps_notify_field(msg.text, "READY", val, sizeof(val)) >= 0 && !strcmp(val, "1"))
             became_ready(sup, w, "READY=1");
+        if (ps_notify_field(msg.text, "WATCHDOG", val, sizeof(val)) >= 0) {
+            if (!strcmp(val, "trigger")) /* sd_notify "WATCHDOG=trigger": fail now */
+                w->ping_ms = 0;
+            else if (!strcmp(val, "1"))
+                w->ping_ms = ps__now_ms();
+        }
     }
 }
 
@@ -669,6 +683,31 @@ static int retire_ready(struct ps_sup *sup, int s, uint64_t now)
     return 1;
 }
 
+/* A ready worker went silent for --watchdog (or asked with
+ * WATCHDOG=trigger): SIGABRT, as systemd does, for a core dump of the hang;
+ * SIGKILL shortly after; its slot restarts like after a crash. */
+static void watchdog_expired(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
+{
+    struct ps_slot *sl = &sup->slots[w->slot];
+    int idx = (int)(w - sup->workers);
+    char why[160];
+
+    snprintf(why, sizeof(why), "worker %ld of slot %d sent no WATCHDOG=1 for %u ms", (long)w->pid,
+             w->slot, sup->cfg->watchdog_ms);
+    ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
+    if (sl->next == idx) {
+        rollback(sup, why);
+    } else if (sl->current == idx) {
+        sl->current = -1;
+        if (sl->state != S_RETIRING)
+            crashed(sup, sl, w, SIGABRT);
+    }
+    w->state = W_DRAINING;
+    w->deadline_ms = now + WATCHDOG_KILL_MS;
+    kill(w->pid, SIGABRT);
+    sup->steer_dirty = 1;
+}
+
 static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 {
     struct ps_slot *sl = &sup->slots[w->slot];
@@ -700,6 +739,9 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
                 drain(sup, w, "not ready in time");
             }
         }
+    } else if (w->state == W_READY && sup->cfg->watchdog_ms &&
+               now - w->ping_ms >= sup->cfg->watchdog_ms) {
+        watchdog_expired(sup, w, now);
     } else if (w->state == W_DRAINING && !w->killed && now >= w->deadline_ms) {
         w->killed = 1;
         kill(w->pid, SIGKILL);
@@ -767,6 +809,9 @@ static int next_timeout(const struct ps_sup *sup)
          * ready worker's old ready deadline must not wake us (busy loop) */
         if (w->state != W_READY && w->deadline_ms < next)
             next = w->deadline_ms;
+        if (w->state == W_READY && sup->cfg->watchdog_ms &&
+            w->ping_ms + sup->cfg->watchdog_ms < next)
+            next = w->ping_ms + sup->cfg->watchdog_ms;
         if (w->state == W_STARTING && sup->cfg->ready_delay_ms &&
             w->started_ms + sup->cfg->ready_delay_ms < next)
             next = w->started_ms + sup->cfg->ready_delay_ms;

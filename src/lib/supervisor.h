@@ -35,6 +35,7 @@ struct ps_sup_config {
     unsigned ready_timeout_ms; /* a starting worker must be ready by then */
     unsigned ready_delay_ms;   /* 0: READY=1 only; else also ready after this long alive */
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
+    unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
     char name[64];
     char control_path[108];

@@ -254,6 +254,7 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
         w->deadline_ms = b;
         w->killed = x;
         w->notified = y;
+        w->ping_ms = ps__now_ms(); /* the watchdog period starts anew */
         if (idx >= sup->nworkers)
             sup->nworkers = idx + 1;
         return 0;
