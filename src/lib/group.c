@@ -65,65 +65,28 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
     return 0;
 }
 
-/* The group's address as /proc/net/{tcp,udp}[6] prints it: raw 32-bit words
- * in host byte order, in hex. */
-static void proc_net_address(const struct ps_group *g, char *out, size_t len)
+struct member_search {
+    char want[40];                          /* our address, as /proc/net prints it */
+    unsigned long ours[PS_SUP_MAX_WORKERS]; /* inodes of our own sockets */
+    int nours;
+    int foreign;
+    unsigned long first; /* the first foreign inode */
+};
+
+static int count_foreign(const struct ps__proc_sock *sock, void *ctx)
 {
-    const unsigned char *raw;
-    size_t n, i;
+    struct member_search *m = ctx;
+    int k;
 
-    if (g->spec.addr.ss_family == AF_INET) {
-        raw = (const unsigned char *)&((const struct sockaddr_in *)&g->spec.addr)->sin_addr;
-        n = 4;
-    } else {
-        raw = (const unsigned char *)&((const struct sockaddr_in6 *)&g->spec.addr)->sin6_addr;
-        n = 16;
-    }
-    out[0] = '\0';
-    for (i = 0; i < n && 2 * i + 8 < len; i += 4) {
-        uint32_t w;
-        memcpy(&w, raw + i, 4);
-        snprintf(out + 2 * i, len - 2 * i, "%08X", w);
-    }
-}
-
-/* Inodes of every socket bound to exactly the group's address and port, in
- * the state that holds a port (LISTEN for TCP, any for UDP), from /proc/net.
- * Only an exact match joins a reuseport group. */
-static int port_inodes(const struct ps_group *g, unsigned long *inodes, int cap)
-{
-    char want[40];
-    const char *files[2];
-    int n = 0, tcp = g->spec.proto == PS_PROTO_TCP;
-    size_t i;
-
-    proc_net_address(g, want, sizeof(want));
-    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
-    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
-    for (i = 0; i < 2; i++) {
-        char line[512], local[64];
-        unsigned state, port;
-        unsigned long ino;
-        FILE *f = fopen(files[i], "re");
-        if (!f)
-            continue;
-        while (fgets(line, sizeof(line), f) && n < cap) {
-            char *colon;
-            if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*d %*d %lu", local, &state, &ino) != 3)
-                continue;
-            colon = strchr(local, ':');
-            if (!colon)
-                continue;
-            *colon = '\0';
-            if (strcmp(local, want) != 0)
-                continue;
-            port = (unsigned)strtoul(colon + 1, NULL, 16);
-            if (port == g->spec.port && (!tcp || state == 0x0A) && ino)
-                inodes[n++] = ino;
-        }
-        fclose(f);
-    }
-    return n;
+    /* only an exact address match joins a reuseport group */
+    if (strcmp(sock->hexaddr, m->want) != 0)
+        return 0;
+    for (k = 0; k < m->nours; k++)
+        if (m->ours[k] == sock->inode)
+            return 0;
+    if (!m->foreign++)
+        m->first = sock->inode;
+    return 0;
 }
 
 /*
@@ -131,26 +94,25 @@ static int port_inodes(const struct ps_group *g, unsigned long *inodes, int cap)
  * and the kernel would then hand it a share of our connections.  Refuse to
  * start on a port where another process already listens that way: the
  * owner of the port should be one supervisor.  Returns the number of
- * foreign sockets on the exact address (wildcards included).
+ * foreign sockets on the exact address, and the first one's inode.
  */
 static int foreign_members(const struct ps_group *g, unsigned long *first)
 {
-    unsigned long inodes[512];
-    int n, i, k, foreign = 0;
+    static struct member_search m; /* large; the supervisor is single-threaded */
+    int k;
 
     if (g->spec.proto == PS_PROTO_UNIX || g->shared)
         return 0;
-    n = port_inodes(g, inodes, (int)PS__ARRAY_LEN(inodes));
-    for (i = 0; i < n; i++) {
-        int ours = 0;
-        for (k = 0; k < g->nfds && !ours; k++) {
-            struct stat st;
-            ours = fstat(g->fds[k], &st) == 0 && (unsigned long)st.st_ino == inodes[i];
-        }
-        if (!ours && !foreign++)
-            *first = inodes[i];
+    memset(&m, 0, sizeof(m));
+    ps__proc_net_hex(&g->spec.addr, m.want, sizeof(m.want));
+    for (k = 0; k < g->nfds; k++) {
+        struct stat st;
+        if (fstat(g->fds[k], &st) == 0)
+            m.ours[m.nours++] = (unsigned long)st.st_ino;
     }
-    return foreign;
+    ps__proc_net_each(g->spec.proto, g->spec.port, count_foreign, &m);
+    *first = m.first;
+    return m.foreign;
 }
 
 int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)

@@ -41,6 +41,25 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
  * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
 
+/* One socket as /proc/net/{tcp,udp}[6] shows it. */
+struct ps__proc_sock {
+    char hexaddr[40];    /* local address: raw 32-bit words, host order, in hex */
+    unsigned port;       /* local port */
+    unsigned state;      /* TCP state (0x0A = LISTEN) */
+    unsigned long inode; /* the socket's inode, as in /proc/PID/fd links */
+};
+
+/*
+ * Call fn for every socket of proto (TCP: listening only) on local port in
+ * /proc/net/PROTO and /proc/net/PROTO6, until fn returns non-zero; returns
+ * that value, or 0.  One read of each file.
+ */
+int ps__proc_net_each(enum ps_proto proto, unsigned port,
+                      int (*fn)(const struct ps__proc_sock *sock, void *ctx), void *ctx);
+
+/* An address as /proc/net prints it (see struct ps__proc_sock). */
+void ps__proc_net_hex(const struct sockaddr_storage *ss, char *out, size_t len);
+
 /* The first process (lowest pid) holding socket inode in its descriptor
  * table, and its command name.  -ENOENT when none is visible.  O(processes x
  * descriptors). */

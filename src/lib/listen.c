@@ -182,29 +182,75 @@ int ps_listen_queue(int fd, unsigned *queued, unsigned *limit)
 
 /* --- who holds a port: /proc/net/{tcp,udp}[6], then /proc/PID/fd, like ss -p --- */
 
+void ps__proc_net_hex(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    const unsigned char *raw;
+    size_t n, i;
+
+    if (ss->ss_family == AF_INET6) {
+        raw = (const unsigned char *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+        n = 16;
+    } else {
+        raw = (const unsigned char *)&((const struct sockaddr_in *)ss)->sin_addr;
+        n = 4;
+    }
+    out[0] = '\0';
+    for (i = 0; i < n && 2 * i + 8 < len; i += 4) {
+        uint32_t w;
+        memcpy(&w, raw + i, 4);
+        snprintf(out + 2 * i, len - 2 * i, "%08X", w);
+    }
+}
+
+int ps__proc_net_each(enum ps_proto proto, unsigned port,
+                      int (*fn)(const struct ps__proc_sock *sock, void *ctx), void *ctx)
+{
+    const char *files[2];
+    int tcp = proto == PS_PROTO_TCP, r = 0;
+    size_t i;
+
+    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
+    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
+    for (i = 0; i < 2 && !r; i++) {
+        struct ps__proc_sock sock;
+        char line[512], local[64], *colon;
+        FILE *f = fopen(files[i], "re");
+        if (!f)
+            continue;
+        while (!r && fgets(line, sizeof(line), f)) {
+            if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*d %*d %lu", local, &sock.state,
+                       &sock.inode) != 3)
+                continue; /* the header line, or a line we do not understand */
+            colon = strchr(local, ':');
+            if (!colon || colon - local >= (long)sizeof(sock.hexaddr))
+                continue;
+            *colon = '\0';
+            sock.port = (unsigned)strtoul(colon + 1, NULL, 16);
+            if (sock.port != port || sock.inode == 0)
+                continue;
+            if (tcp && sock.state != 0x0A) /* TCP_LISTEN: other states hold no port */
+                continue;
+            strcpy(sock.hexaddr, local);
+            r = fn(&sock, ctx);
+        }
+        fclose(f);
+    }
+    return r;
+}
+
 static int hex_is_zero(const char *hex)
 {
     return hex[strspn(hex, "0")] == '\0';
 }
 
-/* /proc/net/{tcp,udp}6 print an address as raw 32-bit words in host order:
- * 8 hex digits for an IPv4 socket, 32 for an IPv6 one. */
+/* Does a socket bound to hexaddr (as /proc/net prints it: 8 hex digits for
+ * IPv4, 32 for IPv6) conflict with the spec's address? */
 static int hex_addr_matches(const char *hexaddr, const struct ps_spec *spec)
 {
     int v6 = spec->addr.ss_family == AF_INET6;
-    unsigned char raw[16];
-    size_t n = v6 ? 16 : 4, i;
     char want[40];
 
-    if (v6)
-        memcpy(raw, &((const struct sockaddr_in6 *)&spec->addr)->sin6_addr, 16);
-    else
-        memcpy(raw, &((const struct sockaddr_in *)&spec->addr)->sin_addr, 4);
-    for (i = 0; i < n; i += 4) {
-        uint32_t w;
-        memcpy(&w, raw + i, 4);
-        snprintf(want + 2 * i, sizeof(want) - 2 * i, "%08X", w);
-    }
+    ps__proc_net_hex(&spec->addr, want, sizeof(want));
     /* same family: a wildcard on either side conflicts with anything */
     if ((strlen(hexaddr) == 32) == v6)
         return hex_is_zero(hexaddr) || hex_is_zero(want) || !strcmp(hexaddr, want);
@@ -217,39 +263,19 @@ static int hex_addr_matches(const char *hexaddr, const struct ps_spec *spec)
                                     (hex_is_zero(want) || !strcmp(hexaddr + 24, want)));
 }
 
-/* Find the inode of a socket bound to the spec's port in one /proc/net file. */
-static unsigned long find_inode(const char *file, const struct ps_spec *spec, int tcp)
-{
-    char line[512], local[64];
-    unsigned long inode = 0, ino;
-    unsigned port, state;
-    FILE *f = fopen(file, "re");
+struct owner_search {
+    const struct ps_spec *spec;
+    unsigned long inode;
+};
 
-    if (!f)
+static int first_conflicting(const struct ps__proc_sock *sock, void *ctx)
+{
+    struct owner_search *search = ctx;
+
+    if (!hex_addr_matches(sock->hexaddr, search->spec))
         return 0;
-    if (!fgets(line, sizeof(line), f)) /* header */
-        goto out;
-    while (fgets(line, sizeof(line), f)) {
-        char *colon;
-        if (sscanf(line, "%*d: %63s %*s %x %*s %*s %*s %*d %*d %lu", local, &state, &ino) != 3)
-            continue;
-        colon = strchr(local, ':');
-        if (!colon)
-            continue;
-        *colon = '\0';
-        port = (unsigned)strtoul(colon + 1, NULL, 16);
-        if (port != spec->port || ino == 0)
-            continue;
-        if (tcp && state != 0x0A) /* TCP_LISTEN */
-            continue;
-        if (hex_addr_matches(local, spec)) {
-            inode = ino;
-            break;
-        }
-    }
-out:
-    fclose(f);
-    return inode;
+    search->inode = sock->inode;
+    return 1;
 }
 
 static int pid_holds_inode(const char *pid, unsigned long inode)
@@ -314,19 +340,12 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
 
 int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t commlen)
 {
-    const char *files[2];
-    unsigned long inode = 0;
-    int tcp = spec->proto == PS_PROTO_TCP;
-    size_t i;
+    struct owner_search search = {spec, 0};
 
     if (spec->proto == PS_PROTO_UNIX)
         return -ENOENT;
-    files[0] = tcp ? "/proc/net/tcp" : "/proc/net/udp";
-    files[1] = tcp ? "/proc/net/tcp6" : "/proc/net/udp6";
-    /* an IPv4 spec can collide with a dual-stack IPv6 socket and vice versa */
-    for (i = 0; i < 2 && !inode; i++)
-        inode = find_inode(files[i], spec, tcp);
-    if (!inode)
+    /* both files: an IPv4 spec can collide with a dual-stack IPv6 socket */
+    if (!ps__proc_net_each(spec->proto, spec->port, first_conflicting, &search))
         return -ENOENT;
-    return ps__inode_owner(inode, pid, comm, commlen);
+    return ps__inode_owner(search.inode, pid, comm, commlen);
 }
