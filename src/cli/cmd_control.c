@@ -3,6 +3,7 @@
  * running supervisor over its control socket.
  */
 #include "cli.h"
+#include "run_options.h"
 #include "supervisor.h"
 
 #include <errno.h>
@@ -30,8 +31,6 @@ static const char control_usage[] =
     "                   stop, 10s otherwise)\n"
     "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
     "answers at the control socket (or it refused us).\n";
-
-int run_parse_duration(const char *text, unsigned *ms);
 
 int cmd_control(int argc, char **argv)
 {

@@ -4,7 +4,7 @@
 # (a stand-in supervisor: 127.0.0.1:0 passed as fd 3 by the systemd
 # protocol, sd_notify messages logged), builds a small document root, and
 # cleans up by process id on exit.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 : "${PORTSHARE:?PORTSHARE must name the portshare binary}"
 : "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
@@ -12,13 +12,7 @@ T=$(mktemp -d /tmp/ps-http.XXXXXX)
 WWW=$T/www
 LAUNCH_PIDS=()
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-skip() { echo "SKIP: $*" >&2; exit 77; }
-ok() { echo "ok - $*"; }
-
-for tool in curl socat; do
-    command -v $tool >/dev/null || skip "$tool is not installed"
-done
+need curl socat
 
 cleanup() {
     local p
@@ -29,17 +23,6 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-# wait_until SECONDS COMMAND...: poll until COMMAND succeeds
-wait_until() {
-    local end=$(( $(now_ms) + $1 * 1000 )); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$(now_ms)" -lt $end ] || return 1
-        sleep 0.02
-    done
-}
 
 # A document root: files, a directory with and without index.html, a
 # symlink out of it (to $T/secret), a big file for slow downloads.

@@ -3,7 +3,7 @@
 # Starts the real `portshare run` on 127.0.0.1:0 with a private control
 # socket, learns the port from its "listening on" log line, drives load
 # with tests/tools/loadgen, and cleans up everything on exit.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 : "${PORTSHARE:?PORTSHARE must name the portshare binary}"
 : "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
@@ -12,9 +12,6 @@ TESTWORKER=$PS_TOOLS/testworker
 T=$(mktemp -d /tmp/ps-test.XXXXXX)
 SUP_PIDS=()
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-skip() { echo "SKIP: $*" >&2; exit 77; }
-note() { echo "# $*" >&2; }
 
 # descendants PID: every process below PID, by pid
 descendants() {
@@ -42,25 +39,13 @@ cleanup() {
         [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
     done
     # a sanitizer report from the supervisor or a worker fails the test
-    if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' "$T"/*.log 2>/dev/null; then
-        grep -h -A30 -E 'Sanitizer|runtime error:' "$T"/*.log | head -60 >&2
-        echo "FAIL: sanitizer report (above)" >&2
+    if sanitizer_report "$T"; then
         rc=1
     fi
     rm -rf "$T"
     exit $rc
 }
 trap cleanup EXIT
-
-# wait_until SECONDS COMMAND...: poll until COMMAND succeeds
-wait_until() {
-    local limit=$1; shift
-    local end=$(( $(date +%s%N) / 1000000 + limit * 1000 ))
-    until "$@" >/dev/null 2>&1; do
-        [ $(( $(date +%s%N) / 1000000 )) -lt $end ] || return 1
-        sleep 0.05
-    done
-}
 
 # sup_start NAME [run options...] -- PROGRAM ARGS: starts a supervisor
 # (the binary $SUP_BIN when set, else $PORTSHARE; `portshare serve` when

@@ -6,16 +6,10 @@
 # its rate; bench_distribution counts every connection.  The bench targets
 # are not part of `all`, so this builds them in the current build directory
 # (under ASan+UBSan in the sanitizer build).
-set -euo pipefail
+. "$(dirname "$0")/common.sh"
 
 : "${PS_BUILD_DIR:?PS_BUILD_DIR must name the build directory}"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-skip() { echo "SKIP: $*" >&2; exit 77; }
-ok() { echo "ok - $*"; }
-
-for tool in curl socat; do
-    command -v $tool >/dev/null || skip "$tool is not installed"
-done
+need curl socat
 
 T=$(mktemp -d /tmp/ps-benchtools.XXXXXX)
 PIDS=()

@@ -7,7 +7,7 @@
 # curl/socat talk to it on loopback.  Every counter the supervisor tests
 # rely on is shown able to count (failures, timeouts, bad statuses), not
 # only to stay at zero.
-set -euo pipefail
+. "$(dirname "$0")/common.sh"
 
 : "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
 LOADGEN=$PS_TOOLS/loadgen
@@ -15,20 +15,15 @@ WORKER=$PS_TOOLS/testworker
 T=$(mktemp -d /tmp/ps-tools.XXXXXX)
 PIDS=()
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
-for tool in systemd-socket-activate curl jq socat; do
-    command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed" >&2; exit 77; }
-done
+need systemd-socket-activate curl jq socat
 
 cleanup() {
     local p rc=$?
     for p in "${PIDS[@]:-}"; do
         [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
     done
-    if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' "$T"/*.log 2>/dev/null; then
-        grep -h -A30 -E 'Sanitizer|runtime error:' "$T"/*.log | head -60 >&2
-        echo "FAIL: sanitizer report (above)" >&2
+    if sanitizer_report "$T"; then
         rc=1
     fi
     rm -rf "$T"
