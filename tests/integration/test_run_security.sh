@@ -13,9 +13,13 @@ as_nobody() { setpriv --reuid="$NOBODY" --regid="$(id -g nobody)" --clear-groups
 # the control socket lives in a directory anyone may enter, so the peer
 # credential check itself is what refuses the other uid
 mkdir -p "$T/pub" && chmod 0755 "$T" "$T/pub"
+# the binaries too: the build tree may sit under a directory that uid
+# nobody cannot enter (a 0700 mktemp clone, a home directory)
+install -m 0755 "$TESTWORKER" "$T/pub/testworker"
+install -m 0755 "$PORTSHARE" "$T/pub/portshare"
 cat >"$T/dumper.sh" <<EOS
 #!/bin/sh
-exec "$TESTWORKER" --dump "$T/pub/dump.\$PORTSHARE_SLOT"
+exec "$T/pub/testworker" --dump "$T/pub/dump.\$PORTSHARE_SLOT"
 EOS
 chmod 0755 "$T/dumper.sh"
 chmod 0777 "$T/pub"
@@ -29,7 +33,7 @@ mode=$(stat -c %a "$T/pub/sec.sock")
 [ "$mode" = 600 ] || fail "control socket mode is $mode, expected 600"
 # another uid: even with the file opened up, the supervisor checks SO_PEERCRED
 chmod 0666 "$T/pub/sec.sock"
-rc=0; out=$(as_nobody "$PORTSHARE" status --control "$T/pub/sec.sock" 2>&1) || rc=$?
+rc=0; out=$(as_nobody "$T/pub/portshare" status --control "$T/pub/sec.sock" 2>&1) || rc=$?
 [ "$rc" = 4 ] || fail "another uid got exit $rc from the control socket: $out"
 echo "$out" | grep -q "permission denied" || fail "refusal does not say why: $out"
 grep -q control_refused "$T/sec.log" || fail "refusal not logged"
