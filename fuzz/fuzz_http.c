@@ -12,7 +12,7 @@
  * range inside the file, "Connection: close" and no keep-alive after a
  * framing error, and never a byte of the file outside the root.
  */
-#include "http.h"
+#include "http_internal.h"
 
 #include <ftw.h>
 #include <stdint.h>

@@ -9,7 +9,7 @@
  * same address (the round trip the supervisor relies on when it prints a
  * spec into status output and reads it back).
  */
-#include "internal.h"
+#include "core.h"
 
 #include <netinet/in.h>
 #include <stdint.h>

@@ -24,6 +24,14 @@ extern "C" {
 
 #define PS_VERSION "0.1.0"
 
+/* Marks the library's API: libportshare.so is built with
+ * -fvisibility=hidden and exports exactly the functions marked so. */
+#if defined(__GNUC__) && defined(PS_BUILDING_LIBRARY)
+#define PS_EXTERN __attribute__((visibility("default")))
+#else
+#define PS_EXTERN
+#endif
+
 /* ------------------------------------------------------------------------
  * Listen specs
  *
@@ -75,15 +83,15 @@ struct ps_spec {
  * returns -EINVAL (syntax), -ENAMETOOLONG, or -EADDRNOTAVAIL (name did not
  * resolve) and writes one line naming the wrong part into err.
  */
-int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errlen);
+PS_EXTERN int ps_spec_parse(const char *text, struct ps_spec *spec, char *err, size_t errlen);
 
 /* Format the (resolved) address of a spec as a canonical spec string such as
  * "tcp://127.0.0.1:8080", "udp://[::1]:53" or "unix:/run/x.sock". */
-int ps_spec_format(const struct ps_spec *spec, char *buf, size_t len);
+PS_EXTERN int ps_spec_format(const struct ps_spec *spec, char *buf, size_t len);
 
 /* Format any socket address the same way ("tcp://[::1]:80"). */
-int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype, char *buf,
-                       size_t len);
+PS_EXTERN int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype,
+                                 char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
  * Listeners
@@ -99,7 +107,7 @@ int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int socktype,
  * close-on-exec.  Returns the descriptor or -errno.  A unix socket path that
  * exists and is a socket nobody listens on is removed first (stale).
  */
-int ps_listen_open(const struct ps_spec *spec, int flags);
+PS_EXTERN int ps_listen_open(const struct ps_spec *spec, int flags);
 
 /*
  * Open the n sockets of a reuseport group (n >= 1) into fds[0..n-1].  When
@@ -107,7 +115,7 @@ int ps_listen_open(const struct ps_spec *spec, int flags);
  * back into spec so that the others (and later additions) join the same
  * group.  On failure nothing stays open and -errno is returned.
  */
-int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags);
+PS_EXTERN int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags);
 
 /*
  * Who holds a local address: scans /proc/net/{tcp,tcp6,udp,udp6} for a socket
@@ -116,14 +124,14 @@ int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags);
  * process holds it (another user's process without privileges, or
  * TIME_WAIT).  O(processes x descriptors).
  */
-int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t commlen);
+PS_EXTERN int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t commlen);
 
 /*
  * The accept-queue length and its limit of a listening TCP socket, read
  * with TCP_INFO (tcpi_unacked / tcpi_sacked mean exactly that on a
  * listener).  Returns -EOPNOTSUPP for sockets that are not TCP listeners.
  */
-int ps_listen_queue(int fd, unsigned *queued, unsigned *limit);
+PS_EXTERN int ps_listen_queue(int fd, unsigned *queued, unsigned *limit);
 
 /* ------------------------------------------------------------------------
  * Socket activation: the systemd LISTEN_FDS protocol (sd_listen_fds(3))
@@ -140,7 +148,7 @@ int ps_listen_queue(int fd, unsigned *queued, unsigned *limit);
  * close-on-exec already.  Uses setenv(), so call it only in a child of a
  * single-threaded parent.
  */
-int ps_activation_apply(const int *fds, int n, const char *const *names);
+PS_EXTERN int ps_activation_apply(const int *fds, int n, const char *const *names);
 
 /*
  * Receiving side, compatible with sd_listen_fds(): returns how many
@@ -153,15 +161,15 @@ int ps_activation_apply(const int *fds, int n, const char *const *names);
  * "unknown" (systemd says "unknown" when LISTEN_FDNAMES is unset, and
  * refuses a count that does not match; we accept it and fill in).
  */
-int ps_listen_fds(int unset_env, char ***names);
-void ps_listen_names_free(char **names);
+PS_EXTERN int ps_listen_fds(int unset_env, char ***names);
+PS_EXTERN void ps_listen_names_free(char **names);
 
 /*
  * Check that fd is a socket of the given family (AF_UNSPEC: any), type
  * (0: any) and, when listening >= 0, whether it listens.  Returns 1 when it
  * matches, 0 when not, -errno on error (like sd_is_socket()).
  */
-int ps_is_socket(int fd, int family, int type, int listening);
+PS_EXTERN int ps_is_socket(int fd, int family, int type, int listening);
 
 /* ------------------------------------------------------------------------
  * Descriptor passing (SCM_RIGHTS)
@@ -170,7 +178,7 @@ int ps_is_socket(int fd, int family, int type, int listening);
 #define PS_FDPASS_MAX 253 /* SCM_MAX_FD */
 
 /* Send n descriptors with len bytes of data (len >= 1) in one message. */
-int ps_fd_send(int sock, const int *fds, int n, const void *data, size_t len);
+PS_EXTERN int ps_fd_send(int sock, const int *fds, int n, const void *data, size_t len);
 
 /*
  * Receive one message that must carry exactly expected descriptors (stored
@@ -179,7 +187,7 @@ int ps_fd_send(int sock, const int *fds, int n, const void *data, size_t len);
  * -EBADMSG and every descriptor that did arrive is closed.  0 means the
  * peer closed the connection.
  */
-ssize_t ps_fd_recv(int sock, int *fds, int expected, void *data, size_t cap);
+PS_EXTERN ssize_t ps_fd_recv(int sock, int *fds, int expected, void *data, size_t cap);
 
 /* ------------------------------------------------------------------------
  * Readiness: the sd_notify protocol
@@ -191,17 +199,17 @@ ssize_t ps_fd_recv(int sock, int *fds, int expected, void *data, size_t cap);
  * namespace).  Returns 1 when sent, 0 when NOTIFY_SOCKET is not set, -errno
  * otherwise.
  */
-int ps_notify(const char *state);
+PS_EXTERN int ps_notify(const char *state);
 
 /* Like ps_notify() but to an explicit address instead of $NOTIFY_SOCKET. */
-int ps_notify_to(const char *address, const char *state);
+PS_EXTERN int ps_notify_to(const char *address, const char *state);
 
 /*
  * Open the receiving end: a unix datagram socket bound to address (path, or
  * @name), with SO_PASSCRED so each message carries its sender's
  * credentials.  Returns the descriptor (close-on-exec, non-blocking).
  */
-int ps_notify_listen(const char *address);
+PS_EXTERN int ps_notify_listen(const char *address);
 
 struct ps_notify_msg {
     pid_t pid; /* the sender, as the kernel vouches for it */
@@ -213,21 +221,21 @@ struct ps_notify_msg {
 
 /* Receive one message.  -EAGAIN when none is waiting; -EBADMSG when it came
  * without credentials (never trusted) or was truncated. */
-int ps_notify_recv(int fd, struct ps_notify_msg *msg);
+PS_EXTERN int ps_notify_recv(int fd, struct ps_notify_msg *msg);
 
 /*
  * Find KEY=value in a message (one assignment per line).  Copies the value
  * into val and returns its length, or -ENOENT.
  */
-int ps_notify_field(const char *text, const char *key, char *val, size_t cap);
+PS_EXTERN int ps_notify_field(const char *text, const char *key, char *val, size_t cap);
 
 /* ------------------------------------------------------------------------
  * Errors
  * ---------------------------------------------------------------------- */
 
 /* strerror() of a negative errno, and the symbolic name ("EADDRINUSE"). */
-const char *ps_strerror(int negative_errno);
-const char *ps_errno_name(int err);
+PS_EXTERN const char *ps_strerror(int negative_errno);
+PS_EXTERN const char *ps_errno_name(int err);
 
 #ifdef __cplusplus
 }

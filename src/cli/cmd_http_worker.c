@@ -5,6 +5,7 @@
  * LISTEN_FDS, and runs the library's HTTP loop until drained.
  */
 #include "cli.h"
+#include "core.h"
 #include "http.h"
 #include "portshare.h"
 
@@ -213,7 +214,7 @@ int cmd_http_worker(int argc, char **argv)
     cfg.generation = env_number("PORTSHARE_GENERATION");
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-send is an error return, not a death */
     raise_fd_limit(cfg.max_connections);
-    r = ps__http_serve(&cfg);
+    r = ps_http_serve(&cfg);
     free(fds);
     if (r < 0)
         return ps_cli_fatal(PS_EXIT_SYSTEM, "http worker: %s", ps_strerror(r));

@@ -5,7 +5,7 @@
  * protocol and state of the first socket (--json: one document).
  */
 #include "cli.h"
-#include "internal.h"
+#include "core.h"
 #include "portshare.h"
 #include "probe.h"
 

@@ -5,7 +5,7 @@
  */
 #include "ps_test.h"
 
-#include "internal.h"
+#include "core.h"
 #include "portshare.h"
 
 #include <errno.h>

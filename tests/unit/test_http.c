@@ -1,12 +1,12 @@
 /*
  * test_http.c - the HTTP worker's request -> response path without sockets
- * (http.c, http_files.c): status codes, headers, ranges, conditional
+ * (request.c, response.c, files.c): status codes, headers, ranges, conditional
  * requests, pipelining, limits, path confinement (openat2 and the
  * fallback), cache revalidation, and a parse right before an unmapped page.
  */
 #include "ps_test.h"
 
-#include "http.h"
+#include "http_internal.h"
 
 #include <errno.h>
 #include <ftw.h>

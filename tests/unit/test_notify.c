@@ -4,7 +4,7 @@
  */
 #include "ps_test.h"
 
-#include "internal.h"
+#include "core.h"
 #include "portshare.h"
 
 #include <errno.h>

@@ -4,7 +4,7 @@
  */
 #include "ps_test.h"
 
-#include "probe.h"
+#include "probe_internal.h"
 
 #include <errno.h>
 

@@ -1,15 +1,16 @@
 /*
  * probe.h - `portshare probe`: real bind/listen experiments on pairs of
  * sockets, the documented rules they are compared with, and the features of
- * this kernel around SO_REUSEPORT.  Private to the library and the CLI.
+ * this kernel around SO_REUSEPORT.  The probe layer's interface to the CLI;
+ * its modules share probe_internal.h.
  *
  * Layout: probe.c runs everything (in a forked child, as root inside a
- * private network namespace), probe_cases.c enumerates and performs the
- * two-socket experiments and the multi-step sequences, probe_model.c holds
- * the documented rules (and the sequences' expected results),
- * probe_features.c the feature checks, the spread and the reset-on-close
- * measurement.  Nothing here prints: results are plain structures the CLI
- * formats.
+ * private network namespace), cases.c enumerates and performs the
+ * two-socket experiments and the multi-step sequences, model.c holds the
+ * documented rules (and the sequences' expected results), features.c the
+ * feature checks, the spread and the reset-on-close measurement, sockets.c
+ * the socket helpers they share, helper.c the other-UID helper process.
+ * Nothing here prints: results are plain structures the CLI formats.
  */
 #ifndef PS_PROBE_H
 #define PS_PROBE_H
@@ -79,7 +80,7 @@ struct ps_probe_case {
     unsigned char rule; /* which rule decided: ps_probe_why() */
 };
 
-/* ---- the documented rules (probe_model.c, pure logic) ------------------ */
+/* ---- the documented rules (model.c, pure logic) ------------------ */
 
 /* 1 when a socket bound to a and one bound to b (same port) claim an address
  * in common by the documented rules: a wildcard covers its family, [::]
@@ -230,62 +231,5 @@ struct ps_probe_result {
  * child.  Returns 0 or -errno (fork/pipe failure, the child died).
  */
 int ps_probe_run(const struct ps_probe_opts *opts, struct ps_probe_result *res);
-
-/* ---- library-internal (probe_*.c) ---------------------------------------- */
-
-/* Fill cases[0..] with every experiment to run, without results; returns the
- * count (at most cap).  With other_uid, also the other-UID cases.  Pure. */
-int ps__probe_enumerate(struct ps_probe_case *cases, int cap, int other_uid);
-
-/* Open a socket of addr's family for proto with opts and IPV6_V6ONLY as the
- * address says, and 1 s send/receive timeouts.  fd or -errno. */
-int ps__probe_socket(int proto, enum ps_probe_addr a, int opts);
-
-/* Build the sockaddr for a:port; returns its length. */
-int ps__probe_sockaddr(enum ps_probe_addr a, unsigned port, void *ss);
-
-/* The second socket of an experiment: socket, bind to a:port, listen (TCP),
- * close; the errnos land in *bind_err / *listen_err.  -errno only when the
- * socket itself could not be made (the experiment is then dropped). */
-int ps__probe_try(int proto, enum ps_probe_addr a, int opts, unsigned port, short *bind_err,
-                  short *listen_err);
-
-/* A port no socket of any address holds, for proto: 0 or -errno. */
-int ps__probe_free_port(int proto, unsigned *port);
-
-/* connect() that waits out EINTR; the socket's send timeout bounds it. */
-int ps__probe_connect(int fd, enum ps_probe_addr a, unsigned port);
-
-/* accept4() the connection from peer_port (others are aborted); bounded by
- * the listener's receive timeout.  fd or -errno. */
-int ps__probe_accept(int lfd, unsigned peer_port);
-
-/* Close with a reset (SO_LINGER 0): nothing left in TIME_WAIT.  fd < 0 is ok. */
-void ps__probe_abort(int fd);
-
-struct ps__probe_env {
-    int server4, server6; /* TCP listeners client sockets connect to, or -1 */
-    unsigned port4, port6;
-    int helper; /* SOCK_SEQPACKET to the other-UID helper, or -1 */
-};
-
-/* Run one experiment: make a fresh port, put the first socket in its state,
- * let the second bind (here, or in the other-UID helper), clean up.  0, or
- * -errno when the first socket could not be put in its state. */
-int ps__probe_case_run(const struct ps__probe_env *env, struct ps_probe_case *c);
-
-/* Run sequence s on a fresh port. */
-void ps__probe_seq_run(const struct ps_probe_seq *s, struct ps_probe_seq_result *r);
-
-/* Ask the other-UID helper to run ps__probe_try(); 0 or -errno. */
-int ps__probe_helper_try(int helper, int proto, enum ps_probe_addr a, int opts, unsigned port,
-                         short *bind_err, short *listen_err);
-
-/* Features, spread and the close experiments (probe_features.c).  The
- * spread comes first: some feature lines quote its measurements.  With
- * can_set_migrate (our own namespace) tcp_migrate_req is tried at 0 and 1. */
-void ps__probe_features(const struct ps__probe_env *env, struct ps_probe_result *res);
-void ps__probe_spread(const struct ps_probe_opts *opts, int can_set_migrate,
-                      struct ps_probe_result *res);
 
 #endif

@@ -6,7 +6,7 @@
  * pid/uid/gid as the kernel saw them: a message is attributed to a worker
  * by those credentials, never by anything it says about itself.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -65,56 +65,6 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
     return 0;
 }
 
-struct member_search {
-    char want[40];                          /* our address, as /proc/net prints it */
-    unsigned long ours[PS_SUP_MAX_WORKERS]; /* inodes of our own sockets */
-    int nours;
-    int foreign;
-    unsigned long first; /* the first foreign inode */
-};
-
-static int count_foreign(const struct ps__proc_sock *sock, void *ctx)
-{
-    struct member_search *m = ctx;
-    int k;
-
-    /* only an exact address match joins a reuseport group */
-    if (strcmp(sock->hexaddr, m->want) != 0)
-        return 0;
-    for (k = 0; k < m->nours; k++)
-        if (m->ours[k] == sock->inode)
-            return 0;
-    if (!m->foreign++)
-        m->first = sock->inode;
-    return 0;
-}
-
-/*
- * SO_REUSEPORT lets any socket of the same effective UID join our group,
- * and the kernel would then hand it a share of our connections.  Refuse to
- * start on a port where another process already listens that way: the
- * owner of the port should be one supervisor.  Returns the number of
- * foreign sockets on the exact address, and the first one's inode.
- */
-static int foreign_members(const struct ps_group *g, unsigned long *first)
-{
-    static struct member_search m; /* large; the supervisor is single-threaded */
-    int k;
-
-    if (g->spec.proto == PS_PROTO_UNIX || g->shared)
-        return 0;
-    memset(&m, 0, sizeof(m));
-    ps__proc_net_hex(&g->spec.addr, m.want, sizeof(m.want));
-    for (k = 0; k < g->nfds; k++) {
-        struct stat st;
-        if (fstat(g->fds[k], &st) == 0)
-            m.ours[m.nours++] = (unsigned long)st.st_ino;
-    }
-    ps__proc_net_each(g->spec.proto, g->spec.port, count_foreign, &m);
-    *first = m.first;
-    return m.foreign;
-}
-
 int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
 {
     char addr[160];
@@ -127,7 +77,7 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
         if (r < 0)
             goto error;
     }
-    if (foreign_members(g, &inode) > 0) {
+    if (!g->shared && ps__reuseport_foreign(&g->spec, g->fds, g->nfds, &inode) > 0) {
         pid_t pid = 0;
         char comm[64] = "";
         ps_spec_format(&g->spec, addr, sizeof(addr));

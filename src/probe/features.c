@@ -1,12 +1,11 @@
 /*
- * probe_features.c - what this kernel offers around SO_REUSEPORT, each
+ * features.c - what this kernel offers around SO_REUSEPORT, each
  * tried for real: the spread of connections over a reuseport group, what
  * closing one listener does to the connections queued in it (reset, or
  * migrated with net.ipv4.tcp_migrate_req), reuseport BPF, SO_INCOMING_CPU,
  * EPOLLEXCLUSIVE and IP_BIND_ADDRESS_NO_PORT.
  */
-#include "internal.h"
-#include "probe.h"
+#include "probe_internal.h"
 
 #include <fcntl.h>
 #include <linux/bpf.h>

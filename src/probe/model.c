@@ -1,5 +1,5 @@
 /*
- * probe_model.c - what the documentation says the kernel will do when a
+ * model.c - what the documentation says the kernel will do when a
  * second socket binds next to a first one: the "expected" column of
  * `portshare probe`.
  *
@@ -10,7 +10,7 @@
  * where the kernel goes beyond what is written.  Where it does, and we know
  * why, ps_probe_finding() says so.
  */
-#include "probe.h"
+#include "probe_internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>

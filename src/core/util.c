@@ -1,7 +1,7 @@
 /*
  * util.c - small helpers shared by the library's modules, and errno naming.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 void ps__set_error(char *err, size_t errlen, const char *fmt, ...)
@@ -20,6 +21,14 @@ void ps__set_error(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+uint64_t ps__now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void ps__close(int fd)

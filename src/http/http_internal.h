@@ -1,17 +1,17 @@
 /*
- * http.h - the built-in static HTTP/1.x worker, private API.
+ * http_internal.h - what the HTTP worker's modules share.
  *
- * Three modules, one direction of use:
- *   http_files.c   request path -> file under DIR: percent-decoding,
+ * Four modules, one direction of use:
+ *   files.c        request path -> file under DIR: percent-decoding,
  *                  normalisation, confinement (openat2 RESOLVE_BENEATH),
  *                  Content-Type, and a small cache of open files and of
  *                  small files' bytes (revalidated at most once a second).
- *   http.c         bytes -> request (Debian's http_parser, paused after each
- *                  message so pipelined requests are answered in order) and
- *                  request -> response (status line, headers, and what body
- *                  to send).  No sockets: unit tests and the fuzzer drive
- *                  exactly the code the server runs.
- *   http_server.c  the epoll loop: listeners, connections, timers, drain,
+ *   request.c      bytes -> request (Debian's http_parser, paused after each
+ *                  message so pipelined requests are answered in order).
+ *   response.c     request -> response (status line, headers, and what body
+ *                  to send).  request.c and response.c use no sockets: unit
+ *                  tests and the fuzzer drive exactly the code the server runs.
+ *   server.c       the epoll loop: listeners, connections, timers, drain,
  *                  counters, access log.
  *
  * Choices a client can observe (documented for users in the README):
@@ -31,10 +31,11 @@
  *     is 403; ".." above the root is 400;
  *   - after any 4xx caused by the request framing the connection is closed.
  */
-#ifndef PS_HTTP_H
-#define PS_HTTP_H
+#ifndef PS_HTTP_INTERNAL_H
+#define PS_HTTP_INTERNAL_H
 
-#include "internal.h"
+#include "core.h"
+#include "http.h"
 
 #include <http_parser.h>
 #include <stdint.h>
@@ -54,7 +55,7 @@ struct ps_http_counters {
     uint64_t active;   /* connections open now */
 };
 
-/* ---- http_files.c ----------------------------------------------------- */
+/* ---- files.c ----------------------------------------------------- */
 
 /* One file of the cache.  Reference counted: the cache holds one
  * reference, every response that sends from it holds one. */
@@ -84,6 +85,8 @@ struct ps_http_files;
  * up to PS_HTTP_MEM_MAX bytes each).
  */
 int ps__http_files_open(const char *root, struct ps_http_files **out);
+
+/* Close DIR and drop the cache's references (files still sending stay). */
 void ps__http_files_close(struct ps_http_files *files);
 
 /*
@@ -109,6 +112,8 @@ int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap);
  */
 int ps__http_files_get(struct ps_http_files *files, const char *path, size_t len, uint64_t now_ms,
                        struct ps_http_file **out);
+
+/* Drop one reference; the last one closes the file and frees its bytes. */
 void ps__http_file_put(struct ps_http_file *file);
 
 /* Tests only: 0 makes the cache use its fallback for kernels without
@@ -126,7 +131,7 @@ void ps__http_format_date(time_t t, char *out);
  * it is none of them. */
 int ps__http_parse_date(const char *s, size_t len, time_t *out);
 
-/* ---- http.c: requests ------------------------------------------------ */
+/* ---- request.c ------------------------------------------------ */
 
 enum ps_http_state {
     PS_HTTP_NEED_MORE = 0, /* feed more bytes */
@@ -168,7 +173,7 @@ size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len);
 /* After the response to a READY request: get ready for the next one. */
 void ps__http_req_next(struct ps_http_req *req);
 
-/* ---- http.c: responses ----------------------------------------------- */
+/* ---- response.c ----------------------------------------------- */
 
 struct ps_http_ctx {
     struct ps_http_files *files; /* NULL: serve the embedded page */
@@ -209,30 +214,5 @@ int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf
 
 /* Release what a response holds (the file reference). */
 void ps__http_resp_done(struct ps_http_resp *resp);
-
-/* ---- http_server.c ---------------------------------------------------- */
-
-struct ps_http_server_config {
-    const int *listen_fds; /* listening stream sockets (not closed by us
-                            * before draining; never shut down) */
-    int n_listen;
-    const char *root;      /* DIR, or NULL for the embedded page */
-    int header_timeout_ms; /* whole request head must arrive within */
-    int idle_timeout_ms;   /* keep-alive connection without a request */
-    int max_connections;
-    int access_log_fd;     /* -1: no access log */
-    long slot, generation; /* for the page; -1 when unknown */
-};
-
-/*
- * Serve until SIGTERM or SIGINT, then drain: close the listeners, finish
- * the responses in flight, close idle connections, return 0 when none is
- * left.  Blocks SIGTERM and SIGINT in the calling thread and reads them
- * from a signalfd; the caller should ignore SIGPIPE.  Sends READY=1,
- * STOPPING=1 and, at most once a second when they changed,
- * "X_PORTSHARE_STATS=accepted=N requests=N active=N" to $NOTIFY_SOCKET.
- * Returns 0, or -errno when it could not start (root not a directory...).
- */
-int ps__http_serve(const struct ps_http_server_config *cfg);
 
 #endif

@@ -17,13 +17,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -36,28 +34,6 @@
 #define RETIRE_GRACE_MS  500   /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS   5000
 #define WATCHDOG_KILL_MS 2000 /* SIGABRT, then SIGKILL after this */
-
-uint64_t ps__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
-                 ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    if (!sup->cfg->log)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    sup->cfg->log(sup->cfg->log_ctx, level, event, msg);
-}
 
 /* Tell systemd (when we run under it) how we are: READY=1, RELOADING=1... */
 static void tell_systemd(struct ps_sup *sup, const char *state)
@@ -87,128 +63,6 @@ static const char *exit_text(int status, char *buf, size_t len)
     else
         snprintf(buf, len, "status 0x%x", status);
     return buf;
-}
-
-/* ---- spawning ---------------------------------------------------------- */
-
-static int free_worker_entry(struct ps_sup *sup)
-{
-    int i;
-
-    for (i = 0; i < (int)PS__ARRAY_LEN(sup->workers); i++)
-        if (sup->workers[i].pid == 0) {
-            if (i >= sup->nworkers)
-                sup->nworkers = i + 1;
-            return i;
-        }
-    return -EAGAIN;
-}
-
-/* In the child, between fork and exec: never returns.  Only the listener
- * copies of this slot survive the exec; everything else is close-on-exec. */
-static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent, int errpipe)
-{
-    struct ps_sup_config *cfg = sup->cfg;
-    const char *names[PS_SUP_MAX_LISTENERS];
-    int fds[PS_SUP_MAX_LISTENERS];
-    char num[32];
-    sigset_t all;
-    int g, err;
-
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    setpgid(0, 0); /* a terminal's ^C reaches the supervisor only, which drains us */
-    /* keep the error pipe out of the 3.. range the listeners will take */
-    errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + sup->ngroups);
-    if (errpipe < 0)
-        _exit(127);
-    if (cfg->drop_privileges) {
-        if ((cfg->user[0] ? initgroups(cfg->user, cfg->gid) : setgroups(0, NULL)) < 0 ||
-            setgid(cfg->gid) < 0 || setuid(cfg->uid) < 0)
-            goto fail;
-    }
-    /* after the uid change, which clears it; then make sure the parent did
-     * not die before it took effect */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent)
-        _exit(0);
-    for (g = 0; g < sup->ngroups; g++) {
-        fds[g] = ps__group_fd(&sup->groups[g], slot);
-        names[g] = sup->groups[g].spec.name[0] ? sup->groups[g].spec.name : "unknown";
-    }
-    err = ps_activation_apply(fds, sup->ngroups, names);
-    if (err < 0) {
-        errno = -err;
-        goto fail;
-    }
-    snprintf(num, sizeof(num), "%d", slot);
-    setenv("PORTSHARE_SLOT", num, 1);
-    snprintf(num, sizeof(num), "%u", gen);
-    setenv("PORTSHARE_GENERATION", num, 1);
-    setenv("NOTIFY_SOCKET", sup->notify_addr, 1);
-    if (cfg->watchdog_ms) {
-        /* sd_watchdog_enabled(3) reads these */
-        snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->watchdog_ms * 1000ull);
-        setenv("WATCHDOG_USEC", num, 1);
-        snprintf(num, sizeof(num), "%ld", (long)getpid());
-        setenv("WATCHDOG_PID", num, 1);
-    }
-    execvp(cfg->argv[0], cfg->argv);
-fail:
-    err = errno;
-    if (write(errpipe, &err, sizeof(err)) < 0) {
-        /* the parent then sees a worker that exits with 127 */
-    }
-    _exit(127);
-}
-
-/*
- * Start a worker for slot in generation gen.  Returns its index in
- * sup->workers, or -errno; an exec failure is reported synchronously (the
- * child writes errno into a close-on-exec pipe), so "program not found"
- * never looks like a crash.
- */
-static int spawn(struct ps_sup *sup, int slot, unsigned gen)
-{
-    int idx = free_worker_entry(sup), pipefd[2], err = 0;
-    struct ps_worker *w;
-    ssize_t n;
-    pid_t pid;
-
-    if (idx < 0)
-        return idx;
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return ps__neg_errno();
-    pid = fork();
-    if (pid < 0) {
-        err = ps__neg_errno();
-        ps__close(pipefd[0]);
-        ps__close(pipefd[1]);
-        return err;
-    }
-    if (pid == 0)
-        child_exec(sup, slot, gen, getppid(), pipefd[1]);
-    ps__close(pipefd[1]);
-    do
-        n = read(pipefd[0], &err, sizeof(err));
-    while (n < 0 && errno == EINTR);
-    ps__close(pipefd[0]);
-    if (n == (ssize_t)sizeof(err)) {
-        waitpid(pid, NULL, 0);
-        return -err;
-    }
-    w = &sup->workers[idx];
-    memset(w, 0, sizeof(*w));
-    w->pid = pid;
-    w->slot = slot;
-    w->generation = gen;
-    w->state = W_STARTING;
-    w->started_ms = ps__now_ms();
-    w->deadline_ms = w->started_ms + sup->cfg->ready_timeout_ms;
-    ps__sup_log(sup, PS_LOG_INFO, "worker_started", "worker %ld started in slot %d (generation %u)",
-                (long)pid, slot, gen);
-    return idx;
 }
 
 static void drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
@@ -378,7 +232,7 @@ static void start_reload(struct ps_sup *sup)
         struct ps_slot *sl = &sup->slots[s];
         if (sl->state == S_RETIRING)
             continue;
-        idx = spawn(sup, s, sup->next_generation);
+        idx = ps__sup_spawn(sup, s, sup->next_generation);
         if (idx < 0) {
             snprintf(why, sizeof(why), "cannot start %s: %s", sup->cfg->argv[0], ps_strerror(idx));
             rollback(sup, why);
@@ -758,7 +612,7 @@ static void slot_timers(struct ps_sup *sup, int s, uint64_t now)
     int idx;
 
     if (sl->state == S_BACKOFF && now >= sl->backoff_until && sl->next < 0 && !sup->stopping) {
-        idx = spawn(sup, s, sup->generation);
+        idx = ps__sup_spawn(sup, s, sup->generation);
         if (idx < 0) {
             struct ps_worker fake = {
                 .pid = 0, .slot = s, .generation = sup->generation, .started_ms = now};
@@ -982,7 +836,7 @@ static int start_workers(struct ps_sup *sup, char *err, size_t errlen)
         struct ps_slot *sl = &sup->slots[s];
         memset(sl, 0, sizeof(*sl));
         sl->next = -1;
-        idx = spawn(sup, s, sup->generation);
+        idx = ps__sup_spawn(sup, s, sup->generation);
         if (idx < 0) {
             ps__set_error(err, errlen, "cannot execute %s: %s", sup->cfg->argv[0],
                           ps_strerror(idx));

@@ -11,7 +11,7 @@
  *    bound gets every connection, so a group does not balance: callers
  *    must use one shared socket (ps__os_reuseport_balances() says 0).
  */
-#include "internal.h"
+#include "core.h"
 
 #include <sys/socket.h>
 

@@ -1,5 +1,5 @@
 /*
- * http_server.c - the HTTP worker's event loop: one epoll over the
+ * server.c - the HTTP worker's event loop: one epoll over the
  * inherited listeners, the connections, and a signalfd.
  *
  * Cost model of the hot path (keep-alive, cached small file): per request
@@ -16,7 +16,7 @@
  * each is a list kept sorted by appending: arming, moving and expiring are
  * O(1), and the loop's epoll_wait timeout is the earliest list head.
  */
-#include "http.h"
+#include "http_internal.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -865,7 +865,7 @@ static void teardown(struct server *s)
     free(s->log);
 }
 
-int ps__http_serve(const struct ps_http_server_config *cfg)
+int ps_http_serve(const struct ps_http_server_config *cfg)
 {
     struct server s;
     sigset_t mask, old;

@@ -1,5 +1,5 @@
 /*
- * probe_cases.c - the two-socket experiments of `portshare probe`: which
+ * cases.c - the two-socket experiments of `portshare probe`: which
  * ones to run, and how to put the first socket into each state for real
  * (a listener, a connection, TIME_WAIT from an active close...).
  *
@@ -8,8 +8,7 @@
  * socket of any address holds, TIME_WAIT leftovers of earlier experiments
  * included.  So experiments never see each other.
  */
-#include "internal.h"
-#include "probe.h"
+#include "probe_internal.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -128,192 +127,6 @@ int ps__probe_enumerate(struct ps_probe_case *cases, int cap, int other_uid)
     return n;
 }
 
-/* ---- sockets ---------------------------------------------------------------- */
-
-int ps__probe_sockaddr(enum ps_probe_addr a, unsigned port, void *ss)
-{
-    const struct ps_probe_addr_info *ai = ps_probe_addr_info(a);
-
-    memset(ss, 0, sizeof(struct sockaddr_storage));
-    if (ai->family == AF_INET) {
-        struct sockaddr_in *sin = ss;
-
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((unsigned short)port);
-        inet_pton(AF_INET, ai->text, &sin->sin_addr);
-        return (int)sizeof(*sin);
-    } else {
-        struct sockaddr_in6 *sin6 = ss;
-
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((unsigned short)port);
-        inet_pton(AF_INET6, ai->text, &sin6->sin6_addr);
-        return (int)sizeof(*sin6);
-    }
-}
-
-static int set_int(int fd, int level, int name, int value)
-{
-    return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? ps__neg_errno() : 0;
-}
-
-int ps__probe_socket(int proto, enum ps_probe_addr a, int opts)
-{
-    const struct ps_probe_addr_info *ai = ps_probe_addr_info(a);
-    int type = (proto == PS_PROBE_TCP ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC;
-    struct timeval tv = {1, 0}; /* every blocking call below is bounded */
-    int fd, r = 0;
-
-    fd = socket(ai->family, type, 0);
-    if (fd < 0)
-        return ps__neg_errno();
-    if (opts & PS_PROBE_REUSEADDR)
-        r = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    if (r == 0 && (opts & PS_PROBE_REUSEPORT))
-        r = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
-    if (r == 0 && ai->v6only >= 0)
-        r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, ai->v6only);
-    if (r == 0 && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-                   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0))
-        r = ps__neg_errno();
-    if (r < 0)
-        goto fail;
-    return fd;
-fail:
-    ps__close(fd);
-    return r;
-}
-
-static int bind_to(int fd, enum ps_probe_addr a, unsigned port)
-{
-    struct sockaddr_storage ss;
-    int len = ps__probe_sockaddr(a, port, &ss);
-
-    return bind(fd, (struct sockaddr *)&ss, (socklen_t)len) < 0 ? ps__neg_errno() : 0;
-}
-
-static int local_port(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return ps__neg_errno();
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-int ps__probe_free_port(int proto, unsigned *port)
-{
-    enum ps_probe_addr wild = PS_PA_ANY6;
-    int fd, r;
-
-    fd = ps__probe_socket(proto, wild, 0);
-    if (fd == -EAFNOSUPPORT) { /* no IPv6: the IPv4 wildcard is all there is */
-        wild = PS_PA_ANY4;
-        fd = ps__probe_socket(proto, wild, 0);
-    }
-    if (fd < 0)
-        return fd;
-    r = bind_to(fd, wild, 0);
-    if (r == 0)
-        r = local_port(fd);
-    ps__close(fd);
-    if (r < 0)
-        return r;
-    *port = (unsigned)r;
-    return 0;
-}
-
-int ps__probe_try(int proto, enum ps_probe_addr a, int opts, unsigned port, short *bind_err,
-                  short *listen_err)
-{
-    int fd = ps__probe_socket(proto, a, opts), r;
-
-    if (fd < 0)
-        return fd;
-    r = bind_to(fd, a, port);
-    *bind_err = (short)-r;
-    *listen_err = PS_PROBE_NA;
-    if (r == 0 && proto == PS_PROBE_TCP)
-        *listen_err = listen(fd, 16) < 0 ? (short)errno : 0;
-    ps__close(fd);
-    return 0;
-}
-
-/* ---- connections ------------------------------------------------------------- */
-
-int ps__probe_connect(int fd, enum ps_probe_addr a, unsigned port)
-{
-    struct sockaddr_storage ss;
-    int len = ps__probe_sockaddr(a, port, &ss), err = 0;
-    socklen_t elen = sizeof(err);
-    struct pollfd pfd = {fd, POLLOUT, 0};
-
-    if (connect(fd, (struct sockaddr *)&ss, (socklen_t)len) == 0)
-        return 0;
-    if (errno != EINTR && errno != EINPROGRESS)
-        return ps__neg_errno();
-    /* interrupted: the handshake goes on, wait for its outcome */
-    while (poll(&pfd, 1, 1000) < 0)
-        if (errno != EINTR)
-            return ps__neg_errno();
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
-        return ps__neg_errno();
-    return err ? -err : 0;
-}
-
-/* Accept the connection whose client has local port peer_port; others that
- * may be queued (left by a failed experiment) are aborted. */
-int ps__probe_accept(int lfd, unsigned peer_port)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int fd, p;
-
-    for (;;) {
-        len = sizeof(ss);
-        fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
-        if (fd < 0 && errno == EINTR)
-            continue;
-        if (fd < 0)
-            return errno == EAGAIN ? -ETIMEDOUT : ps__neg_errno();
-        p = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                     : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        if ((unsigned)p == peer_port)
-            return fd;
-        ps__probe_abort(fd);
-    }
-}
-
-/* Read until the peer's FIN: after it, a socket that already sent its own
- * FIN is in TIME_WAIT.  Bounded by the socket's 1 s receive timeout. */
-static int wait_eof(int fd)
-{
-    char buf[64];
-    ssize_t n;
-
-    for (;;) {
-        n = read(fd, buf, sizeof(buf));
-        if (n == 0)
-            return 0;
-        if (n < 0 && errno != EINTR)
-            return errno == EAGAIN ? -ETIMEDOUT : ps__neg_errno();
-    }
-}
-
-/* Close with a reset instead of a FIN: no TIME_WAIT left behind. */
-void ps__probe_abort(int fd)
-{
-    struct linger lg = {1, 0};
-
-    if (fd < 0)
-        return;
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    ps__close(fd);
-}
-
 /* ---- the first socket, in its state --------------------------------------- */
 
 struct first {
@@ -343,7 +156,7 @@ static int client(const struct ps__probe_env *env, const struct ps_probe_case *c
     f->fd[0] = ps__probe_socket(c->proto, c->first_addr, c->first_opts);
     if (f->fd[0] < 0)
         return f->fd[0];
-    r = bind_to(f->fd[0], c->first_addr, port);
+    r = ps__probe_bind(f->fd[0], c->first_addr, port);
     server_for(env, c->first_addr, &lfd, &to, &sport);
     if (r == 0 && c->proto == PS_PROBE_UDP) /* no peer needed: the discard port */
         return ps__probe_connect(f->fd[0], to, 9);
@@ -363,11 +176,11 @@ static int client_time_wait(const struct ps__probe_env *env, const struct ps_pro
     if (r == 0 && shutdown(f->fd[0], SHUT_WR) < 0)
         r = ps__neg_errno();
     if (r == 0)
-        r = wait_eof(f->fd[1]);
+        r = ps__probe_wait_eof(f->fd[1]);
     if (r == 0) {
         ps__close(f->fd[1]);
         f->fd[1] = -1;
-        r = wait_eof(f->fd[0]); /* the server's FIN arrived: TIME_WAIT now */
+        r = ps__probe_wait_eof(f->fd[0]); /* the server's FIN arrived: TIME_WAIT now */
     }
     if (r == 0) {
         ps__close(f->fd[0]);
@@ -385,7 +198,7 @@ static int accepted(const struct ps_probe_case *c, unsigned port, struct first *
     lfd = ps__probe_socket(PS_PROBE_TCP, c->first_addr, c->first_opts);
     if (lfd < 0)
         return lfd;
-    r = bind_to(lfd, c->first_addr, port);
+    r = ps__probe_bind(lfd, c->first_addr, port);
     if (r == 0 && listen(lfd, 16) < 0)
         r = ps__neg_errno();
     if (r == 0)
@@ -393,7 +206,7 @@ static int accepted(const struct ps_probe_case *c, unsigned port, struct first *
     if (r >= 0)
         r = ps__probe_connect(f->fd[1], c->first_addr, port);
     if (r == 0)
-        r = local_port(f->fd[1]);
+        r = ps__probe_local_port(f->fd[1]);
     if (r >= 0)
         r = f->fd[0] = ps__probe_accept(lfd, (unsigned)r);
     ps__close(lfd);
@@ -408,11 +221,11 @@ static int accepted_time_wait(const struct ps_probe_case *c, unsigned port, stru
     if (r == 0 && shutdown(f->fd[0], SHUT_WR) < 0)
         r = ps__neg_errno();
     if (r == 0)
-        r = wait_eof(f->fd[1]);
+        r = ps__probe_wait_eof(f->fd[1]);
     if (r == 0) {
         ps__close(f->fd[1]);
         f->fd[1] = -1;
-        r = wait_eof(f->fd[0]);
+        r = ps__probe_wait_eof(f->fd[0]);
     }
     if (r == 0) {
         ps__close(f->fd[0]);
@@ -439,7 +252,7 @@ static int make_first(const struct ps__probe_env *env, const struct ps_probe_cas
         f->fd[0] = ps__probe_socket(c->proto, c->first_addr, c->first_opts);
         if (f->fd[0] < 0)
             return f->fd[0];
-        r = bind_to(f->fd[0], c->first_addr, port);
+        r = ps__probe_bind(f->fd[0], c->first_addr, port);
         if (r == 0 && c->state == PS_PROBE_LISTENING && listen(f->fd[0], 16) < 0)
             r = ps__neg_errno();
         return r;
@@ -475,11 +288,11 @@ static int seq_step(int fd, const struct ps_probe_seq_step *st, unsigned port)
 {
     switch (st->op) {
     case PS_SEQ_BIND:
-        return bind_to(fd, st->addr, port);
+        return ps__probe_bind(fd, st->addr, port);
     case PS_SEQ_LISTEN:
         return listen(fd, 16) < 0 ? ps__neg_errno() : 0;
     default:
-        return set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+        return ps__probe_set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
     }
 }
 

@@ -4,7 +4,7 @@
  * The parser works on a private copy of the text, allocates nothing, and
  * names the part of the spec that is wrong in its error line.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

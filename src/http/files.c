@@ -1,5 +1,5 @@
 /*
- * http_files.c - from a request path to a file under DIR, and a small
+ * files.c - from a request path to a file under DIR, and a small
  * cache of the files found.
  *
  * Confinement is done twice over: the path is normalised lexically first
@@ -15,7 +15,7 @@
  * the file system at most once a second (one fstatat), which bounds how
  * long a changed file can be served stale.
  */
-#include "http.h"
+#include "http_internal.h"
 
 #include <fcntl.h>
 #include <limits.h>

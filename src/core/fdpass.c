@@ -3,7 +3,7 @@
  * socket.  The receiver insists on exactly the number it expects and never
  * leaks a surplus descriptor (as skalibs' ancil functions do).
  */
-#include "internal.h"
+#include "core.h"
 
 #include <string.h>
 #include <sys/socket.h>

@@ -6,7 +6,7 @@
  * that programs written for sd_listen_fds(3) (lighttpd, gunicorn, ...) run
  * unchanged.  Receiving: the same checks as sd_listen_fds().
  */
-#include "internal.h"
+#include "core.h"
 
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,15 +1,19 @@
 /*
- * internal.h - helpers shared by libportshare's modules.  Not installed.
- * Internal non-static names carry the ps__ prefix.
+ * core.h - the core's private header: helpers shared by libportshare's
+ * modules and by the layers built on it (supervisor, HTTP worker, probe).
+ * Not installed.  Internal non-static names carry the ps__ prefix; they are
+ * hidden in libportshare.so (-fvisibility=hidden) and reach the layers above
+ * only through the static archive the portshare binary links.
  */
-#ifndef PS_INTERNAL_H
-#define PS_INTERNAL_H
+#ifndef PS_CORE_H
+#define PS_CORE_H
 
 #include "portshare.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PS__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -25,6 +29,9 @@ void ps__set_error(char *err, size_t errlen, const char *fmt, ...)
 
 /* close() that keeps errno and ignores EINTR (Linux always frees the fd). */
 void ps__close(int fd);
+
+/* CLOCK_MONOTONIC in milliseconds: the one clock every timer uses. */
+uint64_t ps__now_ms(void);
 
 /* Parse a decimal integer in [min, max]; the whole string must be a number. */
 int ps__parse_long(const char *s, long min, long max, long *out);
@@ -65,11 +72,29 @@ void ps__proc_net_hex(const struct sockaddr_storage *ss, char *out, size_t len);
  * descriptors). */
 int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen);
 
+/* The most sockets one reuseport group can have (one per worker slot). */
+#define PS__GROUP_MAX 1024
+
+/*
+ * How many TCP/UDP sockets bound to exactly spec's address and port are not
+ * among fds[0..n-1] (a reuseport group's own sockets): another process of
+ * the same uid that joined the group would silently get a share of its
+ * connections.  *first gets the first such socket's inode (for
+ * ps__inode_owner).  0 for unix specs; -E2BIG when n > PS__GROUP_MAX.
+ * One read of /proc/net/PROTO{,6}.
+ */
+int ps__reuseport_foreign(const struct ps_spec *spec, const int *fds, int n, unsigned long *first);
+
 /*
  * Platform layer (os_linux.c): the few places where what a socket option
  * does differs by operating system.  Returns 0 or -errno.
  */
-int ps__os_set_reuseport(int fd);    /* load-balancing reuseport */
-int ps__os_reuseport_balances(void); /* 1 if the group balances */
+/* Set the option that makes a load-balancing reuseport group here
+ * (SO_REUSEPORT on Linux, SO_REUSEPORT_LB on FreeBSD). */
+int ps__os_set_reuseport(int fd);
+
+/* 1 if a reuseport group balances new connections on this OS, else 0
+ * (macOS, OpenBSD: the last socket gets them all; use shared mode). */
+int ps__os_reuseport_balances(void);
 
 #endif

@@ -1,0 +1,181 @@
+/*
+ * listen.c - listening sockets: one socket, or a SO_REUSEPORT group of them.
+ *
+ * Option order matters: SO_REUSEADDR and SO_REUSEPORT must be set before
+ * bind(2) (man 7 socket), IPV6_V6ONLY too (man 7 ipv6), and all sockets of a
+ * reuseport group must belong to the same effective UID, so groups are
+ * created before any privilege drop.
+ */
+#include "core.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int setopt_int(int fd, int level, int name, int value)
+{
+    if (setsockopt(fd, level, name, &value, sizeof(value)) < 0)
+        return ps__neg_errno();
+    return 0;
+}
+
+/* A path that is a socket with no listener behind it is left over from a
+ * process that died; remove it so bind() can succeed.  A live one stays and
+ * bind() reports EADDRINUSE. */
+static void remove_stale_unix(const struct ps_spec *spec)
+{
+    struct stat st;
+    int probe;
+
+    if (spec->host[0] == '@' || lstat(spec->host, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return;
+    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return;
+    if (connect(probe, (const struct sockaddr *)&spec->addr, spec->addrlen) < 0 &&
+        errno == ECONNREFUSED)
+        unlink(spec->host);
+    ps__close(probe);
+}
+
+static int socket_type(const struct ps_spec *spec)
+{
+    return spec->proto == PS_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
+}
+
+static int configure(int fd, const struct ps_spec *spec, int flags)
+{
+    int family = spec->addr.ss_family;
+    int r;
+
+    if (family == AF_UNIX)
+        return 0;
+    if (spec->proto == PS_PROTO_TCP) {
+        /* restart while old connections sit in TIME_WAIT */
+        r = setopt_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        if (r < 0)
+            return r;
+    }
+    if (spec->reuse == PS_REUSE_PORT && !(flags & PS_LISTEN_NO_REUSEPORT)) {
+        r = ps__os_set_reuseport(fd);
+        if (r < 0)
+            return r;
+    }
+    if (family == AF_INET6) {
+        r = setopt_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, spec->v6only ? 1 : 0);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int ps_listen_open(const struct ps_spec *spec, int flags)
+{
+    int type = socket_type(spec) | SOCK_CLOEXEC;
+    mode_t old_umask = 0;
+    int fd, r;
+
+    if (flags & PS_LISTEN_NONBLOCK)
+        type |= SOCK_NONBLOCK;
+    fd = socket(spec->addr.ss_family, type, 0);
+    if (fd < 0)
+        return ps__neg_errno();
+    r = configure(fd, spec, flags);
+    if (r < 0)
+        goto error;
+    if (spec->proto == PS_PROTO_UNIX) {
+        remove_stale_unix(spec);
+        if (spec->unix_mode)
+            old_umask = umask(0777 & ~spec->unix_mode);
+    }
+    r = bind(fd, (const struct sockaddr *)&spec->addr, spec->addrlen);
+    if (spec->proto == PS_PROTO_UNIX && spec->unix_mode)
+        umask(old_umask);
+    if (r < 0) {
+        r = ps__neg_errno();
+        goto error;
+    }
+    if (spec->proto != PS_PROTO_UDP && listen(fd, spec->backlog) < 0) {
+        r = ps__neg_errno();
+        goto error;
+    }
+    return fd;
+
+error:
+    ps__close(fd);
+    return r;
+}
+
+/* Write the port the kernel picked back into the spec. */
+static int learn_port(int fd, struct ps_spec *spec)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return ps__neg_errno();
+    if (ss.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&spec->addr)->sin_port = ((struct sockaddr_in *)&ss)->sin_port;
+        spec->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&spec->addr)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
+        spec->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return 0;
+}
+
+int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags)
+{
+    int i, r;
+
+    if (n < 1)
+        return -EINVAL;
+    if (n > 1 && spec->reuse != PS_REUSE_PORT)
+        return -EINVAL;
+    for (i = 0; i < n; i++)
+        fds[i] = -1;
+    for (i = 0; i < n; i++) {
+        fds[i] = ps_listen_open(spec, flags);
+        if (fds[i] < 0) {
+            r = fds[i];
+            goto error;
+        }
+        if (i == 0 && spec->proto != PS_PROTO_UNIX && spec->port == 0) {
+            r = learn_port(fds[0], spec);
+            if (r < 0)
+                goto error;
+        }
+    }
+    return 0;
+
+error:
+    for (i = 0; i < n; i++) {
+        ps__close(fds[i]);
+        fds[i] = -1;
+    }
+    return r;
+}
+
+int ps_listen_queue(int fd, unsigned *queued, unsigned *limit)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return errno == ENOPROTOOPT || errno == EOPNOTSUPP ? -EOPNOTSUPP : ps__neg_errno();
+    if (ti.tcpi_state != TCP_LISTEN)
+        return -EOPNOTSUPP;
+    /* For listeners, tcp_get_info() reports the accept queue in
+     * tcpi_unacked and the backlog in tcpi_sacked (since Linux 2.6.x). */
+    *queued = ti.tcpi_unacked;
+    *limit = ti.tcpi_sacked;
+    return 0;
+}

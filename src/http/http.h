@@ -1,0 +1,32 @@
+/*
+ * http.h - the built-in static HTTP/1.x worker (`portshare http-worker`),
+ * as the CLI sees it: one call that serves inherited listeners until
+ * drained.  The modules behind it share http_internal.h.
+ */
+#ifndef PS_HTTP_H
+#define PS_HTTP_H
+
+struct ps_http_server_config {
+    const int *listen_fds; /* listening stream sockets (not closed by us
+                            * before draining; never shut down) */
+    int n_listen;
+    const char *root;      /* DIR, or NULL for the embedded page */
+    int header_timeout_ms; /* whole request head must arrive within */
+    int idle_timeout_ms;   /* keep-alive connection without a request */
+    int max_connections;
+    int access_log_fd;     /* -1: no access log */
+    long slot, generation; /* for the page; -1 when unknown */
+};
+
+/*
+ * Serve until SIGTERM or SIGINT, then drain: close the listeners, finish
+ * the responses in flight, close idle connections, return 0 when none is
+ * left.  Blocks SIGTERM and SIGINT in the calling thread and reads them
+ * from a signalfd; the caller should ignore SIGPIPE.  Sends READY=1,
+ * STOPPING=1 and, at most once a second when they changed,
+ * "X_PORTSHARE_STATS=accepted=N requests=N active=N" to $NOTIFY_SOCKET.
+ * Returns 0, or -errno when it could not start (root not a directory...).
+ */
+int ps_http_serve(const struct ps_http_server_config *cfg);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+ * request.c - bytes in, HTTP/1.x requests out; no sockets.
+ *
+ * Parsing is Debian's http_parser, driven by callbacks that copy the few
+ * things we need (target, Host seen, If-Modified-Since, Range, If-Range)
+ * into the connection's request and are paused at the end of each message:
+ * whatever follows is the next pipelined request, handed back unparsed so
+ * that responses go out in request order.  Limits are checked in the
+ * callbacks, so nothing grows with the input.
+ */
+#include "http_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+enum header_kind { H_NONE, H_NAME, H_OTHER, H_HOST, H_IMS, H_RANGE, H_IF_RANGE };
+
+/* ---- parser callbacks ------------------------------------------------------ */
+
+static struct ps_http_req *req_of(http_parser *p)
+{
+    return (struct ps_http_req *)p->data;
+}
+
+/* Stop the parser with a status; the caller sees state PS_HTTP_ERROR. */
+static int fail(struct ps_http_req *r, int status)
+{
+    r->status = status;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct ps_http_req *r = req_of(p);
+
+    r->started = 1;
+    r->has_host = 0;
+    r->header = H_NONE;
+    r->header_bytes = r->url_len = r->name_len = 0;
+    r->ims_len = r->range_len = r->if_range_len = 0;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct ps_http_req *r = req_of(p);
+
+    if (len > PS_HTTP_URL_MAX - r->url_len)
+        return fail(r, 414);
+    memcpy(r->url + r->url_len, at, len);
+    r->url_len += len;
+    return 0;
+}
+
+static int count_header(struct ps_http_req *r, size_t len)
+{
+    r->header_bytes += len;
+    return r->header_bytes > PS_HTTP_HEADERS_MAX ? fail(r, 431) : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct ps_http_req *r = req_of(p);
+    size_t room;
+
+    if (count_header(r, len) < 0)
+        return -1;
+    if (r->header != H_NAME) { /* a new name begins */
+        r->header = H_NAME;
+        r->name_len = 0;
+    }
+    /* names longer than any we look for just stop matching */
+    room = sizeof(r->name) - r->name_len;
+    memcpy(r->name + r->name_len, at, len < room ? len : room);
+    r->name_len += len < room ? len : room;
+    return 0;
+}
+
+static enum header_kind classify(const struct ps_http_req *r)
+{
+    static const struct {
+        const char *name;
+        enum header_kind kind;
+    } wanted[] = {
+        {"host", H_HOST},
+        {"if-modified-since", H_IMS},
+        {"range", H_RANGE},
+        {"if-range", H_IF_RANGE},
+    };
+    size_t i;
+
+    for (i = 0; i < PS__ARRAY_LEN(wanted); i++)
+        if (r->name_len == strlen(wanted[i].name) &&
+            !strncasecmp(r->name, wanted[i].name, r->name_len))
+            return wanted[i].kind;
+    return H_OTHER;
+}
+
+/* Append a value piece; a value that does not fit is marked unusable
+ * (length past the buffer) rather than cut. */
+static void append_value(char *buf, size_t cap, size_t *len, const char *at, size_t n)
+{
+    if (*len > cap || n > cap - *len) {
+        *len = cap + 1;
+        return;
+    }
+    memcpy(buf + *len, at, n);
+    *len += n;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct ps_http_req *r = req_of(p);
+
+    if (count_header(r, len) < 0)
+        return -1;
+    if (r->header == H_NAME) { /* first piece of this value */
+        r->header = classify(r);
+        if (r->header == H_HOST)
+            r->has_host = 1;
+        else if (r->header == H_IMS)
+            r->ims_len = 0;
+        else if (r->header == H_RANGE)
+            r->range_len = 0;
+        else if (r->header == H_IF_RANGE)
+            r->if_range_len = 0;
+    }
+    if (r->header == H_IMS)
+        append_value(r->ims, sizeof(r->ims), &r->ims_len, at, len);
+    else if (r->header == H_RANGE)
+        append_value(r->range, sizeof(r->range), &r->range_len, at, len);
+    else if (r->header == H_IF_RANGE)
+        append_value(r->if_range, sizeof(r->if_range), &r->if_range_len, at, len);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct ps_http_req *r = req_of(p);
+
+    if (p->http_major != 1)
+        return fail(r, 505);
+    if (p->method != HTTP_GET && p->method != HTTP_HEAD)
+        return fail(r, 405);
+    if (p->http_minor >= 1 && !r->has_host)
+        return fail(r, 400); /* RFC 9112 3.2: a 1.1 request must carry Host */
+    if (p->uses_transfer_encoding || (p->flags & F_CHUNKED))
+        return fail(r, 411); /* we read no chunked bodies: send a length */
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > PS_HTTP_BODY_MAX)
+        return fail(r, 413);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct ps_http_req *r = req_of(p);
+
+    r->state = PS_HTTP_READY;
+    /* stop right after this message: the rest is the next request */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+void ps__http_req_init(struct ps_http_req *req)
+{
+    memset(req, 0, offsetof(struct ps_http_req, url));
+    http_parser_init(&req->parser, HTTP_REQUEST);
+    req->parser.data = req;
+}
+
+size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len)
+{
+    size_t n = http_parser_execute(&req->parser, &settings, buf, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&req->parser);
+
+    if (req->state == PS_HTTP_READY || err == HPE_OK)
+        return n;
+    req->state = PS_HTTP_ERROR;
+    if (!req->status)
+        req->status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+    return n;
+}
+
+void ps__http_req_next(struct ps_http_req *req)
+{
+    req->state = PS_HTTP_NEED_MORE;
+    req->started = 0;
+    req->status = 0;
+    http_parser_pause(&req->parser, 0);
+}

@@ -1,0 +1,92 @@
+/*
+ * client.c - the client side of the control socket, for `portshare status /
+ * reload / scale / stop / upgrade`: where a supervisor's socket is, and one
+ * command with its reply.  Runs in the CLI's process, never in the loop.
+ */
+#include "sup_internal.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int ps_sup_control_path(const char *name, char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+
+    if (!name || !*name || strchr(name, '/'))
+        return -EINVAL;
+    if (geteuid() == 0)
+        n = snprintf(buf, len, "/run/portshare/%s.sock", name);
+    else if (xdg && *xdg == '/')
+        n = snprintf(buf, len, "%s/portshare/%s.sock", xdg, name);
+    else
+        n = snprintf(buf, len, "/tmp/portshare-%lu/%s.sock", (unsigned long)geteuid(), name);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int ps_sup_control_call(const char *path, const char *command, int *ok, char *out, size_t cap,
+                        unsigned timeout_ms)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    size_t used = 0;
+    char line[300];
+    int fd, r;
+
+    r = ps__unix_addr(path, &ss, &len);
+    if (r < 0)
+        return r;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return ps__neg_errno();
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0)
+        goto error;
+    snprintf(line, sizeof(line), "%s\n", command);
+    /* a supervisor that refuses us answers and hangs up at once, maybe
+     * before our command arrives: read its answer even when this fails */
+    if (send(fd, line, strlen(line), MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
+        goto error;
+    out[0] = '\0';
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+        r = poll(&p, 1, timeout_ms ? (int)timeout_ms : -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0) {
+            errno = ETIMEDOUT;
+            goto error;
+        }
+        if (used + 1 >= cap)
+            break;
+        n = recv(fd, out + used, cap - used - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            goto error;
+        if (n == 0)
+            break;
+        used += (size_t)n;
+        out[used] = '\0';
+    }
+    ps__close(fd);
+    if (!strncmp(out, "ok\n", 3)) {
+        *ok = 1;
+        memmove(out, out + 3, used - 2);
+    } else if (!strncmp(out, "error\n", 6)) {
+        *ok = 0;
+        memmove(out, out + 6, used - 5);
+    } else {
+        return -EBADMSG;
+    }
+    return 0;
+
+error:
+    r = ps__neg_errno();
+    ps__close(fd);
+    return r;
+}

@@ -1,0 +1,133 @@
+/*
+ * spawn.c - starting one worker: fork, and in the child everything between
+ * fork and exec (signal mask, process group, privileges, death signal, the
+ * LISTEN_FDS hand-off, the environment).  Only the listener copies of the
+ * worker's slot survive the exec; everything else is close-on-exec.
+ */
+#include "sup_internal.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int free_worker_entry(struct ps_sup *sup)
+{
+    int i;
+
+    for (i = 0; i < (int)PS__ARRAY_LEN(sup->workers); i++)
+        if (sup->workers[i].pid == 0) {
+            if (i >= sup->nworkers)
+                sup->nworkers = i + 1;
+            return i;
+        }
+    return -EAGAIN;
+}
+
+/* In the child, between fork and exec: never returns.  Only the listener
+ * copies of this slot survive the exec; everything else is close-on-exec. */
+static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent, int errpipe)
+{
+    struct ps_sup_config *cfg = sup->cfg;
+    const char *names[PS_SUP_MAX_LISTENERS];
+    int fds[PS_SUP_MAX_LISTENERS];
+    char num[32];
+    sigset_t all;
+    int g, err;
+
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0); /* a terminal's ^C reaches the supervisor only, which drains us */
+    /* keep the error pipe out of the 3.. range the listeners will take */
+    errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + sup->ngroups);
+    if (errpipe < 0)
+        _exit(127);
+    if (cfg->drop_privileges) {
+        if ((cfg->user[0] ? initgroups(cfg->user, cfg->gid) : setgroups(0, NULL)) < 0 ||
+            setgid(cfg->gid) < 0 || setuid(cfg->uid) < 0)
+            goto fail;
+    }
+    /* after the uid change, which clears it; then make sure the parent did
+     * not die before it took effect */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(0);
+    for (g = 0; g < sup->ngroups; g++) {
+        fds[g] = ps__group_fd(&sup->groups[g], slot);
+        names[g] = sup->groups[g].spec.name[0] ? sup->groups[g].spec.name : "unknown";
+    }
+    err = ps_activation_apply(fds, sup->ngroups, names);
+    if (err < 0) {
+        errno = -err;
+        goto fail;
+    }
+    snprintf(num, sizeof(num), "%d", slot);
+    setenv("PORTSHARE_SLOT", num, 1);
+    snprintf(num, sizeof(num), "%u", gen);
+    setenv("PORTSHARE_GENERATION", num, 1);
+    setenv("NOTIFY_SOCKET", sup->notify_addr, 1);
+    if (cfg->watchdog_ms) {
+        /* sd_watchdog_enabled(3) reads these */
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->watchdog_ms * 1000ull);
+        setenv("WATCHDOG_USEC", num, 1);
+        snprintf(num, sizeof(num), "%ld", (long)getpid());
+        setenv("WATCHDOG_PID", num, 1);
+    }
+    execvp(cfg->argv[0], cfg->argv);
+fail:
+    err = errno;
+    if (write(errpipe, &err, sizeof(err)) < 0) {
+        /* the parent then sees a worker that exits with 127 */
+    }
+    _exit(127);
+}
+
+/* An exec failure is reported synchronously (the child writes errno into a
+ * close-on-exec pipe), so "program not found" never looks like a crash. */
+int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
+{
+    int idx = free_worker_entry(sup), pipefd[2], err = 0;
+    struct ps_worker *w;
+    ssize_t n;
+    pid_t pid;
+
+    if (idx < 0)
+        return idx;
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return ps__neg_errno();
+    pid = fork();
+    if (pid < 0) {
+        err = ps__neg_errno();
+        ps__close(pipefd[0]);
+        ps__close(pipefd[1]);
+        return err;
+    }
+    if (pid == 0)
+        child_exec(sup, slot, gen, getppid(), pipefd[1]);
+    ps__close(pipefd[1]);
+    do
+        n = read(pipefd[0], &err, sizeof(err));
+    while (n < 0 && errno == EINTR);
+    ps__close(pipefd[0]);
+    if (n == (ssize_t)sizeof(err)) {
+        waitpid(pid, NULL, 0);
+        return -err;
+    }
+    w = &sup->workers[idx];
+    memset(w, 0, sizeof(*w));
+    w->pid = pid;
+    w->slot = slot;
+    w->generation = gen;
+    w->state = W_STARTING;
+    w->started_ms = ps__now_ms();
+    w->deadline_ms = w->started_ms + sup->cfg->ready_timeout_ms;
+    ps__sup_log(sup, PS_LOG_INFO, "worker_started", "worker %ld started in slot %d (generation %u)",
+                (long)pid, slot, gen);
+    return idx;
+}
