@@ -287,6 +287,9 @@ static void log_line(void *ctx, enum ps_log_level level, const char *event, cons
     char when[40];
     const char *p;
 
+    /* the slot state machine's every transition: only when asked for */
+    if (level == PS_LOG_DEBUG && !getenv("PORTSHARE_DEBUG"))
+        return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -359,6 +362,8 @@ int run_supervisor(struct run_options *o)
         return ps_cli_fatal(PS_EXIT_BIND, "%s", err);
     case PS_SUP_STAGE_EXEC:
         return ps_cli_fatal(PS_EXIT_EXEC, "%s", err);
+    case PS_SUP_STAGE_CONFIG:
+        return ps_cli_fatal(PS_EXIT_USAGE, "%s", err);
     case PS_SUP_STAGE_CONTROL:
         return ps_cli_fatal(PS_EXIT_CONTROL, "%s", err);
     default:

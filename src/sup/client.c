@@ -45,6 +45,18 @@ int ps_sup_control_call(const char *path, const char *command, int *ok, char *ou
         return ps__neg_errno();
     if (connect(fd, (struct sockaddr *)&ss, len) < 0)
         goto error;
+    /* the other way round too: only our own uid or root may answer us, or a
+     * socket planted in a shared directory could tell us "stopped" */
+    {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+            goto error;
+        if (cred.uid != 0 && cred.uid != geteuid()) {
+            ps__close(fd);
+            return -EPERM;
+        }
+    }
     snprintf(line, sizeof(line), "%s\n", command);
     /* a supervisor that refuses us answers and hangs up at once, maybe
      * before our command arrives: read its answer even when this fails */

@@ -60,9 +60,34 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
             g->spec.port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
                                                          : ((struct sockaddr_in6 *)&ss)->sin6_port);
         }
+        if (!g->shared && g->spec.port) {
+            /* a socket bound to port 0 does not keep its port once it stops
+             * listening; one bound to the port by number does (ps__group_revive
+             * relies on that): take the port with a second socket, drop the first */
+            int again = ps_listen_open(&g->spec, 0);
+            if (again >= 0) {
+                ps__close(fd);
+                fd = again;
+            }
+        }
     }
+    /* listen() put it at the end of the kernel's group */
+    g->order[g->nfds] = g->nfds;
     g->fds[g->nfds++] = fd;
     return 0;
+}
+
+/* The kernel's bookkeeping when socket `slot` leaves the group: the last
+ * one moves into its place (reuseport_detach_sock). */
+static void order_leave(struct ps_group *g, int n, int slot)
+{
+    int k;
+
+    for (k = 0; k < n; k++)
+        if (g->order[k] == slot) {
+            g->order[k] = g->order[n - 1];
+            return;
+        }
 }
 
 int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
@@ -119,6 +144,7 @@ void ps__group_close_last(struct ps_group *g)
 {
     if (g->shared || g->nfds <= 1)
         return;
+    order_leave(g, g->nfds, g->nfds - 1);
     ps__close(g->fds[--g->nfds]);
     g->fds[g->nfds] = -1;
 }
@@ -150,16 +176,17 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     struct sock_filter code[3 + 2 * PS_SUP_MAX_WORKERS];
     struct sock_fprog prog;
     int idx[PS_SUP_MAX_WORKERS];
-    int n = 0, i, len = 0;
+    int n = 0, k, i, len = 0;
 
     if (!ps__group_can_steer(g) || g->nfds == 0)
         return 0;
-    for (i = 0; i < g->nfds; i++)
-        if (serving[i])
-            idx[n++] = i;
+    /* the program returns the kernel's index of a socket, not our slot */
+    for (k = 0; k < g->nfds; k++)
+        if (serving[g->order[k]])
+            idx[n++] = k;
     if (n == 0)
-        for (i = 0; i < g->nfds; i++)
-            idx[n++] = i;
+        for (k = 0; k < g->nfds; k++)
+            idx[n++] = k;
     code[len++] =
         (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
     code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n);
@@ -174,4 +201,38 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     if (setsockopt(g->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) < 0)
         return ps__neg_errno();
     return 0;
+}
+
+int ps__group_revive(struct ps_group *g, int i)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    unsigned queued, limit;
+    int type = 0, r;
+    socklen_t tlen = sizeof(type);
+
+    if (i >= g->nfds || g->spec.proto != PS_PROTO_TCP)
+        return 0;
+    r = ps_listen_queue(g->fds[i], &queued, &limit);
+    if (r == 0)
+        return 0; /* listening */
+    if (getsockopt(g->fds[i], SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_STREAM)
+        return 0;
+    /* shutdown(2) on a listener leaves it closed but still bound to our
+     * port (an explicit bind locks the port): listen() again works in place */
+    if (listen(g->fds[i], g->spec.backlog) < 0)
+        return ps__neg_errno();
+    if (getsockname(g->fds[i], (struct sockaddr *)&ss, &len) < 0 ||
+        ps_listen_queue(g->fds[i], &queued, &limit) < 0)
+        return -EIO;
+    if (ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                       : ((struct sockaddr_in *)&ss)->sin_port) != g->spec.port)
+        return -EADDRNOTAVAIL; /* it had lost its port: listening elsewhere now */
+    if (!g->shared) {
+        /* it left the kernel's group and joined again at the end */
+        order_leave(g, g->nfds, i);
+        g->order[g->nfds - 1] = i;
+    }
+    g->relistens++;
+    return 1;
 }

@@ -43,7 +43,7 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
-    setpgid(0, 0); /* a terminal's ^C reaches the supervisor only, which drains us */
+    setpgid(0, 0); /* its own group: ^C reaches the supervisor only; tree.c kills by group */
     /* keep the error pipe out of the 3.. range the listeners will take */
     errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + sup->ngroups);
     if (errpipe < 0)
@@ -54,8 +54,9 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
             goto fail;
     }
     /* after the uid change, which clears it; then make sure the parent did
-     * not die before it took effect */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+     * not die before it took effect.  SIGKILL: a worker that ignores SIGTERM
+     * must not outlive the supervisor and hold the port (tree.c). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(0);
     for (g = 0; g < sup->ngroups; g++) {
@@ -110,6 +111,9 @@ int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
     }
     if (pid == 0)
         child_exec(sup, slot, gen, getppid(), pipefd[1]);
+    /* the child does the same: whichever runs first, the group exists before
+     * anyone signals it (tree.c kills workers by group) */
+    setpgid(pid, pid);
     ps__close(pipefd[1]);
     do
         n = read(pipefd[0], &err, sizeof(err));
@@ -125,7 +129,7 @@ int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
     w->slot = slot;
     w->generation = gen;
     w->state = W_STARTING;
-    w->started_ms = ps__now_ms();
+    w->started_ms = w->ping_ms = ps__now_ms();
     w->deadline_ms = w->started_ms + sup->cfg->ready_timeout_ms;
     ps__sup_log(sup, PS_LOG_INFO, "worker_started", "worker %ld started in slot %d (generation %u)",
                 (long)pid, slot, gen);

@@ -8,31 +8,53 @@
 #include "sup_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-struct out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct out *o, const char *fmt, ...)
+void ps__buf_printf(struct ps_buf *b, const char *fmt, ...)
 {
     va_list ap;
     int n;
 
-    if (o->len + 1 >= o->cap)
+    if (b->failed)
         return;
-    va_start(ap, fmt);
-    n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        /* grow: doubling keeps a long status O(length) */
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap - b->len <= (size_t)n)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) {
+            b->failed = 1;
+            return;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
 }
 
-static void put_json_string(struct out *o, const char *s)
+void ps__buf_free(struct ps_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+#define put ps__buf_printf
+
+static void put_json_string(struct ps_buf *o, const char *s)
 {
     put(o, "\"");
     for (; *s; s++) {
@@ -47,20 +69,9 @@ static void put_json_string(struct out *o, const char *s)
     put(o, "\"");
 }
 
-static const char *worker_state_name(enum ps_worker_state s)
+static const char *slot_state_name(const struct ps_slot *sl)
 {
-    return s == W_STARTING ? "starting" : s == W_READY ? "ready" : "draining";
-}
-
-static const char *slot_state_name(const struct ps_sup *sup, const struct ps_slot *sl)
-{
-    if (sl->state == S_BACKOFF)
-        return "backing-off";
-    if (sl->state == S_RETIRING)
-        return "retiring";
-    if (sl->current < 0)
-        return "starting";
-    return worker_state_name(sup->workers[sl->current].state);
+    return ps__slot_state_name(sl->state);
 }
 
 static double seconds_since(uint64_t then_ms, uint64_t now)
@@ -74,64 +85,72 @@ static void group_address(const struct ps_group *g, char *buf, size_t len)
         snprintf(buf, len, "%s", g->spec.text);
 }
 
-void ps__status_text(struct ps_sup *sup, char *buf, size_t cap)
+void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
-    struct out o = {buf, cap, 0};
+    struct ps_buf *o = out;
     uint64_t now = ps__now_ms();
     char addr[160];
     int s, g, i;
 
-    buf[0] = '\0';
-    put(&o, "supervisor  pid %ld, up %.0f s, generation %u%s%s\n", (long)getpid(),
+    put(o, "supervisor  pid %ld, up %.0f s, generation %u%s%s\n", (long)getpid(),
         seconds_since(sup->started_ms, now), sup->generation, sup->reloading ? " (reloading)" : "",
         sup->stopping ? " (stopping)" : "");
-    put(&o, "program     %s\n", sup->cfg->argv[0]);
-    put(&o, "workers     %d (mode %s)\n", sup->target,
+    put(o, "program     %s\n", sup->cfg->argv[0]);
+    put(o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
     if (sup->reload_error[0])
-        put(&o, "last reload FAILED: %s\n", sup->reload_error);
-    put(&o, "\nSLOT  PID      STATE        GEN  UPTIME   RESTARTS  STATS / STATUS\n");
+        put(o, "last reload FAILED: %s\n", sup->reload_error);
+    put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
+        sup->nqueued ? ", more operations queued" : "");
+    if (sup->strays_killed)
+        put(o, "strays      %u process(es) that outlived their worker were killed\n",
+            sup->strays_killed);
+    put(o, "\nSLOT  PID      STATE        GEN  UPTIME   RESTARTS  STATS / STATUS\n");
     for (s = 0; s < sup->nslots; s++) {
         const struct ps_slot *sl = &sup->slots[s];
         const struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
-        put(&o, "%-5d %-8ld %-12s %-4u %-8.0f %-9u %s%s%s", s, w ? (long)w->pid : 0L,
-            slot_state_name(sup, sl), w ? w->generation : sup->generation,
+        put(o, "%-5d %-8ld %-12s %-4u %-8.0f %-9u %s%s%s", s, w ? (long)w->pid : 0L,
+            slot_state_name(sl), w ? w->generation : sup->generation,
             w ? seconds_since(w->started_ms, now) : 0.0, sl->restarts, w ? w->stats : "",
             w && w->stats[0] && w->status[0] ? " / " : "", w ? w->status : "");
-        if (sl->state == S_BACKOFF)
-            put(&o, "%u exits in a row%s, next start in %.1f s", sl->crashes,
-                sl->crashes >= 3 ? " (CRASH LOOP)" : "",
+        /* one rule for "crash loop", the same as the JSON's crash_loop */
+        if (sl->crashes >= 3)
+            put(o, " CRASH LOOP (%u failures in a row)", sl->crashes);
+        if (sl->state == SL_BACKOFF)
+            put(o, " next start in %.1f s",
                 sl->backoff_until > now ? (double)(sl->backoff_until - now) / 1000.0 : 0.0);
-        put(&o, "\n");
+        if (sl->lost)
+            put(o, " (socket stopped listening %u time(s), revived)", sl->lost);
+        put(o, "\n");
     }
     for (i = 0; i < sup->nworkers; i++) {
         const struct ps_worker *w = &sup->workers[i];
         if (!w->pid || sup->slots[w->slot].current == i)
             continue;
-        put(&o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
-            worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now), w->slot,
-            sup->slots[w->slot].next == i ? "next generation" : "old generation");
+        put(o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
+            ps__worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now),
+            w->slot, sup->slots[w->slot].next == i ? "next generation" : "old generation");
     }
-    put(&o, "\nLISTENER                                      SOCKETS  QUEUED/BACKLOG per socket\n");
+    put(o, "\nLISTENER                                      SOCKETS  QUEUED/BACKLOG per socket\n");
     for (g = 0; g < sup->ngroups; g++) {
         const struct ps_group *gr = &sup->groups[g];
         group_address(gr, addr, sizeof(addr));
-        put(&o, "%-45s %-8d", addr, gr->nfds);
+        put(o, "%-45s %-8d", addr, gr->nfds);
         for (i = 0; i < gr->nfds; i++) {
             unsigned q, lim;
             if (ps_listen_queue(gr->fds[i], &q, &lim) == 0)
-                put(&o, " %u/%u", q, lim);
+                put(o, " %u/%u", q, lim);
             else
-                put(&o, " -");
+                put(o, gr->spec.proto == PS_PROTO_TCP ? " NOT-LISTENING" : " -");
         }
-        put(&o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
+        put(o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
     }
 }
 
-static void json_worker(struct out *o, const struct ps_worker *w, uint64_t now)
+static void json_worker(struct ps_buf *o, const struct ps_worker *w, uint64_t now)
 {
     put(o, "{\"pid\":%ld,\"slot\":%d,\"generation\":%u,\"state\":\"%s\",\"uptime_s\":%.3f,",
-        (long)w->pid, w->slot, w->generation, worker_state_name(w->state),
+        (long)w->pid, w->slot, w->generation, ps__worker_state_name(w->state),
         seconds_since(w->started_ms, now));
     put(o, "\"status\":");
     put_json_string(o, w->status);
@@ -142,7 +161,7 @@ static void json_worker(struct out *o, const struct ps_worker *w, uint64_t now)
 
 /* "accepted=1 requests=2 active=0" (X_PORTSHARE_STATS) as a JSON object
  * of numbers; only well-formed NAME=DIGITS pairs are kept. */
-static void json_counters(struct out *o, const char *stats)
+static void json_counters(struct ps_buf *o, const char *stats)
 {
     char name[32];
     unsigned long long v;
@@ -162,7 +181,7 @@ static void json_counters(struct out *o, const char *stats)
     put(o, "}");
 }
 
-static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
+static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
 {
     int s;
 
@@ -171,11 +190,12 @@ static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
         const struct ps_slot *sl = &sup->slots[s];
         const struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
         put(o, "%s{\"slot\":%d,\"state\":\"%s\",\"pid\":%ld,\"generation\":%u,\"uptime_s\":%.3f,",
-            s ? "," : "", s, slot_state_name(sup, sl), w ? (long)w->pid : 0L,
+            s ? "," : "", s, slot_state_name(sl), w ? (long)w->pid : 0L,
             w ? w->generation : sup->generation, w ? seconds_since(w->started_ms, now) : 0.0);
+        put(o, "\"listener_lost\":%u,", sl->lost);
         put(o, "\"restarts\":%u,\"consecutive_exits\":%u,\"crash_loop\":%s,\"backoff_s\":%.3f,",
             sl->restarts, sl->crashes, sl->crashes >= 3 ? "true" : "false",
-            sl->state == S_BACKOFF && sl->backoff_until > now
+            sl->state == SL_BACKOFF && sl->backoff_until > now
                 ? (double)(sl->backoff_until - now) / 1000.0
                 : 0.0);
         put(o, "\"status\":");
@@ -189,7 +209,7 @@ static void json_slots(struct out *o, struct ps_sup *sup, uint64_t now)
     put(o, "]");
 }
 
-static void json_listeners(struct out *o, struct ps_sup *sup)
+static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
 {
     char addr[160];
     int g, i;
@@ -202,8 +222,8 @@ static void json_listeners(struct out *o, struct ps_sup *sup)
         put_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
         put_json_string(o, addr);
-        put(o, ",\"shared\":%s,\"inherited\":%s,\"sockets\":[", gr->shared ? "true" : "false",
-            gr->inherited ? "true" : "false");
+        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"sockets\":[",
+            gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens);
         for (i = 0; i < gr->nfds; i++) {
             unsigned q = 0, lim = 0;
             int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;
@@ -218,35 +238,36 @@ static void json_listeners(struct out *o, struct ps_sup *sup)
     put(o, "]");
 }
 
-void ps__status_json(struct ps_sup *sup, char *buf, size_t cap)
+void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
 {
-    struct out o = {buf, cap, 0};
+    struct ps_buf *o = out;
     uint64_t now = ps__now_ms();
     int i, first = 1;
 
-    buf[0] = '\0';
-    put(&o, "{\"pid\":%ld,\"name\":", (long)getpid());
-    put_json_string(&o, sup->cfg->name);
-    put(&o, ",\"program\":");
-    put_json_string(&o, sup->cfg->argv[0]);
-    put(&o, ",\"uptime_s\":%.3f,\"started\":%ld,\"generation\":%u,\"workers\":%d,",
+    put(o, "{\"pid\":%ld,\"name\":", (long)getpid());
+    put_json_string(o, sup->cfg->name);
+    put(o, ",\"program\":");
+    put_json_string(o, sup->cfg->argv[0]);
+    put(o, ",\"uptime_s\":%.3f,\"started\":%ld,\"generation\":%u,\"workers\":%d,",
         seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation, sup->target);
-    put(&o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
+    put(o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
         sup->reloading ? "true" : "false", sup->stopping ? "true" : "false");
-    put_json_string(&o, sup->reload_error);
-    put(&o, ",");
-    json_slots(&o, sup, now);
-    put(&o, ",\"other_workers\":[");
+    put_json_string(o, sup->reload_error);
+    put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
+        sup->reloads_ok, sup->reloads_failed, sup->nqueued);
+    put(o, "\"strays_killed\":%u,", sup->strays_killed);
+    json_slots(o, sup, now);
+    put(o, ",\"other_workers\":[");
     for (i = 0; i < sup->nworkers; i++) {
         const struct ps_worker *w = &sup->workers[i];
         if (!w->pid || sup->slots[w->slot].current == i)
             continue;
-        put(&o, "%s", first ? "" : ",");
-        json_worker(&o, w, now);
+        put(o, "%s", first ? "" : ",");
+        json_worker(o, w, now);
         first = 0;
     }
-    put(&o, "],");
-    json_listeners(&o, sup);
-    put(&o, "}\n");
+    put(o, "],");
+    json_listeners(o, sup);
+    put(o, "}\n");
 }

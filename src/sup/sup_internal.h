@@ -1,8 +1,17 @@
 /*
- * sup_internal.h - the supervisor's state, shared by supervisor.c (the event
- * loop and the state machine), group.c (listeners), control.c (the control
- * socket), status.c, log.c and upgrade.c (carrying the state across exec).
- * Only src/sup includes it.
+ * sup_internal.h - the supervisor's state, shared by its modules.  Only
+ * src/sup includes it (and the unit tests of the state machine).
+ *
+ *   supervisor.c  the event loop: signals, notify messages, timers, reaping
+ *   slots.c       the slot life cycle: one state x event table and its actions
+ *   ops.c         operations (reload, scale, stop, upgrade): queued and merged
+ *                 by rule, each requester answered with its own outcome
+ *   spawn.c       fork/exec of one worker
+ *   tree.c        a worker is its process tree: subreaper, strays, killing
+ *   group.c       the listening sockets of one spec, steering, dead listeners
+ *   control.c     the control socket as an event source (server side)
+ *   client.c      the control socket's client side (the CLI)
+ *   status.c      status text / JSON;  upgrade.c  re-exec in place;  log.c
  */
 #ifndef PS_SUP_INTERNAL_H
 #define PS_SUP_INTERNAL_H
@@ -12,7 +21,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
+#include <time.h>
+
+struct ps_sup;
+struct ps_client;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
@@ -22,6 +36,12 @@ struct ps_group {
     int inherited; /* received from systemd (LISTEN_FDS): never re-bound */
     int nfds;
     int fds[PS_SUP_MAX_WORKERS];
+    /* order[k]: the slot whose socket the kernel holds at index k of the
+     * reuseport group (what a CBPF program's return value means).  Kept in
+     * step with the kernel's rule: a socket joins at the end; one that
+     * leaves is replaced by the last (net/core/sock_reuseport.c). */
+    int order[PS_SUP_MAX_WORKERS];
+    unsigned relistens; /* times a dead socket of this group was revived */
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
@@ -32,8 +52,7 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen);
 /* Add sockets at the end until g has nslots (no-op when shared). */
 int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen);
 
-/* Close the last socket (scale-down); the kernel's group index of every
- * other socket stays what it was. */
+/* Close the last socket (scale-down). */
 void ps__group_close_last(struct ps_group *g);
 
 /* Close every socket of g. */
@@ -49,92 +68,267 @@ int ps__group_can_steer(const struct ps_group *g);
  * flag is set (to all when none is); 0 or -errno.  O(nfds). */
 int ps__group_steer(struct ps_group *g, const unsigned char *serving);
 
-/* ---- workers and slots ------------------------------------------------- */
+/* Socket i of g no longer listens (a holder called shutdown(2) on it, which
+ * Linux allows on a shared listener): listen(2) on it again, in place, so
+ * every copy works again.  Returns 1 when revived, 0 when it was listening,
+ * -errno when it cannot be revived (the caller then reports it). */
+int ps__group_revive(struct ps_group *g, int i);
+
+/* ---- workers ----------------------------------------------------------- */
 
 enum ps_worker_state {
     W_STARTING, /* running, not ready yet */
     W_READY,    /* serving */
-    W_DRAINING, /* got SIGTERM, finishing what it has */
+    W_DRAINING, /* asked to finish (drain signal, or said STOPPING=1) */
+    W_KILLED,   /* SIGKILL sent to its process group; waiting for the exit */
+    W_STATE_COUNT
 };
 
 struct ps_worker {
-    pid_t pid;
+    pid_t pid; /* 0: entry free */
     int slot;
     unsigned generation;
     enum ps_worker_state state;
     uint64_t started_ms;  /* CLOCK_MONOTONIC */
     uint64_t ready_ms;    /* when it became ready, 0 before */
     uint64_t ping_ms;     /* last WATCHDOG=1 (or readiness) */
-    uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING: SIGKILL time */
-    int killed;           /* SIGKILL sent */
+    uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING/KILLED: next escalation */
     int notified;         /* sent anything on NOTIFY_SOCKET */
     int hinted;           /* logged the "never sent READY=1" hint */
     char status[128];     /* last STATUS= */
     char stats[128];      /* last X_PORTSHARE_STATS= */
 };
 
+/* ---- the slot state machine (slots.c) ----------------------------------- */
+
+/*
+ * A slot is one position of the worker table: socket i of every listener,
+ * PORTSHARE_SLOT=i.  Its state is the only truth status shows; every change
+ * of it goes through ps__slot_event() and the table in slots.c.
+ */
 enum ps_slot_state {
-    S_ACTIVE,   /* has (or is starting) a worker */
-    S_BACKOFF,  /* its worker died; waiting before the next start */
-    S_RETIRING, /* scale-down: steered away, worker finishing its queue */
+    SL_BACKOFF,  /* no worker; the next one starts at backoff_until (maybe now) */
+    SL_STARTING, /* its worker runs, not ready yet: not steered to */
+    SL_READY,    /* its worker serves: steered to */
+    SL_RETIRING, /* scale-down: steered away, its worker empties the queue */
+    SL_CLOSING,  /* retired: worker draining; the socket closes when it is gone */
+    SL_STOPPING, /* the supervisor stops: worker draining */
+    SL_CLOSED,   /* gone (beyond nslots), or stopped */
+    SL_STATE_COUNT
 };
+
+enum ps_slot_event {
+    EV_START,         /* the back-off is over: start a worker */
+    EV_READY,         /* its worker is ready (READY=1, or --ready-delay) */
+    EV_STOPPING,      /* its worker said STOPPING=1: it is leaving by itself */
+    EV_EXIT,          /* its worker exited */
+    EV_READY_LATE,    /* its worker missed the ready deadline */
+    EV_WATCHDOG,      /* its ready worker missed a WATCHDOG=1 */
+    EV_RETIRE,        /* scale-down removes the slot */
+    EV_KEEP,          /* scale-up keeps a slot that was being removed */
+    EV_QUEUE_EMPTY,   /* retiring: its queue is empty (or the grace is over) */
+    EV_REPLACE,       /* a reload committed: the slot's next worker takes over */
+    EV_STOP,          /* the supervisor stops */
+    EV_LISTENER_LOST, /* its socket stopped listening (a worker's shutdown(2)) */
+    EV_COUNT
+};
+
+/* The actions of the table; each row's action runs before the slot moves to
+ * the row's state (an action may pick the documented alternative). */
+enum ps_slot_action {
+    A_IGNORE,  /* cannot happen in this state, or means nothing here */
+    A_SPAWN,   /* start a worker of the serving generation (fails: back-off) */
+    A_READY,   /* steer to it; maybe tell systemd everything is ready */
+    A_RELEASE, /* it leaves by itself: steer away, replace at once (no crash) */
+    A_CRASH,   /* count the exit, schedule the restart with back-off */
+    A_LATE,    /* drain it (not ready in time), count as a crash */
+    A_ABORT,   /* SIGABRT (watchdog), count as a crash */
+    A_RETIRE,  /* steer away; wait for its queue */
+    A_KEEP,    /* back to serving; a worker of an older generation is replaced */
+    A_DRAIN,   /* drain signal to its worker */
+    A_LOSE,    /* its worker is gone while retiring: close when idle */
+    A_SWAP,    /* drain the old worker, the next one becomes the slot's */
+    A_REVIVE,  /* listen() again on its socket, log it */
+    A_COUNT
+};
+
+struct ps_slot_transition {
+    enum ps_slot_action action;
+    enum ps_slot_state next;
+};
+
+/* The table itself (slots.c), exported for its unit test. */
+extern const struct ps_slot_transition ps__slot_table[SL_STATE_COUNT][EV_COUNT];
 
 struct ps_slot {
     enum ps_slot_state state;
     int current;            /* index into sup->workers, or -1 */
-    int next;               /* the reload generation's worker, or -1 */
-    unsigned restarts;      /* exits outside a reload, all time */
+    int next;               /* the reloading generation's worker, or -1 */
+    unsigned restarts;      /* exits of its worker outside a reload, all time */
     unsigned crashes;       /* consecutive quick exits: drives the back-off */
-    uint64_t backoff_until; /* S_BACKOFF: next start */
-    uint64_t retire_since;  /* S_RETIRING: when it was steered away */
+    uint64_t backoff_until; /* SL_BACKOFF: next start */
+    uint64_t retire_since;  /* SL_RETIRING: when it was steered away */
     int last_exit;          /* wait status of the last exit, for status */
+    unsigned lost;          /* times its socket was found not listening */
 };
 
-/* a control client waiting for an answer (reload, stop) */
+/* Feed one event to slot s; why says what caused it (for the log), status is
+ * the wait status for EV_EXIT.  Runs the table's action and sets the state.
+ * Returns the new state. */
+enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event ev, int status,
+                                  const char *why);
+
+/* Slot s comes into existence (start, scale-up): SL_BACKOFF, no worker,
+ * its first start due at once. */
+void ps__slot_open(struct ps_sup *sup, int s);
+
+/* A wait status as words: "exit code 3", "signal 6 (Aborted)". */
+const char *ps__exit_text(int status, char *buf, size_t len);
+
+/* Names, as status shows them. */
+const char *ps__slot_state_name(enum ps_slot_state st);
+const char *ps__slot_event_name(enum ps_slot_event ev);
+const char *ps__worker_state_name(enum ps_worker_state st);
+
+/* Send the drain signal to worker w (no-op unless starting or ready). */
+void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why);
+
+/* 1 when slot s gets new connections (its worker is ready). */
+int ps__slot_serving(const struct ps_sup *sup, int s);
+
+/* ---- operations (ops.c) -------------------------------------------------- */
+
+enum ps_op_kind { OP_RELOAD, OP_SCALE, OP_UPGRADE };
+
+#define PS_OP_MAX_WAITERS 32
+#define PS_OP_QUEUE_MAX   16
+
+/* A control client waiting for an operation's outcome: client index and
+ * the serial it had when it asked (a reused index is another client). */
 struct ps_waiter {
-    int fd;
-    int what; /* 'r' reload, 's' stop */
+    int client;
+    unsigned serial;
 };
 
-#define PS_SUP_MAX_WAITERS 32
-#define PS_SUP_MAX_CLIENTS 16
+struct ps_op {
+    enum ps_op_kind kind;
+    int n; /* OP_SCALE: the worker count */
+    unsigned id;
+    int nwaiters;
+    struct ps_waiter waiters[PS_OP_MAX_WAITERS];
+};
+
+/* Ask for an operation; w (may be NULL: a signal asked) is answered with its
+ * outcome.  Runs at once when nothing is in flight, else queued: a reload
+ * asked while another is queued merges into that one; a scale while one is
+ * queued replaces its count (both requesters get the outcome).  Returns 0, or
+ * -errno with err when refused outright (bad count, stopping, queue full). */
+int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct ps_waiter *w,
+                   char *err, size_t errlen);
+
+/* Stop: roll back a reload in flight, drain everything; w is answered when
+ * the supervisor is gone (or "stopped" just before).  Asked again while
+ * stopping: SIGKILL every worker tree at once. */
+void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w);
+
+/* Reload events of the next generation's worker of slot s. */
+void ps__reload_next_ready(struct ps_sup *sup, int s);
+void ps__reload_next_failed(struct ps_sup *sup, int s, const char *why);
+
+/* Run what is queued, if nothing is in flight; called by the loop. */
+void ps__op_run_queue(struct ps_sup *sup);
+
+/* Answer every waiter of the stop and of anything queued (the supervisor is
+ * going away). */
+void ps__op_finish_all(struct ps_sup *sup);
+
+/* ---- the supervisor ------------------------------------------------------- */
+
+/* What the state machine does to the world; replaced by unit tests. */
+struct ps_sup_sys {
+    /* start a worker: its index in sup->workers, or -errno */
+    int (*spawn)(struct ps_sup *sup, int slot, unsigned gen);
+    /* send sig to the worker's main process */
+    void (*signal)(struct ps_sup *sup, struct ps_worker *w, int sig);
+    /* SIGKILL the worker's whole process tree */
+    void (*kill_tree)(struct ps_sup *sup, struct ps_worker *w);
+};
+
+#define PS_SUP_MAX_CLIENTS 64
 
 struct ps_sup {
     struct ps_sup_config *cfg;
+    const struct ps_sup_sys *sys;
     struct ps_group groups[PS_SUP_MAX_LISTENERS];
     int ngroups;
     struct ps_slot slots[PS_SUP_MAX_WORKERS];
-    int nslots; /* slots that exist (active + retiring) */
+    int nslots; /* slots that exist (not closed); the highest are retiring */
     int target; /* the number of workers asked for */
     struct ps_worker workers[2 * PS_SUP_MAX_WORKERS + 64];
-    int nworkers;
+    int nworkers;             /* entries in use are below this */
     unsigned generation;      /* the serving generation */
     unsigned next_generation; /* the last generation number handed out */
-    int reloading;            /* a reload generation is starting */
+    /* operations */
+    int reloading; /* a reload generation is starting */
     uint64_t reload_deadline;
-    int reload_queued;
+    struct ps_op running; /* the reload in flight, when reloading */
+    struct ps_op queue[PS_OP_QUEUE_MAX];
+    int nqueued;
+    unsigned op_ids;
+    unsigned reloads_ok, reloads_failed;
     char reload_error[256];
     int stopping;
     uint64_t stop_deadline;
+    struct ps_waiter stop_waiters[PS_OP_MAX_WAITERS];
+    int nstop_waiters;
+    int upgrade_client; /* the client that asked for the upgrade, as carried across exec */
+    /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
+    uint64_t checked_ms; /* last check of the held sockets and strays */
     int sigfd, notify_fd, control_fd;
+    uint64_t control_paused_until; /* EMFILE on accept: stop polling it until then */
     char notify_addr[108];
-    char systemd_notify[108]; /* our own NOTIFY_SOCKET from systemd, if any */
-    int clients[PS_SUP_MAX_CLIENTS];
-    struct ps_waiter waiters[PS_SUP_MAX_WAITERS];
-    int nwaiters;
-    int upgrade_requested;
-    int upgrade_client; /* control client that asked for the upgrade, or -1 */
+    char systemd_notify[108];  /* our own NOTIFY_SOCKET from systemd, if any */
+    struct ps_client *clients; /* PS_SUP_MAX_CLIENTS of them (control.c) */
+    unsigned client_serials;
     int steer_dirty;
     int steer_warned; /* the steering program could not be attached */
     int told_ready;   /* READY=1 sent to systemd after the first start */
+    unsigned strays_killed;
+    int spawn_error; /* -errno of the last worker that could not be started */
 };
+
+/* The real world: fork/exec, kill(2). */
+extern const struct ps_sup_sys ps__sup_sys_real;
+
+/* Start sup's bookkeeping for cfg (no sockets, no processes). */
+void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg);
+
+/* Tell systemd (when we run under it) READY=1, RELOADING=1, STOPPING=1. */
+void ps__sup_tell_systemd(struct ps_sup *sup, const char *state);
+
+/* Close slots at the end that are closing and have no worker left. */
+void ps__sup_close_retired(struct ps_sup *sup);
+
+/* Workers alive (entries with a pid). */
+int ps__sup_live_workers(const struct ps_sup *sup);
 
 /* spawn.c: start a worker for slot in generation gen.  Returns its index in
  * sup->workers (state W_STARTING, ready deadline set), or -errno when it
  * could not be forked or its program not executed. */
 int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen);
+
+/* tree.c: make us the subreaper of everything our workers start. */
+int ps__tree_init(void);
+
+/* tree.c: SIGKILL worker w's process group (its tree, unless a process left it). */
+void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w);
+
+/* tree.c: end every process that was reparented to us and does not belong to
+ * a live worker (a daemonised grandchild of a worker that is gone); with all,
+ * every process reparented to us.  O(processes). */
+void ps__tree_reap_strays(struct ps_sup *sup, int all);
 
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
@@ -142,48 +336,62 @@ void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event,
 
 /* ---- control.c: the server side of the control socket ------------------ */
 
-/* Create the control socket (directory 0700, socket 0600); refuses when a
- * live supervisor answers there.  0, or -errno with err. */
+/* Create the control socket (directory owned by us and 0700, socket 0600);
+ * refuses when a live supervisor answers there.  0, or -errno with err. */
 int ps__control_open(struct ps_sup *sup, char *err, size_t errlen);
 
-/* Accept every waiting control connection. */
-void ps__control_accept(struct ps_sup *sup);
+/* Allocate the client table (also after an upgrade). */
+int ps__control_init(struct ps_sup *sup);
 
-/* Client idx sent something: read its command and run it. */
-void ps__control_client_ready(struct ps_sup *sup, int idx);
+/* Add the control descriptors to a poll set at pfd (at most
+ * 1 + PS_SUP_MAX_CLIENTS entries); returns how many were added. */
+int ps__control_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now);
 
-/* Send "ok"/"error", then body, to a control client. */
-void ps__control_reply(int fd, int ok, const char *body);
+/* Handle the poll results for the entries ps__control_poll_fill added. */
+void ps__control_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now);
 
-/* Close the control socket, every client and waiter, unlink the path. */
+/* The earliest control deadline (idle clients, EMFILE pause), or UINT64_MAX. */
+uint64_t ps__control_next_deadline(const struct ps_sup *sup);
+
+/* Queue the answer to waiter w ("ok"/"error" line, then body) and close
+ * the client once it is written.  A waiter whose client is gone is skipped. */
+void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, const char *body);
+
+/* Write what is queued, blocking for at most timeout_ms in all (before an
+ * exec or an exit, so that answers are not lost). */
+void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms);
+
+/* Close the control socket, every client, unlink the path. */
 void ps__control_close(struct ps_sup *sup);
 
-/* status.c: status as text or JSON into buf (truncated to cap). */
-void ps__status_text(struct ps_sup *sup, char *buf, size_t cap);
-void ps__status_json(struct ps_sup *sup, char *buf, size_t cap);
+/* Descriptor of a waiting client (for carrying it across an upgrade), or -1. */
+int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w);
 
-/* ---- supervisor.c: actions the control socket can ask for -------------- */
+/* Adopt a carried client descriptor after an upgrade; returns its waiter. */
+struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd);
 
-/* Start a reload, or queue one behind the reload in progress. */
-void ps__sup_request_reload(struct ps_sup *sup);
-
-/* Scale to n slots; 0, or -errno with err (bad n, stopping, bind failure). */
-int ps__sup_request_scale(struct ps_sup *sup, int n, char *err, size_t errlen);
-
-/* Drain every worker and stop; asked twice, SIGKILL them at once. */
-void ps__sup_request_stop(struct ps_sup *sup);
-
-/* Keep fd open until the operation what ('r' reload, 's' stop) ends, then
- * answer it with the outcome. */
-void ps__sup_add_waiter(struct ps_sup *sup, int fd, int what);
+/* status.c: status as text or JSON, appended to a growing buffer. */
+struct ps_buf {
+    char *data;
+    size_t len, cap;
+    int failed; /* out of memory: the text is cut */
+};
+void ps__buf_printf(struct ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ps__buf_free(struct ps_buf *b);
+void ps__status_text(struct ps_sup *sup, struct ps_buf *out);
+void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
 
 /* ---- upgrade.c ------------------------------------------------------------ */
 
 /* Re-execute our binary in place, carrying sockets and the slot table;
  * returns only on failure (-errno with err), the old image still running. */
-int ps__upgrade_exec(struct ps_sup *sup, char *err, size_t errlen);
+int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen);
 
 /* In the new image: rebuild sup from the PORTSHARE_UPGRADE_STATE text. */
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen);
+
+/* The state text for sup (malloc'ed), and the schema check of a text: the
+ * two halves of an upgrade, exported for their unit test. */
+char *ps__upgrade_serialize(struct ps_sup *sup);
 
 #endif

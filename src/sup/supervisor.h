@@ -63,9 +63,13 @@ enum ps_sup_stage {
     PS_SUP_STAGE_BIND,
     PS_SUP_STAGE_EXEC,
     PS_SUP_STAGE_CONTROL,
-    PS_SUP_STAGE_SYSTEM
+    PS_SUP_STAGE_SYSTEM,
+    PS_SUP_STAGE_CONFIG /* the configuration contradicts itself (exit 2) */
 };
 int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_stage *stage);
+/* ps_sup_run blocks the signals it reads, ignores SIGPIPE, takes
+ * NOTIFY_SOCKET for itself and becomes a child subreaper; all of that is put
+ * back as it was when it returns. */
 
 /*
  * Client side of the control socket: send one command line ("status",

@@ -12,6 +12,8 @@
 #include "sup_internal.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define STATE_MAGIC "portshare-upgrade-1"
+#define STATE_MAGIC "portshare-upgrade-2" /* the field tables below changed */
 
 /* Run the new binary with --version first: a missing, truncated or foreign
  * binary is refused while the old supervisor still runs. */
@@ -69,7 +71,7 @@ static int set_cloexec(int fd, int on)
     return fcntl(fd, F_SETFD, flags) < 0 ? ps__neg_errno() : 0;
 }
 
-static void carry_fds(struct ps_sup *sup, int carry)
+static void carry_fds(struct ps_sup *sup, int client, int carry)
 {
     int g, i;
 
@@ -78,57 +80,184 @@ static void carry_fds(struct ps_sup *sup, int carry)
             set_cloexec(sup->groups[g].fds[i], !carry);
     set_cloexec(sup->notify_fd, !carry);
     set_cloexec(sup->control_fd, !carry);
-    if (sup->upgrade_client >= 0)
-        set_cloexec(sup->upgrade_client, !carry);
+    if (client >= 0)
+        set_cloexec(client, !carry);
 }
 
-static char *serialize(struct ps_sup *sup)
+/* ---- the schema: one table per record, used by both sides -------------------- */
+
+enum ftype { F_INT, F_UINT, F_U64, F_TIME, F_STR, F_ENUM };
+
+struct field {
+    const char *name;
+    enum ftype type;
+    size_t off, size;
+    int max; /* F_ENUM: valid values are 0..max-1 */
+};
+
+#define FLD(st, m, t)                                                                              \
+    {                                                                                              \
+#m, t, offsetof(st, m), sizeof(((st *)0)->m), 0                                            \
+    }
+#define ENUMF(st, m, max)                                                                          \
+    {                                                                                              \
+#m, F_ENUM, offsetof(st, m), sizeof(((st *)0)->m), max                                     \
+    }
+
+static const struct field sup_fields[] = {
+    FLD(struct ps_sup, generation, F_UINT),     FLD(struct ps_sup, next_generation, F_UINT),
+    FLD(struct ps_sup, target, F_INT),          FLD(struct ps_sup, nslots, F_INT),
+    FLD(struct ps_sup, started_ms, F_U64),      FLD(struct ps_sup, started_wall, F_TIME),
+    FLD(struct ps_sup, notify_fd, F_INT),       FLD(struct ps_sup, control_fd, F_INT),
+    FLD(struct ps_sup, upgrade_client, F_INT),  FLD(struct ps_sup, reloads_ok, F_UINT),
+    FLD(struct ps_sup, reloads_failed, F_UINT), FLD(struct ps_sup, strays_killed, F_UINT),
+    FLD(struct ps_sup, told_ready, F_INT),      FLD(struct ps_sup, notify_addr, F_STR),
+    FLD(struct ps_sup, reload_error, F_STR),
+};
+
+static const struct field group_fields[] = {
+    FLD(struct ps_group, shared, F_INT),
+    FLD(struct ps_group, inherited, F_INT),
+    FLD(struct ps_group, nfds, F_INT),
+    FLD(struct ps_group, relistens, F_UINT),
+};
+
+static const struct field slot_fields[] = {
+    ENUMF(struct ps_slot, state, SL_STATE_COUNT),
+    FLD(struct ps_slot, current, F_INT),
+    FLD(struct ps_slot, next, F_INT),
+    FLD(struct ps_slot, restarts, F_UINT),
+    FLD(struct ps_slot, crashes, F_UINT),
+    FLD(struct ps_slot, backoff_until, F_U64),
+    FLD(struct ps_slot, retire_since, F_U64),
+    FLD(struct ps_slot, last_exit, F_INT),
+    FLD(struct ps_slot, lost, F_UINT),
+};
+
+static const struct field worker_fields[] = {
+    FLD(struct ps_worker, pid, F_INT),         FLD(struct ps_worker, slot, F_INT),
+    FLD(struct ps_worker, generation, F_UINT), ENUMF(struct ps_worker, state, W_STATE_COUNT),
+    FLD(struct ps_worker, started_ms, F_U64),  FLD(struct ps_worker, ready_ms, F_U64),
+    FLD(struct ps_worker, deadline_ms, F_U64), FLD(struct ps_worker, notified, F_INT),
+    FLD(struct ps_worker, hinted, F_INT),      FLD(struct ps_worker, status, F_STR),
+    FLD(struct ps_worker, stats, F_STR),
+};
+
+struct out {
+    char *buf;
+    size_t len, cap;
+};
+
+static void out(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out(struct out *o, const char *fmt, ...)
 {
-    size_t cap = 4096 + (size_t)sup->ngroups * PS_SUP_MAX_WORKERS * 12 +
-                 (size_t)(sup->nslots + sup->nworkers) * 160;
-    char *buf = malloc(cap);
-    size_t len = 0;
-    int g, i;
+    va_list ap;
+    int n;
 
-#define OUT(...) len += (size_t)snprintf(buf + len, len < cap ? cap - len : 0, __VA_ARGS__)
-    if (!buf)
-        return NULL;
-    OUT("%s\n", STATE_MAGIC);
-    OUT("sup %u %u %d %d %llu %ld %d %d %d %s\n", sup->generation, sup->next_generation,
-        sup->target, sup->nslots, (unsigned long long)sup->started_ms, (long)sup->started_wall,
-        sup->notify_fd, sup->control_fd, sup->upgrade_client, sup->notify_addr);
-    for (g = 0; g < sup->ngroups; g++) {
-        const struct ps_group *gr = &sup->groups[g];
-        OUT("group %d %d %d", gr->shared, gr->inherited, gr->nfds);
-        for (i = 0; i < gr->nfds; i++)
-            OUT(" %d", gr->fds[i]);
-        OUT(" %s\n", gr->spec.name[0] ? gr->spec.name : "-");
-    }
-    for (i = 0; i < sup->nslots; i++) {
-        const struct ps_slot *sl = &sup->slots[i];
-        OUT("slot %d %d %d %u %u %llu %llu %d\n", (int)sl->state, sl->current, sl->next,
-            sl->restarts, sl->crashes, (unsigned long long)sl->backoff_until,
-            (unsigned long long)sl->retire_since, sl->last_exit);
-    }
-    for (i = 0; i < sup->nworkers; i++) {
-        const struct ps_worker *w = &sup->workers[i];
-        OUT("worker %d %ld %d %u %d %llu %llu %d %d\n", i, (long)w->pid, w->slot, w->generation,
-            (int)w->state, (unsigned long long)w->started_ms, (unsigned long long)w->deadline_ms,
-            w->killed, w->notified);
-    }
-#undef OUT
-    if (len >= cap) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
+    va_start(ap, fmt);
+    n = vsnprintf(o->buf + o->len, o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
 }
 
-int ps__upgrade_exec(struct ps_sup *sup, char *err, size_t errlen)
+/* Strings travel percent-encoded: no space, newline or '%' in a value. */
+static void out_str(struct out *o, const char *s)
+{
+    if (!*s) {
+        out(o, "%%"); /* "%" alone: the empty string */
+        return;
+    }
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == '%' || c == '=' || c >= 0x7f)
+            out(o, "%%%02X", c);
+        else
+            out(o, "%c", c);
+    }
+}
+
+static void out_fields(struct out *o, const struct field *f, size_t n, const void *base)
+{
+    const char *p = base;
+    size_t i;
+
+    for (i = 0; i < n; i++, f++) {
+        out(o, " %s=", f->name);
+        switch (f->type) {
+        case F_INT:
+        case F_ENUM:
+            out(o, "%d", *(const int *)(p + f->off));
+            break;
+        case F_UINT:
+            out(o, "%u", *(const unsigned *)(p + f->off));
+            break;
+        case F_U64:
+            out(o, "%llu", (unsigned long long)*(const uint64_t *)(p + f->off));
+            break;
+        case F_TIME:
+            out(o, "%lld", (long long)*(const time_t *)(p + f->off));
+            break;
+        case F_STR:
+            out_str(o, p + f->off);
+            break;
+        }
+    }
+}
+
+char *ps__upgrade_serialize(struct ps_sup *sup)
+{
+    struct out o = {NULL, 0, 0};
+    int g, i, pass;
+
+    /* two passes: measure, then write */
+    for (pass = 0; pass < 2; pass++) {
+        if (pass) {
+            o.cap = o.len + 1;
+            o.len = 0;
+            o.buf = malloc(o.cap);
+            if (!o.buf)
+                return NULL;
+        }
+        out(&o, "%s\n", STATE_MAGIC);
+        out(&o, "sup");
+        out_fields(&o, sup_fields, PS__ARRAY_LEN(sup_fields), sup);
+        out(&o, "\n");
+        for (g = 0; g < sup->ngroups; g++) {
+            const struct ps_group *gr = &sup->groups[g];
+            out(&o, "group");
+            out_fields(&o, group_fields, PS__ARRAY_LEN(group_fields), gr);
+            out(&o, " name=");
+            out_str(&o, gr->spec.name);
+            out(&o, " fds=");
+            for (i = 0; i < gr->nfds; i++)
+                out(&o, "%s%d", i ? "," : "", gr->fds[i]);
+            out(&o, " order=");
+            for (i = 0; i < gr->nfds; i++)
+                out(&o, "%s%d", i ? "," : "", gr->order[i]);
+            out(&o, "\n");
+        }
+        for (i = 0; i < sup->nslots; i++) {
+            out(&o, "slot");
+            out_fields(&o, slot_fields, PS__ARRAY_LEN(slot_fields), &sup->slots[i]);
+            out(&o, "\n");
+        }
+        for (i = 0; i < sup->nworkers; i++) {
+            if (!sup->workers[i].pid)
+                continue;
+            out(&o, "worker index=%d", i);
+            out_fields(&o, worker_fields, PS__ARRAY_LEN(worker_fields), &sup->workers[i]);
+            out(&o, "\n");
+        }
+    }
+    return o.buf;
+}
+
+int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen)
 {
     const char *exe = sup->cfg->self_exe;
+    int r, client = ps__control_client_fd(sup, w), i;
     char *state;
-    int r;
 
     if (!exe || !sup->cfg->self_argv) {
         ps__set_error(err, errlen, "this supervisor does not know its own binary");
@@ -137,13 +266,23 @@ int ps__upgrade_exec(struct ps_sup *sup, char *err, size_t errlen)
     r = preflight(exe, err, errlen);
     if (r < 0)
         return r;
-    state = serialize(sup);
+    sup->upgrade_client = client;
+    state = ps__upgrade_serialize(sup);
+    sup->upgrade_client = -1;
     if (!state) {
         ps__set_error(err, errlen, "cannot describe the supervisor's state");
         return -ENOMEM;
     }
     ps__sup_log(sup, PS_LOG_INFO, "upgrading", "re-executing %s in place", exe);
-    carry_fds(sup, 1);
+    /* what is queued behind the upgrade does not cross the exec: say so */
+    for (i = 0; i < sup->nqueued; i++) {
+        int k;
+        for (k = 0; k < sup->queue[i].nwaiters; k++)
+            ps__control_answer(sup, &sup->queue[i].waiters[k], 0,
+                               "the supervisor re-executed itself before this ran: ask again");
+    }
+    ps__control_flush(sup, 1000);
+    carry_fds(sup, client, 1);
     setenv("PORTSHARE_UPGRADE_STATE", state, 1);
     if (sup->systemd_notify[0])
         setenv("NOTIFY_SOCKET", sup->systemd_notify, 1);
@@ -153,7 +292,7 @@ int ps__upgrade_exec(struct ps_sup *sup, char *err, size_t errlen)
     r = ps__neg_errno();
     unsetenv("PORTSHARE_UPGRADE_STATE");
     unsetenv("NOTIFY_SOCKET");
-    carry_fds(sup, 0);
+    carry_fds(sup, client, 0);
     ps__set_error(err, errlen, "cannot execute %s: %s; still running the old binary", exe,
                   ps_strerror(r));
     return r;
@@ -161,34 +300,136 @@ int ps__upgrade_exec(struct ps_sup *sup, char *err, size_t errlen)
 
 /* ---- the new image ----------------------------------------------------------- */
 
+static int unhex(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int parse_str(const char *v, char *dst, size_t cap)
+{
+    size_t n = 0;
+
+    for (; *v; v++) {
+        int c = (unsigned char)*v;
+        if (c == '%') {
+            if (!v[1]) /* "%" alone marks an empty value */
+                break;
+            if (unhex(v[1]) < 0 || unhex(v[2]) < 0)
+                return -EINVAL;
+            c = unhex(v[1]) * 16 + unhex(v[2]);
+            v += 2;
+        }
+        if (n + 1 >= cap)
+            return -EINVAL;
+        dst[n++] = (char)c;
+    }
+    dst[n] = '\0';
+    return 0;
+}
+
+static int parse_num(const char *v, long long min, long long max, long long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoll(v, &end, 10);
+    return errno || end == v || *end || *out < min || *out > max ? -EINVAL : 0;
+}
+
+/* key=value into the field of that name; unknown keys are an error: both
+ * sides are the same binary's table, so a mismatch means a foreign state */
+static int set_field(const struct field *f, size_t n, void *base, const char *key, const char *v)
+{
+    char *p = base;
+    long long x;
+    size_t i;
+
+    for (i = 0; i < n; i++, f++) {
+        if (strcmp(f->name, key))
+            continue;
+        switch (f->type) {
+        case F_STR:
+            return parse_str(v, p + f->off, f->size);
+        case F_ENUM:
+            if (parse_num(v, 0, f->max - 1, &x) < 0)
+                return -EINVAL;
+            *(int *)(p + f->off) = (int)x;
+            return 0;
+        case F_INT:
+            if (parse_num(v, -2147483647LL - 1, 2147483647LL, &x) < 0)
+                return -EINVAL;
+            *(int *)(p + f->off) = (int)x;
+            return 0;
+        case F_UINT:
+            if (parse_num(v, 0, 4294967295LL, &x) < 0)
+                return -EINVAL;
+            *(unsigned *)(p + f->off) = (unsigned)x;
+            return 0;
+        case F_U64:
+            errno = 0;
+            *(uint64_t *)(p + f->off) = strtoull(v, NULL, 10);
+            return errno ? -EINVAL : 0;
+        case F_TIME:
+            if (parse_num(v, 0, 1LL << 62, &x) < 0)
+                return -EINVAL;
+            *(time_t *)(p + f->off) = (time_t)x;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+static int parse_list(const char *v, int *dst, int n, int min, int max)
+{
+    int i;
+    char *end;
+
+    for (i = 0; i < n; i++) {
+        long x = strtol(v, &end, 10);
+        if (end == v || x < min || x > max || (*end && *end != ','))
+            return -EINVAL;
+        dst[i] = (int)x;
+        v = *end ? end + 1 : end;
+    }
+    return *v ? -EINVAL : 0;
+}
+
 static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
 {
     struct ps_group *g;
-    char *tok, *save = NULL;
+    char *tok, *save = NULL, *fds = NULL, *order = NULL, name[PS_SPEC_NAME_MAX] = "";
     int i;
 
     if (sup->ngroups >= PS_SUP_MAX_LISTENERS)
         return -EINVAL;
     g = &sup->groups[sup->ngroups];
     memset(g, 0, sizeof(*g));
-    tok = strtok_r(line, " ", &save); /* "group" */
-    g->shared = atoi(strtok_r(NULL, " ", &save) ?: "0");
-    g->inherited = atoi(strtok_r(NULL, " ", &save) ?: "0");
-    g->nfds = atoi(strtok_r(NULL, " ", &save) ?: "0");
-    if (g->nfds < 1 || g->nfds > PS_SUP_MAX_WORKERS)
-        return -EINVAL;
-    for (i = 0; i < g->nfds; i++) {
-        tok = strtok_r(NULL, " ", &save);
-        if (!tok)
+    strtok_r(line, " ", &save); /* "group" */
+    while ((tok = strtok_r(NULL, " ", &save))) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
             return -EINVAL;
-        g->fds[i] = atoi(tok);
-        set_cloexec(g->fds[i], 1);
+        *eq++ = '\0';
+        if (!strcmp(tok, "fds"))
+            fds = eq;
+        else if (!strcmp(tok, "order"))
+            order = eq;
+        else if (!strcmp(tok, "name")) {
+            if (parse_str(eq, name, sizeof(name)) < 0)
+                return -EINVAL;
+        } else if (set_field(group_fields, PS__ARRAY_LEN(group_fields), g, tok, eq) < 0)
+            return -EINVAL;
     }
-    tok = strtok_r(NULL, " \n", &save);
+    if (g->nfds < 1 || g->nfds > PS_SUP_MAX_WORKERS || !fds || !order ||
+        parse_list(fds, g->fds, g->nfds, 0, 1 << 20) < 0 ||
+        parse_list(order, g->order, g->nfds, 0, g->nfds - 1) < 0)
+        return -EINVAL;
+    for (i = 0; i < g->nfds; i++)
+        if (set_cloexec(g->fds[i], 1) < 0)
+            return -EBADF;
     if (!g->inherited && *next_spec < sup->cfg->nspecs)
         g->spec = sup->cfg->specs[(*next_spec)++];
-    else if (tok && strcmp(tok, "-"))
-        snprintf(g->spec.name, sizeof(g->spec.name), "%s", tok);
+    snprintf(g->spec.name, sizeof(g->spec.name), "%s", name);
     /* the real address (a port 0 spec got its port at the first start) */
     g->spec.addrlen = sizeof(g->spec.addr);
     if (getsockname(g->fds[0], (struct sockaddr *)&g->spec.addr, &g->spec.addrlen) < 0)
@@ -201,6 +442,7 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
                         : type == SOCK_DGRAM              ? PS_PROTO_UDP
                                                           : PS_PROTO_TCP;
         g->spec.reuse = PS_REUSE_SHARED;
+        ps_spec_format(&g->spec, g->spec.text, sizeof(g->spec.text));
     }
     if (g->spec.addr.ss_family == AF_INET)
         g->spec.port = ntohs(((struct sockaddr_in *)&g->spec.addr)->sin_port);
@@ -210,56 +452,77 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
     return 0;
 }
 
+static int restore_fields(char *line, const struct field *f, size_t n, void *base, int *index)
+{
+    char *tok, *save = NULL;
+    long long x;
+
+    strtok_r(line, " ", &save); /* the record's kind */
+    while ((tok = strtok_r(NULL, " ", &save))) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return -EINVAL;
+        *eq++ = '\0';
+        if (index && !strcmp(tok, "index")) {
+            if (parse_num(eq, 0, 2 * PS_SUP_MAX_WORKERS + 63, &x) < 0)
+                return -EINVAL;
+            *index = (int)x;
+            continue;
+        }
+        if (set_field(f, n, base, tok, eq) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
 static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slot_i)
 {
-    unsigned long long a, b;
-    int st, idx, x, y;
-    long pid;
-
-    if (!strncmp(line, "sup ", 4)) {
-        if (sscanf(line, "sup %u %u %d %d %llu %ld %d %d %d %107s", &sup->generation,
-                   &sup->next_generation, &sup->target, &sup->nslots, &a, &sup->started_wall,
-                   &sup->notify_fd, &sup->control_fd, &sup->upgrade_client, sup->notify_addr) != 10)
-            return -EINVAL;
-        sup->started_ms = a;
-        return 0;
-    }
+    if (!strncmp(line, "sup ", 4))
+        return restore_fields(line, sup_fields, PS__ARRAY_LEN(sup_fields), sup, NULL);
     if (!strncmp(line, "group ", 6))
         return restore_group(sup, line, next_spec);
     if (!strncmp(line, "slot ", 5)) {
-        struct ps_slot *sl;
         if (*slot_i >= PS_SUP_MAX_WORKERS)
             return -EINVAL;
-        sl = &sup->slots[(*slot_i)++];
-        if (sscanf(line, "slot %d %d %d %u %u %llu %llu %d", &st, &sl->current, &sl->next,
-                   &sl->restarts, &sl->crashes, &a, &b, &sl->last_exit) != 8)
-            return -EINVAL;
-        sl->state = (enum ps_slot_state)st;
-        sl->backoff_until = a;
-        sl->retire_since = b;
-        return 0;
+        return restore_fields(line, slot_fields, PS__ARRAY_LEN(slot_fields),
+                              &sup->slots[(*slot_i)++], NULL);
     }
     if (!strncmp(line, "worker ", 7)) {
-        struct ps_worker *w;
-        if (sscanf(line, "worker %d %ld", &idx, &pid) != 2 || idx < 0 ||
-            idx >= (int)PS__ARRAY_LEN(sup->workers))
+        struct ps_worker w;
+        int idx = -1;
+        memset(&w, 0, sizeof(w));
+        if (restore_fields(line, worker_fields, PS__ARRAY_LEN(worker_fields), &w, &idx) < 0 ||
+            idx < 0 || w.pid <= 0)
             return -EINVAL;
-        w = &sup->workers[idx];
-        if (sscanf(line, "worker %*d %*d %d %u %d %llu %llu %d %d", &w->slot, &w->generation, &st,
-                   &a, &b, &x, &y) != 7)
-            return -EINVAL;
-        w->pid = (pid_t)pid;
-        w->state = (enum ps_worker_state)st;
-        w->started_ms = a;
-        w->deadline_ms = b;
-        w->killed = x;
-        w->notified = y;
-        w->ping_ms = ps__now_ms(); /* the watchdog period starts anew */
+        w.ping_ms = ps__now_ms(); /* the watchdog period starts anew */
+        sup->workers[idx] = w;
         if (idx >= sup->nworkers)
             sup->nworkers = idx + 1;
         return 0;
     }
     return -EINVAL;
+}
+
+/* Indices that point into the tables must point at something. */
+static int validate(const struct ps_sup *sup, int nslots_seen)
+{
+    int s, i;
+
+    if (sup->nslots != nslots_seen || sup->nslots < 1 || sup->target < 1 ||
+        sup->target > PS_SUP_MAX_WORKERS)
+        return -EINVAL;
+    for (s = 0; s < sup->nslots; s++) {
+        const struct ps_slot *sl = &sup->slots[s];
+        if (sl->current >= sup->nworkers || sl->next >= sup->nworkers ||
+            (sl->current >= 0 && !sup->workers[sl->current].pid) ||
+            (sl->next >= 0 && !sup->workers[sl->next].pid))
+            return -EINVAL;
+    }
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid &&
+            (sup->workers[i].slot < 0 || sup->workers[i].slot >= PS_SUP_MAX_WORKERS))
+            return -EINVAL;
+    return 0;
 }
 
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen)
@@ -282,14 +545,20 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
             goto out;
         }
     }
+    r = validate(sup, slot_i);
+    if (r < 0) {
+        ps__set_error(err, errlen, "inconsistent upgrade state");
+        goto out;
+    }
     set_cloexec(sup->notify_fd, 1);
     set_cloexec(sup->control_fd, 1);
     if (sup->upgrade_client >= 0) {
+        struct ps_waiter w;
         char body[96];
         set_cloexec(sup->upgrade_client, 1);
+        w = ps__control_adopt(sup, sup->upgrade_client);
         snprintf(body, sizeof(body), "upgraded in place: pid %ld", (long)getpid());
-        ps__control_reply(sup->upgrade_client, 1, body);
-        ps__close(sup->upgrade_client);
+        ps__control_answer(sup, &w, 1, body);
         sup->upgrade_client = -1;
     }
 out:

@@ -42,7 +42,7 @@ cleanup() {
     if sanitizer_report "$T"; then
         rc=1
     fi
-    rm -rf "$T"
+    [ -n "${KEEP_T:-}" ] || rm -rf "$T"
     exit $rc
 }
 trap cleanup EXIT

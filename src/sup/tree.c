@@ -1,0 +1,149 @@
+/*
+ * tree.c - a worker is its whole process tree.
+ *
+ * Each worker leads its own process group (spawn.c), so its ordinary
+ * children are ended with it: a worker whose time is up gets SIGKILL on the
+ * whole group.  A descendant that left the group (setsid, the classic
+ * daemon double fork) is caught another way: the supervisor is a child
+ * subreaper (PR_SET_CHILD_SUBREAPER), so every orphan of a worker's tree is
+ * reparented to us instead of to pid 1.  Such a "stray" is ended as soon as
+ * the worker it came from is gone (its environment still names the slot and
+ * generation it was started for), and all of them when the supervisor
+ * stops.  If the supervisor itself is SIGKILLed, each worker gets SIGKILL
+ * from the kernel (PR_SET_PDEATHSIG, which it cannot ignore); a stray that
+ * left its worker's group before that is beyond our reach (systemd's
+ * KillMode=control-group covers it).
+ */
+#include "sup_internal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+int ps__tree_init(void)
+{
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 ? ps__neg_errno() : 0;
+}
+
+void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w)
+{
+    (void)sup;
+    if (w->pid <= 0)
+        return;
+    kill(-w->pid, SIGKILL); /* its group: pgid == its pid (spawn.c) */
+    kill(w->pid, SIGKILL);  /* and itself, should it have left the group */
+}
+
+/* The parent pid from /proc/PID/stat; the command name may hold spaces and
+ * parentheses, so the fields are read after the last ')'. */
+static pid_t parent_of(const char *pid)
+{
+    char path[300], buf[512], *p;
+    ssize_t n;
+    int fd;
+    long ppid = -1;
+
+    snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1)
+        return -1;
+    return (pid_t)ppid;
+}
+
+/* PORTSHARE_SLOT and PORTSHARE_GENERATION from a process's environment as it
+ * was at its exec; 0 when both were found. */
+static int origin_of(const char *pid, int *slot, unsigned *gen)
+{
+    static char env[65536];
+    char path[300];
+    ssize_t n;
+    size_t off = 0;
+    int fd, found = 0;
+
+    snprintf(path, sizeof(path), "/proc/%s/environ", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, env, sizeof(env) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    env[n] = '\0';
+    while (off < (size_t)n) {
+        const char *var = env + off;
+        if (!strncmp(var, "PORTSHARE_SLOT=", 15)) {
+            *slot = atoi(var + 15);
+            found |= 1;
+        } else if (!strncmp(var, "PORTSHARE_GENERATION=", 21)) {
+            *gen = (unsigned)strtoul(var + 21, NULL, 10);
+            found |= 2;
+        }
+        off += strlen(var) + 1;
+    }
+    return found == 3 ? 0 : -1;
+}
+
+static int is_worker(const struct ps_sup *sup, pid_t pid)
+{
+    int i;
+
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid == pid)
+            return 1;
+    return 0;
+}
+
+static int origin_alive(const struct ps_sup *sup, int slot, unsigned gen)
+{
+    int i;
+
+    for (i = 0; i < sup->nworkers; i++) {
+        const struct ps_worker *w = &sup->workers[i];
+        if (w->pid && w->slot == slot && w->generation == gen && w->state != W_KILLED)
+            return 1;
+    }
+    return 0;
+}
+
+void ps__tree_reap_strays(struct ps_sup *sup, int all)
+{
+    pid_t self = getpid(), pid;
+    struct dirent *de;
+    DIR *proc = opendir("/proc");
+
+    if (!proc)
+        return;
+    while ((de = readdir(proc))) {
+        int slot = -1;
+        unsigned gen = 0;
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        if (parent_of(de->d_name) != self)
+            continue;
+        pid = (pid_t)atoi(de->d_name);
+        if (is_worker(sup, pid))
+            continue;
+        if (!all && origin_of(de->d_name, &slot, &gen) == 0 && origin_alive(sup, slot, gen))
+            continue;        /* its worker still runs: it goes when that one goes */
+        kill(-pid, SIGKILL); /* a setsid daemon leads a group of its own */
+        kill(pid, SIGKILL);
+        sup->strays_killed++;
+        ps__sup_log(sup, PS_LOG_WARN, "stray_killed",
+                    "process %ld (slot %d, generation %u) outlived its worker: SIGKILL", (long)pid,
+                    slot, gen);
+    }
+    closedir(proc);
+}
