@@ -112,7 +112,7 @@ while read -r p; do
     [ -e "$p" ] || [ -L "$p" ] || echo "$p"
 done <"$tmp/paths" >"$tmp/new"
 [ -s "$tmp/new" ] || fail "the packages would create nothing new"
-ldconfig -p | grep -q libportshare && fail "the dynamic linker already knows a libportshare: $(ldconfig -p | grep libportshare)"
+grep -q libportshare <<<"$(ldconfig -p)" && fail "the dynamic linker already knows a libportshare: $(ldconfig -p | grep libportshare)"
 
 installed=1
 dpkg_retry -i "${debs[@]}" || fail "dpkg -i failed"
@@ -124,7 +124,7 @@ ok "dpkg -i ${debs[*]##*/}"
 [ "$(/usr/bin/portshare --version)" = "portshare $version" ] || fail "/usr/bin/portshare --version: $(/usr/bin/portshare --version)"
 [ "$(man -w portshare)" = /usr/share/man/man1/portshare.1.gz ] || fail "man -w portshare: $(man -w portshare 2>&1)"
 [ "$(man -w 3 libportshare)" = /usr/share/man/man3/libportshare.3.gz ] || fail "man -w 3 libportshare: $(man -w 3 libportshare 2>&1)"
-MANPAGER=cat MANWIDTH=80 man portshare 2>/dev/null | grep -q -- '--listen SPEC' || fail "man portshare does not show --listen"
+grep -q -- '--listen SPEC' <<<"$(MANPAGER=cat MANWIDTH=80 man portshare 2>/dev/null)" || fail "man portshare does not show --listen"
 ok "/usr/bin/portshare --version, man portshare, man 3 libportshare"
 
 comp=/usr/share/bash-completion/completions/portshare
@@ -173,7 +173,7 @@ EOF
     fail "compiling against the installed library: $(cat "$tmp/cc.log")"
 out=$(env -u LD_LIBRARY_PATH -u LD_PRELOAD "$tmp/prog") || fail "the program failed: $out"
 [ "$out" = "web tcp://[::1]:8080 9 $version" ] || fail "the program printed '$out'"
-env -u LD_LIBRARY_PATH ldd "$tmp/prog" | grep -qE "libportshare.so.0 => (/usr)?/lib/[^ ]*/libportshare.so.0 " ||
+grep -qE "libportshare.so.0 => (/usr)?/lib/[^ ]*/libportshare.so.0 " <<<"$(env -u LD_LIBRARY_PATH ldd "$tmp/prog")" ||
     fail "the program is not linked to the installed library: $(ldd "$tmp/prog")"
 /usr/bin/cc -Wall -Werror -static-libgcc $(pkg-config --cflags portshare) "$tmp/prog.c" -o "$tmp/prog-static" \
     "$(pkg-config --variable=libdir portshare)/libportshare.a" >"$tmp/cc.log" 2>&1 ||
@@ -189,7 +189,7 @@ for p in "${packages[@]}"; do
 done
 left=$(while read -r p; do [ -e "$p" ] || [ -L "$p" ] && echo "$p"; done <"$tmp/new" || true)
 [ -z "$left" ] || fail "left behind after purge: $(echo $left)"
-ldconfig -p | grep -q libportshare && fail "the dynamic linker still knows libportshare after purge"
+grep -q libportshare <<<"$(ldconfig -p)" && fail "the dynamic linker still knows libportshare after purge"
 man -w portshare >/dev/null 2>&1 && fail "man -w portshare still finds a page after purge"
 ok "dpkg --purge removed all $(wc -l <"$tmp/new") paths the packages created"
 

@@ -28,7 +28,7 @@ flock -w 600 9 || fail "another packaging test held the lock for 10 minutes"
 for f in "$prefix/bin/portshare" "$prefix/include/portshare.h" "$libdir"/libportshare.* "$libdir/pkgconfig/portshare.pc"; do
     [ -e "$f" ] && skip "$f exists already: not touching it"
 done
-ldconfig -p | grep -q libportshare && skip "the dynamic linker already knows a libportshare: $(ldconfig -p | grep libportshare | head -1)"
+grep -q libportshare <<<"$(ldconfig -p)" && skip "the dynamic linker already knows a libportshare: $(ldconfig -p | grep libportshare | head -1)"
 
 tmp=$(mktemp -d /tmp/ps-sysinstall-XXXXXX)
 installed=0
@@ -64,7 +64,7 @@ cmp -s <(sort "$tmp/manifest") <(sed '$a\' "$build/install_manifest.txt" | sort)
     fail "the install wrote other files than into DESTDIR: $(diff <(sort "$tmp/manifest") <(sort "$build/install_manifest.txt") | grep '^[<>]')"
 grep -q 'Running: ldconfig' "$tmp/install.log" || fail "cmake --install did not run ldconfig: $(cat "$tmp/install.log")"
 grep -q 'Note: ' "$tmp/install.log" && fail "cmake --install says: $(grep 'Note: ' "$tmp/install.log")"
-ldconfig -p | grep -q "libportshare.so.0 .*=> $libdir/libportshare.so.0$" ||
+grep -q "libportshare.so.0 .*=> $libdir/libportshare.so.0$" <<<"$(ldconfig -p)" ||
     fail "after the install the linker cache has no $libdir/libportshare.so.0"
 ok "cmake --install --prefix $prefix ran ldconfig"
 
@@ -89,13 +89,14 @@ EOF
 cc=$(cache CMAKE_C_COMPILER)
 flags=(-Wall -Werror)
 [ "$(cache PS_SANITIZE)" = ON ] && flags+=("-fsanitize=address,undefined")
-read -r -a pc <<<"$(env -u PKG_CONFIG_PATH -u PKG_CONFIG_LIBDIR pkg-config --cflags --libs portshare)" ||
+pcout=$(env -u PKG_CONFIG_PATH -u PKG_CONFIG_LIBDIR pkg-config --cflags --libs portshare) ||
     fail "pkg-config does not find portshare under $prefix"
+read -r -a pc <<<"$pcout"
 "$cc" "${flags[@]}" "$tmp/prog.c" -o "$tmp/prog" "${pc[@]}" >"$tmp/cc.log" 2>&1 ||
     fail "compiling against the installed library: $(cat "$tmp/cc.log")"
 out=$(env -u LD_LIBRARY_PATH "$tmp/prog" 2>&1) || fail "the program did not run: $out"
 [ "$out" = "tcp://0.0.0.0:8080 EADDRINUSE" ] || fail "the program printed '$out'"
-env -u LD_LIBRARY_PATH ldd "$tmp/prog" | grep -q "libportshare.so.0 => $libdir/libportshare.so.0 " ||
+grep -q "libportshare.so.0 => $libdir/libportshare.so.0 " <<<"$(env -u LD_LIBRARY_PATH ldd "$tmp/prog")" ||
     fail "the program is not linked to $libdir/libportshare.so.0: $(ldd "$tmp/prog")"
 ok "a program built with pkg-config runs against $libdir/libportshare.so.0, no LD_LIBRARY_PATH"
 
@@ -110,6 +111,6 @@ uninstall
 installed=0
 left=$(while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <"$tmp/manifest" || true)
 [ -z "$left" ] || fail "left behind: $left"
-ldconfig -p | grep -q libportshare && fail "the linker cache still knows libportshare after the uninstall"
+grep -q libportshare <<<"$(ldconfig -p)" && fail "the linker cache still knows libportshare after the uninstall"
 ok "removed the $(wc -l <"$tmp/manifest") installed files again"
 echo "PASS: the README's install line works for a program linking the library"
