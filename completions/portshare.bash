@@ -106,27 +106,63 @@ _portshare_reply()
     done <<<"$1"
 }
 
+# bash splits the command line at the characters of COMP_WORDBREAKS, ':' and
+# '=' among them, so ":8080" or "root:www-data" reach COMP_WORDS as several
+# words.  Join again what the line has without whitespace in between: into
+# words[], with cword the cursor's word and orig[] the COMP_WORDS index where
+# each word starts (for _command_offset).
+_portshare_words()
+{
+    local line=$COMP_LINE i j=-1 w rest
+    words=() orig=() cword=0
+    for ((i = 0; i < ${#COMP_WORDS[@]}; i++)); do
+        w=${COMP_WORDS[i]}
+        rest=${line#"${line%%[![:space:]]*}"}
+        if ((j < 0)) || [[ ${#rest} -ne ${#line} ]]; then
+            words[++j]=$w
+            orig[j]=$i
+        else
+            words[j]+=$w
+        fi
+        line=${rest:${#w}}
+        ((i == COMP_CWORD)) && cword=$j
+    done
+    ((${#words[@]})) || words=('')
+}
+
 _portshare()
 {
-    local cur=${COMP_WORDS[COMP_CWORD]} prev='' bin=${COMP_WORDS[0]} cmd='' i word
-    ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    bin=${bin/#\~/$HOME}
+    local words orig cword cur prev='' bin cmd='' i word split
+    _portshare_words
+    cur=${words[cword]}
+    ((cword > 0)) && prev=${words[cword - 1]}
+    bin=${words[0]/#\~/$HOME}
     COMPREPLY=()
 
-    # bash splits "--opt=value" at '=' (COMP_WORDBREAKS): complete the value
-    if [[ $cur == = ]]; then
-        prev=${COMP_WORDS[COMP_CWORD - 1]}
-        cur=''
-    elif [[ $prev == = ]] && ((COMP_CWORD > 1)); then
-        prev=${COMP_WORDS[COMP_CWORD - 2]}
+    # "--opt=value": complete the value
+    if [[ $cur == --*=* ]]; then
+        prev=${cur%%=*}
+        cur=${cur#*=}
     fi
+    _portshare_complete
+    # readline replaces only what follows the last ':' or '=' of the word
+    # (when COMP_WORDBREAKS has them): take that part off the candidates
+    split=${cur%"${cur##*[:=]}"}
+    if [[ -n $split && $COMP_WORDBREAKS == *"${split: -1}"* ]]; then
+        COMPREPLY=("${COMPREPLY[@]#"$split"}")
+    fi
+    return 0
+}
 
+# COMPREPLY for the current word cur after prev, from words[] and cword
+_portshare_complete()
+{
     # the subcommand: the first word after the binary
-    if ((COMP_CWORD == 1)); then
+    if ((cword == 1)); then
         _portshare_reply "$(_portshare_commands "$bin")"$'\n--help\n--version' "$cur"
-        return 0
+        return
     fi
-    cmd=${COMP_WORDS[1]}
+    cmd=${words[1]}
 
     # run: PROGRAM starts after "--", or at the first word that is neither
     # an option nor an option's value; its arguments go to PROGRAM's own
@@ -134,32 +170,28 @@ _portshare()
     if [[ $cmd == run ]]; then
         local with_arg p=0
         with_arg=$(_portshare_options "$bin" run 1)
-        for ((i = 2; i < COMP_CWORD; i++)); do
-            word=${COMP_WORDS[i]}
+        for ((i = 2; i < cword; i++)); do
+            word=${words[i]}
             if [[ $word == -- ]]; then
                 p=$((i + 1))
                 break
             elif [[ $word == -* ]]; then
-                if [[ ${COMP_WORDS[i + 1]-} == = ]]; then
-                    ((i += 2)) # --opt=value, split by bash
-                elif _portshare_in "$with_arg" "$word"; then
-                    ((i += 1)) # --opt value
-                fi
+                [[ $word != *=* ]] && _portshare_in "$with_arg" "$word" && ((i += 1)) # its value
             else
                 p=$i
                 break
             fi
         done
-        if ((p == COMP_CWORD)); then
+        if ((p == cword)); then
             _portshare_reply "$(compgen -c -- "$cur")" "$cur"
-            return 0
+            return
         elif ((p)); then
             if declare -F _command_offset >/dev/null; then
-                _command_offset "$p"
+                _command_offset "${orig[p]}"
             else
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             fi
-            return 0
+            return
         fi
     fi
 
@@ -167,43 +199,43 @@ _portshare()
     case $prev in
     --mode)
         _portshare_reply $'reuseport\nshared' "$cur"
-        return 0
+        return
         ;;
     --log-format)
         _portshare_reply $'text\njson' "$cur"
-        return 0
+        return
         ;;
     --drain-signal)
         _portshare_reply $'TERM\nINT\nQUIT\nHUP\nUSR1\nUSR2\nWINCH\nKILL' "$cur"
-        return 0
+        return
         ;;
     --user)
-        if [[ $cur == *:* ]]; then
+        if [[ $cur == *:* ]]; then # USER:GROUP
             mapfile -t COMPREPLY < <(compgen -P "${cur%%:*}:" -g -- "${cur#*:}")
         else
             mapfile -t COMPREPLY < <(compgen -u -- "$cur")
         fi
-        return 0
+        return
         ;;
     --name)
         _portshare_reply "$(_portshare_names)" "$cur"
-        return 0
+        return
         ;;
     --control | --access-log)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         [[ $prev == --access-log && $cur == '' ]] && COMPREPLY+=(-)
-        return 0
+        return
         ;;
     -*)
         # any other option that takes a value (a spec, a number, a duration):
         # nothing sensible to offer
-        _portshare_in "$(_portshare_options "$bin" "$cmd" 1)" "$prev" && return 0
+        _portshare_in "$(_portshare_options "$bin" "$cmd" 1)" "$prev" && return
         ;;
     esac
 
     if [[ $cur == -* ]]; then
         _portshare_reply "$(_portshare_options "$bin" "$cmd")" "$cur"
-        return 0
+        return
     fi
     case $cmd in
     serve)
@@ -213,6 +245,5 @@ _portshare()
         _portshare_reply "$(compgen -c -- "$cur")" "$cur"
         ;;
     esac
-    return 0
 } &&
     complete -F _portshare portshare

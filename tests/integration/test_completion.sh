@@ -22,36 +22,44 @@ cp "$srcdir/completions/portshare.bash" "$tmp/"
 # the completion runs `portshare ...` as the user typed it: put ours on PATH
 mkdir "$tmp/bin" && ln -s "$(readlink -f "$bin")" "$tmp/bin/portshare"
 
-# complete WORD... : COMPREPLY, one per line, sorted, for the command line
-# WORD... with the cursor on the last word; in a fresh bash with set -u,
-# like an interactive shell that sourced the completion file
-complete_words() {
+# complete LINE: COMPREPLY, one per line, sorted, with the cursor at the end
+# of the command line LINE (a trailing space: on a new, empty word).  LINE
+# is split into COMP_WORDS as bash splits it: at whitespace, and around
+# the ':' and '=' of COMP_WORDBREAKS (":80" -> ":" "80").  In a fresh bash
+# with set -u, like an interactive shell that sourced the completion file.
+complete_line() {
     PATH=$tmp/bin:$PATH bash --norc --noprofile -c '
         set -u
         [ -n "${PS_BASH_COMPLETION-}" ] && . "$PS_BASH_COMPLETION"
         . "$0"
-        COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 ))
-        COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+        COMP_LINE=$1 COMP_POINT=${#1} COMP_WORDBREAKS=$'"'"' \t\n"\x27><=;|&(:'"'"'
+        COMP_WORDS=()
+        read -r -a ws <<<"$1"
+        for w in "${ws[@]}"; do
+            while [[ $w =~ ^([:=]+|[^:=]+)(.*)$ ]]; do
+                COMP_WORDS+=("${BASH_REMATCH[1]}")
+                w=${BASH_REMATCH[2]}
+            done
+        done
+        [[ $1 == *" " ]] && COMP_WORDS+=("")
+        COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
         _portshare
-        printf "%s\n" "${COMPREPLY[@]}"' "$tmp/portshare.bash" "$@" | sed '/^$/d' | sort
+        printf "%s\n" "${COMPREPLY[@]}"' "$tmp/portshare.bash" "$1" | sed '/^$/d' | sort
 }
-# expect "WORDS..." EXPECTED: the completion is exactly the words EXPECTED
-# (WORDS as a shell would split them: '' is an empty word, the cursor's)
+# expect LINE EXPECTED: the completion is exactly the words EXPECTED
 expect() {
-    local got want words
-    eval "words=($1)"
-    got=$(complete_words "${words[@]}")
+    local got want
+    got=$(complete_line "$1")
     want=$(printf '%s\n' $2 | sort)
     [ "$got" = "$want" ] || fail "completing '$1': got '$(echo $got)', want '$(echo $want)'"
 }
-# offers "WORDS..." WORD...: the completion includes every WORD
+# offers LINE WORD...: the completion includes every WORD
 offers() {
-    local got w words
-    eval "words=($1)"
-    got=$(complete_words "${words[@]}")
+    local got w line=$1
+    got=$(complete_line "$line")
     shift
     for w in "$@"; do
-        grep -qxF -- "$w" <<<"$got" || fail "completing '$1' does not offer $w (got: $(echo $got | cut -c1-300))"
+        grep -qxF -- "$w" <<<"$got" || fail "completing '$line' does not offer $w (got: $(echo $got | cut -c1-300))"
     done
 }
 
@@ -60,7 +68,7 @@ cd "$tmp"
 # subcommands: those of --help, not the hidden http-worker
 commands=$("$bin" --help | sed -n '/^commands:$/,/^$/{s/^  \([a-z][a-z0-9-]*\) .*/\1/p}')
 [ -n "$commands" ] || fail "no command list in portshare --help"
-expect "portshare ''" "$commands --help --version"
+expect "portshare " "$commands --help --version"
 expect "portshare s" "$(grep '^s' <<<"$commands")"
 expect "portshare http" ""
 ok "subcommands: $(echo $commands)"
@@ -68,7 +76,7 @@ ok "subcommands: $(echo $commands)"
 # options: every long option of a command's option lines, nothing that is
 # not in its --help
 for cmd in $commands; do
-    got=$(complete_words portshare "$cmd" --)
+    got=$(complete_line "portshare $cmd --")
     help=$("$bin" "$cmd" --help)
     listed=$(grep -oE -- '^ +(-[[:alnum:]], )?--[[:alnum:]][[:alnum:]-]*' <<<"$help" | grep -oE -- '--[[:alnum:]-]+$' || true)
     for opt in $listed; do
@@ -87,14 +95,17 @@ expect "portshare stop --j" ""
 ok "options per subcommand"
 
 # option values
-expect "portshare run --mode ''" "reuseport shared"
-expect "portshare run --mode = s" "shared" # --mode=s, split by bash at '='
+expect "portshare run --mode " "reuseport shared"
+expect "portshare run --mode=" "reuseport shared"
+expect "portshare run --mode=s" "shared"
 expect "portshare serve --log-format j" "json"
 expect "portshare run --drain-signal Q" "QUIT"
 expect "portshare run --user roo" "root"
-expect "portshare run --user root:roo" "root:root"
-expect "portshare run -l ''" ""
-expect "portshare serve --workers ''" ""
+expect "portshare run --user root:roo" "root" # readline replaces what follows ':'
+offers "portshare run --user root:" root nogroup
+expect "portshare run --user=root:roo" "root"
+expect "portshare run -l " ""
+expect "portshare serve --workers " ""
 mkdir www && touch page.html
 expect "portshare serve w" "www"
 expect "portshare serve p" ""
@@ -104,14 +115,15 @@ ok "option values, serve's DIR"
 # run: PROGRAM, then PROGRAM's arguments
 offers "portshare run -l :80 -w 2 slee" sleep
 offers "portshare run --listen=:80 -- slee" sleep
-offers "portshare run --mode = shared slee" sleep
+offers "portshare run --mode=shared slee" sleep
+offers "portshare run --user root:root -l [::1]:8080 slee" sleep
 expect "portshare run -l :80 sleep pa" "page.html"
 expect "portshare run -l :80 -- sleep --l" ""
 if [ -f /usr/share/bash-completion/bash_completion ]; then
     # under bash-completion, PROGRAM's own completion takes over
-    got=$(PS_BASH_COMPLETION=/usr/share/bash-completion/bash_completion complete_words portshare run -l :80 -- ls --al)
+    got=$(PS_BASH_COMPLETION=/usr/share/bash-completion/bash_completion complete_line "portshare run -l :80 -- ls --al")
     grep -qx -- --all <<<"$got" || fail "under bash-completion, 'portshare run -- ls --al' gave '$got', not ls's --all"
-    got=$(PS_BASH_COMPLETION=/usr/share/bash-completion/bash_completion complete_words portshare run --mode '')
+    got=$(PS_BASH_COMPLETION=/usr/share/bash-completion/bash_completion complete_line "portshare run --mode ")
     [ "$(echo $got)" = "reuseport shared" ] || fail "under bash-completion, --mode gave '$got'"
     ok "run: PROGRAM and its arguments (also through bash-completion)"
 else
@@ -125,11 +137,11 @@ name=comp-test-$$
 sup=$!
 wait_until 10 "$bin" status --name "$name" || { cat "$tmp/sup.log" >&2; fail "the supervisor did not answer"; }
 offers "portshare stop --name comp-test-" "$name"
-offers "portshare status --name = comp-test-" "$name"
+offers "portshare status --name=comp-test-" "$name"
 "$bin" stop --name "$name" >/dev/null || fail "portshare stop failed"
 wait "$sup" || fail "the supervisor exited $?"
 sup=
-got=$(complete_words portshare stop --name comp-test-)
+got=$(complete_line "portshare stop --name comp-test-")
 grep -qxF -- "$name" <<<"$got" && fail "the stopped supervisor $name is still offered"
 sanitizer_report "$tmp" && exit 1
 ok "--name offers a running supervisor, and not once it stopped"

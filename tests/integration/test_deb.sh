@@ -87,7 +87,9 @@ if [ ! -f "$cache/done" ]; then
     rm -rf "$srcdir/build/deb-test"
     mkdir -p "$cache/portshare-$version"
     xargs -0 cp -P --parents -t "$cache/portshare-$version" -- <"$tmp/files"
-    (cd "$cache/portshare-$version" && dpkg-buildpackage -us -uc -b) >"$cache/build.log" 2>&1 ||
+    # no -dbgsym packages (not installed here), builds on every CPU
+    (cd "$cache/portshare-$version" &&
+        DEB_BUILD_OPTIONS="noddebs nocheck parallel=$(nproc)" dpkg-buildpackage -us -uc -b) >"$cache/build.log" 2>&1 ||
         { tail -30 "$cache/build.log" >&2; fail "dpkg-buildpackage failed (log: $cache/build.log)"; }
     rm -rf "$cache/portshare-$version"
     touch "$cache/done"
