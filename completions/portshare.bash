@@ -113,8 +113,14 @@ _portshare_reply()
 # each word starts (for _command_offset).
 _portshare_words()
 {
-    local line=$COMP_LINE i j=-1 w rest
+    local line=${COMP_LINE-} i j=-1 w rest
     words=() orig=() cword=0
+    if [[ -z $line ]]; then # not called by bash's completion: take the words as they are
+        words=("${COMP_WORDS[@]}")
+        for i in "${!COMP_WORDS[@]}"; do orig[i]=$i; done
+        cword=$COMP_CWORD
+        return
+    fi
     for ((i = 0; i < ${#COMP_WORDS[@]}; i++)); do
         w=${COMP_WORDS[i]}
         rest=${line#"${line%%[![:space:]]*}"}

@@ -127,11 +127,14 @@ ok "dpkg -i ${debs[*]##*/}"
 [ "$(man -w portshare)" = /usr/share/man/man1/portshare.1.gz ] || fail "man -w portshare: $(man -w portshare 2>&1)"
 [ "$(man -w 3 libportshare)" = /usr/share/man/man3/libportshare.3.gz ] || fail "man -w 3 libportshare: $(man -w 3 libportshare 2>&1)"
 grep -q -- '--listen SPEC' <<<"$(MANPAGER=cat MANWIDTH=80 man portshare 2>/dev/null)" || fail "man portshare does not show --listen"
-ok "/usr/bin/portshare --version, man portshare, man 3 libportshare"
+for fn in $declared; do # each function's name leads to libportshare(3)
+    [ "$(readlink -f "$(man -w 3 "$fn")")" = /usr/share/man/man3/libportshare.3.gz ] || fail "man -w 3 $fn: $(man -w 3 "$fn" 2>&1)"
+done
+ok "/usr/bin/portshare --version, man portshare, man 3 libportshare and man 3 ps_listen_fds..."
 
 comp=/usr/share/bash-completion/completions/portshare
 [ -f "$comp" ] || fail "no $comp"
-got=$(bash --norc -c '. "$0"; COMP_WORDS=(portshare st); COMP_CWORD=1; _portshare; echo "${COMPREPLY[*]}"' "$comp")
+got=$(bash --norc -c '. "$0"; COMP_LINE="portshare st" COMP_POINT=12 COMP_WORDS=(portshare st) COMP_CWORD=1; _portshare; echo "${COMPREPLY[*]}"' "$comp")
 [ "$got" = "status stop" ] || fail "the installed completion of 'portshare st' is '$got'"
 if [ -f /usr/share/bash-completion/bash_completion ]; then
     # bash-completion's loader finds it by the command's name
