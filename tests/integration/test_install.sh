@@ -102,7 +102,8 @@ read -r -a static_libs <<<"$(pkg-config --static --libs-only-l portshare)"
 out=$(LD_LIBRARY_PATH=$dest$libdir "$tmp/spec-shared" "web=127.0.0.1:8080?backlog=9") ||
     fail "spec-shared failed: $out"
 [ "$out" = "web tcp://127.0.0.1:8080 backlog=9" ] || fail "spec-shared printed '$out'"
-LD_LIBRARY_PATH=$dest$libdir ldd "$tmp/spec-shared" | grep -q "$dest$libdir/libportshare.so" ||
+# (not "ldd | grep -q": under pipefail ldd's SIGPIPE, when grep quits early, failed the test)
+grep -q "$dest$libdir/libportshare.so" <<<"$(LD_LIBRARY_PATH=$dest$libdir ldd "$tmp/spec-shared")" ||
     fail "spec-shared is not linked to the installed libportshare.so"
 
 # static: the archive plus its private dependencies from Libs.private
