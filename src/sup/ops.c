@@ -118,7 +118,6 @@ static void start_reload(struct ps_sup *sup)
 
     sup->reloading = 1;
     sup->next_generation++;
-    sup->reload_deadline = ps__now_ms() + sup->cfg->ready_timeout_ms;
     ps__sup_tell_systemd(sup, "RELOADING=1");
     ps__sup_log(sup, PS_LOG_INFO, "reload_started", "starting generation %u", sup->next_generation);
     for (s = 0; s < sup->nslots; s++) {
@@ -274,11 +273,8 @@ void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
     if (sup->stopping) {
         /* asked twice: do not wait for the drain */
         for (i = 0; i < sup->nworkers; i++)
-            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED) {
-                sup->workers[i].state = W_KILLED;
-                sup->workers[i].deadline_ms = ps__now_ms() + 1000;
-                sup->sys->kill_tree(sup, &sup->workers[i]);
-            }
+            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
+                ps__worker_kill(sup, &sup->workers[i]);
         return;
     }
     sup->stopping = 1;

@@ -23,6 +23,7 @@
 #define STABLE_READY_MS  1000  /* ready this long: its exit is not a crash loop */
 #define STABLE_UPTIME_MS 10000 /* up this long, ready or not: likewise */
 #define WATCHDOG_KILL_MS 2000  /* SIGABRT, then SIGKILL after this */
+#define KILL_RECHECK_MS  5000  /* SIGKILL sent and still there: send again */
 
 #define T(a, s)                                                                                    \
     {                                                                                              \
@@ -116,6 +117,21 @@ void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
                 "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
                 w->generation, why);
     sup->steer_dirty = 1;
+}
+
+void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w)
+{
+    w->state = W_DRAINING;
+    w->deadline_ms = ps__now_ms() + WATCHDOG_KILL_MS;
+    sup->sys->signal(sup, w, SIGABRT);
+    sup->steer_dirty = 1;
+}
+
+void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w)
+{
+    w->state = W_KILLED;
+    w->deadline_ms = ps__now_ms() + KILL_RECHECK_MS;
+    sup->sys->kill_tree(sup, w);
 }
 
 /* The slot's current worker stops being its own (it exited, or drains as an
@@ -222,9 +238,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
         /* systemd's way: SIGABRT for a core dump of the hang, SIGKILL later */
         detach_current(sup, sl);
         ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
-        w->state = W_DRAINING;
-        w->deadline_ms = ps__now_ms() + WATCHDOG_KILL_MS;
-        sup->sys->signal(sup, w, SIGABRT);
+        ps__worker_abort(sup, w);
         if (t->next == SL_BACKOFF)
             count_crash(sup, sl, w, SIGABRT, "missed its watchdog");
         return t->next;

@@ -1,6 +1,6 @@
 /*
  * sup_internal.h - the supervisor's state, shared by its modules.  Only
- * src/sup includes it (and the unit tests of the state machine).
+ * src/sup includes it.
  *
  *   supervisor.c  the event loop: signals, notify messages, timers, reaping
  *   slots.c       the slot life cycle: one state x event table and its actions
@@ -157,7 +157,7 @@ struct ps_slot_transition {
     enum ps_slot_state next;
 };
 
-/* The table itself (slots.c), exported for its unit test. */
+/* The table itself (slots.c). */
 extern const struct ps_slot_transition ps__slot_table[SL_STATE_COUNT][EV_COUNT];
 
 struct ps_slot {
@@ -192,6 +192,14 @@ const char *ps__worker_state_name(enum ps_worker_state st);
 
 /* Send the drain signal to worker w (no-op unless starting or ready). */
 void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why);
+
+/* SIGABRT (a watchdog miss: a core dump of the hang, as systemd does),
+ * then SIGKILL if it is still there WATCHDOG_KILL_MS later. */
+void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w);
+
+/* SIGKILL the worker's process tree now, and again if it is still there
+ * a while later. */
+void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w);
 
 /* 1 when slot s gets new connections (its worker is ready). */
 int ps__slot_serving(const struct ps_sup *sup, int s);
@@ -244,7 +252,8 @@ void ps__op_finish_all(struct ps_sup *sup);
 
 /* ---- the supervisor ------------------------------------------------------- */
 
-/* What the state machine does to the world; replaced by unit tests. */
+/* What the state machine does to the world (fork/exec, signals), behind one
+ * seam so that the table can be driven without processes. */
 struct ps_sup_sys {
     /* start a worker: its index in sup->workers, or -errno */
     int (*spawn)(struct ps_sup *sup, int slot, unsigned gen);
@@ -269,8 +278,7 @@ struct ps_sup {
     unsigned generation;      /* the serving generation */
     unsigned next_generation; /* the last generation number handed out */
     /* operations */
-    int reloading; /* a reload generation is starting */
-    uint64_t reload_deadline;
+    int reloading;        /* a reload generation is starting */
     struct ps_op running; /* the reload in flight, when reloading */
     struct ps_op queue[PS_OP_QUEUE_MAX];
     int nqueued;
@@ -390,8 +398,7 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
 /* In the new image: rebuild sup from the PORTSHARE_UPGRADE_STATE text. */
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen);
 
-/* The state text for sup (malloc'ed), and the schema check of a text: the
- * two halves of an upgrade, exported for their unit test. */
+/* The state text for sup (malloc'ed): what ps__upgrade_restore reads. */
 char *ps__upgrade_serialize(struct ps_sup *sup);
 
 #endif

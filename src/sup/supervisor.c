@@ -27,7 +27,6 @@
 
 #define RETIRE_GRACE_MS 500  /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS  5000 /* say once why a worker is still not ready */
-#define KILL_RECHECK_MS 5000 /* SIGKILL sent and still there: send again */
 #define CHECK_EVERY_MS  1000 /* held sockets: are they still listening? */
 
 static void real_signal(struct ps_sup *sup, struct ps_worker *w, int sig)
@@ -243,7 +242,6 @@ static void reap(struct ps_sup *sup)
     }
     if (any)
         ps__tree_reap_strays(sup, 0);
-    ps__sup_close_retired(sup);
 }
 
 /* ---- timers ------------------------------------------------------------------ */
@@ -301,9 +299,8 @@ static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
         break;
     case ROLE_NEXT:
         sup->slots[w->slot].next = -1;
-        w->state = W_DRAINING;
-        w->deadline_ms = ps__now_ms() + 2000;
-        sup->sys->signal(sup, w, SIGABRT);
+        ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
+        ps__worker_abort(sup, w);
         ps__reload_next_failed(sup, w->slot, why);
         break;
     case ROLE_OTHER:
@@ -344,9 +341,7 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
                     "worker %ld (slot %d) still running %s: SIGKILL to its process group",
                     (long)w->pid, w->slot,
                     w->state == W_KILLED ? "after SIGKILL" : "after the drain timeout");
-        w->state = W_KILLED;
-        w->deadline_ms = now + KILL_RECHECK_MS;
-        sup->sys->kill_tree(sup, w);
+        ps__worker_kill(sup, w);
         break;
     case W_STATE_COUNT:
         break;
@@ -407,11 +402,8 @@ static void run_timers(struct ps_sup *sup)
     }
     if (sup->stopping && now >= sup->stop_deadline)
         for (i = 0; i < sup->nworkers; i++)
-            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED) {
-                sup->workers[i].state = W_KILLED;
-                sup->workers[i].deadline_ms = now + KILL_RECHECK_MS;
-                sup->sys->kill_tree(sup, &sup->workers[i]);
-            }
+            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
+                ps__worker_kill(sup, &sup->workers[i]);
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);

@@ -39,24 +39,34 @@ void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w)
     kill(w->pid, SIGKILL);  /* and itself, should it have left the group */
 }
 
-/* The parent pid from /proc/PID/stat; the command name may hold spaces and
- * parentheses, so the fields are read after the last ')'. */
-static pid_t parent_of(const char *pid)
+/* /proc/PID/NAME into buf (NUL-terminated); its length, or -1. */
+static ssize_t read_proc(const char *pid, const char *name, char *buf, size_t cap)
 {
-    char path[300], buf[512], *p;
+    char path[300];
     ssize_t n;
     int fd;
-    long ppid = -1;
 
-    snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+    snprintf(path, sizeof(path), "/proc/%s/%s", pid, name);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    n = read(fd, buf, sizeof(buf) - 1);
+    n = read(fd, buf, cap - 1);
     close(fd);
     if (n <= 0)
         return -1;
     buf[n] = '\0';
+    return n;
+}
+
+/* The parent pid from /proc/PID/stat; the command name may hold spaces and
+ * parentheses, so the fields are read after the last ')'. */
+static pid_t parent_of(const char *pid)
+{
+    char buf[512], *p;
+    long ppid = -1;
+
+    if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
+        return -1;
     p = strrchr(buf, ')');
     if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1)
         return -1;
@@ -68,20 +78,12 @@ static pid_t parent_of(const char *pid)
 static int origin_of(const char *pid, int *slot, unsigned *gen)
 {
     static char env[65536];
-    char path[300];
-    ssize_t n;
+    ssize_t n = read_proc(pid, "environ", env, sizeof(env));
     size_t off = 0;
-    int fd, found = 0;
+    int found = 0;
 
-    snprintf(path, sizeof(path), "/proc/%s/environ", pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (n < 0)
         return -1;
-    n = read(fd, env, sizeof(env) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    env[n] = '\0';
     while (off < (size_t)n) {
         const char *var = env + off;
         if (!strncmp(var, "PORTSHARE_SLOT=", 15)) {

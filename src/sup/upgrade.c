@@ -95,14 +95,10 @@ struct field {
     int max; /* F_ENUM: valid values are 0..max-1 */
 };
 
-#define FLD(st, m, t)                                                                              \
-    {                                                                                              \
-#m, t, offsetof(st, m), sizeof(((st *)0)->m), 0                                            \
-    }
-#define ENUMF(st, m, max)                                                                          \
-    {                                                                                              \
-#m, F_ENUM, offsetof(st, m), sizeof(((st *)0)->m), max                                     \
-    }
+/* clang-format off */
+#define FLD(st, m, t)     {#m, t, offsetof(st, m), sizeof(((st *)0)->m), 0}
+#define ENUMF(st, m, max) {#m, F_ENUM, offsetof(st, m), sizeof(((st *)0)->m), max}
+/* clang-format on */
 
 static const struct field sup_fields[] = {
     FLD(struct ps_sup, generation, F_UINT),     FLD(struct ps_sup, next_generation, F_UINT),

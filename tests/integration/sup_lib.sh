@@ -42,6 +42,7 @@ cleanup() {
     if sanitizer_report "$T"; then
         rc=1
     fi
+    # KEEP_T=1 keeps the logs of a run for a look afterwards
     [ -n "${KEEP_T:-}" ] || rm -rf "$T"
     exit $rc
 }
