@@ -151,7 +151,9 @@ static void out(struct out *o, const char *fmt, ...)
     int n;
 
     va_start(ap, fmt);
-    n = vsnprintf(o->buf + o->len, o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
+    /* the measuring pass has no buffer yet: vsnprintf(NULL, 0) counts */
+    n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf && o->len < o->cap ? o->cap - o->len : 0,
+                  fmt, ap);
     va_end(ap);
     if (n > 0)
         o->len += (size_t)n;
