@@ -18,7 +18,11 @@
  *   - request target at most PS_HTTP_URL_MAX bytes (else 414), header
  *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
  *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
- *     malformed requests are 400; HTTP/1.1 without Host is 400;
+ *     malformed requests are 400; HTTP/1.1 without Host, two Host fields,
+ *     and a field name with anything but token characters (whitespace
+ *     before the colon: RFC 9112 5.1) are 400;
+ *   - "Expect: 100-continue" on an HTTP/1.1 request with a body gets
+ *     "100 Continue" before the body is read;
  *   - a body on GET/HEAD with Content-Length up to PS_HTTP_BODY_MAX is read
  *     and ignored, a larger one is 413; Transfer-Encoding on a request
  *     (chunked bodies) is 411: send a Content-Length;
@@ -147,7 +151,11 @@ struct ps_http_req {
     int status;  /* the error status when state is PS_HTTP_ERROR */
     int started; /* the first byte of a request has been seen */
     int has_host;
-    int header; /* which header's value is being read (private) */
+    int continue_due; /* Expect: 100-continue and a body to come: the caller
+                       * sends "100 Continue" before waiting for it, then
+                       * clears this */
+    int header;       /* which header's value is being read (private) */
+    size_t expect;    /* bytes of "100-continue" matched (private) */
     size_t header_bytes;
     size_t name_len; /* of the header name being read (private) */
     char name[24];

@@ -47,6 +47,7 @@
 #define PAUSE_MS        100       /* accepting pauses this long on EMFILE/ENFILE */
 #define SENDFILE_BUDGET (4 << 20) /* bytes per connection per wakeup, for fairness */
 #define FREE_CONNS_MAX  256
+#define CONTINUE        "HTTP/1.1 100 Continue\r\n\r\n"
 
 enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
 enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
@@ -391,13 +392,23 @@ static size_t produce(struct server *s, struct conn *c, const char **data, size_
             n = ps__http_parse(&c->req, *data, *len);
             *data += n;
             *len -= n;
+            if (c->req.continue_due) {
+                /* after the responses before it; not when the body is here */
+                c->req.continue_due = 0;
+                if (c->req.state == PS_HTTP_NEED_MORE) {
+                    memcpy(s->wbuf + used, CONTINUE, sizeof(CONTINUE) - 1);
+                    used += sizeof(CONTINUE) - 1;
+                }
+            }
             if (c->req.state == PS_HTTP_NEED_MORE)
                 break;
         }
-        if (WBUF_SIZE - used < PS_HTTP_RESP_MAX)
+        if (WBUF_SIZE - used < PS_HTTP_RESP_MAX + sizeof(CONTINUE))
             break; /* send first; this request stays parsed and ready */
         s->counters.requests++;
-        ps__http_respond(&s->ctx, &c->req, s->wbuf + used, WBUF_SIZE - used, &resp);
+        /* leaving room for a 100 Continue the next request may need */
+        ps__http_respond(&s->ctx, &c->req, s->wbuf + used,
+                         WBUF_SIZE - used - (sizeof(CONTINUE) - 1), &resp);
         used += resp.len;
         log_request(s, c, &resp);
         c->served = 1;

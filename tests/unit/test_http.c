@@ -252,6 +252,61 @@ static void test_head(void **state)
     assert_non_null(header(&res[0], "Content-Length"));
 }
 
+/* Issue 11.3: shapes a front end may read differently are refused. */
+static void test_smuggling_shapes(void **state)
+{
+    (void)state;
+    /* whitespace between name and colon (RFC 9112 5.1): 400, and the
+     * bytes after the head are never taken for a second request */
+    assert_int_equal(exchange("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length : 3\r\n\r\n"
+                              "abcGET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n"),
+                     1);
+    assert_int_equal(res[0].status, 400);
+    assert_false(res[0].keep_alive);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nHost : t\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A\"b: 1\r\n\r\n", 400);
+    /* split anywhere, still refused */
+    assert_int_equal(
+        exchange_step("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length : 3\r\n\r\nabc", 56, 1), 1);
+    assert_int_equal(res[0].status, 400);
+    /* RFC 9112 3.2: exactly one Host */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.0\r\nhost: t\r\nHOST: t\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nX-Host: t\r\nHost: t\r\n\r\n", 200);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Token: !#$%&'*+-.^_`|~09az\r\n\r\n", 200);
+}
+
+/* Expect: 100-continue asks for "100 Continue" only when a body follows. */
+static void test_expect_continue(void **state)
+{
+    static const char head[] =
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue \r\nContent-Length: 3\r\n\r\n";
+    (void)state;
+    ps__http_req_init(&req);
+    assert_int_equal(ps__http_parse(&req, head, strlen(head)), strlen(head));
+    assert_int_equal(req.state, PS_HTTP_NEED_MORE);
+    assert_true(req.continue_due);
+    req.continue_due = 0;
+    assert_int_equal(ps__http_parse(&req, "abc", 3), 3);
+    assert_int_equal(req.state, PS_HTTP_READY);
+    assert_false(req.continue_due);
+
+    static const char *const none[] = {
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+        "GET /a.txt HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continuex\r\nContent-Length: 3\r\n\r\n",
+    };
+    size_t i;
+    for (i = 0; i < PS__ARRAY_LEN(none); i++) {
+        ps__http_req_init(&req);
+        ps__http_parse(&req, none[i], strlen(none[i]));
+        if (req.continue_due)
+            fail_msg("continue asked for: %s", none[i]);
+    }
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -646,6 +701,8 @@ int main(void)
         cmocka_unit_test(test_big_file_is_sendfile),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_smuggling_shapes),
+        cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traversal),
