@@ -143,8 +143,22 @@ enum ps_http_state {
     PS_HTTP_ERROR,         /* a framing error: respond (status set), then close */
 };
 
-/* The parse state of one connection.  Large (it holds the target), so
- * allocate it with the connection, not on a small stack. */
+/* What a request holds while it is read and answered: allocated at its
+ * first byte, grown with its target, freed by ps__http_req_release when
+ * the connection waits for the next one.  An idle connection holds none. */
+struct ps_http_head {
+    size_t name_len; /* of the header name being read (private) */
+    char name[24];
+    size_t ims_len, range_len, if_range_len;
+    char ims[64];    /* If-Modified-Since */
+    char range[128]; /* Range; longer values are ignored */
+    char if_range[64];
+    size_t url_len, url_cap;
+    char url[]; /* url_cap bytes, at most PS_HTTP_URL_MAX */
+};
+
+/* The parse state of one connection: small and fixed; what grows with a
+ * request is in head. */
 struct ps_http_req {
     http_parser parser;
     enum ps_http_state state;
@@ -157,29 +171,31 @@ struct ps_http_req {
     int header;       /* which header's value is being read (private) */
     size_t expect;    /* bytes of "100-continue" matched (private) */
     size_t header_bytes;
-    size_t name_len; /* of the header name being read (private) */
-    char name[24];
-    size_t ims_len, range_len, if_range_len;
-    char ims[64];    /* If-Modified-Since */
-    char range[128]; /* Range; longer values are ignored */
-    char if_range[64];
-    size_t url_len;
-    char url[PS_HTTP_URL_MAX];
+    struct ps_http_head *head; /* NULL until the first byte, and after
+                                * ps__http_req_release; also NULL in an
+                                * ERROR state with status 503 (no memory) */
 };
 
-/* Start a connection's parser. */
+/* Start a connection's parser (holds no memory yet). */
 void ps__http_req_init(struct ps_http_req *req);
 
 /*
  * Feed bytes.  Returns how many were consumed; parsing stops right after
  * a complete request (state PS_HTTP_READY) so that the rest is handed back
  * for the next one, and at an error (PS_HTTP_ERROR).  Never called with
- * len == 0.  Allocates nothing.
+ * len == 0.  Allocates req->head when there is none (a few hundred bytes,
+ * doubled while the target grows, up to PS_HTTP_URL_MAX); out of memory is
+ * an ERROR with status 503.
  */
 size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len);
 
-/* After the response to a READY request: get ready for the next one. */
+/* After the response to a READY request: get ready for the next one
+ * (keeps req->head for it). */
 void ps__http_req_next(struct ps_http_req *req);
+
+/* Free req->head: for a connection waiting between requests (no request
+ * started) and one that closes.  The parser state is kept.  O(1). */
+void ps__http_req_release(struct ps_http_req *req);
 
 /* ---- response.c ----------------------------------------------- */
 
@@ -222,5 +238,11 @@ int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf
 
 /* Release what a response holds (the file reference). */
 void ps__http_resp_done(struct ps_http_resp *resp);
+
+/* ---- server.c -------------------------------------------------- */
+
+/* sizeof(struct conn): what an idle keep-alive connection costs in user
+ * memory (tests). */
+size_t ps__http_conn_size(void);
 
 #endif

@@ -3,7 +3,8 @@
  *
  * Parsing is Debian's http_parser, driven by callbacks that copy the few
  * things we need (target, Host seen, If-Modified-Since, Range, If-Range)
- * into the connection's request and are paused at the end of each message:
+ * into the request's head (allocated at its first byte, freed while the
+ * connection is idle) and are paused at the end of each message:
  * whatever follows is the next pipelined request, handed back unparsed so
  * that responses go out in request order.  Limits are checked in the
  * callbacks, so nothing grows with the input.
@@ -12,6 +13,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -44,19 +46,41 @@ static int on_message_begin(http_parser *p)
     r->expect = 0;
     r->continue_due = 0;
     r->header = H_NONE;
-    r->header_bytes = r->url_len = r->name_len = 0;
-    r->ims_len = r->range_len = r->if_range_len = 0;
+    r->header_bytes = 0;
+    r->head->url_len = r->head->name_len = 0;
+    r->head->ims_len = r->head->range_len = r->head->if_range_len = 0;
+    return 0;
+}
+
+/* Room for need bytes of target: double the head's buffer, at most
+ * PS_HTTP_URL_MAX. */
+static int grow_url(struct ps_http_req *r, size_t need)
+{
+    size_t cap = r->head->url_cap;
+    struct ps_http_head *h;
+
+    while (cap < need)
+        cap = cap * 2 < PS_HTTP_URL_MAX ? cap * 2 : PS_HTTP_URL_MAX;
+    h = realloc(r->head, sizeof(*h) + cap);
+    if (!h)
+        return fail(r, 503);
+    h->url_cap = cap;
+    r->head = h;
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct ps_http_req *r = req_of(p);
+    struct ps_http_head *h = r->head;
 
-    if (len > PS_HTTP_URL_MAX - r->url_len)
+    if (len > PS_HTTP_URL_MAX - h->url_len)
         return fail(r, 414);
-    memcpy(r->url + r->url_len, at, len);
-    r->url_len += len;
+    if (h->url_len + len > h->url_cap && grow_url(r, h->url_len + len) < 0)
+        return -1;
+    h = r->head;
+    memcpy(h->url + h->url_len, at, len);
+    h->url_len += len;
     return 0;
 }
 
@@ -77,6 +101,7 @@ static int is_tchar(unsigned char ch)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct ps_http_req *r = req_of(p);
+    struct ps_http_head *h = r->head;
     size_t room, i;
 
     if (count_header(r, len) < 0)
@@ -90,16 +115,16 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
             return fail(r, 400);
     if (r->header != H_NAME) { /* a new name begins */
         r->header = H_NAME;
-        r->name_len = 0;
+        h->name_len = 0;
     }
     /* names longer than any we look for just stop matching */
-    room = sizeof(r->name) - r->name_len;
-    memcpy(r->name + r->name_len, at, len < room ? len : room);
-    r->name_len += len < room ? len : room;
+    room = sizeof(h->name) - h->name_len;
+    memcpy(h->name + h->name_len, at, len < room ? len : room);
+    h->name_len += len < room ? len : room;
     return 0;
 }
 
-static enum header_kind classify(const struct ps_http_req *r)
+static enum header_kind classify(const struct ps_http_head *h)
 {
     static const struct {
         const char *name;
@@ -111,8 +136,8 @@ static enum header_kind classify(const struct ps_http_req *r)
     size_t i;
 
     for (i = 0; i < PS__ARRAY_LEN(wanted); i++)
-        if (r->name_len == strlen(wanted[i].name) &&
-            !strncasecmp(r->name, wanted[i].name, r->name_len))
+        if (h->name_len == strlen(wanted[i].name) &&
+            !strncasecmp(h->name, wanted[i].name, h->name_len))
             return wanted[i].kind;
     return H_OTHER;
 }
@@ -148,11 +173,12 @@ static void match_expect(struct ps_http_req *r, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct ps_http_req *r = req_of(p);
+    struct ps_http_head *h = r->head;
 
     if (count_header(r, len) < 0)
         return -1;
     if (r->header == H_NAME) { /* first piece of this value */
-        r->header = classify(r);
+        r->header = classify(h);
         if (r->header == H_HOST && r->has_host)
             return fail(r, 400); /* RFC 9112 3.2: exactly one Host */
         if (r->header == H_HOST)
@@ -160,18 +186,18 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         else if (r->header == H_EXPECT)
             r->expect = 0;
         else if (r->header == H_IMS)
-            r->ims_len = 0;
+            h->ims_len = 0;
         else if (r->header == H_RANGE)
-            r->range_len = 0;
+            h->range_len = 0;
         else if (r->header == H_IF_RANGE)
-            r->if_range_len = 0;
+            h->if_range_len = 0;
     }
     if (r->header == H_IMS)
-        append_value(r->ims, sizeof(r->ims), &r->ims_len, at, len);
+        append_value(h->ims, sizeof(h->ims), &h->ims_len, at, len);
     else if (r->header == H_RANGE)
-        append_value(r->range, sizeof(r->range), &r->range_len, at, len);
+        append_value(h->range, sizeof(h->range), &h->range_len, at, len);
     else if (r->header == H_IF_RANGE)
-        append_value(r->if_range, sizeof(r->if_range), &r->if_range_len, at, len);
+        append_value(h->if_range, sizeof(h->if_range), &h->if_range_len, at, len);
     else if (r->header == H_EXPECT)
         match_expect(r, at, len);
     return 0;
@@ -220,15 +246,31 @@ static const http_parser_settings settings = {
 
 void ps__http_req_init(struct ps_http_req *req)
 {
-    memset(req, 0, offsetof(struct ps_http_req, url));
+    memset(req, 0, sizeof(*req));
     http_parser_init(&req->parser, HTTP_REQUEST);
     req->parser.data = req;
 }
 
+/* Small enough for most targets, so that one allocation serves. */
+#define HEAD_FIRST 512
+
 size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len)
 {
-    size_t n = http_parser_execute(&req->parser, &settings, buf, len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&req->parser);
+    enum http_errno err;
+    size_t n;
+
+    if (!req->head) {
+        req->head = malloc(HEAD_FIRST);
+        if (!req->head) {
+            req->state = PS_HTTP_ERROR;
+            req->status = 503;
+            return len;
+        }
+        memset(req->head, 0, sizeof(*req->head));
+        req->head->url_cap = HEAD_FIRST - sizeof(*req->head);
+    }
+    n = http_parser_execute(&req->parser, &settings, buf, len);
+    err = HTTP_PARSER_ERRNO(&req->parser);
 
     if (req->state == PS_HTTP_READY || err == HPE_OK)
         return n;
@@ -244,4 +286,10 @@ void ps__http_req_next(struct ps_http_req *req)
     req->started = 0;
     req->status = 0;
     http_parser_pause(&req->parser, 0);
+}
+
+void ps__http_req_release(struct ps_http_req *req)
+{
+    free(req->head);
+    req->head = NULL;
 }

@@ -249,9 +249,9 @@ static int not_modified(const struct ps_http_ctx *ctx, const struct ps_http_req 
 {
     time_t since;
 
-    return req->ims_len > 0 && req->ims_len <= sizeof(req->ims) &&
-           ps__http_parse_date(req->ims, req->ims_len, &since) == 0 && file->mtime <= since &&
-           since <= ctx->now_sec;
+    return req->head->ims_len > 0 && req->head->ims_len <= sizeof(req->head->ims) &&
+           ps__http_parse_date(req->head->ims, req->head->ims_len, &since) == 0 &&
+           file->mtime <= since && since <= ctx->now_sec;
 }
 
 /* The Range to honour: 0 none, 1 [first,last], -1 unsatisfiable. */
@@ -260,14 +260,15 @@ static int wanted_range(const struct ps_http_req *req, const struct ps_http_file
 {
     time_t t;
 
-    if (req->range_len == 0 || req->range_len > sizeof(req->range))
+    if (req->head->range_len == 0 || req->head->range_len > sizeof(req->head->range))
         return 0;
     /* If-Range: only a date equal to Last-Modified keeps the range (no ETags) */
-    if (req->if_range_len > 0 &&
-        (req->if_range_len > sizeof(req->if_range) ||
-         ps__http_parse_date(req->if_range, req->if_range_len, &t) < 0 || t != file->mtime))
+    if (req->head->if_range_len > 0 &&
+        (req->head->if_range_len > sizeof(req->head->if_range) ||
+         ps__http_parse_date(req->head->if_range, req->head->if_range_len, &t) < 0 ||
+         t != file->mtime))
         return 0;
-    return parse_range(req->range, req->range_len, file->size, first, last);
+    return parse_range(req->head->range, req->head->range_len, file->size, first, last);
 }
 
 /* Body bytes [first, last]: copied when in memory, else left to sendfile. */
@@ -376,8 +377,8 @@ static void redirect_response(const struct ps_http_ctx *ctx, const struct ps_htt
 static int split_target(const struct ps_http_req *req, const char **path, size_t *plen,
                         const char **query, size_t *qlen)
 {
-    const char *u = req->url, *q;
-    size_t len = req->url_len;
+    const char *u = req->head->url, *q;
+    size_t len = req->head->url_len;
 
     if (len > 0 && u[0] != '/') {
         struct http_parser_url parsed;

@@ -166,6 +166,7 @@ static int exchange_step(const char *raw, size_t len, size_t step)
             break;
         ps__http_req_next(&req);
     }
+    ps__http_req_release(&req);
     return n;
 }
 
@@ -277,6 +278,37 @@ static void test_smuggling_shapes(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Token: !#$%&'*+-.^_`|~09az\r\n\r\n", 200);
 }
 
+/* Issue 11.6: a connection's memory grows only with what it holds.  The
+ * parse state is small and fixed; a request's head is allocated at its
+ * first byte, grows with the target (up to PS_HTTP_URL_MAX, never past the
+ * 414 limit) and is gone after release; an idle struct conn is small. */
+static void test_memory_per_request(void **state)
+{
+    static char big[PS_HTTP_URL_MAX + 64];
+    size_t n;
+
+    (void)state;
+    assert_true(sizeof(struct ps_http_req) <= 128);
+    assert_true(ps__http_conn_size() <= 512);
+    ps__http_req_init(&req);
+    assert_null(req.head);
+    assert_int_equal(ps__http_parse(&req, "GET /a.txt HTTP/1.1\r\nHo", 23), 23);
+    assert_non_null(req.head);
+    assert_true(sizeof(*req.head) + req.head->url_cap <= 512);
+    ps__http_req_release(&req);
+    assert_null(req.head);
+
+    /* a long target grows the head and is still served whole */
+    n = (size_t)snprintf(big, sizeof(big), "GET /a.txt?");
+    memset(big + n, 'q', PS_HTTP_URL_MAX - n);
+    n = PS_HTTP_URL_MAX;
+    n += (size_t)snprintf(big + n, sizeof(big) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(exchange_step(big, n, 100), 1);
+    assert_int_equal(res[0].status, 200);
+    assert_memory_equal(res[0].body, "hello", 5);
+    assert_null(req.head);
+}
+
 /* Expect: 100-continue asks for "100 Continue" only when a body follows. */
 static void test_expect_continue(void **state)
 {
@@ -291,6 +323,7 @@ static void test_expect_continue(void **state)
     assert_int_equal(ps__http_parse(&req, "abc", 3), 3);
     assert_int_equal(req.state, PS_HTTP_READY);
     assert_false(req.continue_due);
+    ps__http_req_release(&req);
 
     static const char *const none[] = {
         "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
@@ -304,6 +337,7 @@ static void test_expect_continue(void **state)
         ps__http_parse(&req, none[i], strlen(none[i]));
         if (req.continue_due)
             fail_msg("continue asked for: %s", none[i]);
+        ps__http_req_release(&req);
     }
 }
 
@@ -690,6 +724,7 @@ static void test_no_overread(void **state)
             assert_int_equal(ps__http_respond(&ctx, &req, out, sizeof(out), &resp), 0);
             ps__http_resp_done(&resp);
         }
+        ps__http_req_release(&req);
     }
     munmap(map, (size_t)page * 2);
 }
@@ -703,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_smuggling_shapes),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_memory_per_request),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traversal),
