@@ -99,7 +99,8 @@ struct server {
     int n_listen;
     int watching;          /* listeners are in the epoll set */
     uint64_t paused_until; /* no accepting before this (EMFILE) */
-    int stop_requested, draining;
+    int stop_requested, draining, reopen_requested;
+    uint64_t next_watchdog; /* WATCHDOG=1 due; 0: no watchdog */
     struct list lists[T_COUNT];
     uint64_t timeout[T_COUNT];
     uint64_t now, next_tick;
@@ -175,6 +176,8 @@ static int next_timeout(const struct server *s)
             first = s->lists[i].head->deadline;
     if (s->paused_until && s->paused_until < first)
         first = s->paused_until;
+    if (s->next_watchdog && s->next_watchdog < first)
+        first = s->next_watchdog;
     return first <= s->now ? 0 : (int)(first - s->now);
 }
 
@@ -746,8 +749,38 @@ static void read_signals(struct server *s)
 {
     struct signalfd_siginfo si;
 
-    while (read(s->signal.fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        s->stop_requested = 1;
+    while (read(s->signal.fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1)
+            s->reopen_requested = 1;
+        else
+            s->stop_requested = 1;
+    }
+}
+
+/* SIGUSR1 (logrotate; the supervisor has reopened the file first and made
+ * it ours): write what is buffered to the old file, then put the file now
+ * at the path on the same descriptor.  On failure the old one stays. */
+static void reopen_log(struct server *s)
+{
+    char msg[400];
+    int fd;
+
+    s->reopen_requested = 0;
+    if (s->cfg->access_log_fd < 0)
+        return;
+    log_flush(s);
+    if (!s->cfg->access_log_path)
+        return;
+    fd = open(s->cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0 && dup3(fd, s->cfg->access_log_fd, O_CLOEXEC) >= 0) {
+        ps__close(fd);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "STATUS=cannot reopen the access log %s: %s",
+             s->cfg->access_log_path, strerror(errno));
+    if (fd >= 0)
+        ps__close(fd);
+    ps_notify(msg);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
@@ -814,6 +847,13 @@ static int run(struct server *s)
         /* after the batch: these may close connections other events name */
         if (s->stop_requested && !s->draining)
             start_drain(s);
+        if (s->reopen_requested)
+            reopen_log(s);
+        if (s->next_watchdog && s->now >= s->next_watchdog) {
+            /* from the loop itself: a loop that is stuck stops sending it */
+            ps_notify("WATCHDOG=1");
+            s->next_watchdog = s->now + (uint64_t)s->cfg->watchdog_ms;
+        }
         expire(s);
         release_dead(s);
         update_accepting(s);
@@ -871,6 +911,8 @@ static int setup(struct server *s, const struct ps_http_server_config *cfg, sigs
         return ps__neg_errno();
     s->now = monotonic_ms();
     s->next_tick = s->now + 1000;
+    if (cfg->watchdog_ms > 0)
+        s->next_watchdog = s->now + (uint64_t)cfg->watchdog_ms;
     ps__http_ctx_tick(&s->ctx, s->now);
     update_accepting(s);
     return 0;
@@ -917,6 +959,7 @@ int ps_http_serve(const struct ps_http_server_config *cfg)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
     sigprocmask(SIG_BLOCK, &mask, &old);
     r = setup(&s, cfg, &mask);
     if (r == 0) {

@@ -696,6 +696,7 @@ static int open_signals(struct ps_sup *sup)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGQUIT);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGTTIN);
     sigaddset(&set, SIGTTOU);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
@@ -703,6 +704,23 @@ static int open_signals(struct ps_sup *sup)
     signal(SIGPIPE, SIG_IGN);
     sup->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     return sup->sigfd < 0 ? ps__neg_errno() : 0;
+}
+
+/* SIGUSR1: the configuration's hook (portshare serve reopens its access
+ * log), then every live worker gets SIGUSR1 to do the same. */
+static void reopen(struct ps_sup *sup)
+{
+    char err[256] = "";
+    int i;
+
+    if (!sup->cfg->on_reopen)
+        return;
+    ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGUSR1: reopen");
+    if (sup->cfg->on_reopen(sup->cfg->reopen_ctx, err, sizeof(err)) < 0)
+        ps__sup_log(sup, PS_LOG_WARN, "reopen_failed", "%s", err);
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid > 0)
+            kill(sup->workers[i].pid, SIGUSR1);
 }
 
 static void handle_signals(struct ps_sup *sup)
@@ -726,6 +744,9 @@ static void handle_signals(struct ps_sup *sup)
             break;
         case SIGUSR2:
             sup->upgrade_requested = 1;
+            break;
+        case SIGUSR1:
+            reopen(sup);
             break;
         case SIGTTIN:
         case SIGTTOU: {
