@@ -28,8 +28,12 @@
  *     (chunked bodies) is 411: send a Content-Length;
  *   - a single byte range is 206 (416 when unsatisfiable), several ranges
  *     are answered 200 with the whole file (allowed by RFC 9110 14.2);
- *     If-Range is honoured for a date equal to Last-Modified only (we send
- *     no ETags);
+ *     If-Range is honoured for an ETag equal to ours (strong comparison)
+ *     or a date equal to Last-Modified;
+ *   - files have a strong ETag (modification time to the nanosecond and
+ *     size); If-None-Match (weak comparison, or "*") is 304 and then
+ *     If-Modified-Since is not looked at (RFC 9110 13.2.2); an
+ *     If-None-Match too long to keep is ignored (200);
  *   - a directory without its trailing slash is 301 to the slash form; a
  *     directory without index.html is 403; a symlink that leads out of DIR
  *     is 403; ".." above the root is 400;
@@ -77,6 +81,7 @@ struct ps_http_file {
     size_t key_len;
     const char *type;       /* Content-Type */
     char last_modified[32]; /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    char etag[64];          /* strong: "mtime-nanoseconds-size" in hex, quoted */
     char head200[256];      /* Content-Type...Accept-Ranges lines of a 200 */
     size_t head200_len;
 };
@@ -153,6 +158,8 @@ struct ps_http_head {
     char ims[64];    /* If-Modified-Since */
     char range[128]; /* Range; longer values are ignored */
     char if_range[64];
+    size_t inm_len;
+    char inm[128]; /* If-None-Match; longer values are ignored */
     size_t url_len, url_cap;
     char url[]; /* url_cap bytes, at most PS_HTTP_URL_MAX */
 };

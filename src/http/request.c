@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum header_kind { H_NONE, H_NAME, H_OTHER, H_HOST, H_IMS, H_RANGE, H_IF_RANGE, H_EXPECT };
+enum header_kind { H_NONE, H_NAME, H_OTHER, H_HOST, H_IMS, H_RANGE, H_IF_RANGE, H_EXPECT, H_INM };
 
 static const char continue_token[] = "100-continue";
 
@@ -48,7 +48,7 @@ static int on_message_begin(http_parser *p)
     r->header = H_NONE;
     r->header_bytes = 0;
     r->head->url_len = r->head->name_len = 0;
-    r->head->ims_len = r->head->range_len = r->head->if_range_len = 0;
+    r->head->ims_len = r->head->range_len = r->head->if_range_len = r->head->inm_len = 0;
     return 0;
 }
 
@@ -131,7 +131,7 @@ static enum header_kind classify(const struct ps_http_head *h)
         enum header_kind kind;
     } wanted[] = {
         {"host", H_HOST},         {"if-modified-since", H_IMS}, {"range", H_RANGE},
-        {"if-range", H_IF_RANGE}, {"expect", H_EXPECT},
+        {"if-range", H_IF_RANGE}, {"expect", H_EXPECT},         {"if-none-match", H_INM},
     };
     size_t i;
 
@@ -191,6 +191,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             h->range_len = 0;
         else if (r->header == H_IF_RANGE)
             h->if_range_len = 0;
+        else if (r->header == H_INM && h->inm_len > 0) /* several fields: one list */
+            append_value(h->inm, sizeof(h->inm), &h->inm_len, ",", 1);
     }
     if (r->header == H_IMS)
         append_value(h->ims, sizeof(h->ims), &h->ims_len, at, len);
@@ -198,6 +200,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         append_value(h->range, sizeof(h->range), &h->range_len, at, len);
     else if (r->header == H_IF_RANGE)
         append_value(h->if_range, sizeof(h->if_range), &h->if_range_len, at, len);
+    else if (r->header == H_INM)
+        append_value(h->inm, sizeof(h->inm), &h->inm_len, at, len);
     else if (r->header == H_EXPECT)
         match_expect(r, at, len);
     return 0;
@@ -251,8 +255,8 @@ void ps__http_req_init(struct ps_http_req *req)
     req->parser.data = req;
 }
 
-/* Small enough for most targets, so that one allocation serves. */
-#define HEAD_FIRST 512
+/* Room for most targets at first, so that one allocation serves. */
+#define URL_FIRST 192
 
 size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len)
 {
@@ -260,14 +264,14 @@ size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len)
     size_t n;
 
     if (!req->head) {
-        req->head = malloc(HEAD_FIRST);
+        req->head = malloc(sizeof(*req->head) + URL_FIRST);
         if (!req->head) {
             req->state = PS_HTTP_ERROR;
             req->status = 503;
             return len;
         }
         memset(req->head, 0, sizeof(*req->head));
-        req->head->url_cap = HEAD_FIRST - sizeof(*req->head);
+        req->head->url_cap = URL_FIRST;
     }
     n = http_parser_execute(&req->parser, &settings, buf, len);
     err = HTTP_PARSER_ERRNO(&req->parser);

@@ -294,7 +294,7 @@ static void test_memory_per_request(void **state)
     assert_null(req.head);
     assert_int_equal(ps__http_parse(&req, "GET /a.txt HTTP/1.1\r\nHo", 23), 23);
     assert_non_null(req.head);
-    assert_true(sizeof(*req.head) + req.head->url_cap <= 512);
+    assert_true(sizeof(*req.head) + req.head->url_cap <= 1024);
     ps__http_req_release(&req);
     assert_null(req.head);
 
@@ -569,6 +569,57 @@ static void test_conditional(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: \"etag\"\r\n\r\n", 200);
 }
 
+/* ETag, If-None-Match (weak comparison, lists, "*", before
+ * If-Modified-Since) and If-Range with an entity tag (strong). */
+static void test_etag(void **state)
+{
+    char raw[512], tag[64], weak[70];
+
+    (void)state;
+    expect(GET("/a.txt"), 200);
+    assert_non_null(header(&res[0], "ETag"));
+    snprintf(tag, sizeof(tag), "%s", header(&res[0], "ETag"));
+    assert_true(tag[0] == '"' && tag[strlen(tag) - 1] == '"' && strlen(tag) > 4);
+    snprintf(weak, sizeof(weak), "W/%s", tag);
+    expect(GET("/a.txt/../a.txt"), 200);
+    assert_string_equal(header(&res[0], "ETag"), tag); /* stable */
+    expect(GET("/sub/index.html"), 200);
+    assert_string_not_equal(header(&res[0], "ETag"), tag); /* another file, another tag */
+
+    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", tag);
+    expect(raw, 304);
+    assert_string_equal(header(&res[0], "ETag"), tag);
+    assert_int_equal(res[0].body_len, 0);
+    assert_true(res[0].keep_alive);
+    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", weak);
+    expect(raw, 304); /* weak comparison */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"x\", W/\"y\",%s\r\n\r\n", tag);
+    expect(raw, 304); /* in a list */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"x\"\r\nIf-None-Match: %s\r\n\r\n",
+             tag);
+    expect(raw, 304); /* over two fields */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\n\r\n", 304);
+    expect("GET /nope HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\n\r\n", 404);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\"\r\n\r\n", 200);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: garbage\r\n\r\n", 200);
+    /* a non-matching If-None-Match wins over a matching If-Modified-Since */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\"\r\n"
+           "If-Modified-Since: Sun, 06 Nov 2033 08:49:37 GMT\r\n\r\n",
+           200);
+    /* If-Range with our tag keeps the range; a weak or other tag does not */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", tag);
+    expect(raw, 206);
+    assert_string_equal(header(&res[0], "ETag"), tag);
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", weak);
+    expect(raw, 200);
+    /* an empty field before Host does not swallow the next name */
+    expect("GET /a.txt HTTP/1.1\r\nX-Empty:\r\nHost: t\r\n\r\n", 200);
+}
+
 static void test_dates(void **state)
 {
     static const char *const forms[] = {
@@ -745,6 +796,7 @@ int main(void)
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_conditional),
+        cmocka_unit_test(test_etag),
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_mime),
         cmocka_unit_test(test_keep_alive_rules),
