@@ -57,10 +57,27 @@
 
 /* ---- counters a worker shows on its page and reports to the supervisor -- */
 
+/* Why a connection was closed: every close goes through one function
+ * (server.c conn_close) that takes one of these and counts it. */
+enum ps_http_close {
+    PS_HTTP_CLOSE_DONE,        /* after a response that said Connection: close */
+    PS_HTTP_CLOSE_CLIENT,      /* the client closed or reset it */
+    PS_HTTP_CLOSE_TIMEOUT,     /* request head, keep-alive idle or blocked send */
+    PS_HTTP_CLOSE_BAD_REQUEST, /* after a 4xx/5xx for the request's framing */
+    PS_HTTP_CLOSE_DRAIN,       /* the worker is draining */
+    PS_HTTP_CLOSE_LIMIT,       /* a client that kept sending after an error */
+    PS_HTTP_CLOSE_ERROR,       /* a system call failed, out of memory */
+    PS_HTTP_CLOSE_COUNT
+};
+
+/* "done", "client", ... : the names in X_PORTSHARE_CLOSES= */
+extern const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT];
+
 struct ps_http_counters {
-    uint64_t accepted; /* connections accepted */
-    uint64_t requests; /* responses produced */
-    uint64_t active;   /* connections open now */
+    uint64_t accepted;                    /* connections accepted */
+    uint64_t requests;                    /* responses produced */
+    uint64_t active;                      /* connections open now */
+    uint64_t closed[PS_HTTP_CLOSE_COUNT]; /* connections closed, by reason */
 };
 
 /* ---- files.c ----------------------------------------------------- */

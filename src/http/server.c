@@ -72,7 +72,8 @@ struct conn {
     unsigned linger : 1;  /* ... through a lingering close */
     unsigned served : 1;  /* has answered a request */
     unsigned nodelay : 1;
-    char *in; /* input not yet parsed (waits for output) */
+    unsigned why : 4; /* enum ps_http_close of a lingering close */
+    char *in;         /* input not yet parsed (waits for output) */
     size_t in_len, in_cap;
     char *out; /* output the socket did not take yet */
     size_t out_off, out_len, out_cap;
@@ -269,10 +270,16 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
 
 /* ---- connections: life and death ------------------------------------------ */
 
-/* Close now; the memory is released after the event batch (release_dead),
- * so a later event of the same batch, or a caller, can still see fd -1. */
-static void conn_close(struct server *s, struct conn *c)
+const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT] = {
+    "done", "client", "timeout", "bad_request", "drain", "limit", "error",
+};
+
+/* The one way a connection ends: close now and count why.  The memory is
+ * released after the event batch (release_dead), so a later event of the
+ * same batch, or a caller, can still see fd -1. */
+static void conn_close(struct server *s, struct conn *c, enum ps_http_close why)
 {
+    s->counters.closed[why]++;
     timer_unset(s, c);
     ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
     c->item.fd = -1;
@@ -348,7 +355,7 @@ static void start_linger(struct server *s, struct conn *c)
     shutdown(c->item.fd, SHUT_WR);
     c->in_len = 0;
     if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
         return;
     }
     timer_set(s, c, T_LINGER);
@@ -360,16 +367,28 @@ static void linger_read(struct server *s, struct conn *c)
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n <= 0 || (c->lingered += (size_t)n) > LINGER_MAX)
-        conn_close(s, c);
+    if (n <= 0)
+        conn_close(s, c, c->why); /* the client has read our answer */
+    else if ((c->lingered += (size_t)n) > LINGER_MAX)
+        conn_close(s, c, PS_HTTP_CLOSE_LIMIT);
 }
 
+/* After the last response of a connection. */
 static void finish(struct server *s, struct conn *c)
 {
+    c->why = c->req.state == PS_HTTP_ERROR ? PS_HTTP_CLOSE_BAD_REQUEST
+             : s->draining                 ? PS_HTTP_CLOSE_DRAIN
+                                           : PS_HTTP_CLOSE_DONE;
     if (c->linger)
         start_linger(s, c);
     else
-        conn_close(s, c);
+        conn_close(s, c, c->why);
+}
+
+/* A send that failed: the client went away, or something else broke. */
+static enum ps_http_close send_failure(void)
+{
+    return errno == EPIPE || errno == ECONNRESET ? PS_HTTP_CLOSE_CLIENT : PS_HTTP_CLOSE_ERROR;
 }
 
 /* ---- connections: input ------------------------------------------------------ */
@@ -516,7 +535,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
         memcpy(c->out, buf + n, len - (size_t)n);
         c->out_off = 0;
         c->out_len = len - (size_t)n;
-        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
     }
     if (!c->body.file)
         return 1;
@@ -524,11 +543,11 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
     if (r < 0)
         goto error;
     if (r == 0)
-        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
     return 1;
 
 error:
-    conn_close(s, c);
+    conn_close(s, c, send_failure());
     return -1;
 }
 
@@ -551,11 +570,11 @@ static void go_idle(struct server *s, struct conn *c)
 
     shed_memory(c);
     if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
         return;
     }
     if (s->draining && list == T_IDLE) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_DRAIN);
         return;
     }
     if (c->list != list)
@@ -577,7 +596,7 @@ static void serve(struct server *s, struct conn *c, const char *data, size_t len
         }
         used = produce(s, c, &data, &len);
         if (keep_input(c, data, len) < 0) {
-            conn_close(s, c);
+            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
             return;
         }
         r = flush(s, c, s->wbuf, used);
@@ -608,7 +627,7 @@ static void conn_readable(struct server *s, struct conn *c)
     if (n < 0 && errno == EAGAIN)
         return;
     if (n <= 0) {
-        conn_close(s, c); /* the client left (a half-sent request is void) */
+        conn_close(s, c, PS_HTTP_CLOSE_CLIENT); /* a half-sent request is void */
         return;
     }
     serve(s, c, s->rbuf, (size_t)n);
@@ -619,7 +638,7 @@ static void conn_writable(struct server *s, struct conn *c)
     if (c->out_off < c->out_len) {
         ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
-            conn_close(s, c);
+            conn_close(s, c, send_failure());
             return;
         }
         c->out_off += (size_t)n;
@@ -633,7 +652,7 @@ static void conn_writable(struct server *s, struct conn *c)
     if (c->body.file) {
         int r = send_file(c);
         if (r < 0) {
-            conn_close(s, c);
+            conn_close(s, c, send_failure());
             return;
         }
         timer_set(s, c, T_SEND);
@@ -697,7 +716,7 @@ static void accept_from(struct server *s, struct item *l)
          * epoll_ctl; otherwise (EAGAIN) it joins the set here. */
         conn_readable(s, c);
         if (c->item.fd >= 0 && c->events == 0 && watch(s, c, EPOLLIN) < 0)
-            conn_close(s, c);
+            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
     }
 }
 
@@ -715,7 +734,7 @@ static void update_accepting(struct server *s)
 static void close_all(struct server *s, int list)
 {
     while (s->lists[list].head)
-        conn_close(s, s->lists[list].head);
+        conn_close(s, s->lists[list].head, PS_HTTP_CLOSE_DRAIN);
 }
 
 /* SIGTERM: stop accepting (close, never shutdown: the supervisor and
@@ -785,27 +804,59 @@ static void reopen_log(struct server *s)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
+/* What the expiry of each timer list means. */
+static enum ps_http_close expiry_reason(int list, const struct conn *c)
+{
+    switch (list) {
+    case T_LINGER:
+        return (enum ps_http_close)c->why; /* the answer had its chance */
+    case T_GRACE:
+        return PS_HTTP_CLOSE_DRAIN;
+    default:
+        return PS_HTTP_CLOSE_TIMEOUT;
+    }
+}
+
 static void expire(struct server *s)
 {
+    struct conn *c;
     int i;
 
     for (i = 0; i < T_COUNT; i++)
-        while (s->lists[i].head && s->lists[i].head->deadline <= s->now)
-            conn_close(s, s->lists[i].head);
+        while ((c = s->lists[i].head) && c->deadline <= s->now)
+            conn_close(s, c, expiry_reason(i, c));
+}
+
+/* "X_PORTSHARE_STATS=accepted=N requests=N active=N\nX_PORTSHARE_CLOSES=done=N
+ * client=N ...": one datagram.  The closes are a field of their own so that
+ * the stats line keeps what a supervisor with a small buffer shows. */
+static void format_stats(const struct ps_http_counters *c, char *buf, size_t cap)
+{
+    size_t n;
+    int i, k;
+
+    k = snprintf(buf, cap,
+                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu\nX_PORTSHARE_CLOSES=",
+                 (unsigned long long)c->accepted, (unsigned long long)c->requests,
+                 (unsigned long long)c->active);
+    n = k > 0 && (size_t)k < cap ? (size_t)k : cap - 1;
+    for (i = 0; i < PS_HTTP_CLOSE_COUNT && n < cap - 1; i++) {
+        k = snprintf(buf + n, cap - n, "%s%s=%llu", i ? " " : "", ps__http_close_names[i],
+                     (unsigned long long)c->closed[i]);
+        n = k > 0 && (size_t)k < cap - n ? n + (size_t)k : cap - 1;
+    }
 }
 
 /* Once a second: counters to the supervisor when they changed, the log. */
 static void tick(struct server *s)
 {
-    char msg[160];
+    char msg[512];
 
     if (s->now < s->next_tick)
         return;
     s->next_tick = s->now + 1000;
     if (memcmp(&s->counters, &s->reported, sizeof(s->counters)) != 0) {
-        snprintf(msg, sizeof(msg), "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu",
-                 (unsigned long long)s->counters.accepted, (unsigned long long)s->counters.requests,
-                 (unsigned long long)s->counters.active);
+        format_stats(&s->counters, msg, sizeof(msg));
         ps_notify(msg);
         s->reported = s->counters;
     }
@@ -965,6 +1016,7 @@ int ps_http_serve(const struct ps_http_server_config *cfg)
     if (r == 0) {
         ps_notify("READY=1");
         r = run(&s);
+        s.next_tick = s.now; /* the last counts, whenever the last tick was */
         tick(&s);
     }
     teardown(&s);
