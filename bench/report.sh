@@ -9,6 +9,7 @@
 #   s5.txt  bench_distribution's output
 #   s6.tsv  repeat server p50 p90 p99 p999 max rps failed (microseconds)
 #   rss.tsv server state pid role rss_kb
+#   s8.tsv  server connections rss_before_kb rss_after_kb bytes_per_connection
 
 # metric VALUE of one row: rps, or requests per server CPU-second
 METRIC_AWK='function metric(m) { return m == "rps" ? $4 : ($6 > 0 ? $5 / $6 : 0) }'
@@ -145,6 +146,11 @@ write_event_summary() {
     fi
     if [ -s "$RAW/rss.tsv" ]; then
         echo "Memory under load (all processes, MiB): portshare $(rss_sum portshare load), nginx $(rss_sum nginx load)."
+        echo
+    fi
+    if [ -s "$RAW/s8.tsv" ]; then
+        echo "Memory per idle keep-alive connection (worker VmRSS, bytes):" \
+            "$(awk -F'\t' '{printf "%s%s %s: %s", sep, $1, $2, $5; sep = "; "}' "$RAW/s8.tsv")."
         echo
     fi
     if [ -s "$RAW/idle_cpu.tsv" ]; then
@@ -315,6 +321,20 @@ write_memory() {
     echo
 }
 
+write_idle_memory() {
+    [ -s "$RAW/s8.tsv" ] || return 0
+    echo "## 8. Memory per idle keep-alive connection"
+    echo
+    echo "One worker each (h2o: one thread), started fresh for every count. N connections each get one"
+    echo "response and then wait in keep-alive (\`bench/idle_conns.py\`); the worker's VmRSS before and"
+    echo "while they are held. Kernel socket memory is not in VmRSS."
+    echo
+    echo "| server | connections | VmRSS before KiB | VmRSS with them KiB | bytes per connection |"
+    echo "|---|---|---|---|---|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}' "$RAW/s8.tsv"
+    echo
+}
+
 # The header describes the run and the machine; it is kept in raw/ so that
 # --report-only can rebuild the report from the raw data alone.
 write_header() {
@@ -341,6 +361,7 @@ write_report() {
     write_distribution
     write_latency
     write_memory
+    write_idle_memory
 }
 
 # ---- plots -------------------------------------------------------------------------------

@@ -191,7 +191,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 continue;
             }
         }
-        CHECK(req.url_len <= PS_HTTP_URL_MAX);
+        CHECK(!req.head || req.head->url_len <= req.head->url_cap);
+        CHECK(!req.head || req.head->url_cap <= PS_HTTP_URL_MAX);
         CHECK(ps__http_respond(&ctx, &req, out, sizeof(out), &resp) == 0);
         check_response(&req, &resp, req.state == PS_HTTP_ERROR, echo_ok);
         ps__http_resp_done(&resp);
@@ -200,5 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         ps__http_req_next(&req);
     }
+    ps__http_req_release(&req);
+    CHECK(!req.head);
     return 0;
 }

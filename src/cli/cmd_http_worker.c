@@ -31,7 +31,8 @@ static void usage(FILE *out)
                  "The HTTP worker process of 'portshare serve'.  Serves GET/HEAD of the files\n"
                  "under DIR (or, without DIR, a page describing itself) on the listening\n"
                  "sockets it receives by the systemd protocol (LISTEN_FDS).\n\n"
-                 "  --access-log FILE|-     common log format, appended to FILE or stdout (off)\n"
+                 "  --access-log FILE|-     common log format, appended to FILE or stdout (off);\n"
+                 "                          reopened on SIGUSR1\n"
                  "  --header-timeout SECS   a request head must arrive within (default 10)\n"
                  "  --idle-timeout SECS     keep-alive connection without a request (default 5)\n"
                  "  --max-connections N     open connections at most (default 10000)\n");
@@ -52,17 +53,54 @@ static int parse_seconds(const char *opt, const char *s, int *ms)
     return 0;
 }
 
-static int open_log(const char *path, int *fd)
+/* The access log: stdout for "-"; else the descriptor the supervisor
+ * opened for us (PORTSHARE_ACCESS_LOG_FD, `portshare serve`), else opened
+ * here (run by systemd or by hand). */
+static int open_log(const char *path, struct ps_http_server_config *cfg)
 {
+    const char *env = getenv("PORTSHARE_ACCESS_LOG_FD");
+    long n;
+
+    cfg->access_log_path = NULL;
     if (!strcmp(path, "-")) {
-        *fd = STDOUT_FILENO;
+        cfg->access_log_fd = STDOUT_FILENO;
         return 0;
     }
-    *fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (*fd < 0)
+    cfg->access_log_path = path;
+    if (env) {
+        if (ps__parse_long(env, 3, 0x7fffffff, &n) < 0 || fcntl((int)n, F_SETFD, FD_CLOEXEC) < 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "PORTSHARE_ACCESS_LOG_FD='%s' is no open descriptor",
+                                env);
+        unsetenv("PORTSHARE_ACCESS_LOG_FD");
+        cfg->access_log_fd = (int)n;
+        return 0;
+    }
+    cfg->access_log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (cfg->access_log_fd < 0)
         return ps_cli_fatal(PS_EXIT_USAGE, "--access-log: cannot open %s: %s", path,
                             strerror(errno));
     return 0;
+}
+
+/* sd_watchdog_enabled(3): WATCHDOG_USEC, for us when WATCHDOG_PID is
+ * unset or our pid.  Returns the interval to send WATCHDOG=1 at (half the
+ * timeout, as sd_watchdog_enabled advises), 0 when off. */
+static int watchdog_interval_ms(void)
+{
+    const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+    long us, p;
+
+    if (!usec)
+        return 0;
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+    if (ps__parse_long(usec, 1, 0x7fffffff, &us) < 0) {
+        ps_cli_warn("WATCHDOG_USEC='%s' is not a number; no watchdog", usec);
+        return 0;
+    }
+    if (pid && (ps__parse_long(pid, 1, 0x7fffffff, &p) < 0 || p != (long)getpid()))
+        return 0;
+    return us / 2000 > 0 ? (int)(us / 2000) : 1;
 }
 
 static int parse_options(int argc, char **argv, struct ps_http_server_config *cfg)
@@ -75,6 +113,7 @@ static int parse_options(int argc, char **argv, struct ps_http_server_config *cf
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *log_path = NULL;
     long n;
     int c;
 
@@ -83,10 +122,7 @@ static int parse_options(int argc, char **argv, struct ps_http_server_config *cf
     while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
-            if (cfg->access_log_fd >= 0 && cfg->access_log_fd != STDOUT_FILENO)
-                close(cfg->access_log_fd);
-            if (open_log(optarg, &cfg->access_log_fd))
-                return PS_EXIT_USAGE;
+            log_path = optarg; /* the last one counts */
             break;
         case 'H':
             if (parse_seconds("--header-timeout", optarg, &cfg->header_timeout_ms))
@@ -114,6 +150,8 @@ static int parse_options(int argc, char **argv, struct ps_http_server_config *cf
         return ps_cli_fatal(PS_EXIT_USAGE, "http-worker: one DIR at most (got '%s' and '%s')",
                             argv[optind], argv[optind + 1]);
     cfg->root = optind < argc ? argv[optind] : NULL;
+    if (log_path && open_log(log_path, cfg))
+        return PS_EXIT_USAGE;
     return 0;
 }
 
@@ -212,6 +250,7 @@ int cmd_http_worker(int argc, char **argv)
     cfg.n_listen = n;
     cfg.slot = env_number("PORTSHARE_SLOT");
     cfg.generation = env_number("PORTSHARE_GENERATION");
+    cfg.watchdog_ms = watchdog_interval_ms();
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-send is an error return, not a death */
     raise_fd_limit(cfg.max_connections);
     r = ps_http_serve(&cfg);

@@ -353,14 +353,17 @@ static void fill_meta(struct ps_http_file *file, const struct stat *st)
     file->dev = st->st_dev;
     file->ino = st->st_ino;
     ps__http_format_date(file->mtime, file->last_modified);
+    snprintf(file->etag, sizeof(file->etag), "\"%llx-%lx-%llx\"",
+             (unsigned long long)st->st_mtim.tv_sec, (long)st->st_mtim.tv_nsec,
+             (unsigned long long)st->st_size);
 }
 
 static void fill_head(struct ps_http_file *file)
 {
     int n = snprintf(file->head200, sizeof(file->head200),
                      "Content-Type: %s\r\nContent-Length: %lld\r\nLast-Modified: %s\r\n"
-                     "Accept-Ranges: bytes\r\n",
-                     file->type, (long long)file->size, file->last_modified);
+                     "ETag: %s\r\nAccept-Ranges: bytes\r\n",
+                     file->type, (long long)file->size, file->last_modified, file->etag);
     file->head200_len = n > 0 && (size_t)n < sizeof(file->head200) ? (size_t)n : 0;
 }
 

@@ -14,17 +14,23 @@ struct ps_http_server_config {
     int header_timeout_ms; /* whole request head must arrive within */
     int idle_timeout_ms;   /* keep-alive connection without a request */
     int max_connections;
-    int access_log_fd;     /* -1: no access log */
-    long slot, generation; /* for the page; -1 when unknown */
+    int access_log_fd;           /* -1: no access log */
+    long slot, generation;       /* for the page; -1 when unknown */
+    const char *access_log_path; /* reopened onto access_log_fd on SIGUSR1;
+                                  * NULL: SIGUSR1 only flushes */
+    int watchdog_ms;             /* > 0: send WATCHDOG=1 this often */
 };
 
 /*
  * Serve until SIGTERM or SIGINT, then drain: close the listeners, finish
  * the responses in flight, close idle connections, return 0 when none is
- * left.  Blocks SIGTERM and SIGINT in the calling thread and reads them
- * from a signalfd; the caller should ignore SIGPIPE.  Sends READY=1,
- * STOPPING=1 and, at most once a second when they changed,
- * "X_PORTSHARE_STATS=accepted=N requests=N active=N" to $NOTIFY_SOCKET.
+ * left.  Blocks SIGTERM, SIGINT and SIGUSR1 (reopen the access log) in the
+ * calling thread and reads them from a signalfd; the caller should ignore
+ * SIGPIPE.  Sends READY=1, STOPPING=1, WATCHDOG=1 from the event loop every
+ * watchdog_ms (so a stuck loop is what a watchdog catches), "STATUS=..."
+ * when the log cannot be reopened, and, at most once a second when they
+ * changed, "X_PORTSHARE_STATS=accepted=N requests=N active=N" to
+ * $NOTIFY_SOCKET.
  * Returns 0, or -errno when it could not start (root not a directory...).
  */
 int ps_http_serve(const struct ps_http_server_config *cfg);

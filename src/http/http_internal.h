@@ -18,14 +18,22 @@
  *   - request target at most PS_HTTP_URL_MAX bytes (else 414), header
  *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
  *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
- *     malformed requests are 400; HTTP/1.1 without Host is 400;
+ *     malformed requests are 400; HTTP/1.1 without Host, two Host fields,
+ *     and a field name with anything but token characters (whitespace
+ *     before the colon: RFC 9112 5.1) are 400;
+ *   - "Expect: 100-continue" on an HTTP/1.1 request with a body gets
+ *     "100 Continue" before the body is read;
  *   - a body on GET/HEAD with Content-Length up to PS_HTTP_BODY_MAX is read
  *     and ignored, a larger one is 413; Transfer-Encoding on a request
  *     (chunked bodies) is 411: send a Content-Length;
  *   - a single byte range is 206 (416 when unsatisfiable), several ranges
  *     are answered 200 with the whole file (allowed by RFC 9110 14.2);
- *     If-Range is honoured for a date equal to Last-Modified only (we send
- *     no ETags);
+ *     If-Range is honoured for an ETag equal to ours (strong comparison)
+ *     or a date equal to Last-Modified;
+ *   - files have a strong ETag (modification time to the nanosecond and
+ *     size); If-None-Match (weak comparison, or "*") is 304 and then
+ *     If-Modified-Since is not looked at (RFC 9110 13.2.2); an
+ *     If-None-Match too long to keep is ignored (200);
  *   - a directory without its trailing slash is 301 to the slash form; a
  *     directory without index.html is 403; a symlink that leads out of DIR
  *     is 403; ".." above the root is 400;
@@ -49,10 +57,27 @@
 
 /* ---- counters a worker shows on its page and reports to the supervisor -- */
 
+/* Why a connection was closed: every close goes through one function
+ * (server.c conn_close) that takes one of these and counts it. */
+enum ps_http_close {
+    PS_HTTP_CLOSE_DONE,        /* after a response that said Connection: close */
+    PS_HTTP_CLOSE_CLIENT,      /* the client closed or reset it */
+    PS_HTTP_CLOSE_TIMEOUT,     /* request head, keep-alive idle or blocked send */
+    PS_HTTP_CLOSE_BAD_REQUEST, /* after a 4xx/5xx for the request's framing */
+    PS_HTTP_CLOSE_DRAIN,       /* the worker is draining */
+    PS_HTTP_CLOSE_LIMIT,       /* a client that kept sending after an error */
+    PS_HTTP_CLOSE_ERROR,       /* a system call failed, out of memory */
+    PS_HTTP_CLOSE_COUNT
+};
+
+/* "done", "client", ... : the names in X_PORTSHARE_CLOSES= */
+extern const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT];
+
 struct ps_http_counters {
-    uint64_t accepted; /* connections accepted */
-    uint64_t requests; /* responses produced */
-    uint64_t active;   /* connections open now */
+    uint64_t accepted;                    /* connections accepted */
+    uint64_t requests;                    /* responses produced */
+    uint64_t active;                      /* connections open now */
+    uint64_t closed[PS_HTTP_CLOSE_COUNT]; /* connections closed, by reason */
 };
 
 /* ---- files.c ----------------------------------------------------- */
@@ -73,6 +98,7 @@ struct ps_http_file {
     size_t key_len;
     const char *type;       /* Content-Type */
     char last_modified[32]; /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    char etag[64];          /* strong: "mtime-nanoseconds-size" in hex, quoted */
     char head200[256];      /* Content-Type...Accept-Ranges lines of a 200 */
     size_t head200_len;
 };
@@ -139,39 +165,61 @@ enum ps_http_state {
     PS_HTTP_ERROR,         /* a framing error: respond (status set), then close */
 };
 
-/* The parse state of one connection.  Large (it holds the target), so
- * allocate it with the connection, not on a small stack. */
-struct ps_http_req {
-    http_parser parser;
-    enum ps_http_state state;
-    int status;  /* the error status when state is PS_HTTP_ERROR */
-    int started; /* the first byte of a request has been seen */
-    int has_host;
-    int header; /* which header's value is being read (private) */
-    size_t header_bytes;
+/* What a request holds while it is read and answered: allocated at its
+ * first byte, grown with its target, freed by ps__http_req_release when
+ * the connection waits for the next one.  An idle connection holds none. */
+struct ps_http_head {
     size_t name_len; /* of the header name being read (private) */
     char name[24];
     size_t ims_len, range_len, if_range_len;
     char ims[64];    /* If-Modified-Since */
     char range[128]; /* Range; longer values are ignored */
     char if_range[64];
-    size_t url_len;
-    char url[PS_HTTP_URL_MAX];
+    size_t inm_len;
+    char inm[128]; /* If-None-Match; longer values are ignored */
+    size_t url_len, url_cap;
+    char url[]; /* url_cap bytes, at most PS_HTTP_URL_MAX */
 };
 
-/* Start a connection's parser. */
+/* The parse state of one connection: small and fixed; what grows with a
+ * request is in head. */
+struct ps_http_req {
+    http_parser parser;
+    enum ps_http_state state;
+    int status;  /* the error status when state is PS_HTTP_ERROR */
+    int started; /* the first byte of a request has been seen */
+    int has_host;
+    int continue_due; /* Expect: 100-continue and a body to come: the caller
+                       * sends "100 Continue" before waiting for it, then
+                       * clears this */
+    int header;       /* which header's value is being read (private) */
+    size_t expect;    /* bytes of "100-continue" matched (private) */
+    size_t header_bytes;
+    struct ps_http_head *head; /* NULL until the first byte, and after
+                                * ps__http_req_release; also NULL in an
+                                * ERROR state with status 503 (no memory) */
+};
+
+/* Start a connection's parser (holds no memory yet). */
 void ps__http_req_init(struct ps_http_req *req);
 
 /*
  * Feed bytes.  Returns how many were consumed; parsing stops right after
  * a complete request (state PS_HTTP_READY) so that the rest is handed back
  * for the next one, and at an error (PS_HTTP_ERROR).  Never called with
- * len == 0.  Allocates nothing.
+ * len == 0.  Allocates req->head when there is none (a few hundred bytes,
+ * doubled while the target grows, up to PS_HTTP_URL_MAX); out of memory is
+ * an ERROR with status 503.
  */
 size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len);
 
-/* After the response to a READY request: get ready for the next one. */
+/* After the response to a READY request: get ready for the next one
+ * (keeps req->head for it). */
 void ps__http_req_next(struct ps_http_req *req);
+
+/* Free req->head: for a connection waiting between requests (no request
+ * started) and one that closes.  The parser state is kept.  O(1). */
+void ps__http_req_release(struct ps_http_req *req);
 
 /* ---- response.c ----------------------------------------------- */
 
@@ -214,5 +262,11 @@ int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf
 
 /* Release what a response holds (the file reference). */
 void ps__http_resp_done(struct ps_http_resp *resp);
+
+/* ---- server.c -------------------------------------------------- */
+
+/* sizeof(struct conn): what an idle keep-alive connection costs in user
+ * memory (tests). */
+size_t ps__http_conn_size(void);
 
 #endif

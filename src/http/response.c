@@ -242,32 +242,76 @@ static int parse_range(const char *s, size_t len, off_t size, off_t *first, off_
     return 1;
 }
 
-/* If-Modified-Since: a date in the future says the client's clock is
- * off, not that it has the file: ignored, as RFC 9110 13.1.3 asks. */
+/* Does an If-None-Match list name our tag?  Weak comparison (RFC 9110
+ * 8.8.3.2: "W/" ignored on both sides), "*" matches any file.  A list we
+ * cannot read matches nothing: the full response is always safe. */
+static int etag_listed(const char *v, size_t len, const char *etag)
+{
+    size_t i = 0, n = strlen(etag), end;
+
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        if (i == len)
+            break;
+        if (v[i] == '*')
+            return 1;
+        if (len - i >= 2 && v[i] == 'W' && v[i + 1] == '/')
+            i += 2;
+        if (i == len || v[i] != '"')
+            return 0;
+        for (end = i + 1; end < len && v[end] != '"'; end++)
+            ;
+        if (end == len)
+            return 0;
+        if (end + 1 - i == n && !memcmp(v + i, etag, n))
+            return 1;
+        i = end + 1;
+    }
+    return 0;
+}
+
+/* RFC 9110 13.2.2: If-None-Match when present (If-Modified-Since is then
+ * not looked at), else If-Modified-Since.  A date in the future says the
+ * client's clock is off, not that it has the file: ignored (13.1.3). */
 static int not_modified(const struct ps_http_ctx *ctx, const struct ps_http_req *req,
                         const struct ps_http_file *file)
 {
+    const struct ps_http_head *h = req->head;
     time_t since;
 
-    return req->ims_len > 0 && req->ims_len <= sizeof(req->ims) &&
-           ps__http_parse_date(req->ims, req->ims_len, &since) == 0 && file->mtime <= since &&
+    if (h->inm_len > 0)
+        return h->inm_len <= sizeof(h->inm) && etag_listed(h->inm, h->inm_len, file->etag);
+    return h->ims_len > 0 && h->ims_len <= sizeof(h->ims) &&
+           ps__http_parse_date(h->ims, h->ims_len, &since) == 0 && file->mtime <= since &&
            since <= ctx->now_sec;
+}
+
+/* If-Range keeps the range only while it names this very file: our ETag
+ * (strong comparison: a weak tag never matches) or its Last-Modified. */
+static int if_range_holds(const struct ps_http_head *h, const struct ps_http_file *file)
+{
+    time_t t;
+
+    if (h->if_range_len == 0)
+        return 1;
+    if (h->if_range_len > sizeof(h->if_range))
+        return 0;
+    if (h->if_range[0] == '"' || h->if_range[0] == 'W')
+        return h->if_range_len == strlen(file->etag) &&
+               !memcmp(h->if_range, file->etag, h->if_range_len);
+    return ps__http_parse_date(h->if_range, h->if_range_len, &t) == 0 && t == file->mtime;
 }
 
 /* The Range to honour: 0 none, 1 [first,last], -1 unsatisfiable. */
 static int wanted_range(const struct ps_http_req *req, const struct ps_http_file *file,
                         off_t *first, off_t *last)
 {
-    time_t t;
+    const struct ps_http_head *h = req->head;
 
-    if (req->range_len == 0 || req->range_len > sizeof(req->range))
+    if (h->range_len == 0 || h->range_len > sizeof(h->range) || !if_range_holds(h, file))
         return 0;
-    /* If-Range: only a date equal to Last-Modified keeps the range (no ETags) */
-    if (req->if_range_len > 0 &&
-        (req->if_range_len > sizeof(req->if_range) ||
-         ps__http_parse_date(req->if_range, req->if_range_len, &t) < 0 || t != file->mtime))
-        return 0;
-    return parse_range(req->range, req->range_len, file->size, first, last);
+    return parse_range(h->range, h->range_len, file->size, first, last);
 }
 
 /* Body bytes [first, last]: copied when in memory, else left to sendfile. */
@@ -296,7 +340,7 @@ static void file_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     if (not_modified(ctx, req, file)) {
         resp->status = 304;
         put_start(o, ctx, 304);
-        putf(o, "Last-Modified: %s\r\n", file->last_modified);
+        putf(o, "Last-Modified: %s\r\nETag: %s\r\n", file->last_modified, file->etag);
         put_end(o, req, resp->keep_alive);
         return;
     }
@@ -312,9 +356,9 @@ static void file_response(const struct ps_http_ctx *ctx, const struct ps_http_re
     if (range)
         putf(o,
              "Content-Type: %s\r\nContent-Length: %lld\r\nContent-Range: bytes %lld-%lld/%lld\r\n"
-             "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n",
+             "Last-Modified: %s\r\nETag: %s\r\nAccept-Ranges: bytes\r\n",
              file->type, (long long)(last - first + 1), (long long)first, (long long)last,
-             (long long)file->size, file->last_modified);
+             (long long)file->size, file->last_modified, file->etag);
     else
         put(o, file->head200, file->head200_len);
     put_end(o, req, resp->keep_alive);
@@ -376,8 +420,8 @@ static void redirect_response(const struct ps_http_ctx *ctx, const struct ps_htt
 static int split_target(const struct ps_http_req *req, const char **path, size_t *plen,
                         const char **query, size_t *qlen)
 {
-    const char *u = req->url, *q;
-    size_t len = req->url_len;
+    const char *u = req->head->url, *q;
+    size_t len = req->head->url_len;
 
     if (len > 0 && u[0] != '/') {
         struct http_parser_url parsed;

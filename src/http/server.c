@@ -3,12 +3,16 @@
  * inherited listeners, the connections, and a signalfd.
  *
  * Cost model of the hot path (keep-alive, cached small file): per request
- * one read() and one send(), plus a share of an epoll_wait(); no malloc,
- * no epoll_ctl, no timer syscall.  Level-triggered epoll, EPOLLIN while a
- * connection reads and EPOLLOUT only while output is blocked.  Responses
- * are built into one shared buffer and sent at once; only output the
- * socket did not take, and input after a request that must wait, is copied
- * into the connection.
+ * one read() and one send(), plus a share of an epoll_wait(); one small
+ * malloc/free pair (the request's head, from the allocator's per-thread
+ * cache), no epoll_ctl, no timer syscall.
+ *
+ * Memory: an idle connection holds only its struct conn (a few hundred
+ * bytes; checked in the unit tests); the request's head, kept input and
+ * unsent output are allocated while needed and freed when it goes idle.  Level-triggered epoll,
+ * EPOLLIN while a connection reads and EPOLLOUT only while output is blocked.  Responses are built
+ * into one shared buffer and sent at once; only output the socket did not take, and input after a
+ * request that must wait, is copied into the connection.
  *
  * Timers: a connection waits under one of a few fixed timeouts (request
  * head, keep-alive idle, blocked send, lingering close, drain grace).  All
@@ -47,6 +51,7 @@
 #define PAUSE_MS        100       /* accepting pauses this long on EMFILE/ENFILE */
 #define SENDFILE_BUDGET (4 << 20) /* bytes per connection per wakeup, for fairness */
 #define FREE_CONNS_MAX  256
+#define CONTINUE        "HTTP/1.1 100 Continue\r\n\r\n"
 
 enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
 enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
@@ -67,14 +72,20 @@ struct conn {
     unsigned linger : 1;  /* ... through a lingering close */
     unsigned served : 1;  /* has answered a request */
     unsigned nodelay : 1;
-    char *in; /* input not yet parsed (waits for output) */
+    unsigned why : 4; /* enum ps_http_close of a lingering close */
+    char *in;         /* input not yet parsed (waits for output) */
     size_t in_len, in_cap;
     char *out; /* output the socket did not take yet */
     size_t out_off, out_len, out_cap;
     struct ps_http_resp body; /* a file body still to send (body.file) */
     size_t lingered;
-    struct sockaddr_storage peer;
-    struct ps_http_req req;
+    union { /* for the access log; other families are logged as "-" */
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    struct ps_http_req req; /* small: a request's buffers are allocated
+                             * while it is read, freed when idle */
 };
 
 struct list {
@@ -89,7 +100,8 @@ struct server {
     int n_listen;
     int watching;          /* listeners are in the epoll set */
     uint64_t paused_until; /* no accepting before this (EMFILE) */
-    int stop_requested, draining;
+    int stop_requested, draining, reopen_requested;
+    uint64_t next_watchdog; /* WATCHDOG=1 due; 0: no watchdog */
     struct list lists[T_COUNT];
     uint64_t timeout[T_COUNT];
     uint64_t now, next_tick;
@@ -103,6 +115,11 @@ struct server {
     time_t log_sec;
     char log_date[32];
 };
+
+size_t ps__http_conn_size(void)
+{
+    return sizeof(struct conn);
+}
 
 /* ---- time and timers ------------------------------------------------------ */
 
@@ -160,6 +177,8 @@ static int next_timeout(const struct server *s)
             first = s->lists[i].head->deadline;
     if (s->paused_until && s->paused_until < first)
         first = s->paused_until;
+    if (s->next_watchdog && s->next_watchdog < first)
+        first = s->next_watchdog;
     return first <= s->now ? 0 : (int)(first - s->now);
 }
 
@@ -191,12 +210,10 @@ static void log_flush(struct server *s)
 
 static void log_peer(const struct conn *c, char *buf, size_t cap)
 {
-    const struct sockaddr_storage *ss = &c->peer;
-
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
+    if (c->peer.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &c->peer.in.sin_addr, buf, (socklen_t)cap);
+    else if (c->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, buf, (socklen_t)cap);
     else
         snprintf(buf, cap, "-");
 }
@@ -206,10 +223,10 @@ static void log_peer(const struct conn *c, char *buf, size_t cap)
 static size_t log_target(const struct ps_http_req *req, char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, o = 0, n = req->url_len < 1024 ? req->url_len : 1024;
+    size_t len = req->head ? req->head->url_len : 0, i, o = 0, n = len < 1024 ? len : 1024;
 
     for (i = 0; i < n && o + 5 < cap; i++) {
-        unsigned char ch = (unsigned char)req->url[i];
+        unsigned char ch = (unsigned char)req->head->url[i];
         if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') {
             out[o++] = '\\';
             out[o++] = 'x';
@@ -253,14 +270,21 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
 
 /* ---- connections: life and death ------------------------------------------ */
 
-/* Close now; the memory is released after the event batch (release_dead),
- * so a later event of the same batch, or a caller, can still see fd -1. */
-static void conn_close(struct server *s, struct conn *c)
+const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT] = {
+    "done", "client", "timeout", "bad_request", "drain", "limit", "error",
+};
+
+/* The one way a connection ends: close now and count why.  The memory is
+ * released after the event batch (release_dead), so a later event of the
+ * same batch, or a caller, can still see fd -1. */
+static void conn_close(struct server *s, struct conn *c, enum ps_http_close why)
 {
+    s->counters.closed[why]++;
     timer_unset(s, c);
     ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
     c->item.fd = -1;
     ps__http_resp_done(&c->body);
+    ps__http_req_release(&c->req);
     free(c->in);
     free(c->out);
     s->counters.active--;
@@ -293,7 +317,6 @@ static struct conn *conn_new(struct server *s, int fd)
     } else if (!(c = malloc(sizeof(*c)))) {
         return NULL;
     }
-    /* everything but the request's target buffer, which needs no clearing */
     memset(c, 0, offsetof(struct conn, req));
     c->item.kind = ITEM_CONN;
     c->item.fd = fd;
@@ -332,7 +355,7 @@ static void start_linger(struct server *s, struct conn *c)
     shutdown(c->item.fd, SHUT_WR);
     c->in_len = 0;
     if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
         return;
     }
     timer_set(s, c, T_LINGER);
@@ -344,16 +367,28 @@ static void linger_read(struct server *s, struct conn *c)
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n <= 0 || (c->lingered += (size_t)n) > LINGER_MAX)
-        conn_close(s, c);
+    if (n <= 0)
+        conn_close(s, c, c->why); /* the client has read our answer */
+    else if ((c->lingered += (size_t)n) > LINGER_MAX)
+        conn_close(s, c, PS_HTTP_CLOSE_LIMIT);
 }
 
+/* After the last response of a connection. */
 static void finish(struct server *s, struct conn *c)
 {
+    c->why = c->req.state == PS_HTTP_ERROR ? PS_HTTP_CLOSE_BAD_REQUEST
+             : s->draining                 ? PS_HTTP_CLOSE_DRAIN
+                                           : PS_HTTP_CLOSE_DONE;
     if (c->linger)
         start_linger(s, c);
     else
-        conn_close(s, c);
+        conn_close(s, c, c->why);
+}
+
+/* A send that failed: the client went away, or something else broke. */
+static enum ps_http_close send_failure(void)
+{
+    return errno == EPIPE || errno == ECONNRESET ? PS_HTTP_CLOSE_CLIENT : PS_HTTP_CLOSE_ERROR;
 }
 
 /* ---- connections: input ------------------------------------------------------ */
@@ -391,13 +426,23 @@ static size_t produce(struct server *s, struct conn *c, const char **data, size_
             n = ps__http_parse(&c->req, *data, *len);
             *data += n;
             *len -= n;
+            if (c->req.continue_due) {
+                /* after the responses before it; not when the body is here */
+                c->req.continue_due = 0;
+                if (c->req.state == PS_HTTP_NEED_MORE) {
+                    memcpy(s->wbuf + used, CONTINUE, sizeof(CONTINUE) - 1);
+                    used += sizeof(CONTINUE) - 1;
+                }
+            }
             if (c->req.state == PS_HTTP_NEED_MORE)
                 break;
         }
-        if (WBUF_SIZE - used < PS_HTTP_RESP_MAX)
+        if (WBUF_SIZE - used < PS_HTTP_RESP_MAX + sizeof(CONTINUE))
             break; /* send first; this request stays parsed and ready */
         s->counters.requests++;
-        ps__http_respond(&s->ctx, &c->req, s->wbuf + used, WBUF_SIZE - used, &resp);
+        /* leaving room for a 100 Continue the next request may need */
+        ps__http_respond(&s->ctx, &c->req, s->wbuf + used,
+                         WBUF_SIZE - used - (sizeof(CONTINUE) - 1), &resp);
         used += resp.len;
         log_request(s, c, &resp);
         c->served = 1;
@@ -490,7 +535,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
         memcpy(c->out, buf + n, len - (size_t)n);
         c->out_off = 0;
         c->out_len = len - (size_t)n;
-        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
     }
     if (!c->body.file)
         return 1;
@@ -498,12 +543,24 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
     if (r < 0)
         goto error;
     if (r == 0)
-        return wait_writable(s, c) < 0 ? (conn_close(s, c), -1) : 0;
+        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
     return 1;
 
 error:
-    conn_close(s, c);
+    conn_close(s, c, send_failure());
     return -1;
+}
+
+/* Between requests a connection holds nothing but its struct conn. */
+static void shed_memory(struct conn *c)
+{
+    if (!c->req.started)
+        ps__http_req_release(&c->req);
+    if (c->in_len == 0 && c->in) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
 }
 
 /* Reading again: pick the timeout that applies now. */
@@ -511,12 +568,13 @@ static void go_idle(struct server *s, struct conn *c)
 {
     int list = c->req.started || !c->served ? T_HEADER : T_IDLE;
 
+    shed_memory(c);
     if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
         return;
     }
     if (s->draining && list == T_IDLE) {
-        conn_close(s, c);
+        conn_close(s, c, PS_HTTP_CLOSE_DRAIN);
         return;
     }
     if (c->list != list)
@@ -538,7 +596,7 @@ static void serve(struct server *s, struct conn *c, const char *data, size_t len
         }
         used = produce(s, c, &data, &len);
         if (keep_input(c, data, len) < 0) {
-            conn_close(s, c);
+            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
             return;
         }
         r = flush(s, c, s->wbuf, used);
@@ -569,7 +627,7 @@ static void conn_readable(struct server *s, struct conn *c)
     if (n < 0 && errno == EAGAIN)
         return;
     if (n <= 0) {
-        conn_close(s, c); /* the client left (a half-sent request is void) */
+        conn_close(s, c, PS_HTTP_CLOSE_CLIENT); /* a half-sent request is void */
         return;
     }
     serve(s, c, s->rbuf, (size_t)n);
@@ -580,19 +638,21 @@ static void conn_writable(struct server *s, struct conn *c)
     if (c->out_off < c->out_len) {
         ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
-            conn_close(s, c);
+            conn_close(s, c, send_failure());
             return;
         }
         c->out_off += (size_t)n;
         timer_set(s, c, T_SEND); /* progress re-arms the send timeout */
         if (c->out_off < c->out_len)
             return;
-        c->out_off = c->out_len = 0;
+        c->out_off = c->out_len = c->out_cap = 0;
+        free(c->out);
+        c->out = NULL;
     }
     if (c->body.file) {
         int r = send_file(c);
         if (r < 0) {
-            conn_close(s, c);
+            conn_close(s, c, send_failure());
             return;
         }
         timer_set(s, c, T_SEND);
@@ -647,7 +707,7 @@ static void accept_from(struct server *s, struct item *l)
             ps__close(fd);
             continue;
         }
-        memcpy(&c->peer, &peer, len < sizeof(peer) ? len : sizeof(peer));
+        memcpy(&c->peer, &peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
         s->counters.accepted++;
         s->counters.active++;
         timer_set(s, c, T_HEADER);
@@ -656,7 +716,7 @@ static void accept_from(struct server *s, struct item *l)
          * epoll_ctl; otherwise (EAGAIN) it joins the set here. */
         conn_readable(s, c);
         if (c->item.fd >= 0 && c->events == 0 && watch(s, c, EPOLLIN) < 0)
-            conn_close(s, c);
+            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
     }
 }
 
@@ -674,7 +734,7 @@ static void update_accepting(struct server *s)
 static void close_all(struct server *s, int list)
 {
     while (s->lists[list].head)
-        conn_close(s, s->lists[list].head);
+        conn_close(s, s->lists[list].head, PS_HTTP_CLOSE_DRAIN);
 }
 
 /* SIGTERM: stop accepting (close, never shutdown: the supervisor and
@@ -708,33 +768,95 @@ static void read_signals(struct server *s)
 {
     struct signalfd_siginfo si;
 
-    while (read(s->signal.fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        s->stop_requested = 1;
+    while (read(s->signal.fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1)
+            s->reopen_requested = 1;
+        else
+            s->stop_requested = 1;
+    }
+}
+
+/* SIGUSR1 (logrotate; the supervisor has reopened the file first and made
+ * it ours): write what is buffered to the old file, then put the file now
+ * at the path on the same descriptor.  On failure the old one stays. */
+static void reopen_log(struct server *s)
+{
+    char msg[400];
+    int fd;
+
+    s->reopen_requested = 0;
+    if (s->cfg->access_log_fd < 0)
+        return;
+    log_flush(s);
+    if (!s->cfg->access_log_path)
+        return;
+    fd = open(s->cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0 && dup3(fd, s->cfg->access_log_fd, O_CLOEXEC) >= 0) {
+        ps__close(fd);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "STATUS=cannot reopen the access log %s: %s",
+             s->cfg->access_log_path, strerror(errno));
+    if (fd >= 0)
+        ps__close(fd);
+    ps_notify(msg);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
+/* What the expiry of each timer list means. */
+static enum ps_http_close expiry_reason(int list, const struct conn *c)
+{
+    switch (list) {
+    case T_LINGER:
+        return (enum ps_http_close)c->why; /* the answer had its chance */
+    case T_GRACE:
+        return PS_HTTP_CLOSE_DRAIN;
+    default:
+        return PS_HTTP_CLOSE_TIMEOUT;
+    }
+}
+
 static void expire(struct server *s)
 {
+    struct conn *c;
     int i;
 
     for (i = 0; i < T_COUNT; i++)
-        while (s->lists[i].head && s->lists[i].head->deadline <= s->now)
-            conn_close(s, s->lists[i].head);
+        while ((c = s->lists[i].head) && c->deadline <= s->now)
+            conn_close(s, c, expiry_reason(i, c));
+}
+
+/* "X_PORTSHARE_STATS=accepted=N requests=N active=N\nX_PORTSHARE_CLOSES=done=N
+ * client=N ...": one datagram.  The closes are a field of their own so that
+ * the stats line keeps what a supervisor with a small buffer shows. */
+static void format_stats(const struct ps_http_counters *c, char *buf, size_t cap)
+{
+    size_t n;
+    int i, k;
+
+    k = snprintf(buf, cap,
+                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu\nX_PORTSHARE_CLOSES=",
+                 (unsigned long long)c->accepted, (unsigned long long)c->requests,
+                 (unsigned long long)c->active);
+    n = k > 0 && (size_t)k < cap ? (size_t)k : cap - 1;
+    for (i = 0; i < PS_HTTP_CLOSE_COUNT && n < cap - 1; i++) {
+        k = snprintf(buf + n, cap - n, "%s%s=%llu", i ? " " : "", ps__http_close_names[i],
+                     (unsigned long long)c->closed[i]);
+        n = k > 0 && (size_t)k < cap - n ? n + (size_t)k : cap - 1;
+    }
 }
 
 /* Once a second: counters to the supervisor when they changed, the log. */
 static void tick(struct server *s)
 {
-    char msg[160];
+    char msg[512];
 
     if (s->now < s->next_tick)
         return;
     s->next_tick = s->now + 1000;
     if (memcmp(&s->counters, &s->reported, sizeof(s->counters)) != 0) {
-        snprintf(msg, sizeof(msg), "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu",
-                 (unsigned long long)s->counters.accepted, (unsigned long long)s->counters.requests,
-                 (unsigned long long)s->counters.active);
+        format_stats(&s->counters, msg, sizeof(msg));
         ps_notify(msg);
         s->reported = s->counters;
     }
@@ -776,6 +898,13 @@ static int run(struct server *s)
         /* after the batch: these may close connections other events name */
         if (s->stop_requested && !s->draining)
             start_drain(s);
+        if (s->reopen_requested)
+            reopen_log(s);
+        if (s->next_watchdog && s->now >= s->next_watchdog) {
+            /* from the loop itself: a loop that is stuck stops sending it */
+            ps_notify("WATCHDOG=1");
+            s->next_watchdog = s->now + (uint64_t)s->cfg->watchdog_ms;
+        }
         expire(s);
         release_dead(s);
         update_accepting(s);
@@ -833,6 +962,8 @@ static int setup(struct server *s, const struct ps_http_server_config *cfg, sigs
         return ps__neg_errno();
     s->now = monotonic_ms();
     s->next_tick = s->now + 1000;
+    if (cfg->watchdog_ms > 0)
+        s->next_watchdog = s->now + (uint64_t)cfg->watchdog_ms;
     ps__http_ctx_tick(&s->ctx, s->now);
     update_accepting(s);
     return 0;
@@ -879,11 +1010,13 @@ int ps_http_serve(const struct ps_http_server_config *cfg)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
     sigprocmask(SIG_BLOCK, &mask, &old);
     r = setup(&s, cfg, &mask);
     if (r == 0) {
         ps_notify("READY=1");
         r = run(&s);
+        s.next_tick = s.now; /* the last counts, whenever the last tick was */
         tick(&s);
     }
     teardown(&s);

@@ -2,7 +2,8 @@
  * spawn.c - starting one worker: fork, and in the child everything between
  * fork and exec (signal mask, process group, privileges, death signal, the
  * LISTEN_FDS hand-off, the environment).  Only the listener copies of the
- * worker's slot survive the exec; everything else is close-on-exec.
+ * worker's slot (and cfg->pass_fd, when set) survive the exec; everything
+ * else is close-on-exec.
  */
 #include "sup_internal.h"
 
@@ -36,18 +37,29 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     struct ps_sup_config *cfg = sup->cfg;
     const char *names[PS_SUP_MAX_LISTENERS];
     int fds[PS_SUP_MAX_LISTENERS];
+    /* above the listeners and the passed descriptor */
+    int high = PS_LISTEN_FDS_START + sup->ngroups + 1, exec_fd = -1, pass = -1;
     char num[32];
-    sigset_t all;
+    sigset_t mask;
     int g, err;
 
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
+    sigemptyset(&mask);
+    if (cfg->on_reopen)
+        sigaddset(&mask, SIGUSR1); /* kept blocked across exec: see supervisor.h */
+    sigprocmask(SIG_SETMASK, &mask, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0); /* its own group: ^C reaches the supervisor only; tree.c kills by group */
     /* keep the error pipe out of the 3.. range the listeners will take */
-    errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, PS_LISTEN_FDS_START + sup->ngroups);
+    errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, high);
     if (errpipe < 0)
         _exit(127);
+    /* close-on-exec: the kernel has the file open before it closes these */
+    if (cfg->exec_path && (exec_fd = open(cfg->exec_path, O_PATH | O_CLOEXEC)) >= 0)
+        exec_fd = fcntl(exec_fd, F_DUPFD_CLOEXEC, high);
+    if (cfg->exec_path && exec_fd < 0)
+        goto fail;
+    if (cfg->pass_fd_env && (pass = fcntl(cfg->pass_fd, F_DUPFD_CLOEXEC, high)) < 0)
+        goto fail;
     if (cfg->drop_privileges) {
         if ((cfg->user[0] ? initgroups(cfg->user, cfg->gid) : setgroups(0, NULL)) < 0 ||
             setgid(cfg->gid) < 0 || setuid(cfg->uid) < 0)
@@ -68,6 +80,12 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
         errno = -err;
         goto fail;
     }
+    if (pass >= 0) { /* dup2 leaves it open across exec */
+        if (dup2(pass, PS_LISTEN_FDS_START + sup->ngroups) < 0)
+            goto fail;
+        snprintf(num, sizeof(num), "%d", PS_LISTEN_FDS_START + sup->ngroups);
+        setenv(cfg->pass_fd_env, num, 1);
+    }
     snprintf(num, sizeof(num), "%d", slot);
     setenv("PORTSHARE_SLOT", num, 1);
     snprintf(num, sizeof(num), "%u", gen);
@@ -80,7 +98,10 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
         snprintf(num, sizeof(num), "%ld", (long)getpid());
         setenv("WATCHDOG_PID", num, 1);
     }
-    execvp(cfg->argv[0], cfg->argv);
+    if (exec_fd >= 0)
+        fexecve(exec_fd, cfg->argv, environ);
+    else
+        execvp(cfg->argv[0], cfg->argv);
 fail:
     err = errno;
     if (write(errpipe, &err, sizeof(err)) < 0) {

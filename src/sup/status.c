@@ -204,6 +204,8 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
         put_json_string(o, w ? w->stats : "");
         put(o, ",\"counters\":");
         json_counters(o, w ? w->stats : "");
+        put(o, ",\"closes\":");
+        json_counters(o, w ? w->closes : "");
         put(o, ",\"next_pid\":%ld}", sl->next >= 0 ? (long)sup->workers[sl->next].pid : 0L);
     }
     put(o, "]");

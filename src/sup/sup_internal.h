@@ -97,6 +97,7 @@ struct ps_worker {
     int hinted;           /* logged the "never sent READY=1" hint */
     char status[128];     /* last STATUS= */
     char stats[128];      /* last X_PORTSHARE_STATS= */
+    char closes[256];     /* last X_PORTSHARE_CLOSES= (closes per reason) */
 };
 
 /* ---- the slot state machine (slots.c) ----------------------------------- */

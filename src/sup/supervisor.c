@@ -180,10 +180,10 @@ static void handle_notify(struct ps_sup *sup)
         if (!w) /* only a worker's main process speaks for it (NotifyAccess=main) */
             continue;
         w->notified = 1;
-        if (ps_notify_field(msg.text, "STATUS", val, sizeof(val)) >= 0)
-            snprintf(w->status, sizeof(w->status), "%s", val);
-        if (ps_notify_field(msg.text, "X_PORTSHARE_STATS", val, sizeof(val)) >= 0)
-            snprintf(w->stats, sizeof(w->stats), "%s", val);
+        /* written only when present: an absent field keeps the last value */
+        ps_notify_field(msg.text, "STATUS", w->status, sizeof(w->status));
+        ps_notify_field(msg.text, "X_PORTSHARE_STATS", w->stats, sizeof(w->stats));
+        ps_notify_field(msg.text, "X_PORTSHARE_CLOSES", w->closes, sizeof(w->closes));
         if (ps_notify_field(msg.text, "WATCHDOG", val, sizeof(val)) >= 0) {
             if (!strcmp(val, "trigger")) /* sd_notify "WATCHDOG=trigger": fail now */
                 w->ping_ms = 0;
@@ -463,6 +463,7 @@ static void signal_set(sigset_t *set)
     sigaddset(set, SIGINT);
     sigaddset(set, SIGQUIT);
     sigaddset(set, SIGUSR2);
+    sigaddset(set, SIGUSR1);
     sigaddset(set, SIGTTIN);
     sigaddset(set, SIGTTOU);
 }
@@ -474,6 +475,25 @@ static int open_signals(struct ps_sup *sup)
     signal_set(&set);
     sup->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     return sup->sigfd < 0 ? ps__neg_errno() : 0;
+}
+
+/* SIGUSR1: the configuration's hook (portshare serve reopens its access
+ * log), then every live worker gets SIGUSR1 to do the same.  Without a hook
+ * (portshare run) it is ignored: SIGUSR1 kills a program that does not
+ * expect it, so it is not passed on. */
+static void reopen(struct ps_sup *sup)
+{
+    char err[256] = "";
+    int i;
+
+    if (!sup->cfg->on_reopen)
+        return;
+    ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGUSR1: reopen");
+    if (sup->cfg->on_reopen(sup->cfg->reopen_ctx, err, sizeof(err)) < 0)
+        ps__sup_log(sup, PS_LOG_WARN, "reopen_failed", "%s", err);
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid > 0)
+            sup->sys->signal(sup, &sup->workers[i], SIGUSR1);
 }
 
 static void handle_signals(struct ps_sup *sup)
@@ -499,6 +519,9 @@ static void handle_signals(struct ps_sup *sup)
         case SIGUSR2:
             ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGUSR2: upgrade");
             r = ps__op_request(sup, OP_UPGRADE, 0, NULL, err, sizeof(err));
+            break;
+        case SIGUSR1:
+            reopen(sup);
             break;
         case SIGTTIN:
         case SIGTTOU: {

@@ -44,6 +44,22 @@ struct ps_sup_config {
     char **self_argv;     /* our command line, replayed by upgrade */
     ps_sup_log_fn log;
     void *log_ctx;
+    /* Added for `portshare serve` (issue 11).  All off when zero. */
+    const char *exec_path;   /* NULL: execvp(argv[0]); else this file is opened
+                              * in the child before privileges are dropped
+                              * and run through the descriptor (fexecve), so
+                              * the worker's user needs no search permission
+                              * on its path; argv[0] is then only its name */
+    const char *pass_fd_env; /* non-NULL: every worker also gets pass_fd, as
+                              * descriptor 3 + LISTEN_FDS (right after its
+                              * listeners), that number in this variable */
+    int pass_fd;
+    /* SIGUSR1 ("reopen your files"): NULL ignores it; else it is called
+     * (a negative errno and err are logged) and SIGUSR1 is then sent to
+     * every live worker.  Workers start with SIGUSR1 blocked, so one that
+     * is still starting sees it pending once it reads its signals. */
+    int (*on_reopen)(void *ctx, char *err, size_t errlen);
+    void *reopen_ctx;
 };
 
 /*

@@ -52,6 +52,25 @@ grep -q $'^Content-Range: bytes \*/5\r$' "$T/h" || fail "416 Content-Range"
 [ "$(curl -s -r 0-0,2-3 "$(URL /a.txt)")" = hello ] || fail "multi-range is the whole file"
 ok "304 on If-Modified-Since, 206 single ranges, 416, multi-range answered 200"
 
+# ---- ETag ------------------------------------------------------------------------
+curl -sD "$T/h" -o /dev/null "$(URL /a.txt)"
+ETAG=$(sed -n 's/^ETag: \(.*\)\r$/\1/p' "$T/h")
+[[ "$ETAG" =~ ^\"[0-9a-f-]+\"$ ]] || fail "no strong ETag: '$ETAG'"
+expect_status 304 /a.txt -H "If-None-Match: $ETAG"
+expect_status 304 /a.txt -H "If-None-Match: \"x\", W/$ETAG"
+expect_status 200 /a.txt -H 'If-None-Match: "x"' -H "If-Modified-Since: $LM"
+[ "$(curl -s -r 1-3 -H "If-Range: $ETAG" "$(URL /a.txt)")" = ell ] || fail "If-Range with our ETag"
+[ "$(curl -s -r 1-3 -H 'If-Range: "x"' "$(URL /a.txt)")" = hello ] || fail "If-Range with another ETag"
+printf 'one' >"$WWW/e.txt"
+E1=$(curl -s -o /dev/null -w '%header{etag}' "$(URL /e.txt)")
+expect_status 304 /e.txt -H "If-None-Match: $E1"
+sleep 1.1 # cached entries are compared with the disk at most a second after the last check
+printf 'two' >"$WWW/e.txt"
+touch -d '+1 min' "$WWW/e.txt"
+expect_status 200 /e.txt -H "If-None-Match: $E1"
+[ "$(curl -s -H "If-None-Match: $E1" "$(URL /e.txt)")" = two ] || fail "the changed file's body"
+ok "ETag; If-None-Match 304 (lists, weak), over If-Modified-Since; If-Range by ETag; a changed file is 200"
+
 # ---- the error statuses --------------------------------------------------------
 expect_status 404 /nope
 expect_status 403 /noindex/

@@ -8,6 +8,8 @@ command -v wrk >/dev/null || skip "wrk is not installed"
 
 mkdir -p "$T/www"
 printf 'hello' >"$T/www/five.txt"
+# as root the workers run as nobody, who must be able to read the files
+chmod 0755 "$T" "$T/www" && chmod 0644 "$T/www/five.txt"
 SUP_SUBCMD=serve sup_start web "$T/www" -l 127.0.0.1:0 -w 2 --drain-timeout 5s
 curl -sf "http://127.0.0.1:$PORT/five.txt" | grep -qx hello || fail "file not served"
 

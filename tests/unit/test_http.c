@@ -166,6 +166,7 @@ static int exchange_step(const char *raw, size_t len, size_t step)
             break;
         ps__http_req_next(&req);
     }
+    ps__http_req_release(&req);
     return n;
 }
 
@@ -250,6 +251,94 @@ static void test_head(void **state)
     expect("HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404);
     assert_int_equal(res[0].body_len, 0);
     assert_non_null(header(&res[0], "Content-Length"));
+}
+
+/* Issue 11.3: shapes a front end may read differently are refused. */
+static void test_smuggling_shapes(void **state)
+{
+    (void)state;
+    /* whitespace between name and colon (RFC 9112 5.1): 400, and the
+     * bytes after the head are never taken for a second request */
+    assert_int_equal(exchange("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length : 3\r\n\r\n"
+                              "abcGET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n"),
+                     1);
+    assert_int_equal(res[0].status, 400);
+    assert_false(res[0].keep_alive);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nHost : t\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A\"b: 1\r\n\r\n", 400);
+    /* split anywhere, still refused */
+    assert_int_equal(
+        exchange_step("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length : 3\r\n\r\nabc", 56, 1), 1);
+    assert_int_equal(res[0].status, 400);
+    /* RFC 9112 3.2: exactly one Host */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.0\r\nhost: t\r\nHOST: t\r\n\r\n", 400);
+    expect("GET /a.txt HTTP/1.1\r\nX-Host: t\r\nHost: t\r\n\r\n", 200);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Token: !#$%&'*+-.^_`|~09az\r\n\r\n", 200);
+}
+
+/* Issue 11.6: a connection's memory grows only with what it holds.  The
+ * parse state is small and fixed; a request's head is allocated at its
+ * first byte, grows with the target (up to PS_HTTP_URL_MAX, never past the
+ * 414 limit) and is gone after release; an idle struct conn is small. */
+static void test_memory_per_request(void **state)
+{
+    static char big[PS_HTTP_URL_MAX + 64];
+    size_t n;
+
+    (void)state;
+    assert_true(sizeof(struct ps_http_req) <= 128);
+    assert_true(ps__http_conn_size() <= 512);
+    ps__http_req_init(&req);
+    assert_null(req.head);
+    assert_int_equal(ps__http_parse(&req, "GET /a.txt HTTP/1.1\r\nHo", 23), 23);
+    assert_non_null(req.head);
+    assert_true(sizeof(*req.head) + req.head->url_cap <= 1024);
+    ps__http_req_release(&req);
+    assert_null(req.head);
+
+    /* a long target grows the head and is still served whole */
+    n = (size_t)snprintf(big, sizeof(big), "GET /a.txt?");
+    memset(big + n, 'q', PS_HTTP_URL_MAX - n);
+    n = PS_HTTP_URL_MAX;
+    n += (size_t)snprintf(big + n, sizeof(big) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(exchange_step(big, n, 100), 1);
+    assert_int_equal(res[0].status, 200);
+    assert_memory_equal(res[0].body, "hello", 5);
+    assert_null(req.head);
+}
+
+/* Expect: 100-continue asks for "100 Continue" only when a body follows. */
+static void test_expect_continue(void **state)
+{
+    static const char head[] =
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue \r\nContent-Length: 3\r\n\r\n";
+    (void)state;
+    ps__http_req_init(&req);
+    assert_int_equal(ps__http_parse(&req, head, strlen(head)), strlen(head));
+    assert_int_equal(req.state, PS_HTTP_NEED_MORE);
+    assert_true(req.continue_due);
+    req.continue_due = 0;
+    assert_int_equal(ps__http_parse(&req, "abc", 3), 3);
+    assert_int_equal(req.state, PS_HTTP_READY);
+    assert_false(req.continue_due);
+    ps__http_req_release(&req);
+
+    static const char *const none[] = {
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+        "GET /a.txt HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continuex\r\nContent-Length: 3\r\n\r\n",
+    };
+    size_t i;
+    for (i = 0; i < PS__ARRAY_LEN(none); i++) {
+        ps__http_req_init(&req);
+        ps__http_parse(&req, none[i], strlen(none[i]));
+        if (req.continue_due)
+            fail_msg("continue asked for: %s", none[i]);
+        ps__http_req_release(&req);
+    }
 }
 
 static void test_errors(void **state)
@@ -480,6 +569,57 @@ static void test_conditional(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: \"etag\"\r\n\r\n", 200);
 }
 
+/* ETag, If-None-Match (weak comparison, lists, "*", before
+ * If-Modified-Since) and If-Range with an entity tag (strong). */
+static void test_etag(void **state)
+{
+    char raw[512], tag[64], weak[70];
+
+    (void)state;
+    expect(GET("/a.txt"), 200);
+    assert_non_null(header(&res[0], "ETag"));
+    snprintf(tag, sizeof(tag), "%s", header(&res[0], "ETag"));
+    assert_true(tag[0] == '"' && tag[strlen(tag) - 1] == '"' && strlen(tag) > 4);
+    snprintf(weak, sizeof(weak), "W/%s", tag);
+    expect(GET("/a.txt/../a.txt"), 200);
+    assert_string_equal(header(&res[0], "ETag"), tag); /* stable */
+    expect(GET("/sub/index.html"), 200);
+    assert_string_not_equal(header(&res[0], "ETag"), tag); /* another file, another tag */
+
+    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", tag);
+    expect(raw, 304);
+    assert_string_equal(header(&res[0], "ETag"), tag);
+    assert_int_equal(res[0].body_len, 0);
+    assert_true(res[0].keep_alive);
+    snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", weak);
+    expect(raw, 304); /* weak comparison */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"x\", W/\"y\",%s\r\n\r\n", tag);
+    expect(raw, 304); /* in a list */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"x\"\r\nIf-None-Match: %s\r\n\r\n",
+             tag);
+    expect(raw, 304); /* over two fields */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\n\r\n", 304);
+    expect("GET /nope HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\n\r\n", 404);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\"\r\n\r\n", 200);
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: garbage\r\n\r\n", 200);
+    /* a non-matching If-None-Match wins over a matching If-Modified-Since */
+    expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"other\"\r\n"
+           "If-Modified-Since: Sun, 06 Nov 2033 08:49:37 GMT\r\n\r\n",
+           200);
+    /* If-Range with our tag keeps the range; a weak or other tag does not */
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", tag);
+    expect(raw, 206);
+    assert_string_equal(header(&res[0], "ETag"), tag);
+    snprintf(raw, sizeof(raw),
+             "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: %s\r\n\r\n", weak);
+    expect(raw, 200);
+    /* an empty field before Host does not swallow the next name */
+    expect("GET /a.txt HTTP/1.1\r\nX-Empty:\r\nHost: t\r\n\r\n", 200);
+}
+
 static void test_dates(void **state)
 {
     static const char *const forms[] = {
@@ -635,6 +775,7 @@ static void test_no_overread(void **state)
             assert_int_equal(ps__http_respond(&ctx, &req, out, sizeof(out), &resp), 0);
             ps__http_resp_done(&resp);
         }
+        ps__http_req_release(&req);
     }
     munmap(map, (size_t)page * 2);
 }
@@ -646,12 +787,16 @@ int main(void)
         cmocka_unit_test(test_big_file_is_sendfile),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_smuggling_shapes),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_memory_per_request),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traversal),
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_conditional),
+        cmocka_unit_test(test_etag),
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_mime),
         cmocka_unit_test(test_keep_alive_rules),
