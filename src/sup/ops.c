@@ -49,7 +49,9 @@ static void reload_done(struct ps_sup *sup, int ok, const char *body)
         sup->reloads_ok++;
     else
         sup->reloads_failed++;
-    if (sup->told_ready)
+    /* the reload is over for systemd too; but not when a stop rolled it back:
+     * STOPPING=1 is said already, and nothing may follow it (sd_notify(3)) */
+    if (sup->told_ready && !sup->stopping)
         ps__sup_tell_systemd(sup, "READY=1");
     answer(sup, &sup->running, ok, body);
 }
