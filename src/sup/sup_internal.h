@@ -323,6 +323,26 @@ void ps__sup_close_retired(struct ps_sup *sup);
 /* Workers alive (entries with a pid). */
 int ps__sup_live_workers(const struct ps_sup *sup);
 
+/*
+ * The loop's handlers (supervisor.c): what a worker told us or the clock
+ * says, turned into its W_* state and then into an event of its slot
+ * (current worker), of the reload (next worker) or a log line (any other).
+ * They reach processes only through sup->sys (the held sockets they use
+ * directly), so the unit test of the state machine
+ * (tests/unit/test_sup_machine.c) drives them without any process.
+ */
+/* It said READY=1 (or was alive for --ready-delay); no-op unless starting. */
+void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how);
+/* It said STOPPING=1; no-op unless starting or ready. */
+void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w);
+/* It was reaped with wait status `status`: its entry is freed.  What is
+ * left of its process group is the reaper's to kill. */
+void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status);
+/* Everything that is due at ps__now_ms(): ready, drain and kill deadlines,
+ * watchdogs, back-offs, retiring queues, the held sockets' health (once a
+ * second), closing retired slots. */
+void ps__sup_run_timers(struct ps_sup *sup);
+
 /* spawn.c: start a worker for slot in generation gen.  Returns its index in
  * sup->workers (state W_STARTING, ready deadline set), or -errno when it
  * could not be forked or its program not executed. */
