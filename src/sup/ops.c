@@ -120,6 +120,8 @@ static void start_reload(struct ps_sup *sup)
 
     sup->reloading = 1;
     sup->next_generation++;
+    /* also before the first READY=1: systemd then only notes it (the unit
+     * is still starting) and READY=1 ends both */
     ps__sup_tell_systemd(sup, "RELOADING=1");
     ps__sup_log(sup, PS_LOG_INFO, "reload_started", "starting generation %u", sup->next_generation);
     for (s = 0; s < sup->nslots; s++) {

@@ -228,9 +228,10 @@ struct ps_op {
 };
 
 /* Ask for an operation; w (may be NULL: a signal asked) is answered with its
- * outcome.  Runs at once when nothing is in flight, else queued: a reload
- * asked while another is queued merges into that one; a scale while one is
- * queued replaces its count (both requesters get the outcome).  Returns 0, or
+ * outcome.  Runs at once when nothing is in flight, else queued: a request
+ * of the same kind as the last queued one merges into it (reloads become
+ * one; a scale replaces that one's count; both requesters get the outcome);
+ * otherwise it is queued behind (upgrades never merge).  Returns 0, or
  * -errno with err when refused outright (bad count, stopping, queue full). */
 int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct ps_waiter *w,
                    char *err, size_t errlen);

@@ -100,7 +100,9 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 
 static void update_steering(struct ps_sup *sup)
 {
-    unsigned char serving[PS_SUP_MAX_WORKERS];
+    /* zeroed: a group can hold more sockets than there are slots (a grow
+     * that failed half way); those get no connections */
+    unsigned char serving[PS_SUP_MAX_WORKERS] = {0};
     int s, g, r;
 
     sup->steer_dirty = 0;
