@@ -145,6 +145,8 @@ void run_options_init(struct run_options *o)
     o->cfg.workers = cpus > 0 ? (int)cpus : 1;
     o->cfg.mode = PS_REUSE_PORT;
     o->cfg.ready_timeout_ms = 60000;
+    o->cfg.ready_mode = PS_READY_AUTO;
+    o->cfg.ready_delay_ms = 2000;
     o->cfg.drain_timeout_ms = 30000;
     o->cfg.drain_signal = SIGTERM;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
@@ -235,6 +237,21 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
                    -1;
         if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
             *dst = 1;
+        if (dst == &o->cfg.ready_delay_ms)
+            o->ready_delay_given = 1;
+        return 1;
+    }
+    if (VALUE_OF("--ready")) {
+        if (bad)
+            return -1;
+        if (!strcmp(v, "auto"))
+            o->cfg.ready_mode = PS_READY_AUTO;
+        else if (!strcmp(v, "notify"))
+            o->cfg.ready_mode = PS_READY_NOTIFY;
+        else if (!strcmp(v, "delay"))
+            o->cfg.ready_mode = PS_READY_DELAY;
+        else
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --ready '%s' (auto, notify or delay)", v), -1;
         return 1;
     }
     if (VALUE_OF("--drain-signal")) {
@@ -344,6 +361,9 @@ int run_supervisor(struct run_options *o)
     ssize_t n;
     int r;
 
+    if (o->cfg.ready_mode == PS_READY_NOTIFY && o->ready_delay_given)
+        return ps_cli_fatal(PS_EXIT_USAGE, "--ready-delay has no effect with --ready notify "
+                                           "(READY=1 only); drop one of them");
     if (!getenv("PORTSHARE_UPGRADE_STATE") && check_program(o->cfg.argv[0]))
         return PS_EXIT_EXEC;
     n = readlink("/proc/self/exe", self, sizeof(self) - 1);

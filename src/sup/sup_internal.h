@@ -95,6 +95,8 @@ struct ps_worker {
     uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING/KILLED: next escalation */
     int notified;         /* sent anything on NOTIFY_SOCKET */
     int hinted;           /* logged the "never sent READY=1" hint */
+    uint64_t probe_ms;    /* STARTING, --ready auto: next look at the kernel's view */
+    unsigned probes;      /* looks so far (every TREE_EVERY-th one takes in its tree) */
     char status[128];     /* last STATUS= */
     char stats[128];      /* last X_PORTSHARE_STATS= */
     char closes[256];     /* last X_PORTSHARE_CLOSES= (closes per reason) */
@@ -338,6 +340,19 @@ void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w);
  * a live worker (a daemonised grandchild of a worker that is gone); with all,
  * every process reparented to us.  O(processes). */
 void ps__tree_reap_strays(struct ps_sup *sup, int all);
+
+/* tree.c: worker root and its descendants (by parent pid), root first, at
+ * most cap of them; how many.  O(processes): one pass over /proc. */
+int ps__tree_members(pid_t root, pid_t *out, int cap);
+
+/* ready.c: 1 when process pid (or, with tree, a process of its tree) is
+ * seen by the kernel waiting on one of slot's listening sockets: an epoll
+ * set holding one, or a thread blocked in accept/poll/select on one; how
+ * says which (for the log).  0 when not (yet), never an error: what /proc
+ * does not show is "not yet".  O(descriptors + threads) of each process
+ * looked at, bounded (see ready.c).  With tree, pid's descendants are
+ * looked at instead of pid itself: O(processes) more. */
+int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
 
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,

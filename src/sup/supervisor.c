@@ -28,6 +28,8 @@
 #define RETIRE_GRACE_MS 500  /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS  5000 /* say once why a worker is still not ready */
 #define CHECK_EVERY_MS  1000 /* held sockets: are they still listening? */
+#define PROBE_EVERY_MS  50   /* --ready auto: a starting worker's kernel view */
+#define TREE_EVERY      4    /* ... and that of its whole tree, every 4th time */
 
 static void real_signal(struct ps_sup *sup, struct ps_worker *w, int sig)
 {
@@ -308,24 +310,70 @@ static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
     }
 }
 
+/* Which readiness rules apply to a starting worker (--ready): a worker that
+ * sent anything on NOTIFY_SOCKET speaks the protocol, and --ready auto then
+ * waits for its READY=1. */
+static int probe_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
+{
+    return cfg->ready_mode == PS_READY_AUTO && !w->notified;
+}
+
+static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
+{
+    return cfg->ready_delay_ms &&
+           (cfg->ready_mode == PS_READY_DELAY || probe_applies(cfg, w));
+}
+
+/* Look at what the kernel shows of a starting worker, every PROBE_EVERY_MS;
+ * every TREE_EVERY-th look also takes in the processes it started. */
+static void probe_ready(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
+{
+    char how[192];
+    int tree;
+
+    if (now < w->probe_ms)
+        return;
+    tree = w->probes++ % TREE_EVERY == TREE_EVERY - 1;
+    w->probe_ms = now + PROBE_EVERY_MS;
+    if (ps__ready_probe(sup, w->pid, w->slot, tree, how, sizeof(how)))
+        worker_ready(sup, w, how);
+}
+
+static void not_ready_hint(struct ps_sup *sup, struct ps_worker *w)
+{
+    const struct ps_sup_config *cfg = sup->cfg;
+
+    w->hinted = 1;
+    if (w->notified)
+        ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
+                    "worker %ld speaks sd_notify but has not sent READY=1 after %d s; a worker "
+                    "that notifies is ready on READY=1 only (--ready delay counts it ready "
+                    "after --ready-delay anyway)",
+                    (long)w->pid, NOTIFY_HINT_MS / 1000);
+    else
+        ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
+                    "worker %ld has not sent READY=1 after %d s; if %s does not support "
+                    "sd_notify, use --ready auto or --ready delay",
+                    (long)w->pid, NOTIFY_HINT_MS / 1000, cfg->argv[0]);
+}
+
 static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 {
     const struct ps_sup_config *cfg = sup->cfg;
 
     switch (w->state) {
     case W_STARTING:
-        if (cfg->ready_delay_ms && now - w->started_ms >= cfg->ready_delay_ms) {
+        if (probe_applies(cfg, w)) {
+            probe_ready(sup, w, now);
+            if (w->state != W_STARTING)
+                return;
+        }
+        if (delay_applies(cfg, w) && now - w->started_ms >= cfg->ready_delay_ms) {
             worker_ready(sup, w, "alive for --ready-delay");
             return;
         }
-        if (!cfg->ready_delay_ms && !w->notified && !w->hinted &&
-            now - w->started_ms >= NOTIFY_HINT_MS) {
-            w->hinted = 1;
-            ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
-                        "worker %ld has not sent READY=1 after %d s; if %s does not support "
-                        "sd_notify, use --ready-delay",
-                        (long)w->pid, NOTIFY_HINT_MS / 1000, cfg->argv[0]);
-        }
+        if (!delay_applies(cfg, w) && !w->hinted && now - w->started_ms >= NOTIFY_HINT_MS)
+            not_ready_hint(sup, w);
         if (now >= w->deadline_ms)
             ready_late(sup, w);
         break;
@@ -433,9 +481,13 @@ static int next_timeout(const struct ps_sup *sup)
             earlier(&next, w->deadline_ms);
         if (w->state == W_READY && sup->cfg->watchdog_ms)
             earlier(&next, w->ping_ms + sup->cfg->watchdog_ms);
-        if (w->state == W_STARTING && sup->cfg->ready_delay_ms)
+        if (w->state != W_STARTING)
+            continue;
+        if (probe_applies(sup->cfg, w))
+            earlier(&next, w->probe_ms);
+        if (delay_applies(sup->cfg, w))
             earlier(&next, w->started_ms + sup->cfg->ready_delay_ms);
-        if (w->state == W_STARTING && !w->hinted && !sup->cfg->ready_delay_ms)
+        else if (!w->hinted)
             earlier(&next, w->started_ms + NOTIFY_HINT_MS);
     }
     for (i = 0; i < sup->nslots; i++) {

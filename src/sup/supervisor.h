@@ -33,7 +33,14 @@ struct ps_sup_config {
     gid_t gid;
     char user[64];             /* for initgroups() */
     unsigned ready_timeout_ms; /* a starting worker must be ready by then */
-    unsigned ready_delay_ms;   /* 0: READY=1 only; else also ready after this long alive */
+    enum ps_ready_mode {
+        PS_READY_NOTIFY, /* READY=1 only */
+        PS_READY_DELAY,  /* READY=1, or alive for ready_delay_ms */
+        PS_READY_AUTO    /* READY=1; else, for a worker that never notified anything, the
+                          * kernel shows it waiting on its listeners, or it is alive for
+                          * ready_delay_ms (0: no delay fallback) */
+    } ready_mode;
+    unsigned ready_delay_ms; /* see ready_mode */
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */

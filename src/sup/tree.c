@@ -149,3 +149,35 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all)
     }
     closedir(proc);
 }
+
+int ps__tree_members(pid_t root, pid_t *out, int cap)
+{
+    /* one pass over /proc for (pid, parent) pairs, then the descendants of
+     * root breadth first: no /proc/PID/task/TID/children (not every kernel
+     * has CONFIG_PROC_CHILDREN) */
+    enum { MAX_PROCS = 8192 };
+    static pid_t pids[MAX_PROCS], parents[MAX_PROCS];
+    struct dirent *de;
+    DIR *proc;
+    int n = 0, have = 0, next, i;
+
+    if (cap < 1)
+        return 0;
+    out[have++] = root;
+    proc = opendir("/proc");
+    if (!proc)
+        return have;
+    while ((de = readdir(proc)) && n < MAX_PROCS) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        pids[n] = (pid_t)atoi(de->d_name);
+        parents[n] = parent_of(de->d_name);
+        n++;
+    }
+    closedir(proc);
+    for (next = 0; next < have && have < cap; next++)
+        for (i = 0; i < n && have < cap; i++)
+            if (parents[i] == out[next] && pids[i] != root)
+                out[have++] = pids[i];
+    return have;
+}
