@@ -298,6 +298,8 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
 static void log_line(void *ctx, enum ps_log_level level, const char *event, const char *msg)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
+    /* LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR */
+    static const char *prefixes[] = {"<7>", "<6>", "<4>", "<3>"};
     struct run_options *o = ctx;
     struct timespec ts;
     struct tm tm;
@@ -310,6 +312,8 @@ static void log_line(void *ctx, enum ps_log_level level, const char *event, cons
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (o->journal)
+        fputs(prefixes[level], stderr);
     if (!o->log_json) {
         fprintf(stderr, "%s.%03ldZ portshare[%ld] %s %s: %s\n", when, ts.tv_nsec / 1000000,
                 (long)getpid(), names[level], event, msg);
@@ -374,6 +378,7 @@ int run_supervisor(struct run_options *o)
     o->cfg.self_argv = ps_cli_argv;
     o->cfg.log = log_line;
     o->cfg.log_ctx = o;
+    o->journal = ps_cli_stderr_is_journal();
     r = ps_sup_run(&o->cfg, err, sizeof(err), &stage);
     if (r == 0)
         return PS_EXIT_OK;

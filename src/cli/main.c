@@ -5,6 +5,8 @@
 #include "portshare.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,11 +52,22 @@ static const struct subcommand commands[] = {
 
 char **ps_cli_argv;
 
+int ps_cli_stderr_is_journal(void)
+{
+    const char *env = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (!env || sscanf(env, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 int ps_cli_fatal(int code, const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("portshare: fatal: ", stderr);
+    fputs(ps_cli_stderr_is_journal() ? "<3>portshare: fatal: " : "portshare: fatal: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -66,7 +79,7 @@ void ps_cli_warn(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("portshare: warning: ", stderr);
+    fputs(ps_cli_stderr_is_journal() ? "<4>portshare: warning: " : "portshare: warning: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

@@ -10,6 +10,7 @@ struct run_options {
     struct ps_sup_config cfg;
     int log_json;
     int ready_delay_given; /* --ready-delay was on the command line */
+    int journal;           /* stderr is journald's stream: sd-daemon level prefixes */
 };
 
 #define RUN_OPTIONS_HELP                                                                           \

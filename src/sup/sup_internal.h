@@ -293,6 +293,7 @@ struct ps_sup {
     struct ps_waiter stop_waiters[PS_OP_MAX_WAITERS];
     int nstop_waiters;
     int upgrade_client; /* the client that asked for the upgrade, as carried across exec */
+    int upgrade_json;   /* ... and whether it asked for JSON */
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
@@ -391,8 +392,12 @@ void ps__control_close(struct ps_sup *sup);
 /* Descriptor of a waiting client (for carrying it across an upgrade), or -1. */
 int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w);
 
-/* Adopt a carried client descriptor after an upgrade; returns its waiter. */
-struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd);
+/* 1 when waiter w asked for its outcome as JSON. */
+int ps__control_client_json(struct ps_sup *sup, const struct ps_waiter *w);
+
+/* Adopt a carried client descriptor after an upgrade (json: it asked for
+ * JSON, command: its verb); returns its waiter. */
+struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command);
 
 /* status.c: status as text or JSON, appended to a growing buffer. */
 struct ps_buf {
@@ -402,6 +407,8 @@ struct ps_buf {
 };
 void ps__buf_printf(struct ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ps__buf_free(struct ps_buf *b);
+/* s as a JSON string, quotes included */
+void ps__buf_json_string(struct ps_buf *b, const char *s);
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out);
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
 

@@ -111,12 +111,13 @@ while True:
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
     c.close()
 EOS
+# (python's start-up alone can take seconds on a loaded machine: a long
+# --ready-delay keeps the fallback out of the way, the reason is the proof)
 for kind in poller acceptor; do
-    sup_start "$kind" -l 127.0.0.1:0 -w 2 -- python3 "$T/$kind.py"
+    sup_start "$kind" -l 127.0.0.1:0 -w 2 --ready-delay 20s -- python3 "$T/$kind.py"
     ms=$(ready_ms "$kind")
     want=$([ $kind = poller ] && echo 'polls its listener' || echo 'blocked in accept on its listener')
     reasons "$kind" | grep -q "$want" || fail "$kind: not ready by '$want': $(reasons "$kind")"
-    [ "$ms" -lt 2000 ] || fail "$kind took $ms ms to be ready"
     curl -sf "http://127.0.0.1:$PORT/" >/dev/null || fail "$kind does not serve"
     ok "python $kind: ready in $ms ms ($want)"
     ctl "$kind" stop >/dev/null
@@ -129,7 +130,7 @@ SLOW=0.3 python3 "$T/poller.py" &
 wait
 EOS
 chmod +x "$T/wrapper.sh"
-sup_start tree -l 127.0.0.1:0 -w 1 --drain-timeout 2s -- "$T/wrapper.sh"
+sup_start tree -l 127.0.0.1:0 -w 1 --ready-delay 20s --drain-timeout 2s -- "$T/wrapper.sh"
 main=$(status_json tree | jq -r '.slots[0].pid')
 line=$(grep 'ready (' "$T/tree.log" | head -1)
 grep -q "polls its listener" <<<"$line" || fail "wrapped poller: $line"
