@@ -135,6 +135,37 @@ static int parse_signal(const char *text)
     return -1;
 }
 
+/* "systemd", "einhorn,server-starter", "all" */
+static int parse_handoff(struct ps_sup_config *cfg, const char *text)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } names[] = {{"systemd", PS_HANDOFF_SYSTEMD},
+                 {"einhorn", PS_HANDOFF_EINHORN},
+                 {"server-starter", PS_HANDOFF_SERVER_STARTER},
+                 {"all", PS_HANDOFF_SYSTEMD | PS_HANDOFF_EINHORN | PS_HANDOFF_SERVER_STARTER}};
+    const char *p = text;
+    unsigned bits = 0;
+    size_t i, n;
+
+    do {
+        n = strcspn(p, ",");
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strlen(names[i].name) == n && !strncmp(p, names[i].name, n))
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return ps_cli_fatal(PS_EXIT_USAGE,
+                                "bad --handoff '%s': '%.*s' is not one of systemd, einhorn, "
+                                "server-starter, all (comma-separated)",
+                                text, (int)n, p);
+        bits |= names[i].bits;
+        p += n;
+    } while (*p++ == ',');
+    cfg->handoff = bits;
+    return 0;
+}
+
 /* ---- options ------------------------------------------------------------------ */
 
 void run_options_init(struct run_options *o)
@@ -241,6 +272,8 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
             o->ready_delay_given = 1;
         return 1;
     }
+    if (VALUE_OF("--handoff"))
+        return bad ? -1 : parse_handoff(&o->cfg, v) ? -1 : 1;
     if (VALUE_OF("--ready")) {
         if (bad)
             return -1;

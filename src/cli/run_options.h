@@ -30,6 +30,9 @@ struct run_options {
     "                           else after --ready-delay; notify: READY=1 only; delay:\n"         \
     "                           READY=1 or alive for --ready-delay\n"                             \
     "      --ready-delay DUR    the alive-for fallback of --ready auto and delay (default 2s)\n"   \
+    "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
+    "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"       \
+    "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"       \
     "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
     "                           drains on INT, nginx on QUIT)\n"                                   \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \

@@ -142,26 +142,26 @@ ctl tree stop >/dev/null
 
 # ---- a program that never waits on its listeners: --ready-delay ----
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-"$PORTSHARE" run --name sl --control "$T/sl.sock" -l 127.0.0.1:0 -w 2 --ready-delay 3s -- sleep 600 2>"$T/sl.log" &
+"$PORTSHARE" run --name sl --control "$T/sl.sock" -l 127.0.0.1:0 -w 2 --ready-delay 6s -- sleep 600 2>"$T/sl.log" &
 SUP_PIDS+=($!); sl=$!
 started_both() { [ "$(grep -c worker_started "$T/sl.log")" = 2 ]; }
-wait_until 5 started_both || fail "workers not started: $(cat "$T/sl.log")"
+wait_until 20 started_both || fail "workers not started: $(cat "$T/sl.log")"
 a=$(cpu_ticks $sl); sleep 2; b=$(cpu_ticks $sl)
 # probing two starting workers every 50 ms for 2 s: a few ticks at most
 [ $((b - a)) -le 20 ] || fail "supervisor used $((b - a)) ticks of CPU in 2 s probing two workers"
 status_json sl | jq -e '[.slots[] | select(.state == "starting")] | length == 2' >/dev/null ||
     fail "sleep counted ready before --ready-delay: $(status_json sl)"
-wait_until 5 all_ready sl 2 || fail "sleep not ready after --ready-delay 3s: $(status_json sl)"
+wait_until 20 all_ready sl 2 || fail "sleep not ready after --ready-delay 6s: $(status_json sl)"
 grep -q 'ready (alive for --ready-delay)' "$T/sl.log" || fail "no ready-by-delay line"
 ms=$(ready_ms sl)
-[ "$ms" -ge 3000 ] || fail "ready after $ms ms, before the 3 s delay"
-ok "a program that never listens: starting for 3 s ($((b - a)) CPU ticks over 2 s of probing), ready by the delay after $ms ms"
+[ "$ms" -ge 6000 ] || fail "ready after $ms ms, before the 6 s delay"
+ok "a program that never listens: starting for 6 s ($((b - a)) CPU ticks over 2 s of probing), ready by the delay after $ms ms"
 ctl sl stop >/dev/null
 
 # ---- --ready notify: READY=1 only; --ready delay: the delay ----
 "$PORTSHARE" run --name nt --control "$T/nt.sock" -l 127.0.0.1:0 -w 1 --ready notify -- python3 "$T/acceptor.py" 2>"$T/nt.log" &
 SUP_PIDS+=($!)
-wait_until 5 test -S "$T/nt.sock" || fail "no control socket"
+wait_until 20 test -S "$T/nt.sock" || fail "no control socket"
 sleep 2.5
 status_json nt | jq -e '.slots[0].state == "starting"' >/dev/null ||
     fail "--ready notify: a worker without READY=1 is $(status_json nt | jq -r '.slots[0].state')"

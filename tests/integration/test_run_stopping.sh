@@ -12,7 +12,7 @@ import http.server, os, socket, threading, time
 T = os.environ["T"]
 pid = os.getpid()
 if os.path.exists(T + "/slow"):
-    time.sleep(2)                # the successor takes its time to come up
+    time.sleep(4)                # the successor takes its time to come up
 def notify(msg):
     addr = os.environ["NOTIFY_SOCKET"]
     if addr.startswith("@"):
@@ -35,7 +35,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 def watch():
     # told to stop (the test writes our pid into $T/stop): say so, keep
-    # accepting whatever still reaches us for 1.8 s (our successor takes 2 s
+    # accepting whatever still reaches us for 1.8 s (our successor takes 4 s
     # to come up: until then the socket of our slot is ours alone), then
     # stop accepting, finish what is in flight and exit 0
     while True:
@@ -67,11 +67,11 @@ victim=$(status_json st | jq -r '.slots[0].pid')
 load_start load --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --duration 60
 touch "$T/slow"
 echo "$victim" >"$T/stop"
-wait_until 5 test -s "$T/stopped.$victim" || fail "the worker did not say STOPPING=1"
+wait_until 10 test -s "$T/stopped.$victim" || fail "the worker did not say STOPPING=1"
 stopped_at=$(cat "$T/stopped.$victim")
 # at once: the slot is no longer served by it, the worker drains, a
-# successor starts (slowly: 2 s) while the worker still accepts
-wait_until 2 bash -c "'$PORTSHARE' status --json --control '$T/st.sock' | jq -e '.slots[0].pid != $victim'" ||
+# successor starts (slowly: 4 s) while the worker still accepts
+wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/st.sock' | jq -e '.slots[0].pid != $victim'" ||
     fail "slot 0 still has the stopping worker: $(status_json st)"
 s=$(status_json st)
 jq -e ".other_workers[] | select(.pid == $victim and .state == \"draining\")" <<<"$s" >/dev/null ||
