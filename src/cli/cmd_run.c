@@ -272,6 +272,18 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
             o->ready_delay_given = 1;
         return 1;
     }
+    if (VALUE_OF("--watch")) {
+        if (bad)
+            return -1;
+        if (!*v)
+            return ps_cli_fatal(PS_EXIT_USAGE, "--watch needs a file or directory"), -1;
+        if (o->cfg.nwatch >= PS_SUP_MAX_WATCH)
+            return ps_cli_fatal(PS_EXIT_USAGE, "too many --watch paths (at most %d)",
+                                PS_SUP_MAX_WATCH),
+                   -1;
+        o->cfg.watch[o->cfg.nwatch++] = v;
+        return 1;
+    }
     if (VALUE_OF("--handoff"))
         return bad ? -1 : parse_handoff(&o->cfg, v) ? -1 : 1;
     if (VALUE_OF("--ready")) {

@@ -30,6 +30,8 @@ struct run_options {
     "                           else after --ready-delay; notify: READY=1 only; delay:\n"         \
     "                           READY=1 or alive for --ready-delay\n"                             \
     "      --ready-delay DUR    the alive-for fallback of --ready auto and delay (default 2s)\n"   \
+    "      --watch PATH         reload when PATH changes (repeatable; a directory with all\n"     \
+    "                           below it, dotfiles and *~ ignored; after 300 ms of quiet)\n"     \
     "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
     "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"       \
     "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"       \

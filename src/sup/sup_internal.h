@@ -309,6 +309,13 @@ struct ps_sup {
     int told_ready;   /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
+    /* --watch (watch.c) */
+    int watch_fd; /* inotify, or -1 */
+    struct ps_watch *watches;
+    int nwatches;
+    uint64_t watch_first, watch_last; /* a change is pending since / last seen */
+    unsigned watch_changes;
+    char watch_what[256]; /* the first changed path, for the log */
 };
 
 /* The real world: fork/exec, kill(2). */
@@ -411,6 +418,23 @@ void ps__buf_free(struct ps_buf *b);
 void ps__buf_json_string(struct ps_buf *b, const char *s);
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out);
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
+
+/* ---- watch.c: --watch, reload on change ---------------------------------- */
+
+/* Start watching cfg->watch (no-op without); 0, or -errno with err naming
+ * the path.  O(directories below the watched ones). */
+int ps__watch_open(struct ps_sup *sup, char *err, size_t errlen);
+
+/* Read what inotify has (the loop saw watch_fd readable). */
+void ps__watch_read(struct ps_sup *sup);
+
+/* When the debounced reload is due, or UINT64_MAX. */
+uint64_t ps__watch_deadline(const struct ps_sup *sup);
+
+/* Ask for the reload when it is due. */
+void ps__watch_timer(struct ps_sup *sup, uint64_t now);
+
+void ps__watch_close(struct ps_sup *sup);
 
 /* ---- upgrade.c ------------------------------------------------------------ */
 

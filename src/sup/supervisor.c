@@ -452,6 +452,7 @@ static void run_timers(struct ps_sup *sup)
         for (i = 0; i < sup->nworkers; i++)
             if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
                 ps__worker_kill(sup, &sup->workers[i]);
+    ps__watch_timer(sup, now);
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);
@@ -501,6 +502,7 @@ static int next_timeout(const struct ps_sup *sup)
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
     earlier(&next, ps__control_next_deadline(sup));
+    earlier(&next, ps__watch_deadline(sup));
     return next <= now ? 0 : (int)(next - now);
 }
 
@@ -746,6 +748,7 @@ static void shutdown_all(struct ps_sup *sup)
         ps__group_close(&sup->groups[g]);
     }
     ps__control_close(sup);
+    ps__watch_close(sup);
     ps__close(sup->notify_fd);
     ps__close(sup->sigfd);
     sup->notify_fd = sup->sigfd = -1;
@@ -755,7 +758,7 @@ static void shutdown_all(struct ps_sup *sup)
 
 static void loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[2 + 1 + PS_SUP_MAX_CLIENTS];
+    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS];
     int n, nctl;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
@@ -764,8 +767,9 @@ static void loop(struct ps_sup *sup)
             update_steering(sup);
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
-        nctl = ps__control_poll_fill(sup, pfd + 2, ps__now_ms());
-        n = poll(pfd, (nfds_t)(2 + nctl), next_timeout(sup));
+        pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
+        nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
+        n = poll(pfd, (nfds_t)(3 + nctl), next_timeout(sup));
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0) {
@@ -773,8 +777,10 @@ static void loop(struct ps_sup *sup)
                 handle_signals(sup);
             if (pfd[1].revents)
                 handle_notify(sup);
+            if (pfd[2].revents)
+                ps__watch_read(sup);
         }
-        ps__control_poll_done(sup, pfd + 2, n > 0 ? nctl : 0, ps__now_ms());
+        ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
         run_timers(sup);
     }
 }
@@ -811,7 +817,7 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;
-    sup->sigfd = sup->notify_fd = sup->control_fd = -1;
+    sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
     sup->upgrade_client = -1;
     sup->started_ms = sup->checked_ms = ps__now_ms();
     sup->started_wall = time(NULL);
@@ -857,6 +863,11 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = check_duplicates(sup->cfg, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_CONFIG, r;
+    r = ps__watch_open(sup, err, errlen);
+    if (r < 0)
+        return *stage = r == -ENOENT || r == -ENOTDIR || r == -EACCES ? PS_SUP_STAGE_CONFIG
+                                                                       : PS_SUP_STAGE_SYSTEM,
+               r;
     /* the control socket first: `status` works as soon as the port listens */
     r = ps__control_open(sup, err, errlen);
     if (r < 0)
@@ -917,6 +928,8 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
             *stage = PS_SUP_STAGE_SYSTEM;
             goto out;
         }
+        if (ps__watch_open(&sup, err, errlen) < 0) /* the new image's own descriptor */
+            ps__sup_log(&sup, PS_LOG_WARN, "watch_failed", "%s", err);
         ps__sup_log(&sup, PS_LOG_INFO, "upgraded",
                     "supervisor re-executed in place (pid %ld), %d worker(s) kept", (long)getpid(),
                     ps__sup_live_workers(&sup));

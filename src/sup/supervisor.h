@@ -47,6 +47,9 @@ struct ps_sup_config {
 #define PS_HANDOFF_EINHORN       2u /* EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_MASTER_PID */
 #define PS_HANDOFF_SERVER_STARTER 4u /* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
     unsigned handoff;
+#define PS_SUP_MAX_WATCH 32
+    const char *watch[PS_SUP_MAX_WATCH]; /* --watch: a change below one reloads */
+    int nwatch;
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
