@@ -599,7 +599,59 @@ static void handle_signals(struct ps_sup *sup)
 
 /* ---- startup -------------------------------------------------------------------- */
 
-/* Adopt sockets systemd passed us (LISTEN_FDS): each is shared by all slots. */
+/* An adopted socket with SO_REUSEPORT (a .socket unit with ReusePort=yes):
+ * open the other slots' sockets beside it, same address and options, so
+ * that each worker keeps its own queue and the kernel balances, as in
+ * reuseport mode.  The kernel lets them join its group only when we have
+ * the uid that created it; if not, it stays one shared socket (logged). */
+static void adopt_reuseport(struct ps_sup *sup, struct ps_group *g)
+{
+    struct ps_spec *sp = &g->spec;
+    char err[256], addr[160];
+    unsigned queued = 0, limit = 0;
+    int on = 0, r;
+    socklen_t len = sizeof(on);
+
+    if (sp->proto == PS_PROTO_UNIX || sup->cfg->mode == PS_REUSE_SHARED ||
+        getsockopt(g->fds[0], SOL_SOCKET, SO_REUSEPORT, &on, &len) < 0 || !on)
+        return;
+    if (sp->addr.ss_family == AF_INET) {
+        sp->port = ntohs(((struct sockaddr_in *)&sp->addr)->sin_port);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sp->addr)->sin_addr, sp->host,
+                  sizeof(sp->host));
+    } else if (sp->addr.ss_family == AF_INET6) {
+        sp->port = ntohs(((struct sockaddr_in6 *)&sp->addr)->sin6_port);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sp->addr)->sin6_addr, sp->host,
+                  sizeof(sp->host));
+        len = sizeof(sp->v6only);
+        getsockopt(g->fds[0], IPPROTO_IPV6, IPV6_V6ONLY, &sp->v6only, &len);
+    } else {
+        return;
+    }
+    /* the backlog systemd gave it (Backlog=): a listener's TCP_INFO says */
+    sp->backlog = sp->proto == PS_PROTO_TCP && ps_listen_queue(g->fds[0], &queued, &limit) == 0 &&
+                          limit
+                      ? (int)limit
+                      : 4096;
+    sp->reuse = PS_REUSE_PORT;
+    g->shared = 0;
+    g->order[0] = 0;
+    r = ps__group_grow(g, sup->target, err, sizeof(err));
+    if (r == 0)
+        return;
+    while (g->nfds > 1)
+        ps__group_close_last(g);
+    g->shared = 1;
+    sp->reuse = PS_REUSE_SHARED;
+    ps_spec_format(sp, addr, sizeof(addr));
+    ps__sup_log(sup, PS_LOG_WARN, "adopt_shared",
+                "the socket for %s from systemd has SO_REUSEPORT, but no socket can join it "
+                "(%s; the kernel wants the uid that created it): one shared socket",
+                addr, err);
+}
+
+/* Adopt sockets systemd passed us (LISTEN_FDS): each is shared by all slots,
+ * unless it has SO_REUSEPORT (adopt_reuseport). */
 static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
 {
     char **names = NULL;
@@ -617,7 +669,13 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
         socklen_t len = sizeof(type);
         memset(g, 0, sizeof(*g));
         sp->addrlen = sizeof(sp->addr);
-        getsockname(PS_LISTEN_FDS_START + i, (struct sockaddr *)&sp->addr, &sp->addrlen);
+        if (getsockname(PS_LISTEN_FDS_START + i, (struct sockaddr *)&sp->addr, &sp->addrlen) < 0) {
+            n = ps__neg_errno();
+            ps__set_error(err, errlen, "LISTEN_FDS: descriptor %d is not a socket: %s",
+                          PS_LISTEN_FDS_START + i, ps_strerror(n));
+            sup->ngroups--;
+            break;
+        }
         getsockopt(PS_LISTEN_FDS_START + i, SOL_SOCKET, SO_TYPE, &type, &len);
         sp->proto = sp->addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
                     : type == SOCK_DGRAM          ? PS_PROTO_UDP
@@ -630,6 +688,7 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
         g->inherited = 1;
         g->nfds = 1;
         g->fds[0] = PS_LISTEN_FDS_START + i;
+        adopt_reuseport(sup, g);
     }
     ps_listen_names_free(names);
     return n;

@@ -440,7 +440,7 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
         g->spec.proto = g->spec.addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
                         : type == SOCK_DGRAM              ? PS_PROTO_UDP
                                                           : PS_PROTO_TCP;
-        g->spec.reuse = PS_REUSE_SHARED;
+        g->spec.reuse = g->shared ? PS_REUSE_SHARED : PS_REUSE_PORT; /* ReusePort=yes */
         ps_spec_format(&g->spec, g->spec.text, sizeof(g->spec.text));
     }
     if (g->spec.addr.ss_family == AF_INET)
