@@ -23,16 +23,17 @@ struct subcommand {
  * explains them. */
 static const char synopsis[] =
     "  portshare run [-l SPEC]... [-w N] [--mode reuseport|shared] [--user USER[:GROUP]]\n"
-    "                [--ready-timeout DUR] [--ready-delay DUR] [--drain-signal SIG]\n"
-    "                [--drain-timeout DUR] [--name NAME] [--control PATH]\n"
-    "                [--log-format text|json] -- PROGRAM [ARGS...]\n"
+    "                [--ready auto|notify|delay] [--ready-timeout DUR] [--ready-delay DUR]\n"
+    "                [--drain-signal SIG] [--drain-timeout DUR] [--watch PATH]...\n"
+    "                [--handoff systemd,einhorn,server-starter|all] [--name NAME]\n"
+    "                [--control PATH] [--log-format text|json] -- PROGRAM [ARGS...]\n"
     "  portshare serve [DIR] [run options] [--access-log FILE|-] [--header-timeout S]\n"
     "                [--idle-timeout S] [--max-connections N]\n"
     "  portshare probe [--json] [--listeners K] [--connections M] [--queued Q]\n"
     "                [--no-netns] [--other-uid UID | --no-other-uid]\n"
     "  portshare status [--json] [--name NAME | --control PATH]\n"
-    "  portshare reload|stop [--timeout DUR] [--name NAME | --control PATH]\n"
-    "  portshare scale N | upgrade [--name NAME | --control PATH]\n"
+    "  portshare reload|stop [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "  portshare scale N | upgrade [--json] [--name NAME | --control PATH]\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
     "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
 
