@@ -154,27 +154,35 @@ int ps__tree_members(pid_t root, pid_t *out, int cap)
 {
     /* one pass over /proc for (pid, parent) pairs, then the descendants of
      * root breadth first: no /proc/PID/task/TID/children (not every kernel
-     * has CONFIG_PROC_CHILDREN) */
-    enum { MAX_PROCS = 8192 };
+     * has CONFIG_PROC_CHILDREN).  The pass is kept for SCAN_KEEP_MS, so that
+     * many workers starting at once cost one pass, not one each. */
+    enum { MAX_PROCS = 8192, SCAN_KEEP_MS = 40 };
     static pid_t pids[MAX_PROCS], parents[MAX_PROCS];
+    static int n;
+    static uint64_t scanned_ms;
+    uint64_t now = ps__now_ms();
     struct dirent *de;
     DIR *proc;
-    int n = 0, have = 0, next, i;
+    int have = 0, next, i;
 
     if (cap < 1)
         return 0;
     out[have++] = root;
-    proc = opendir("/proc");
-    if (!proc)
-        return have;
-    while ((de = readdir(proc)) && n < MAX_PROCS) {
-        if (de->d_name[0] < '1' || de->d_name[0] > '9')
-            continue;
-        pids[n] = (pid_t)atoi(de->d_name);
-        parents[n] = parent_of(de->d_name);
-        n++;
+    if (!scanned_ms || now - scanned_ms >= SCAN_KEEP_MS) {
+        proc = opendir("/proc");
+        if (!proc)
+            return have;
+        n = 0;
+        while ((de = readdir(proc)) && n < MAX_PROCS) {
+            if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                continue;
+            pids[n] = (pid_t)atoi(de->d_name);
+            parents[n] = parent_of(de->d_name);
+            n++;
+        }
+        closedir(proc);
+        scanned_ms = now;
     }
-    closedir(proc);
     for (next = 0; next < have && have < cap; next++)
         for (i = 0; i < n && have < cap; i++)
             if (parents[i] == out[next] && pids[i] != root)
