@@ -25,16 +25,16 @@ struct run_options {
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
     "      --ready MODE         when a new worker counts as ready: auto (default): READY=1,\n"     \
-    "                           or, for a worker that sends nothing on NOTIFY_SOCKET, as soon\n"  \
-    "                           as it waits on its listeners (epoll, accept, poll, select),\n"    \
-    "                           else after --ready-delay; notify: READY=1 only; delay:\n"         \
-    "                           READY=1 or alive for --ready-delay\n"                             \
+    "                           or, for a worker that sends nothing on NOTIFY_SOCKET, as soon\n"   \
+    "                           as it waits on its listeners (epoll, accept, poll, select),\n"     \
+    "                           else after --ready-delay; notify: READY=1 only; delay:\n"          \
+    "                           READY=1 or alive for --ready-delay\n"                              \
     "      --ready-delay DUR    the alive-for fallback of --ready auto and delay (default 2s)\n"   \
-    "      --watch PATH         reload when PATH changes (repeatable; a directory with all\n"     \
-    "                           below it, dotfiles and *~ ignored; after 300 ms of quiet)\n"     \
+    "      --watch PATH         reload when PATH changes (repeatable; a directory with all\n"      \
+    "                           below it, dotfiles and *~ ignored; after 300 ms of quiet)\n"       \
     "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
-    "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"       \
-    "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"       \
+    "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"        \
+    "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"        \
     "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
     "                           drains on INT, nginx on QUIT)\n"                                   \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \

@@ -267,8 +267,9 @@ static void reply(struct ps_sup *sup, struct ps_client *c, int ok, const char *b
     }
     ps__buf_printf(&b, "{\"ok\":%s,\"command\":", ok ? "true" : "false");
     ps__buf_json_string(&b, c->command);
-    ps__buf_printf(&b, ",\"generation\":%u,\"workers\":%d,\"pid\":%ld,\"message\":",
-                   sup->generation, sup->target, (long)getpid());
+    ps__buf_printf(&b,
+                   ",\"generation\":%u,\"workers\":%d,\"pid\":%ld,\"message\":", sup->generation,
+                   sup->target, (long)getpid());
     ps__buf_json_string(&b, body);
     ps__buf_printf(&b, "}\n");
     if (b.failed)

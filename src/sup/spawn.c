@@ -95,7 +95,7 @@ static void set_handoff_env(struct ps_sup *sup, int n, unsigned gen, pid_t paren
         for (i = 0; i < n; i++) {
             starter_name(PS_LISTEN_FDS_START + i, one, sizeof(one));
             w = snprintf(ports + used, sizeof(ports) - used, "%s%s=%d", i ? ";" : "", one,
-                             PS_LISTEN_FDS_START + i);
+                         PS_LISTEN_FDS_START + i);
             if (w < 0 || (size_t)w >= sizeof(ports) - used)
                 break;
             used += (size_t)w;

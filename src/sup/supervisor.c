@@ -320,8 +320,7 @@ static int probe_applies(const struct ps_sup_config *cfg, const struct ps_worker
 
 static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
 {
-    return cfg->ready_delay_ms &&
-           (cfg->ready_mode == PS_READY_DELAY || probe_applies(cfg, w));
+    return cfg->ready_delay_ms && (cfg->ready_mode == PS_READY_DELAY || probe_applies(cfg, w));
 }
 
 /* Look at what the kernel shows of a starting worker, every PROBE_EVERY_MS;
@@ -629,10 +628,10 @@ static void adopt_reuseport(struct ps_sup *sup, struct ps_group *g)
         return;
     }
     /* the backlog systemd gave it (Backlog=): a listener's TCP_INFO says */
-    sp->backlog = sp->proto == PS_PROTO_TCP && ps_listen_queue(g->fds[0], &queued, &limit) == 0 &&
-                          limit
-                      ? (int)limit
-                      : 4096;
+    sp->backlog =
+        sp->proto == PS_PROTO_TCP && ps_listen_queue(g->fds[0], &queued, &limit) == 0 && limit
+            ? (int)limit
+            : 4096;
     sp->reuse = PS_REUSE_PORT;
     g->shared = 0;
     g->order[0] = 0;
@@ -925,7 +924,7 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = ps__watch_open(sup, err, errlen);
     if (r < 0)
         return *stage = r == -ENOENT || r == -ENOTDIR || r == -EACCES ? PS_SUP_STAGE_CONFIG
-                                                                       : PS_SUP_STAGE_SYSTEM,
+                                                                      : PS_SUP_STAGE_SYSTEM,
                r;
     /* the control socket first: `status` works as soon as the port listens */
     r = ps__control_open(sup, err, errlen);

@@ -43,8 +43,8 @@ struct ps_sup_config {
     unsigned ready_delay_ms; /* see ready_mode */
     /* How workers learn their descriptors (3..): a set of these; 0 means
      * PS_HANDOFF_SYSTEMD.  Without SYSTEMD, LISTEN_* are not set. */
-#define PS_HANDOFF_SYSTEMD       1u /* LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
-#define PS_HANDOFF_EINHORN       2u /* EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_MASTER_PID */
+#define PS_HANDOFF_SYSTEMD        1u /* LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
+#define PS_HANDOFF_EINHORN        2u /* EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_MASTER_PID */
 #define PS_HANDOFF_SERVER_STARTER 4u /* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
     unsigned handoff;
 #define PS_SUP_MAX_WATCH 32

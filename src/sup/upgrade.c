@@ -101,14 +101,14 @@ struct field {
 /* clang-format on */
 
 static const struct field sup_fields[] = {
-    FLD(struct ps_sup, generation, F_UINT),     FLD(struct ps_sup, next_generation, F_UINT),
-    FLD(struct ps_sup, target, F_INT),          FLD(struct ps_sup, nslots, F_INT),
-    FLD(struct ps_sup, started_ms, F_U64),      FLD(struct ps_sup, started_wall, F_TIME),
-    FLD(struct ps_sup, notify_fd, F_INT),       FLD(struct ps_sup, control_fd, F_INT),
-    FLD(struct ps_sup, upgrade_client, F_INT),  FLD(struct ps_sup, upgrade_json, F_INT),
-    FLD(struct ps_sup, reloads_ok, F_UINT),     FLD(struct ps_sup, reloads_failed, F_UINT),
-    FLD(struct ps_sup, strays_killed, F_UINT),  FLD(struct ps_sup, told_ready, F_INT),
-    FLD(struct ps_sup, notify_addr, F_STR),     FLD(struct ps_sup, reload_error, F_STR),
+    FLD(struct ps_sup, generation, F_UINT),    FLD(struct ps_sup, next_generation, F_UINT),
+    FLD(struct ps_sup, target, F_INT),         FLD(struct ps_sup, nslots, F_INT),
+    FLD(struct ps_sup, started_ms, F_U64),     FLD(struct ps_sup, started_wall, F_TIME),
+    FLD(struct ps_sup, notify_fd, F_INT),      FLD(struct ps_sup, control_fd, F_INT),
+    FLD(struct ps_sup, upgrade_client, F_INT), FLD(struct ps_sup, upgrade_json, F_INT),
+    FLD(struct ps_sup, reloads_ok, F_UINT),    FLD(struct ps_sup, reloads_failed, F_UINT),
+    FLD(struct ps_sup, strays_killed, F_UINT), FLD(struct ps_sup, told_ready, F_INT),
+    FLD(struct ps_sup, notify_addr, F_STR),    FLD(struct ps_sup, reload_error, F_STR),
 };
 
 static const struct field group_fields[] = {

@@ -53,9 +53,9 @@ static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *on
     int i;
 
     for (i = 0; i < sup->nwatches; i++) /* the kernel returns the same wd for a dir again */
-        if (sup->watches[i].wd == wd && (sup->watches[i].only && only
-                                              ? !strcmp(sup->watches[i].only, only)
-                                              : sup->watches[i].only == only))
+        if (sup->watches[i].wd == wd &&
+            (sup->watches[i].only && only ? !strcmp(sup->watches[i].only, only)
+                                          : sup->watches[i].only == only))
             return 0;
     if (sup->nwatches >= MAX_WATCHES)
         return -ENOSPC;
@@ -198,8 +198,7 @@ static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint
         const struct ps_watch *w = &sup->watches[i];
         if (w->wd != ev->wd)
             continue;
-        if (w->only ? (ev->len && !strcmp(ev->name, w->only))
-                    : (!ev->len || !ignored(ev->name))) {
+        if (w->only ? (ev->len && !strcmp(ev->name, w->only)) : (!ev->len || !ignored(ev->name))) {
             counts = 1;
             snprintf(path, sizeof(path), "%s%s%s", w->dir, ev->len ? "/" : "",
                      ev->len ? ev->name : "");
@@ -231,7 +230,8 @@ void ps__watch_read(struct ps_sup *sup)
     char *p;
 
     while ((n = read(sup->watch_fd, buf, sizeof(buf))) > 0)
-        for (p = buf; p < buf + n; p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len)
+        for (p = buf; p < buf + n;
+             p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len)
             watch_event(sup, (const struct inotify_event *)p, now);
 }
 
