@@ -318,9 +318,11 @@ static int probe_applies(const struct ps_sup_config *cfg, const struct ps_worker
     return cfg->ready_mode == PS_READY_AUTO && !w->notified;
 }
 
+/* --ready delay: always (a delay of 0: at once); --ready auto: for a worker
+ * that does not notify, unless the delay is 0 (no fallback) */
 static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
 {
-    return cfg->ready_delay_ms && (cfg->ready_mode == PS_READY_DELAY || probe_applies(cfg, w));
+    return cfg->ready_mode == PS_READY_DELAY || (cfg->ready_delay_ms && probe_applies(cfg, w));
 }
 
 /* Look at what the kernel shows of a starting worker, every PROBE_EVERY_MS;
@@ -352,7 +354,7 @@ static void not_ready_hint(struct ps_sup *sup, struct ps_worker *w)
     else
         ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
                     "worker %ld has not sent READY=1 after %d s; if %s does not support "
-                    "sd_notify, use --ready auto or --ready delay",
+                    "sd_notify (and does not wait on its listeners), use --ready delay",
                     (long)w->pid, NOTIFY_HINT_MS / 1000, cfg->argv[0]);
 }
 

@@ -35,7 +35,7 @@ struct ps_sup_config {
     unsigned ready_timeout_ms; /* a starting worker must be ready by then */
     enum ps_ready_mode {
         PS_READY_NOTIFY, /* READY=1 only */
-        PS_READY_DELAY,  /* READY=1, or alive for ready_delay_ms */
+        PS_READY_DELAY,  /* READY=1, or alive for ready_delay_ms (0: at once) */
         PS_READY_AUTO    /* READY=1; else, for a worker that never notified anything, the
                           * kernel shows it waiting on its listeners, or it is alive for
                           * ready_delay_ms (0: no delay fallback) */
