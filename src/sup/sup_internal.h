@@ -11,6 +11,8 @@
  *   group.c       the listening sockets of one spec, steering, dead listeners
  *   control.c     the control socket as an event source (server side)
  *   client.c      the control socket's client side (the CLI)
+ *   ready.c       --ready auto: is a starting worker waiting on its listeners?
+ *   watch.c       --watch: inotify, debounced reloads
  *   status.c      status text / JSON;  upgrade.c  re-exec in place;  log.c
  */
 #ifndef PS_SUP_INTERNAL_H
