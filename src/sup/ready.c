@@ -30,7 +30,9 @@
  * "not yet": the --ready-delay fallback is behind it.
  *
  * Cost: at most MAX_FDS descriptors and MAX_TASKS threads per process
- * looked at, each a readlink or a small read.
+ * looked at, each a readlink or a small read.  Finding a worker's
+ * descendants takes a pass over /proc (ps__tree_members), made at most once
+ * a second for all starting workers together.
  */
 #include "sup_internal.h"
 

@@ -352,7 +352,8 @@ void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w);
 void ps__tree_reap_strays(struct ps_sup *sup, int all);
 
 /* tree.c: worker root and its descendants (by parent pid), root first, at
- * most cap of them; how many.  O(processes): one pass over /proc. */
+ * most cap of them; how many.  O(processes): a pass over /proc, made at
+ * most once a second (the last pass is used in between). */
 int ps__tree_members(pid_t root, pid_t *out, int cap);
 
 /* ready.c: 1 when process pid (or, with tree, a process of its tree) is
@@ -361,7 +362,7 @@ int ps__tree_members(pid_t root, pid_t *out, int cap);
  * says which (for the log).  0 when not (yet), never an error: what /proc
  * does not show is "not yet".  O(descriptors + threads) of each process
  * looked at, bounded (see ready.c).  With tree, pid's descendants are
- * looked at instead of pid itself: O(processes) more. */
+ * looked at instead of pid itself (see ps__tree_members for the cost). */
 int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
 
 /* log.c: one log line through cfg->log (nothing when unset). */

@@ -29,7 +29,7 @@
 #define NOTIFY_HINT_MS  5000 /* say once why a worker is still not ready */
 #define CHECK_EVERY_MS  1000 /* held sockets: are they still listening? */
 #define PROBE_EVERY_MS  50   /* --ready auto: a starting worker's kernel view */
-#define TREE_EVERY      4    /* ... and that of its whole tree, every 4th time */
+#define TREE_EVERY      10   /* ... its descendants', every 10th time */
 
 static void real_signal(struct ps_sup *sup, struct ps_worker *w, int sig)
 {
@@ -326,7 +326,7 @@ static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker
 }
 
 /* Look at what the kernel shows of a starting worker, every PROBE_EVERY_MS;
- * every TREE_EVERY-th look also takes in the processes it started. */
+ * every TREE_EVERY-th look at the processes it started instead. */
 static void probe_ready(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 {
     char how[192];

@@ -152,14 +152,15 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all)
 
 int ps__tree_members(pid_t root, pid_t *out, int cap)
 {
-    /* one pass over /proc for (pid, parent) pairs, then the descendants of
-     * root breadth first: no /proc/PID/task/TID/children (not every kernel
-     * has CONFIG_PROC_CHILDREN).  The pass is kept for SCAN_KEEP_MS, so that
-     * many workers starting at once cost one pass, not one each. */
-    enum { MAX_PROCS = 8192, SCAN_KEEP_MS = 40 };
+    /* no /proc/PID/task/TID/children: not every kernel has
+     * CONFIG_PROC_CHILDREN.  Reading a process's parent costs three system
+     * calls, for every process of the machine, so one pass over /proc is
+     * kept for PASS_KEEP_MS: at most one pass a second, however many
+     * workers start at once (a child forked since is seen on the next). */
+    enum { MAX_PROCS = 8192, PASS_KEEP_MS = 990 };
     static pid_t pids[MAX_PROCS], parents[MAX_PROCS];
     static int n;
-    static uint64_t scanned_ms;
+    static uint64_t pass_ms;
     uint64_t now = ps__now_ms();
     struct dirent *de;
     DIR *proc;
@@ -168,7 +169,7 @@ int ps__tree_members(pid_t root, pid_t *out, int cap)
     if (cap < 1)
         return 0;
     out[have++] = root;
-    if (!scanned_ms || now - scanned_ms >= SCAN_KEEP_MS) {
+    if (!pass_ms || now - pass_ms >= PASS_KEEP_MS) {
         proc = opendir("/proc");
         if (!proc)
             return have;
@@ -181,7 +182,7 @@ int ps__tree_members(pid_t root, pid_t *out, int cap)
             n++;
         }
         closedir(proc);
-        scanned_ms = now;
+        pass_ms = now;
     }
     for (next = 0; next < have && have < cap; next++)
         for (i = 0; i < n && have < cap; i++)
