@@ -211,6 +211,17 @@ _portshare_complete()
         _portshare_reply $'text\njson' "$cur"
         return
         ;;
+    --ready)
+        _portshare_reply $'auto\nnotify\ndelay' "$cur"
+        return
+        ;;
+    --handoff)
+        # a comma-separated list: complete its last item
+        local done=''
+        [[ $cur == *,* ]] && done=${cur%,*},
+        _portshare_reply "$(printf "$done%s\n" systemd einhorn server-starter all)" "$cur"
+        return
+        ;;
     --drain-signal)
         _portshare_reply $'TERM\nINT\nQUIT\nHUP\nUSR1\nUSR2\nWINCH\nKILL' "$cur"
         return
@@ -227,7 +238,7 @@ _portshare_complete()
         _portshare_reply "$(_portshare_names)" "$cur"
         return
         ;;
-    --control | --access-log)
+    --control | --access-log | --watch)
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         [[ $prev == --access-log && $cur == '' ]] && COMPREPLY+=(-)
         return

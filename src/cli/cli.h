@@ -19,6 +19,11 @@ enum ps_exit {
 };
 
 /* Print "portshare: fatal: MESSAGE" on stderr and return code. */
+/* systemd sets JOURNAL_STREAM=DEV:INODE to the stream it connected stderr
+ * to; while stderr still is that stream, journald reads a "<N>" prefix
+ * (sd-daemon(3)) as the line's priority: 1 then. */
+int ps_cli_stderr_is_journal(void);
+
 int ps_cli_fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Print "portshare: warning: MESSAGE" on stderr. */

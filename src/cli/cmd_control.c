@@ -12,10 +12,10 @@
 
 static const char control_usage[] =
     "usage: portshare status [--json] [--name NAME | --control PATH]\n"
-    "       portshare reload  [--timeout DUR] [--name NAME | --control PATH]\n"
-    "       portshare scale N [--name NAME | --control PATH]\n"
-    "       portshare stop    [--timeout DUR] [--name NAME | --control PATH]\n"
-    "       portshare upgrade [--name NAME | --control PATH]\n"
+    "       portshare reload  [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare scale N [--json] [--name NAME | --control PATH]\n"
+    "       portshare stop    [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare upgrade [--json] [--name NAME | --control PATH]\n"
     "\n"
     "  status   supervisor pid, generation, per slot the worker pid, state, uptime,\n"
     "           restarts and counters; per listener each socket's accept queue/backlog\n"
@@ -29,6 +29,9 @@ static const char control_usage[] =
     "  --control PATH   its control socket, when it was started with --control\n"
     "  --timeout DUR    how long to wait for an answer (default: 10 min for reload and\n"
     "                   stop, 10s otherwise)\n"
+    "  --json           status as JSON; for reload, scale, stop and upgrade the outcome\n"
+    "                   as one object on stdout: ok, command, generation, workers, pid,\n"
+    "                   message (the exit code says the same as without --json)\n"
     "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
     "answers at the control socket (or it refused us).\n";
 
@@ -45,7 +48,7 @@ int cmd_control(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(control_usage, stdout);
             return PS_EXIT_OK;
-        } else if (!strcmp(a, "--json") && !strcmp(verb, "status")) {
+        } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if ((!strcmp(a, "--name") || !strcmp(a, "--control") || !strcmp(a, "--timeout")) &&
                    i + 1 < argc) {
@@ -81,7 +84,7 @@ int cmd_control(int argc, char **argv)
         return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s'", name);
     }
     if (scale > 0)
-        snprintf(command, sizeof(command), "scale %d", scale);
+        snprintf(command, sizeof(command), "scale %d%s", scale, json ? " json" : "");
     else
         snprintf(command, sizeof(command), "%s%s", verb, json ? " json" : "");
     if (!timeout)
@@ -95,6 +98,10 @@ int cmd_control(int argc, char **argv)
     if (r < 0)
         return ps_cli_fatal(PS_EXIT_CONTROL, "talking to the supervisor at %s: %s", path,
                             ps_strerror(r));
+    if (!ok && json && reply[0] == '{') { /* the outcome, as asked */
+        fputs(reply, stdout);
+        return PS_EXIT_FAILURE;
+    }
     if (!ok) {
         size_t n = strlen(reply);
         if (n && reply[n - 1] == '\n')

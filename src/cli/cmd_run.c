@@ -135,6 +135,37 @@ static int parse_signal(const char *text)
     return -1;
 }
 
+/* "systemd", "einhorn,server-starter", "all" */
+static int parse_handoff(struct ps_sup_config *cfg, const char *text)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } names[] = {{"systemd", PS_HANDOFF_SYSTEMD},
+                 {"einhorn", PS_HANDOFF_EINHORN},
+                 {"server-starter", PS_HANDOFF_SERVER_STARTER},
+                 {"all", PS_HANDOFF_SYSTEMD | PS_HANDOFF_EINHORN | PS_HANDOFF_SERVER_STARTER}};
+    const char *p = text;
+    unsigned bits = 0;
+    size_t i, n;
+
+    do {
+        n = strcspn(p, ",");
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strlen(names[i].name) == n && !strncmp(p, names[i].name, n))
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return ps_cli_fatal(PS_EXIT_USAGE,
+                                "bad --handoff '%s': '%.*s' is not one of systemd, einhorn, "
+                                "server-starter, all (comma-separated)",
+                                text, (int)n, p);
+        bits |= names[i].bits;
+        p += n;
+    } while (*p++ == ',');
+    cfg->handoff = bits;
+    return 0;
+}
+
 /* ---- options ------------------------------------------------------------------ */
 
 void run_options_init(struct run_options *o)
@@ -145,6 +176,8 @@ void run_options_init(struct run_options *o)
     o->cfg.workers = cpus > 0 ? (int)cpus : 1;
     o->cfg.mode = PS_REUSE_PORT;
     o->cfg.ready_timeout_ms = 60000;
+    o->cfg.ready_mode = PS_READY_AUTO;
+    o->cfg.ready_delay_ms = 2000;
     o->cfg.drain_timeout_ms = 30000;
     o->cfg.drain_signal = SIGTERM;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
@@ -235,6 +268,35 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
                    -1;
         if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
             *dst = 1;
+        if (dst == &o->cfg.ready_delay_ms)
+            o->ready_delay_given = 1;
+        return 1;
+    }
+    if (VALUE_OF("--watch")) {
+        if (bad)
+            return -1;
+        if (!*v)
+            return ps_cli_fatal(PS_EXIT_USAGE, "--watch needs a file or directory"), -1;
+        if (o->cfg.nwatch >= PS_SUP_MAX_WATCH)
+            return ps_cli_fatal(PS_EXIT_USAGE, "too many --watch paths (at most %d)",
+                                PS_SUP_MAX_WATCH),
+                   -1;
+        o->cfg.watch[o->cfg.nwatch++] = v;
+        return 1;
+    }
+    if (VALUE_OF("--handoff"))
+        return bad ? -1 : parse_handoff(&o->cfg, v) ? -1 : 1;
+    if (VALUE_OF("--ready")) {
+        if (bad)
+            return -1;
+        if (!strcmp(v, "auto"))
+            o->cfg.ready_mode = PS_READY_AUTO;
+        else if (!strcmp(v, "notify"))
+            o->cfg.ready_mode = PS_READY_NOTIFY;
+        else if (!strcmp(v, "delay"))
+            o->cfg.ready_mode = PS_READY_DELAY;
+        else
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --ready '%s' (auto, notify or delay)", v), -1;
         return 1;
     }
     if (VALUE_OF("--drain-signal")) {
@@ -281,6 +343,8 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
 static void log_line(void *ctx, enum ps_log_level level, const char *event, const char *msg)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
+    /* LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR */
+    static const char *prefixes[] = {"<7>", "<6>", "<4>", "<3>"};
     struct run_options *o = ctx;
     struct timespec ts;
     struct tm tm;
@@ -293,6 +357,8 @@ static void log_line(void *ctx, enum ps_log_level level, const char *event, cons
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (o->journal)
+        fputs(prefixes[level], stderr);
     if (!o->log_json) {
         fprintf(stderr, "%s.%03ldZ portshare[%ld] %s %s: %s\n", when, ts.tv_nsec / 1000000,
                 (long)getpid(), names[level], event, msg);
@@ -344,6 +410,9 @@ int run_supervisor(struct run_options *o)
     ssize_t n;
     int r;
 
+    if (o->cfg.ready_mode == PS_READY_NOTIFY && o->ready_delay_given)
+        return ps_cli_fatal(PS_EXIT_USAGE, "--ready-delay has no effect with --ready notify "
+                                           "(READY=1 only); drop one of them");
     if (!getenv("PORTSHARE_UPGRADE_STATE") && check_program(o->cfg.argv[0]))
         return PS_EXIT_EXEC;
     n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -354,6 +423,7 @@ int run_supervisor(struct run_options *o)
     o->cfg.self_argv = ps_cli_argv;
     o->cfg.log = log_line;
     o->cfg.log_ctx = o;
+    o->journal = ps_cli_stderr_is_journal();
     r = ps_sup_run(&o->cfg, err, sizeof(err), &stage);
     if (r == 0)
         return PS_EXIT_OK;

@@ -5,6 +5,8 @@
 #include "portshare.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,16 +23,17 @@ struct subcommand {
  * explains them. */
 static const char synopsis[] =
     "  portshare run [-l SPEC]... [-w N] [--mode reuseport|shared] [--user USER[:GROUP]]\n"
-    "                [--ready-timeout DUR] [--ready-delay DUR] [--drain-signal SIG]\n"
-    "                [--drain-timeout DUR] [--name NAME] [--control PATH]\n"
-    "                [--log-format text|json] -- PROGRAM [ARGS...]\n"
+    "                [--ready auto|notify|delay] [--ready-timeout DUR] [--ready-delay DUR]\n"
+    "                [--drain-signal SIG] [--drain-timeout DUR] [--watch PATH]...\n"
+    "                [--handoff systemd,einhorn,server-starter|all] [--name NAME]\n"
+    "                [--control PATH] [--log-format text|json] -- PROGRAM [ARGS...]\n"
     "  portshare serve [DIR] [run options] [--access-log FILE|-] [--header-timeout S]\n"
     "                [--idle-timeout S] [--max-connections N]\n"
     "  portshare probe [--json] [--listeners K] [--connections M] [--queued Q]\n"
     "                [--no-netns] [--other-uid UID | --no-other-uid]\n"
     "  portshare status [--json] [--name NAME | --control PATH]\n"
-    "  portshare reload|stop [--timeout DUR] [--name NAME | --control PATH]\n"
-    "  portshare scale N | upgrade [--name NAME | --control PATH]\n"
+    "  portshare reload|stop [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "  portshare scale N | upgrade [--json] [--name NAME | --control PATH]\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
     "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
 
@@ -50,11 +53,22 @@ static const struct subcommand commands[] = {
 
 char **ps_cli_argv;
 
+int ps_cli_stderr_is_journal(void)
+{
+    const char *env = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (!env || sscanf(env, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 int ps_cli_fatal(int code, const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("portshare: fatal: ", stderr);
+    fputs(ps_cli_stderr_is_journal() ? "<3>portshare: fatal: " : "portshare: fatal: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -66,7 +80,7 @@ void ps_cli_warn(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("portshare: warning: ", stderr);
+    fputs(ps_cli_stderr_is_journal() ? "<4>portshare: warning: " : "portshare: warning: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

@@ -9,6 +9,8 @@
 struct run_options {
     struct ps_sup_config cfg;
     int log_json;
+    int ready_delay_given; /* --ready-delay was on the command line */
+    int journal;           /* stderr is journald's stream: sd-daemon level prefixes */
 };
 
 #define RUN_OPTIONS_HELP                                                                           \
@@ -22,8 +24,17 @@ struct run_options {
     "                           shared: one socket for all workers (unix: always shared)\n"        \
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
-    "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"       \
-    "                           (for programs without sd_notify; default: wait for READY=1)\n"     \
+    "      --ready MODE         when a new worker counts as ready: auto (default): READY=1,\n"     \
+    "                           or, for a worker that sends nothing on NOTIFY_SOCKET, as soon\n"   \
+    "                           as it waits on its listeners (epoll, accept, poll, select),\n"     \
+    "                           else after --ready-delay; notify: READY=1 only; delay:\n"          \
+    "                           READY=1 or alive for --ready-delay\n"                              \
+    "      --ready-delay DUR    the alive-for fallback of --ready auto and delay (default 2s)\n"   \
+    "      --watch PATH         reload when PATH changes (repeatable; a directory with all\n"      \
+    "                           below it, dotfiles and *~ ignored; after 300 ms of quiet)\n"       \
+    "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
+    "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"        \
+    "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"        \
     "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
     "                           drains on INT, nginx on QUIT)\n"                                   \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \

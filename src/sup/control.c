@@ -49,6 +49,8 @@ struct ps_client {
     char in[LINE_MAX_IN];
     char *out;
     size_t outlen, outoff;
+    int json;         /* "COMMAND json": the outcome as one JSON object */
+    char command[16]; /* its verb, for that object */
 };
 
 int ps__control_init(struct ps_sup *sup)
@@ -252,12 +254,44 @@ static struct ps_client *waiter_client(struct ps_sup *sup, const struct ps_waite
     return c->state == C_WAITING && c->serial == w->serial ? c : NULL;
 }
 
+/* An operation's outcome: the body as it is, or for a client that asked
+ * with "json" one object {"ok","command","generation","workers","message"}
+ * (generation and workers as they are when the outcome is known). */
+static void reply(struct ps_sup *sup, struct ps_client *c, int ok, const char *body)
+{
+    struct ps_buf b = {0};
+
+    if (!c->json) {
+        client_reply(c, ok, body, strlen(body));
+        return;
+    }
+    ps__buf_printf(&b, "{\"ok\":%s,\"command\":", ok ? "true" : "false");
+    ps__buf_json_string(&b, c->command);
+    ps__buf_printf(&b,
+                   ",\"generation\":%u,\"workers\":%d,\"pid\":%ld,\"message\":", sup->generation,
+                   sup->target, (long)getpid());
+    ps__buf_json_string(&b, body);
+    ps__buf_printf(&b, "}\n");
+    if (b.failed)
+        client_reply(c, 0, "out of memory", 13);
+    else
+        client_reply(c, ok, b.data, b.len);
+    ps__buf_free(&b);
+}
+
 void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, const char *body)
 {
     struct ps_client *c = waiter_client(sup, w);
 
     if (c)
-        client_reply(c, ok, body, strlen(body));
+        reply(sup, c, ok, body);
+}
+
+int ps__control_client_json(struct ps_sup *sup, const struct ps_waiter *w)
+{
+    struct ps_client *c = waiter_client(sup, w);
+
+    return c ? c->json : 0;
 }
 
 int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w)
@@ -301,7 +335,7 @@ static int client_add(struct ps_sup *sup, int fd, enum client_state st, uint64_t
     return i;
 }
 
-struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd)
+struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command)
 {
     struct ps_waiter w = {-1, 0};
     int i = client_add(sup, fd, C_WAITING, ps__now_ms());
@@ -310,6 +344,8 @@ struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd)
         ps__close(fd);
         return w;
     }
+    sup->clients[i].json = json;
+    snprintf(sup->clients[i].command, sizeof(sup->clients[i].command), "%s", command);
     w.client = i;
     w.serial = sup->clients[i].serial;
     return w;
@@ -373,30 +409,39 @@ static void run_command(struct ps_sup *sup, int idx, char *line)
     struct ps_client *c = &sup->clients[idx];
     struct ps_waiter w = {idx, c->serial};
     char err[256];
+    size_t len;
     long n;
 
     c->state = C_WAITING; /* for ps__control_answer; replaced by any reply */
     if (!strcmp(line, "status") || !strcmp(line, "status json")) {
         reply_status(c, sup, line[6] != '\0');
-    } else if (!strcmp(line, "reload")) {
+        return;
+    }
+    /* "reload json", "scale 4 json"...: the outcome as JSON */
+    len = strlen(line);
+    c->json = len > 5 && !strcmp(line + len - 5, " json");
+    if (c->json)
+        line[len - 5] = '\0';
+    snprintf(c->command, sizeof(c->command), "%.*s", (int)strcspn(line, " "), line);
+    if (!strcmp(line, "reload")) {
         if (ps__op_request(sup, OP_RELOAD, 0, &w, err, sizeof(err)) < 0)
-            client_reply(c, 0, err, strlen(err));
+            reply(sup, c, 0, err);
     } else if (!strncmp(line, "scale ", 6)) {
         if (ps__parse_long(line + 6, 1, PS_SUP_MAX_WORKERS, &n) < 0) {
             snprintf(err, sizeof(err), "bad worker count '%.32s' (1-%d)", line + 6,
                      PS_SUP_MAX_WORKERS);
-            client_reply(c, 0, err, strlen(err));
+            reply(sup, c, 0, err);
         } else if (ps__op_request(sup, OP_SCALE, (int)n, &w, err, sizeof(err)) < 0) {
-            client_reply(c, 0, err, strlen(err));
+            reply(sup, c, 0, err);
         }
     } else if (!strcmp(line, "stop")) {
         ps__op_stop(sup, &w);
     } else if (!strcmp(line, "upgrade")) {
         if (ps__op_request(sup, OP_UPGRADE, 0, &w, err, sizeof(err)) < 0)
-            client_reply(c, 0, err, strlen(err));
+            reply(sup, c, 0, err);
     } else {
         snprintf(err, sizeof(err), "unknown command '%.64s'", line);
-        client_reply(c, 0, err, strlen(err));
+        reply(sup, c, 0, err);
     }
 }
 

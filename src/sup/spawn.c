@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,80 @@ static int free_worker_entry(struct ps_sup *sup)
             return i;
         }
     return -EAGAIN;
+}
+
+/* "127.0.0.1:8080", "[::1]:8080", "/path" (unix), as Server::Starter names
+ * a socket in SERVER_STARTER_PORT: the address its --port/--path said. */
+static void starter_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+
+    buf[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else if (ss.ss_family == AF_UNIX) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        size_t n = sl > offsetof(struct sockaddr_un, sun_path)
+                       ? sl - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        if (n && un->sun_path[0] == '\0') /* abstract: "@name" */
+            snprintf(buf, len, "@%.*s", (int)(n - 1), un->sun_path + 1);
+        else
+            snprintf(buf, len, "%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+    }
+}
+
+/* The legacy hand-offs (--handoff), for n descriptors at 3..3+n-1. */
+static void set_handoff_env(struct ps_sup *sup, int n, unsigned gen, pid_t parent)
+{
+    unsigned h = sup->cfg->handoff ? sup->cfg->handoff : PS_HANDOFF_SYSTEMD;
+    char name[32], val[32], ports[2048], one[160];
+    size_t used = 0;
+    int i, w;
+
+    if (!(h & PS_HANDOFF_SYSTEMD)) {
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDNAMES");
+    }
+    if (h & PS_HANDOFF_EINHORN) {
+        /* einhorn's worker libraries: EINHORN_FD_COUNT, EINHORN_FD_<i> = the
+         * descriptor number; EINHORN_MASTER_PID must be the parent */
+        snprintf(val, sizeof(val), "%d", n);
+        setenv("EINHORN_FD_COUNT", val, 1);
+        for (i = 0; i < n; i++) {
+            snprintf(name, sizeof(name), "EINHORN_FD_%d", i);
+            snprintf(val, sizeof(val), "%d", PS_LISTEN_FDS_START + i);
+            setenv(name, val, 1);
+        }
+        snprintf(val, sizeof(val), "%ld", (long)parent);
+        setenv("EINHORN_MASTER_PID", val, 1);
+    }
+    if (h & PS_HANDOFF_SERVER_STARTER) {
+        /* Server::Starter: "ADDR=FD;ADDR=FD" in listener order */
+        ports[0] = '\0';
+        for (i = 0; i < n; i++) {
+            starter_name(PS_LISTEN_FDS_START + i, one, sizeof(one));
+            w = snprintf(ports + used, sizeof(ports) - used, "%s%s=%d", i ? ";" : "", one,
+                         PS_LISTEN_FDS_START + i);
+            if (w < 0 || (size_t)w >= sizeof(ports) - used)
+                break;
+            used += (size_t)w;
+        }
+        setenv("SERVER_STARTER_PORT", ports, 1);
+        snprintf(val, sizeof(val), "%u", gen);
+        setenv("SERVER_STARTER_GENERATION", val, 1);
+    }
 }
 
 /* In the child, between fork and exec: never returns.  Only the listener
@@ -80,6 +156,7 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
         errno = -err;
         goto fail;
     }
+    set_handoff_env(sup, sup->ngroups, gen, parent);
     if (pass >= 0) { /* dup2 leaves it open across exec */
         if (dup2(pass, PS_LISTEN_FDS_START + sup->ngroups) < 0)
             goto fail;

@@ -54,7 +54,7 @@ void ps__buf_free(struct ps_buf *b)
 
 #define put ps__buf_printf
 
-static void put_json_string(struct ps_buf *o, const char *s)
+void ps__buf_json_string(struct ps_buf *o, const char *s)
 {
     put(o, "\"");
     for (; *s; s++) {
@@ -153,9 +153,9 @@ static void json_worker(struct ps_buf *o, const struct ps_worker *w, uint64_t no
         (long)w->pid, w->slot, w->generation, ps__worker_state_name(w->state),
         seconds_since(w->started_ms, now));
     put(o, "\"status\":");
-    put_json_string(o, w->status);
+    ps__buf_json_string(o, w->status);
     put(o, ",\"stats\":");
-    put_json_string(o, w->stats);
+    ps__buf_json_string(o, w->stats);
     put(o, "}");
 }
 
@@ -199,9 +199,9 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
                 ? (double)(sl->backoff_until - now) / 1000.0
                 : 0.0);
         put(o, "\"status\":");
-        put_json_string(o, w ? w->status : "");
+        ps__buf_json_string(o, w ? w->status : "");
         put(o, ",\"stats\":");
-        put_json_string(o, w ? w->stats : "");
+        ps__buf_json_string(o, w ? w->stats : "");
         put(o, ",\"counters\":");
         json_counters(o, w ? w->stats : "");
         put(o, ",\"closes\":");
@@ -221,9 +221,9 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         const struct ps_group *gr = &sup->groups[g];
         group_address(gr, addr, sizeof(addr));
         put(o, "%s{\"name\":", g ? "," : "");
-        put_json_string(o, gr->spec.name);
+        ps__buf_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
-        put_json_string(o, addr);
+        ps__buf_json_string(o, addr);
         put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"sockets\":[",
             gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens);
         for (i = 0; i < gr->nfds; i++) {
@@ -247,15 +247,15 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
     int i, first = 1;
 
     put(o, "{\"pid\":%ld,\"name\":", (long)getpid());
-    put_json_string(o, sup->cfg->name);
+    ps__buf_json_string(o, sup->cfg->name);
     put(o, ",\"program\":");
-    put_json_string(o, sup->cfg->argv[0]);
+    ps__buf_json_string(o, sup->cfg->argv[0]);
     put(o, ",\"uptime_s\":%.3f,\"started\":%ld,\"generation\":%u,\"workers\":%d,",
         seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation, sup->target);
     put(o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
         sup->reloading ? "true" : "false", sup->stopping ? "true" : "false");
-    put_json_string(o, sup->reload_error);
+    ps__buf_json_string(o, sup->reload_error);
     put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
         sup->reloads_ok, sup->reloads_failed, sup->nqueued);
     put(o, "\"strays_killed\":%u,", sup->strays_killed);

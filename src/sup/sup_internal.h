@@ -11,6 +11,8 @@
  *   group.c       the listening sockets of one spec, steering, dead listeners
  *   control.c     the control socket as an event source (server side)
  *   client.c      the control socket's client side (the CLI)
+ *   ready.c       --ready auto: is a starting worker waiting on its listeners?
+ *   watch.c       --watch: inotify, debounced reloads
  *   status.c      status text / JSON;  upgrade.c  re-exec in place;  log.c
  */
 #ifndef PS_SUP_INTERNAL_H
@@ -95,6 +97,8 @@ struct ps_worker {
     uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING/KILLED: next escalation */
     int notified;         /* sent anything on NOTIFY_SOCKET */
     int hinted;           /* logged the "never sent READY=1" hint */
+    uint64_t probe_ms;    /* STARTING, --ready auto: next look at the kernel's view */
+    unsigned probes;      /* looks so far (every TREE_EVERY-th one takes in its tree) */
     char status[128];     /* last STATUS= */
     char stats[128];      /* last X_PORTSHARE_STATS= */
     char closes[256];     /* last X_PORTSHARE_CLOSES= (closes per reason) */
@@ -292,6 +296,7 @@ struct ps_sup {
     struct ps_waiter stop_waiters[PS_OP_MAX_WAITERS];
     int nstop_waiters;
     int upgrade_client; /* the client that asked for the upgrade, as carried across exec */
+    int upgrade_json;   /* ... and whether it asked for JSON */
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
@@ -307,6 +312,13 @@ struct ps_sup {
     int told_ready;   /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
+    /* --watch (watch.c) */
+    int watch_fd; /* inotify, or -1 */
+    struct ps_watch *watches;
+    int nwatches;
+    uint64_t watch_first, watch_last; /* a change is pending since / last seen */
+    unsigned watch_changes;
+    char watch_what[256]; /* the first changed path, for the log */
 };
 
 /* The real world: fork/exec, kill(2). */
@@ -360,6 +372,20 @@ void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w);
  * every process reparented to us.  O(processes). */
 void ps__tree_reap_strays(struct ps_sup *sup, int all);
 
+/* tree.c: worker root and its descendants (by parent pid), root first, at
+ * most cap of them; how many.  O(processes): a pass over /proc, made at
+ * most once a second (the last pass is used in between). */
+int ps__tree_members(pid_t root, pid_t *out, int cap);
+
+/* ready.c: 1 when process pid (or, with tree, a process of its tree) is
+ * seen by the kernel waiting on one of slot's listening sockets: an epoll
+ * set holding one, or a thread blocked in accept/poll/select on one; how
+ * says which (for the log).  0 when not (yet), never an error: what /proc
+ * does not show is "not yet".  O(descriptors + threads) of each process
+ * looked at, bounded (see ready.c).  With tree, pid's descendants are
+ * looked at instead of pid itself (see ps__tree_members for the cost). */
+int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
+
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
                  ...) __attribute__((format(printf, 4, 5)));
@@ -397,8 +423,12 @@ void ps__control_close(struct ps_sup *sup);
 /* Descriptor of a waiting client (for carrying it across an upgrade), or -1. */
 int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w);
 
-/* Adopt a carried client descriptor after an upgrade; returns its waiter. */
-struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd);
+/* 1 when waiter w asked for its outcome as JSON. */
+int ps__control_client_json(struct ps_sup *sup, const struct ps_waiter *w);
+
+/* Adopt a carried client descriptor after an upgrade (json: it asked for
+ * JSON, command: its verb); returns its waiter. */
+struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command);
 
 /* status.c: status as text or JSON, appended to a growing buffer. */
 struct ps_buf {
@@ -408,8 +438,27 @@ struct ps_buf {
 };
 void ps__buf_printf(struct ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ps__buf_free(struct ps_buf *b);
+/* s as a JSON string, quotes included */
+void ps__buf_json_string(struct ps_buf *b, const char *s);
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out);
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
+
+/* ---- watch.c: --watch, reload on change ---------------------------------- */
+
+/* Start watching cfg->watch (no-op without); 0, or -errno with err naming
+ * the path.  O(directories below the watched ones). */
+int ps__watch_open(struct ps_sup *sup, char *err, size_t errlen);
+
+/* Read what inotify has (the loop saw watch_fd readable). */
+void ps__watch_read(struct ps_sup *sup);
+
+/* When the debounced reload is due, or UINT64_MAX. */
+uint64_t ps__watch_deadline(const struct ps_sup *sup);
+
+/* Ask for the reload when it is due. */
+void ps__watch_timer(struct ps_sup *sup, uint64_t now);
+
+void ps__watch_close(struct ps_sup *sup);
 
 /* ---- upgrade.c ------------------------------------------------------------ */
 

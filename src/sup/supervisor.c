@@ -28,6 +28,8 @@
 #define RETIRE_GRACE_MS 500  /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS  5000 /* say once why a worker is still not ready */
 #define CHECK_EVERY_MS  1000 /* held sockets: are they still listening? */
+#define PROBE_EVERY_MS  50   /* --ready auto: a starting worker's kernel view */
+#define TREE_EVERY      10   /* ... its descendants', every 10th time */
 
 static void real_signal(struct ps_sup *sup, struct ps_worker *w, int sig)
 {
@@ -312,24 +314,71 @@ static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
     }
 }
 
+/* Which readiness rules apply to a starting worker (--ready): a worker that
+ * sent anything on NOTIFY_SOCKET speaks the protocol, and --ready auto then
+ * waits for its READY=1. */
+static int probe_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
+{
+    return cfg->ready_mode == PS_READY_AUTO && !w->notified;
+}
+
+/* --ready delay: always (a delay of 0: at once); --ready auto: for a worker
+ * that does not notify, unless the delay is 0 (no fallback) */
+static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker *w)
+{
+    return cfg->ready_mode == PS_READY_DELAY || (cfg->ready_delay_ms && probe_applies(cfg, w));
+}
+
+/* Look at what the kernel shows of a starting worker, every PROBE_EVERY_MS;
+ * every TREE_EVERY-th look at the processes it started instead. */
+static void probe_ready(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
+{
+    char how[192];
+    int tree;
+
+    if (now < w->probe_ms)
+        return;
+    tree = w->probes++ % TREE_EVERY == TREE_EVERY - 1;
+    w->probe_ms = now + PROBE_EVERY_MS;
+    if (ps__ready_probe(sup, w->pid, w->slot, tree, how, sizeof(how)))
+        ps__worker_ready(sup, w, how);
+}
+
+static void not_ready_hint(struct ps_sup *sup, struct ps_worker *w)
+{
+    const struct ps_sup_config *cfg = sup->cfg;
+
+    w->hinted = 1;
+    if (w->notified)
+        ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
+                    "worker %ld speaks sd_notify but has not sent READY=1 after %d s; a worker "
+                    "that notifies is ready on READY=1 only (--ready delay counts it ready "
+                    "after --ready-delay anyway)",
+                    (long)w->pid, NOTIFY_HINT_MS / 1000);
+    else
+        ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
+                    "worker %ld has not sent READY=1 after %d s; if %s does not support "
+                    "sd_notify (and does not wait on its listeners), use --ready delay",
+                    (long)w->pid, NOTIFY_HINT_MS / 1000, cfg->argv[0]);
+}
+
 static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 {
     const struct ps_sup_config *cfg = sup->cfg;
 
     switch (w->state) {
     case W_STARTING:
-        if (cfg->ready_delay_ms && now - w->started_ms >= cfg->ready_delay_ms) {
+        if (probe_applies(cfg, w)) {
+            probe_ready(sup, w, now);
+            if (w->state != W_STARTING)
+                return;
+        }
+        if (delay_applies(cfg, w) && now - w->started_ms >= cfg->ready_delay_ms) {
             ps__worker_ready(sup, w, "alive for --ready-delay");
             return;
         }
-        if (!cfg->ready_delay_ms && !w->notified && !w->hinted &&
-            now - w->started_ms >= NOTIFY_HINT_MS) {
-            w->hinted = 1;
-            ps__sup_log(sup, PS_LOG_WARN, "not_ready_hint",
-                        "worker %ld has not sent READY=1 after %d s; if %s does not support "
-                        "sd_notify, use --ready-delay",
-                        (long)w->pid, NOTIFY_HINT_MS / 1000, cfg->argv[0]);
-        }
+        if (!delay_applies(cfg, w) && !w->hinted && now - w->started_ms >= NOTIFY_HINT_MS)
+            not_ready_hint(sup, w);
         if (now >= w->deadline_ms)
             ready_late(sup, w);
         break;
@@ -408,6 +457,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
         for (i = 0; i < sup->nworkers; i++)
             if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
                 ps__worker_kill(sup, &sup->workers[i]);
+    ps__watch_timer(sup, now);
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);
@@ -437,9 +487,13 @@ static int next_timeout(const struct ps_sup *sup)
             earlier(&next, w->deadline_ms);
         if (w->state == W_READY && sup->cfg->watchdog_ms)
             earlier(&next, w->ping_ms + sup->cfg->watchdog_ms);
-        if (w->state == W_STARTING && sup->cfg->ready_delay_ms)
+        if (w->state != W_STARTING)
+            continue;
+        if (probe_applies(sup->cfg, w))
+            earlier(&next, w->probe_ms);
+        if (delay_applies(sup->cfg, w))
             earlier(&next, w->started_ms + sup->cfg->ready_delay_ms);
-        if (w->state == W_STARTING && !w->hinted && !sup->cfg->ready_delay_ms)
+        else if (!w->hinted)
             earlier(&next, w->started_ms + NOTIFY_HINT_MS);
     }
     for (i = 0; i < sup->nslots; i++) {
@@ -453,6 +507,7 @@ static int next_timeout(const struct ps_sup *sup)
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
     earlier(&next, ps__control_next_deadline(sup));
+    earlier(&next, ps__watch_deadline(sup));
     return next <= now ? 0 : (int)(next - now);
 }
 
@@ -549,7 +604,59 @@ static void handle_signals(struct ps_sup *sup)
 
 /* ---- startup -------------------------------------------------------------------- */
 
-/* Adopt sockets systemd passed us (LISTEN_FDS): each is shared by all slots. */
+/* An adopted socket with SO_REUSEPORT (a .socket unit with ReusePort=yes):
+ * open the other slots' sockets beside it, same address and options, so
+ * that each worker keeps its own queue and the kernel balances, as in
+ * reuseport mode.  The kernel lets them join its group only when we have
+ * the uid that created it; if not, it stays one shared socket (logged). */
+static void adopt_reuseport(struct ps_sup *sup, struct ps_group *g)
+{
+    struct ps_spec *sp = &g->spec;
+    char err[256], addr[160];
+    unsigned queued = 0, limit = 0;
+    int on = 0, r;
+    socklen_t len = sizeof(on);
+
+    if (sp->proto == PS_PROTO_UNIX || sup->cfg->mode == PS_REUSE_SHARED ||
+        getsockopt(g->fds[0], SOL_SOCKET, SO_REUSEPORT, &on, &len) < 0 || !on)
+        return;
+    if (sp->addr.ss_family == AF_INET) {
+        sp->port = ntohs(((struct sockaddr_in *)&sp->addr)->sin_port);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sp->addr)->sin_addr, sp->host,
+                  sizeof(sp->host));
+    } else if (sp->addr.ss_family == AF_INET6) {
+        sp->port = ntohs(((struct sockaddr_in6 *)&sp->addr)->sin6_port);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sp->addr)->sin6_addr, sp->host,
+                  sizeof(sp->host));
+        len = sizeof(sp->v6only);
+        getsockopt(g->fds[0], IPPROTO_IPV6, IPV6_V6ONLY, &sp->v6only, &len);
+    } else {
+        return;
+    }
+    /* the backlog systemd gave it (Backlog=): a listener's TCP_INFO says */
+    sp->backlog =
+        sp->proto == PS_PROTO_TCP && ps_listen_queue(g->fds[0], &queued, &limit) == 0 && limit
+            ? (int)limit
+            : 4096;
+    sp->reuse = PS_REUSE_PORT;
+    g->shared = 0;
+    g->order[0] = 0;
+    r = ps__group_grow(g, sup->target, err, sizeof(err));
+    if (r == 0)
+        return;
+    while (g->nfds > 1)
+        ps__group_close_last(g);
+    g->shared = 1;
+    sp->reuse = PS_REUSE_SHARED;
+    ps_spec_format(sp, addr, sizeof(addr));
+    ps__sup_log(sup, PS_LOG_WARN, "adopt_shared",
+                "the socket for %s from systemd has SO_REUSEPORT, but no socket can join it "
+                "(%s; the kernel wants the uid that created it): one shared socket",
+                addr, err);
+}
+
+/* Adopt sockets systemd passed us (LISTEN_FDS): each is shared by all slots,
+ * unless it has SO_REUSEPORT (adopt_reuseport). */
 static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
 {
     char **names = NULL;
@@ -567,7 +674,13 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
         socklen_t len = sizeof(type);
         memset(g, 0, sizeof(*g));
         sp->addrlen = sizeof(sp->addr);
-        getsockname(PS_LISTEN_FDS_START + i, (struct sockaddr *)&sp->addr, &sp->addrlen);
+        if (getsockname(PS_LISTEN_FDS_START + i, (struct sockaddr *)&sp->addr, &sp->addrlen) < 0) {
+            n = ps__neg_errno();
+            ps__set_error(err, errlen, "LISTEN_FDS: descriptor %d is not a socket: %s",
+                          PS_LISTEN_FDS_START + i, ps_strerror(n));
+            sup->ngroups--;
+            break;
+        }
         getsockopt(PS_LISTEN_FDS_START + i, SOL_SOCKET, SO_TYPE, &type, &len);
         sp->proto = sp->addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
                     : type == SOCK_DGRAM          ? PS_PROTO_UDP
@@ -580,6 +693,7 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
         g->inherited = 1;
         g->nfds = 1;
         g->fds[0] = PS_LISTEN_FDS_START + i;
+        adopt_reuseport(sup, g);
     }
     ps_listen_names_free(names);
     return n;
@@ -698,6 +812,7 @@ static void shutdown_all(struct ps_sup *sup)
         ps__group_close(&sup->groups[g]);
     }
     ps__control_close(sup);
+    ps__watch_close(sup);
     ps__close(sup->notify_fd);
     ps__close(sup->sigfd);
     sup->notify_fd = sup->sigfd = -1;
@@ -707,7 +822,7 @@ static void shutdown_all(struct ps_sup *sup)
 
 static void loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[2 + 1 + PS_SUP_MAX_CLIENTS];
+    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS];
     int n, nctl;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
@@ -716,8 +831,9 @@ static void loop(struct ps_sup *sup)
             update_steering(sup);
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
-        nctl = ps__control_poll_fill(sup, pfd + 2, ps__now_ms());
-        n = poll(pfd, (nfds_t)(2 + nctl), next_timeout(sup));
+        pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
+        nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
+        n = poll(pfd, (nfds_t)(3 + nctl), next_timeout(sup));
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0) {
@@ -725,8 +841,10 @@ static void loop(struct ps_sup *sup)
                 handle_signals(sup);
             if (pfd[1].revents)
                 handle_notify(sup);
+            if (pfd[2].revents)
+                ps__watch_read(sup);
         }
-        ps__control_poll_done(sup, pfd + 2, n > 0 ? nctl : 0, ps__now_ms());
+        ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
         ps__sup_run_timers(sup);
     }
 }
@@ -763,7 +881,7 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;
-    sup->sigfd = sup->notify_fd = sup->control_fd = -1;
+    sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
     sup->upgrade_client = -1;
     sup->started_ms = sup->checked_ms = ps__now_ms();
     sup->started_wall = time(NULL);
@@ -809,6 +927,11 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = check_duplicates(sup->cfg, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_CONFIG, r;
+    r = ps__watch_open(sup, err, errlen);
+    if (r < 0)
+        return *stage = r == -ENOENT || r == -ENOTDIR || r == -EACCES ? PS_SUP_STAGE_CONFIG
+                                                                      : PS_SUP_STAGE_SYSTEM,
+               r;
     /* the control socket first: `status` works as soon as the port listens */
     r = ps__control_open(sup, err, errlen);
     if (r < 0)
@@ -869,6 +992,8 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
             *stage = PS_SUP_STAGE_SYSTEM;
             goto out;
         }
+        if (ps__watch_open(&sup, err, errlen) < 0) /* the new image's own descriptor */
+            ps__sup_log(&sup, PS_LOG_WARN, "watch_failed", "%s", err);
         ps__sup_log(&sup, PS_LOG_INFO, "upgraded",
                     "supervisor re-executed in place (pid %ld), %d worker(s) kept", (long)getpid(),
                     ps__sup_live_workers(&sup));

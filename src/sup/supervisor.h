@@ -33,7 +33,23 @@ struct ps_sup_config {
     gid_t gid;
     char user[64];             /* for initgroups() */
     unsigned ready_timeout_ms; /* a starting worker must be ready by then */
-    unsigned ready_delay_ms;   /* 0: READY=1 only; else also ready after this long alive */
+    enum ps_ready_mode {
+        PS_READY_NOTIFY, /* READY=1 only */
+        PS_READY_DELAY,  /* READY=1, or alive for ready_delay_ms (0: at once) */
+        PS_READY_AUTO    /* READY=1; else, for a worker that never notified anything, the
+                          * kernel shows it waiting on its listeners, or it is alive for
+                          * ready_delay_ms (0: no delay fallback) */
+    } ready_mode;
+    unsigned ready_delay_ms; /* see ready_mode */
+    /* How workers learn their descriptors (3..): a set of these; 0 means
+     * PS_HANDOFF_SYSTEMD.  Without SYSTEMD, LISTEN_* are not set. */
+#define PS_HANDOFF_SYSTEMD        1u /* LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
+#define PS_HANDOFF_EINHORN        2u /* EINHORN_FD_COUNT, EINHORN_FD_n, EINHORN_MASTER_PID */
+#define PS_HANDOFF_SERVER_STARTER 4u /* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
+    unsigned handoff;
+#define PS_SUP_MAX_WATCH 32
+    const char *watch[PS_SUP_MAX_WATCH]; /* --watch: a change below one reloads */
+    int nwatch;
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */

@@ -149,3 +149,44 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all)
     }
     closedir(proc);
 }
+
+int ps__tree_members(pid_t root, pid_t *out, int cap)
+{
+    /* no /proc/PID/task/TID/children: not every kernel has
+     * CONFIG_PROC_CHILDREN.  Reading a process's parent costs three system
+     * calls, for every process of the machine, so one pass over /proc is
+     * kept for PASS_KEEP_MS: at most one pass a second, however many
+     * workers start at once (a child forked since is seen on the next). */
+    enum { MAX_PROCS = 8192, PASS_KEEP_MS = 990 };
+    static pid_t pids[MAX_PROCS], parents[MAX_PROCS];
+    static int n;
+    static uint64_t pass_ms;
+    uint64_t now = ps__now_ms();
+    struct dirent *de;
+    DIR *proc;
+    int have = 0, next, i;
+
+    if (cap < 1)
+        return 0;
+    out[have++] = root;
+    if (!pass_ms || now - pass_ms >= PASS_KEEP_MS) {
+        proc = opendir("/proc");
+        if (!proc)
+            return have;
+        n = 0;
+        while ((de = readdir(proc)) && n < MAX_PROCS) {
+            if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                continue;
+            pids[n] = (pid_t)atoi(de->d_name);
+            parents[n] = parent_of(de->d_name);
+            n++;
+        }
+        closedir(proc);
+        pass_ms = now;
+    }
+    for (next = 0; next < have && have < cap; next++)
+        for (i = 0; i < n && have < cap; i++)
+            if (parents[i] == out[next] && pids[i] != root)
+                out[have++] = pids[i];
+    return have;
+}

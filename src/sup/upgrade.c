@@ -101,14 +101,14 @@ struct field {
 /* clang-format on */
 
 static const struct field sup_fields[] = {
-    FLD(struct ps_sup, generation, F_UINT),     FLD(struct ps_sup, next_generation, F_UINT),
-    FLD(struct ps_sup, target, F_INT),          FLD(struct ps_sup, nslots, F_INT),
-    FLD(struct ps_sup, started_ms, F_U64),      FLD(struct ps_sup, started_wall, F_TIME),
-    FLD(struct ps_sup, notify_fd, F_INT),       FLD(struct ps_sup, control_fd, F_INT),
-    FLD(struct ps_sup, upgrade_client, F_INT),  FLD(struct ps_sup, reloads_ok, F_UINT),
-    FLD(struct ps_sup, reloads_failed, F_UINT), FLD(struct ps_sup, strays_killed, F_UINT),
-    FLD(struct ps_sup, told_ready, F_INT),      FLD(struct ps_sup, notify_addr, F_STR),
-    FLD(struct ps_sup, reload_error, F_STR),
+    FLD(struct ps_sup, generation, F_UINT),    FLD(struct ps_sup, next_generation, F_UINT),
+    FLD(struct ps_sup, target, F_INT),         FLD(struct ps_sup, nslots, F_INT),
+    FLD(struct ps_sup, started_ms, F_U64),     FLD(struct ps_sup, started_wall, F_TIME),
+    FLD(struct ps_sup, notify_fd, F_INT),      FLD(struct ps_sup, control_fd, F_INT),
+    FLD(struct ps_sup, upgrade_client, F_INT), FLD(struct ps_sup, upgrade_json, F_INT),
+    FLD(struct ps_sup, reloads_ok, F_UINT),    FLD(struct ps_sup, reloads_failed, F_UINT),
+    FLD(struct ps_sup, strays_killed, F_UINT), FLD(struct ps_sup, told_ready, F_INT),
+    FLD(struct ps_sup, notify_addr, F_STR),    FLD(struct ps_sup, reload_error, F_STR),
 };
 
 static const struct field group_fields[] = {
@@ -265,6 +265,7 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
     if (r < 0)
         return r;
     sup->upgrade_client = client;
+    sup->upgrade_json = ps__control_client_json(sup, w);
     state = ps__upgrade_serialize(sup);
     sup->upgrade_client = -1;
     if (!state) {
@@ -439,7 +440,7 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
         g->spec.proto = g->spec.addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
                         : type == SOCK_DGRAM              ? PS_PROTO_UDP
                                                           : PS_PROTO_TCP;
-        g->spec.reuse = PS_REUSE_SHARED;
+        g->spec.reuse = g->shared ? PS_REUSE_SHARED : PS_REUSE_PORT; /* ReusePort=yes */
         ps_spec_format(&g->spec, g->spec.text, sizeof(g->spec.text));
     }
     if (g->spec.addr.ss_family == AF_INET)
@@ -554,7 +555,7 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
         struct ps_waiter w;
         char body[96];
         set_cloexec(sup->upgrade_client, 1);
-        w = ps__control_adopt(sup, sup->upgrade_client);
+        w = ps__control_adopt(sup, sup->upgrade_client, sup->upgrade_json, "upgrade");
         snprintf(body, sizeof(body), "upgraded in place: pid %ld", (long)getpid());
         ps__control_answer(sup, &w, 1, body);
         sup->upgrade_client = -1;

@@ -86,12 +86,13 @@ for cmd in $commands; do
         [ "$opt" = --help ] || grep -qF -- "$opt" <<<"$help" || fail "'portshare $cmd --<TAB>' offers $opt, which its --help does not list"
     done
 done
-offers "portshare run --" --listen --workers --mode --user --drain-signal --watchdog --name --control --log-format
+offers "portshare run --" --listen --workers --mode --user --drain-signal --watchdog --name --control --log-format --ready --handoff --watch
 offers "portshare serve --" --listen --workers --access-log --header-timeout --idle-timeout --max-connections
 offers "portshare probe --" --json --no-netns --other-uid --listeners
 offers "portshare status --" --json --name --control
 expect "portshare serve --he" "--help --header-timeout"
-expect "portshare stop --j" ""
+expect "portshare stop --j" "--json"
+expect "portshare stop --t" "--timeout"
 ok "options per subcommand"
 
 # option values
@@ -104,6 +105,10 @@ expect "portshare run --user roo" "root"
 expect "portshare run --user root:roo" "root" # readline replaces what follows ':'
 offers "portshare run --user root:" root nogroup
 expect "portshare run --user=root:roo" "root"
+expect "portshare run --ready " "auto notify delay"
+expect "portshare run --ready=n" "notify"
+expect "portshare run --handoff " "systemd einhorn server-starter all"
+expect "portshare run --handoff einhorn,s" "einhorn,systemd einhorn,server-starter"
 expect "portshare run -l " ""
 expect "portshare serve --workers " ""
 mkdir www && touch page.html

@@ -10,6 +10,9 @@
  *              [--exit-after MS CODE] [--crash-on-start] [--delay-response MS]
  *              [--ignore-term] [--dump FILE] [--status TEXT]
  *
+ * --never-ready sends only STATUS= (it speaks sd_notify, so `--ready auto`
+ * waits for a READY=1 that never comes); --no-notify sends nothing.
+ *
  * HTTP: any request gets "200 OK" with headers X-Worker-Pid, X-Worker-Slot,
  * X-Worker-Generation, Content-Length, and the body
  *   "pid=<pid> slot=<PORTSHARE_SLOT> gen=<PORTSHARE_GENERATION>
@@ -781,6 +784,8 @@ int main(int argc, char **argv)
         exit_at = now_ms() + opt.exit_after;
     if (!opt.never_ready && !opt.no_notify)
         ready_at = now_ms() + opt.ready_after;
+    if (opt.never_ready) /* it speaks sd_notify: --ready auto waits for its READY=1 */
+        notify("STATUS=never ready (--never-ready)");
     serve();
     free(listeners);
     free(body);

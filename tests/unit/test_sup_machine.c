@@ -443,6 +443,10 @@ static void machine_init(const struct machine_opts *o)
     cfg.ready_timeout_ms = o->ready_timeout_ms ? o->ready_timeout_ms : 60000;
     cfg.drain_timeout_ms = o->drain_timeout_ms ? o->drain_timeout_ms : 30000;
     cfg.ready_delay_ms = o->ready_delay_ms;
+    /* a delay is --ready delay's; no delay is --ready notify's strictness
+     * (auto would read /proc for the made-up pids: it has tests of its own
+     * against real programs, test_run_ready_auto) */
+    cfg.ready_mode = o->ready_delay_ms ? PS_READY_DELAY : PS_READY_NOTIFY;
     cfg.watchdog_ms = o->watchdog_ms;
     cfg.drain_signal = o->drain_signal;
     snprintf(cfg.name, sizeof(cfg.name), "machine");
