@@ -23,6 +23,7 @@ static const char synopsis[] =
     "  portshare run [-l SPEC]... [-w N] [--mode reuseport|shared] [--user USER[:GROUP]]\n"
     "                [--ready-timeout DUR] [--ready-delay DUR] [--drain-signal SIG]\n"
     "                [--drain-timeout DUR] [--name NAME] [--control PATH]\n"
+    "                [--metrics HOST:PORT] [--agent HOST:PORT] [--lameduck DUR]\n"
     "                [--log-format text|json] -- PROGRAM [ARGS...]\n"
     "  portshare serve [DIR] [run options] [--access-log FILE|-] [--header-timeout S]\n"
     "                [--idle-timeout S] [--max-connections N]\n"
@@ -30,7 +31,8 @@ static const char synopsis[] =
     "                [--no-netns] [--other-uid UID | --no-other-uid]\n"
     "  portshare status [--json] [--name NAME | --control PATH]\n"
     "  portshare reload|stop [--timeout DUR] [--name NAME | --control PATH]\n"
-    "  portshare scale N | upgrade [--name NAME | --control PATH]\n"
+    "  portshare stop --lameduck DUR [--timeout DUR] [--name NAME | --control PATH]\n"
+    "  portshare scale N | upgrade | metrics [--name NAME | --control PATH]\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
     "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
 
@@ -44,6 +46,7 @@ static const struct subcommand commands[] = {
     {"scale", cmd_control, "change the number of workers", 0},
     {"stop", cmd_control, "stop a running supervisor gracefully", 0},
     {"upgrade", cmd_control, "re-execute the supervisor's binary in place", 0},
+    {"metrics", cmd_control, "print a running supervisor's Prometheus metrics", 0},
     {"version", cmd_version, "print the version", 0},
     {"http-worker", cmd_http_worker, "the HTTP worker process run by serve", 1},
 };
