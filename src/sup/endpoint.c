@@ -123,27 +123,29 @@ int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen)
     char addr[160];
     int kind, r, *fd;
 
+    /* bind every one first, so that a failure logs nothing but itself */
     for (kind = 0; kind < PS_EP_COUNT; kind++) {
         fd = ep_fd(sup, kind);
         if (!ep_spec(sup, kind)->text[0]) {
             if (*fd >= 0) /* carried by an upgrade, no longer asked for */
                 ps__close(*fd);
             *fd = -1;
-            continue;
-        }
-        if (*fd < 0) {
+        } else if (*fd < 0) {
             r = open_one(sup, kind, err, errlen);
             if (r < 0)
                 return r;
         }
-        addr[0] = '\0';
-        {
-            /* the real port (HOST:0 asks the kernel for one) */
-            struct ps_spec sp = *ep_spec(sup, kind);
-            sp.addrlen = sizeof(sp.addr);
-            if (getsockname(*fd, (struct sockaddr *)&sp.addr, &sp.addrlen) == 0)
-                ps_spec_format(&sp, addr, sizeof(addr));
-        }
+    }
+    for (kind = 0; kind < PS_EP_COUNT; kind++) {
+        /* the real port (HOST:0 asks the kernel for one) */
+        struct ps_spec sp = *ep_spec(sup, kind);
+        fd = ep_fd(sup, kind);
+        if (*fd < 0)
+            continue;
+        sp.addrlen = sizeof(sp.addr);
+        if (getsockname(*fd, (struct sockaddr *)&sp.addr, &sp.addrlen) < 0 ||
+            ps_spec_format(&sp, addr, sizeof(addr)) < 0)
+            snprintf(addr, sizeof(addr), "%.159s", sp.text);
         ps__sup_log(sup, PS_LOG_INFO, "listening", "%s endpoint on %s", kind_names[kind], addr);
     }
     return 0;

@@ -163,6 +163,21 @@ static void listener_metrics(struct ps_buf *o, struct ps_sup *sup)
     unsigned q, lim, drops;
     int g, i;
 
+    static const char *const protos[] = {[PS_PROTO_TCP] = "tcp", [PS_PROTO_UDP] = "udp",
+                                         [PS_PROTO_UNIX] = "unix"};
+
+    family(o, "portshare_listener_info", "gauge",
+           "1 per listener: its address, LISTEN_FDNAMES name, protocol, sockets and mode.");
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        put(o, "portshare_listener_info{");
+        listener_label(o, gr);
+        put(o, ",name=\"");
+        label_value(o, gr->spec.name);
+        put(o, "\",proto=\"%s\",mode=\"%s\",sockets=\"%d\"} 1\n",
+            gr->spec.proto <= PS_PROTO_UNIX ? protos[gr->spec.proto] : "?",
+            gr->shared ? "shared" : "reuseport", gr->nfds);
+    }
     family(o, "portshare_listener_queue_length", "gauge",
            "Connections waiting in a held socket's accept queue.");
     for (g = 0; g < sup->ngroups; g++)

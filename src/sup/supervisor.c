@@ -844,10 +844,10 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = bind_all(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_BIND, r;
-    log_listeners(sup);
     r = ps__endpoints_open(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_BIND, r;
+    log_listeners(sup);
     r = open_notify(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_SYSTEM, r;
