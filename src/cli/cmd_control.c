@@ -24,8 +24,6 @@ static const char control_usage[] =
     "           exits 1 when it was rolled back (the old generation keeps serving)\n"
     "  scale N  run N workers (adding or retiring slots without losing connections)\n"
     "  stop     drain every worker and stop; waits until the supervisor is gone\n"
-    "           --lameduck DUR: first report unhealthy (agent \"drain\", /healthz 503)\n"
-    "           and keep serving for DUR, so that a load balancer moves away first\n"
     "  upgrade  re-execute the supervisor's binary in place (same pid, workers kept)\n"
     "  metrics  the Prometheus text that --metrics serves on GET /metrics\n"
     "\n"
@@ -33,6 +31,8 @@ static const char control_usage[] =
     "  --control PATH   its control socket, when it was started with --control\n"
     "  --timeout DUR    how long to wait for an answer (default: 10 min for reload and\n"
     "                   stop, 10s otherwise)\n"
+    "  --lameduck DUR   stop: first report unhealthy to load balancers (agent \"drain\",\n"
+    "                   /healthz 503) and keep serving for DUR, then drain\n"
     "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
     "answers at the control socket (or it refused us).\n";
 
