@@ -27,8 +27,8 @@ static const char run_usage[] =
     "sockets at fd 3.. (systemd's LISTEN_FDS protocol), restart workers that exit,\n"
     "and replace them without dropping a connection on reload.\n"
     "\n" RUN_OPTIONS_HELP "\n"
-    "signals: HUP reload, TERM/INT stop gracefully, USR2 upgrade the supervisor in\n"
-    "place, TTIN/TTOU one worker more/less.\n"
+    "signals: HUP reload, TERM/INT stop gracefully (TERM after a --lameduck first),\n"
+    "USR2 upgrade the supervisor in place, TTIN/TTOU one worker more/less.\n"
     "control: portshare status|reload|scale N|stop|upgrade|metrics [--name NAME | --control PATH]\n"
     "workers get LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, PORTSHARE_SLOT,\n"
     "PORTSHARE_GENERATION and NOTIFY_SOCKET.\n";
