@@ -56,7 +56,8 @@ lb_cleanup() {
         ip link del "${VETH[p]}" 2>/dev/null || true
     done
 }
-trap 'rc=$?; lb_cleanup; (exit $rc); cleanup' EXIT
+# set +e: under errexit the "(exit $rc)" that hands rc to cleanup would end the trap
+trap 'rc=$?; set +e; lb_cleanup; (exit $rc); cleanup' EXIT
 
 for i in 0 1; do
     ip netns add "${NS[i]}" 2>"$T/netns.err" || skip "cannot create a network namespace: $(cat "$T/netns.err")"
