@@ -40,6 +40,6 @@ int cmd_run(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_http_worker(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
-int cmd_control(int argc, char **argv); /* status, reload, scale, stop, upgrade */
+int cmd_control(int argc, char **argv); /* status, reload, scale, stop, upgrade, metrics */
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * cmd_control.c - `portshare status|reload|scale N|stop|upgrade`: talk to a
+ * cmd_control.c - `portshare status|reload|scale N|stop|upgrade|metrics`: talk to a
  * running supervisor over its control socket.
  */
 #include "cli.h"
@@ -14,8 +14,9 @@ static const char control_usage[] =
     "usage: portshare status [--json] [--name NAME | --control PATH]\n"
     "       portshare reload  [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
     "       portshare scale N [--json] [--name NAME | --control PATH]\n"
-    "       portshare stop    [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare stop    [--lameduck DUR] [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
     "       portshare upgrade [--json] [--name NAME | --control PATH]\n"
+    "       portshare metrics [--name NAME | --control PATH]\n"
     "\n"
     "  status   supervisor pid, generation, per slot the worker pid, state, uptime,\n"
     "           restarts and counters; per listener each socket's accept queue/backlog\n"
@@ -24,6 +25,7 @@ static const char control_usage[] =
     "  scale N  run N workers (adding or retiring slots without losing connections)\n"
     "  stop     drain every worker and stop; waits until the supervisor is gone\n"
     "  upgrade  re-execute the supervisor's binary in place (same pid, workers kept)\n"
+    "  metrics  the Prometheus text that --metrics serves on GET /metrics\n"
     "\n"
     "  --name NAME      the supervisor's --name (default: default)\n"
     "  --control PATH   its control socket, when it was started with --control\n"
@@ -32,6 +34,8 @@ static const char control_usage[] =
     "  --json           status as JSON; for reload, scale, stop and upgrade the outcome\n"
     "                   as one object on stdout: ok, command, generation, workers, pid,\n"
     "                   message (the exit code says the same as without --json)\n"
+    "  --lameduck DUR   stop: first report unhealthy to load balancers (agent \"drain\",\n"
+    "                   /healthz 503) and keep serving for DUR, then drain\n"
     "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
     "answers at the control socket (or it refused us).\n";
 
@@ -40,7 +44,8 @@ int cmd_control(int argc, char **argv)
     static char reply[256 * 1024];
     const char *verb = argv[0], *name = "default", *path_opt = NULL;
     char path[108], command[64];
-    unsigned timeout = 0;
+    unsigned timeout = 0, lameduck = 0;
+    int have_lameduck = 0;
     int i, json = 0, scale = -1, ok = 0, r;
 
     for (i = 1; i < argc; i++) {
@@ -50,6 +55,13 @@ int cmd_control(int argc, char **argv)
             return PS_EXIT_OK;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(verb, "stop") &&
+                   (!strcmp(a, "--lameduck") || !strncmp(a, "--lameduck=", 11))) {
+            const char *v = a[10] == '=' ? a + 11 : i + 1 < argc ? argv[++i] : NULL;
+            if (!v || run_parse_duration(v, &lameduck) < 0)
+                return ps_cli_fatal(PS_EXIT_USAGE, "bad --lameduck '%s' (like 5s, 500ms)",
+                                    v ? v : "");
+            have_lameduck = 1;
         } else if ((!strcmp(a, "--name") || !strcmp(a, "--control") || !strcmp(a, "--timeout")) &&
                    i + 1 < argc) {
             if (!strcmp(a, "--name"))
@@ -85,6 +97,8 @@ int cmd_control(int argc, char **argv)
     }
     if (scale > 0)
         snprintf(command, sizeof(command), "scale %d%s", scale, json ? " json" : "");
+    else if (have_lameduck)
+        snprintf(command, sizeof(command), "stop lameduck %u%s", lameduck, json ? " json" : "");
     else
         snprintf(command, sizeof(command), "%s%s", verb, json ? " json" : "");
     if (!timeout)

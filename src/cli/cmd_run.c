@@ -27,9 +27,9 @@ static const char run_usage[] =
     "sockets at fd 3.. (systemd's LISTEN_FDS protocol), restart workers that exit,\n"
     "and replace them without dropping a connection on reload.\n"
     "\n" RUN_OPTIONS_HELP "\n"
-    "signals: HUP reload, TERM/INT stop gracefully, USR2 upgrade the supervisor in\n"
-    "place, TTIN/TTOU one worker more/less.\n"
-    "control: portshare status|reload|scale N|stop|upgrade [--name NAME | --control PATH]\n"
+    "signals: HUP reload, TERM/INT stop gracefully (TERM after a --lameduck first),\n"
+    "USR2 upgrade the supervisor in place, TTIN/TTOU one worker more/less.\n"
+    "control: portshare status|reload|scale N|stop|upgrade|metrics [--name NAME | --control PATH]\n"
     "workers get LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, PORTSHARE_SLOT,\n"
     "PORTSHARE_GENERATION and NOTIFY_SOCKET.\n";
 
@@ -217,6 +217,21 @@ static int add_listen(struct run_options *o, const char *text)
     return 0;
 }
 
+/* --metrics / --agent HOST:PORT: a TCP address of our own (no reuseport) */
+static int parse_endpoint(struct ps_spec *spec, const char *opt, const char *text)
+{
+    char err[256];
+
+    if (ps_spec_parse(text, spec, err, sizeof(err)) < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad %s '%s': %s", opt, text, err);
+    if (spec->proto != PS_PROTO_TCP || spec->name[0] || strchr(text, '?')) {
+        memset(spec, 0, sizeof(*spec));
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad %s '%s': want a TCP HOST:PORT (like 127.0.0.1:9100)",
+                            opt, text);
+    }
+    return 0;
+}
+
 int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
 {
     static const struct {
@@ -227,6 +242,7 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         {"--ready-delay", offsetof(struct ps_sup_config, ready_delay_ms)},
         {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
         {"--watchdog", offsetof(struct ps_sup_config, watchdog_ms)},
+        {"--lameduck", offsetof(struct ps_sup_config, lameduck_ms)},
     };
     const char *v;
     size_t k;
@@ -254,6 +270,10 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
             return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
         return 1;
     }
+    if (VALUE_OF("--metrics"))
+        return bad ? -1 : parse_endpoint(&o->cfg.metrics, "--metrics", v) ? -1 : 1;
+    if (VALUE_OF("--agent"))
+        return bad ? -1 : parse_endpoint(&o->cfg.agent, "--agent", v) ? -1 : 1;
     if (VALUE_OF("--user"))
         return bad ? -1 : parse_user(&o->cfg, v) ? -1 : 1;
     for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {

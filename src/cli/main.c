@@ -26,14 +26,17 @@ static const char synopsis[] =
     "                [--ready auto|notify|delay] [--ready-timeout DUR] [--ready-delay DUR]\n"
     "                [--drain-signal SIG] [--drain-timeout DUR] [--watch PATH]...\n"
     "                [--handoff systemd,einhorn,server-starter|all] [--name NAME]\n"
-    "                [--control PATH] [--log-format text|json] -- PROGRAM [ARGS...]\n"
+    "                [--control PATH] [--metrics HOST:PORT] [--agent HOST:PORT]\n"
+    "                [--lameduck DUR] [--log-format text|json] -- PROGRAM [ARGS...]\n"
     "  portshare serve [DIR] [run options] [--access-log FILE|-] [--header-timeout S]\n"
     "                [--idle-timeout S] [--max-connections N]\n"
     "  portshare probe [--json] [--listeners K] [--connections M] [--queued Q]\n"
     "                [--no-netns] [--other-uid UID | --no-other-uid]\n"
     "  portshare status [--json] [--name NAME | --control PATH]\n"
     "  portshare reload|stop [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "  portshare stop --lameduck DUR [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
     "  portshare scale N | upgrade [--json] [--name NAME | --control PATH]\n"
+    "  portshare metrics [--name NAME | --control PATH]\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
     "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
 
@@ -47,6 +50,7 @@ static const struct subcommand commands[] = {
     {"scale", cmd_control, "change the number of workers", 0},
     {"stop", cmd_control, "stop a running supervisor gracefully", 0},
     {"upgrade", cmd_control, "re-execute the supervisor's binary in place", 0},
+    {"metrics", cmd_control, "print a running supervisor's Prometheus metrics", 0},
     {"version", cmd_version, "print the version", 0},
     {"http-worker", cmd_http_worker, "the HTTP worker process run by serve", 1},
 };

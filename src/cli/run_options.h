@@ -45,6 +45,12 @@ struct run_options {
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \
     "                           /tmp/portshare-UID/NAME.sock)\n"                                   \
     "      --log-format FMT     text (default) or json, on stderr\n"                               \
+    "      --metrics HOST:PORT  serve GET /metrics (Prometheus text) and GET /healthz (200 while\n"  \
+    "                           a worker is ready, 503 in lame duck) over HTTP on HOST:PORT\n"     \
+    "      --agent HOST:PORT    answer HAProxy's agent-check on HOST:PORT (\"up ready N%\" from\n"   \
+    "                           the share of ready workers, \"drain\" in lame duck)\n"             \
+    "      --lameduck DUR       on SIGTERM, report unhealthy (drain, 503) and keep serving for\n"  \
+    "                           DUR before draining the workers (default 0: drain at once)\n"     \
     "  DUR is a number with ms, s (default) or m, like 500ms, 2s, 1m.\n"
 
 void run_options_init(struct run_options *o);

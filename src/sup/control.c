@@ -1,6 +1,6 @@
 /*
  * control.c - the control socket: `portshare status / reload / scale / stop
- * / upgrade` talk to a running supervisor through it.
+ * / upgrade / metrics` talk to a running supervisor through it.
  *
  * A unix stream socket, mode 0600.  Its default directory (/run/portshare,
  * $XDG_RUNTIME_DIR/portshare, /tmp/portshare-UID) must be ours, 0700 and no
@@ -404,6 +404,18 @@ static void reply_status(struct ps_client *c, struct ps_sup *sup, int json)
     ps__buf_free(&b);
 }
 
+static void reply_metrics(struct ps_client *c, struct ps_sup *sup)
+{
+    struct ps_buf b = {0};
+
+    ps__metrics_text(sup, &b);
+    if (b.failed)
+        client_reply(c, 0, "out of memory", 13);
+    else
+        client_reply(c, 1, b.data ? b.data : "", b.len);
+    ps__buf_free(&b);
+}
+
 static void run_command(struct ps_sup *sup, int idx, char *line)
 {
     struct ps_client *c = &sup->clients[idx];
@@ -436,6 +448,15 @@ static void run_command(struct ps_sup *sup, int idx, char *line)
         }
     } else if (!strcmp(line, "stop")) {
         ps__op_stop(sup, &w);
+    } else if (!strncmp(line, "stop lameduck ", 14)) {
+        if (ps__parse_long(line + 14, 0, 24L * 3600 * 1000, &n) < 0) {
+            snprintf(err, sizeof(err), "bad lame duck time '%.32s' (milliseconds)", line + 14);
+            reply(sup, c, 0, err);
+        } else {
+            ps__op_lameduck(sup, (unsigned)n, &w);
+        }
+    } else if (!strcmp(line, "metrics")) {
+        reply_metrics(c, sup);
     } else if (!strcmp(line, "upgrade")) {
         if (ps__op_request(sup, OP_UPGRADE, 0, &w, err, sizeof(err)) < 0)
             reply(sup, c, 0, err);

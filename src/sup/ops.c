@@ -11,6 +11,10 @@
  *     for, never another one's (a queued reload reports its own generation);
  *   - stop preempts: the reload in flight is rolled back, everything queued
  *     is answered "the supervisor is stopping", then every worker drains;
+ *   - lame duck is the start of a stop: nothing new is accepted from then
+ *     on, what is queued waits and is answered by the stop; a reload in
+ *     flight may still commit (the workers keep serving); a plain stop
+ *     (or a second SIGTERM) during lame duck starts the drain at once;
  *   - a reload starts a worker of the new generation in every slot that is
  *     not being removed; a removed slot that scaling brings back later gets
  *     a worker of the serving generation (slots.c, A_KEEP).
@@ -189,8 +193,9 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
     struct ps_op *op = NULL;
     int i;
 
-    if (sup->stopping) {
-        ps__set_error(err, errlen, "the supervisor is stopping");
+    if (sup->stopping || sup->lameduck) {
+        ps__set_error(err, errlen, "the supervisor is stopping%s",
+                      sup->stopping ? "" : " (lame duck)");
         return -ESHUTDOWN;
     }
     if (kind == OP_SCALE && (n < 1 || n > PS_SUP_MAX_WORKERS)) {
@@ -236,7 +241,7 @@ void ps__op_run_queue(struct ps_sup *sup)
     char err[256], body[300];
     struct ps_op op;
 
-    while (!sup->reloading && !sup->stopping && sup->nqueued) {
+    while (!sup->reloading && !sup->stopping && !sup->lameduck && sup->nqueued) {
         op = sup->queue[0];
         memmove(&sup->queue[0], &sup->queue[1], (size_t)--sup->nqueued * sizeof(sup->queue[0]));
         switch (op.kind) {
@@ -266,16 +271,21 @@ void ps__op_run_queue(struct ps_sup *sup)
 
 /* ---- stop ----------------------------------------------------------------------- */
 
+static void add_stop_waiter(struct ps_sup *sup, const struct ps_waiter *w)
+{
+    if (!w)
+        return;
+    if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
+        sup->stop_waiters[sup->nstop_waiters++] = *w;
+    else
+        ps__control_answer(sup, w, 0, "too many clients waiting");
+}
+
 void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
 {
     int i, s;
 
-    if (w) {
-        if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
-            sup->stop_waiters[sup->nstop_waiters++] = *w;
-        else
-            ps__control_answer(sup, w, 0, "too many clients waiting");
-    }
+    add_stop_waiter(sup, w);
     if (sup->stopping) {
         /* asked twice: do not wait for the drain */
         for (i = 0; i < sup->nworkers; i++)
@@ -284,6 +294,7 @@ void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
         return;
     }
     sup->stopping = 1;
+    sup->lameduck_until = 0; /* a stop during lame duck: the drain starts now */
     sup->stop_deadline = ps__now_ms() + sup->cfg->drain_timeout_ms;
     ps__sup_tell_systemd(sup, "STOPPING=1");
     ps__sup_log(sup, PS_LOG_INFO, "stopping", "stopping: draining %d worker(s)",
@@ -298,6 +309,26 @@ void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
     for (i = 0; i < sup->nworkers; i++)
         if (sup->workers[i].pid)
             ps__worker_drain(sup, &sup->workers[i], "the supervisor is stopping");
+}
+
+void ps__op_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    if (sup->stopping || sup->lameduck) {
+        add_stop_waiter(sup, w); /* already on its way out: no hurry added */
+        return;
+    }
+    if (!ms) {
+        ps__op_stop(sup, w);
+        return;
+    }
+    add_stop_waiter(sup, w);
+    sup->lameduck = 1;
+    sup->lameduck_until = ps__now_ms() + ms;
+    ps__sup_tell_systemd(sup, "STATUS=lame duck: still serving, draining soon");
+    ps__sup_log(sup, PS_LOG_INFO, "lameduck",
+                "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
+                "keep serving, then drain",
+                ms);
 }
 
 void ps__op_finish_all(struct ps_sup *sup)

@@ -85,6 +85,44 @@ static void group_address(const struct ps_group *g, char *buf, size_t len)
         snprintf(buf, len, "%s", g->spec.text);
 }
 
+static double lameduck_left(const struct ps_sup *sup, uint64_t now)
+{
+    return sup->lameduck_until > now ? (double)(sup->lameduck_until - now) / 1000.0 : 0.0;
+}
+
+/* An endpoint's address as bound (its real port), or "" when off. */
+static void endpoint_address(int fd, const struct ps_spec *spec, char *buf, size_t len)
+{
+    struct ps_spec sp = *spec;
+
+    buf[0] = '\0';
+    if (fd < 0)
+        return;
+    sp.addrlen = sizeof(sp.addr);
+    if (getsockname(fd, (struct sockaddr *)&sp.addr, &sp.addrlen) < 0 ||
+        ps_spec_format(&sp, buf, len) < 0)
+        snprintf(buf, len, "%.*s", (int)(len ? len - 1 : 0), spec->text);
+}
+
+static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
+{
+    char addr[160], line[64];
+    const char *why;
+
+    int healthy = ps__sup_healthy(sup, &why);
+
+    endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
+    if (addr[0])
+        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503",
+            why);
+    endpoint_address(sup->agent_fd, &sup->cfg->agent, addr, sizeof(addr));
+    if (addr[0]) {
+        ps__agent_text(sup, line, sizeof(line));
+        line[strcspn(line, "\n")] = '\0';
+        put(o, "agent       %s (HAProxy agent-check answers \"%s\")\n", addr, line);
+    }
+}
+
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -92,9 +130,13 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     char addr[160];
     int s, g, i;
 
-    put(o, "supervisor  pid %ld, up %.0f s, generation %u%s%s\n", (long)getpid(),
+    put(o, "supervisor  pid %ld, up %.0f s, generation %u%s%s", (long)getpid(),
         seconds_since(sup->started_ms, now), sup->generation, sup->reloading ? " (reloading)" : "",
         sup->stopping ? " (stopping)" : "");
+    if (sup->lameduck_until)
+        put(o, " (LAME DUCK: unhealthy to load balancers, draining in %.1f s)",
+            lameduck_left(sup, now));
+    put(o, "\n");
     put(o, "program     %s\n", sup->cfg->argv[0]);
     put(o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
@@ -102,6 +144,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
         put(o, "last reload FAILED: %s\n", sup->reload_error);
     put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
         sup->nqueued ? ", more operations queued" : "");
+    text_endpoints(o, sup);
     if (sup->strays_killed)
         put(o, "strays      %u process(es) that outlived their worker were killed\n",
             sup->strays_killed);
@@ -240,6 +283,28 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
     put(o, "]");
 }
 
+static void json_endpoints(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
+{
+    char addr[160], line[64];
+    const char *why;
+    int healthy = ps__sup_healthy(sup, &why);
+
+    put(o, "\"lameduck\":%s,\"lameduck_left_s\":%.3f,\"healthy\":%s,\"health\":",
+        sup->lameduck ? "true" : "false", lameduck_left(sup, now), healthy ? "true" : "false");
+    ps__buf_json_string(o, why);
+    endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
+    put(o, ",\"metrics\":");
+    ps__buf_json_string(o, addr);
+    endpoint_address(sup->agent_fd, &sup->cfg->agent, addr, sizeof(addr));
+    put(o, ",\"agent\":");
+    ps__buf_json_string(o, addr);
+    ps__agent_text(sup, line, sizeof(line));
+    line[strcspn(line, "\n")] = '\0';
+    put(o, ",\"agent_reply\":");
+    ps__buf_json_string(o, line);
+    put(o, ",");
+}
+
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -259,6 +324,7 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
     put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
         sup->reloads_ok, sup->reloads_failed, sup->nqueued);
     put(o, "\"strays_killed\":%u,", sup->strays_killed);
+    json_endpoints(o, sup, now);
     json_slots(o, sup, now);
     put(o, ",\"other_workers\":[");
     for (i = 0; i < sup->nworkers; i++) {

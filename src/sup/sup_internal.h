@@ -13,6 +13,9 @@
  *   client.c      the control socket's client side (the CLI)
  *   ready.c       --ready auto: is a starting worker waiting on its listeners?
  *   watch.c       --watch: inotify, debounced reloads
+ *   endpoint.c    --metrics (HTTP /metrics, /healthz) and --agent (HAProxy
+ *                 agent-check) listeners as event sources
+ *   metrics.c     the Prometheus text, /healthz's verdict, the agent's reply
  *   status.c      status text / JSON;  upgrade.c  re-exec in place;  log.c
  */
 #ifndef PS_SUP_INTERNAL_H
@@ -29,6 +32,7 @@
 
 struct ps_sup;
 struct ps_client;
+struct ps_endpoint;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
@@ -240,6 +244,13 @@ struct ps_op {
 int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct ps_waiter *w,
                    char *err, size_t errlen);
 
+/* Lame duck (`stop --lameduck`, SIGTERM with --lameduck): /healthz says
+ * 503 and the agent "drain" at once, the workers keep serving for ms, then
+ * ps__op_stop.  w is answered when the supervisor is gone.  ms == 0 is a
+ * plain stop; asked while already in lame duck or stopping, w only joins
+ * the stop's waiters (the earlier deadline stands). */
+void ps__op_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w);
+
 /* Stop: roll back a reload in flight, drain everything; w is answered when
  * the supervisor is gone (or "stopped" just before).  Asked again while
  * stopping: SIGKILL every worker tree at once. */
@@ -319,6 +330,12 @@ struct ps_sup {
     uint64_t watch_first, watch_last; /* a change is pending since / last seen */
     unsigned watch_changes;
     char watch_what[256]; /* the first changed path, for the log */
+    /* lame duck: reported unhealthy / "drain" while still serving, then stop */
+    int lameduck;            /* entered (stays set while stopping) */
+    uint64_t lameduck_until; /* the drain starts then; 0 once it has */
+    /* operations endpoints (endpoint.c); -1 when off */
+    int metrics_fd, agent_fd;
+    struct ps_endpoint *endpoints; /* PS_EP_COUNT of them */
 };
 
 /* The real world: fork/exec, kill(2). */
@@ -459,6 +476,42 @@ uint64_t ps__watch_deadline(const struct ps_sup *sup);
 void ps__watch_timer(struct ps_sup *sup, uint64_t now);
 
 void ps__watch_close(struct ps_sup *sup);
+/* ---- metrics.c: what the operations endpoints say -------------------------- */
+
+/* The Prometheus text exposition (format 0.0.4) of sup, appended to out.
+ * Reads every held listener (TCP_INFO, SO_MEMINFO): O(sockets + slots). */
+void ps__metrics_text(struct ps_sup *sup, struct ps_buf *out);
+
+/* 1 when /healthz says 200: a slot is ready and we are neither in lame duck
+ * nor stopping.  why (may be NULL) gets the reason either way. */
+int ps__sup_healthy(const struct ps_sup *sup, const char **why);
+
+/* The agent-check reply line: "up ready 75%", "drain" or "down #why", and a newline. */
+void ps__agent_text(const struct ps_sup *sup, char *buf, size_t len);
+
+/* ---- endpoint.c: the --metrics and --agent listeners ----------------------- */
+
+enum ps_endpoint_kind { PS_EP_METRICS, PS_EP_AGENT, PS_EP_COUNT };
+
+#define PS_EP_MAX_CONNS 16 /* per endpoint; beyond, new ones wait in the backlog */
+#define PS_EP_POLL_MAX  (PS_EP_COUNT * (1 + PS_EP_MAX_CONNS))
+
+/* Allocate the connection tables (also after an upgrade). */
+int ps__endpoints_init(struct ps_sup *sup);
+
+/* Bind the configured endpoints that have no socket yet (a fresh start; an
+ * upgrade adopts the carried ones).  0, or -errno with err naming the
+ * address (the CLI exits 3). */
+int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen);
+
+/* Poll entries (at most PS_EP_POLL_MAX), results, the nearest deadline
+ * (UINT64_MAX when none): the same contract as the control socket's. */
+int ps__endpoints_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now);
+void ps__endpoints_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now);
+uint64_t ps__endpoints_next_deadline(const struct ps_sup *sup);
+
+/* Close both endpoints and their connections. */
+void ps__endpoints_close(struct ps_sup *sup);
 
 /* ---- upgrade.c ------------------------------------------------------------ */
 

@@ -453,6 +453,11 @@ void ps__sup_run_timers(struct ps_sup *sup)
         else if (sl->state == SL_RETIRING && retire_done(sup, i, now))
             ps__slot_event(sup, i, EV_QUEUE_EMPTY, 0, "scaled down");
     }
+    if (sup->lameduck_until && now >= sup->lameduck_until) {
+        sup->lameduck_until = 0;
+        ps__sup_log(sup, PS_LOG_INFO, "lameduck_over", "lame duck over: draining");
+        ps__op_stop(sup, NULL);
+    }
     if (sup->stopping && now >= sup->stop_deadline)
         for (i = 0; i < sup->nworkers; i++)
             if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
@@ -506,8 +511,11 @@ static int next_timeout(const struct ps_sup *sup)
     }
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
+    if (sup->lameduck_until)
+        earlier(&next, sup->lameduck_until);
     earlier(&next, ps__control_next_deadline(sup));
     earlier(&next, ps__watch_deadline(sup));
+    earlier(&next, ps__endpoints_next_deadline(sup));
     return next <= now ? 0 : (int)(next - now);
 }
 
@@ -571,6 +579,15 @@ static void handle_signals(struct ps_sup *sup)
             r = ps__op_request(sup, OP_RELOAD, 0, NULL, err, sizeof(err));
             break;
         case SIGTERM:
+            /* --lameduck: first tell the balancer; a second SIGTERM, or
+             * SIGINT / SIGQUIT, stops at once */
+            if (sup->cfg->lameduck_ms && !sup->lameduck && !sup->stopping) {
+                ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGTERM: lame duck, then stop");
+                ps__op_lameduck(sup, sup->cfg->lameduck_ms, NULL);
+                break;
+            }
+            ps__op_stop(sup, NULL);
+            break;
         case SIGINT:
         case SIGQUIT:
             ps__op_stop(sup, NULL);
@@ -813,6 +830,7 @@ static void shutdown_all(struct ps_sup *sup)
     }
     ps__control_close(sup);
     ps__watch_close(sup);
+    ps__endpoints_close(sup);
     ps__close(sup->notify_fd);
     ps__close(sup->sigfd);
     sup->notify_fd = sup->sigfd = -1;
@@ -822,8 +840,8 @@ static void shutdown_all(struct ps_sup *sup)
 
 static void loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS];
-    int n, nctl;
+    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX];
+    int n, nctl, nep;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
@@ -833,7 +851,8 @@ static void loop(struct ps_sup *sup)
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
         nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
-        n = poll(pfd, (nfds_t)(3 + nctl), next_timeout(sup));
+        nep = ps__endpoints_poll_fill(sup, pfd + 3 + nctl, ps__now_ms());
+        n = poll(pfd, (nfds_t)(3 + nctl + nep), next_timeout(sup));
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0) {
@@ -845,6 +864,7 @@ static void loop(struct ps_sup *sup)
                 ps__watch_read(sup);
         }
         ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
+        ps__endpoints_poll_done(sup, pfd + 3 + nctl, n > 0 ? nep : 0, ps__now_ms());
         ps__sup_run_timers(sup);
     }
 }
@@ -875,13 +895,16 @@ static void cloexec_inherited(void)
 void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
     struct ps_client *clients = sup->clients;
+    struct ps_endpoint *endpoints = sup->endpoints;
 
     memset(sup, 0, sizeof(*sup));
-    sup->clients = clients; /* allocated once (control.c) */
+    sup->clients = clients;     /* allocated once (control.c) */
+    sup->endpoints = endpoints; /* and endpoint.c */
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;
     sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
+    sup->metrics_fd = sup->agent_fd = -1;
     sup->upgrade_client = -1;
     sup->started_ms = sup->checked_ms = ps__now_ms();
     sup->started_wall = time(NULL);
@@ -948,6 +971,9 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = bind_all(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_BIND, r;
+    r = ps__endpoints_open(sup, err, errlen);
+    if (r < 0)
+        return *stage = PS_SUP_STAGE_BIND, r;
     log_listeners(sup);
     r = open_notify(sup, err, errlen);
     if (r < 0)
@@ -979,6 +1005,8 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
     if (r == 0)
         r = ps__control_init(&sup);
     if (r == 0)
+        r = ps__endpoints_init(&sup);
+    if (r == 0)
         r = ps__tree_init();
     if (r < 0) {
         ps__set_error(err, errlen, "cannot set up the supervisor: %s", ps_strerror(r));
@@ -988,6 +1016,8 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
     if (state) {
         r = ps__upgrade_restore(&sup, state, err, errlen);
         unsetenv("PORTSHARE_UPGRADE_STATE");
+        if (r == 0)
+            r = ps__endpoints_open(&sup, err, errlen); /* adopts what was carried */
         if (r < 0) {
             *stage = PS_SUP_STAGE_SYSTEM;
             goto out;

@@ -76,6 +76,10 @@ struct ps_sup_config {
      * is still starting sees it pending once it reads its signals. */
     int (*on_reopen)(void *ctx, char *err, size_t errlen);
     void *reopen_ctx;
+    /* Operations endpoints (issue 13).  Off when the spec's text is empty. */
+    struct ps_spec metrics; /* --metrics: GET /metrics, GET /healthz (HTTP) */
+    struct ps_spec agent;   /* --agent: HAProxy agent-check */
+    unsigned lameduck_ms;   /* SIGTERM: lame duck this long before draining (0: off) */
 };
 
 /*
@@ -105,7 +109,8 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
 
 /*
  * Client side of the control socket: send one command line ("status",
- * "status json", "reload", "scale 4", "stop", "upgrade") and collect the
+ * "status json", "reload", "scale 4", "stop", "stop lameduck 5000", "upgrade",
+ * "metrics") and collect the
  * reply.  Returns 0 and sets *ok (1 when the supervisor reported success)
  * with the reply body in out (NUL-terminated, truncated to cap), or -errno
  * (-ENOENT / -ECONNREFUSED: nobody there; -EACCES: not allowed).

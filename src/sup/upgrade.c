@@ -80,6 +80,10 @@ static void carry_fds(struct ps_sup *sup, int client, int carry)
             set_cloexec(sup->groups[g].fds[i], !carry);
     set_cloexec(sup->notify_fd, !carry);
     set_cloexec(sup->control_fd, !carry);
+    if (sup->metrics_fd >= 0)
+        set_cloexec(sup->metrics_fd, !carry);
+    if (sup->agent_fd >= 0)
+        set_cloexec(sup->agent_fd, !carry);
     if (client >= 0)
         set_cloexec(client, !carry);
 }
@@ -109,6 +113,7 @@ static const struct field sup_fields[] = {
     FLD(struct ps_sup, reloads_ok, F_UINT),    FLD(struct ps_sup, reloads_failed, F_UINT),
     FLD(struct ps_sup, strays_killed, F_UINT), FLD(struct ps_sup, told_ready, F_INT),
     FLD(struct ps_sup, notify_addr, F_STR),    FLD(struct ps_sup, reload_error, F_STR),
+    FLD(struct ps_sup, metrics_fd, F_INT),     FLD(struct ps_sup, agent_fd, F_INT),
 };
 
 static const struct field group_fields[] = {
@@ -551,6 +556,10 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
     }
     set_cloexec(sup->notify_fd, 1);
     set_cloexec(sup->control_fd, 1);
+    if (sup->metrics_fd >= 0 && set_cloexec(sup->metrics_fd, 1) < 0)
+        sup->metrics_fd = -1; /* not carried after all: bound again */
+    if (sup->agent_fd >= 0 && set_cloexec(sup->agent_fd, 1) < 0)
+        sup->agent_fd = -1;
     if (sup->upgrade_client >= 0) {
         struct ps_waiter w;
         char body[96];
