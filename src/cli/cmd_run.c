@@ -221,6 +221,19 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
             return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
         return 1;
     }
+    if (VALUE_OF("--steering")) {
+        if (bad)
+            return -1;
+        if (!strcmp(v, "auto"))
+            o->cfg.steering = PS_STEERING_AUTO;
+        else if (!strcmp(v, "ebpf"))
+            o->cfg.steering = PS_STEERING_EBPF;
+        else if (!strcmp(v, "cbpf"))
+            o->cfg.steering = PS_STEERING_CBPF;
+        else
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --steering '%s' (auto, ebpf or cbpf)", v), -1;
+        return 1;
+    }
     if (VALUE_OF("--user"))
         return bad ? -1 : parse_user(&o->cfg, v) ? -1 : 1;
     for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {

@@ -20,6 +20,9 @@ struct run_options {
     "  -w, --workers N          worker slots (default: number of CPUs)\n"                          \
     "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"          \
     "                           shared: one socket for all workers (unix: always shared)\n"        \
+    "      --steering HOW       auto: eBPF where it loads (root, Linux >= 5.14), else classic\n"  \
+    "                           BPF (default); ebpf: refuse to start without it; cbpf: never\n"  \
+    "                           eBPF (no queue migration: retiring sockets wait to empty)\n"    \
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
     "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"       \

@@ -85,6 +85,23 @@ static void group_address(const struct ps_group *g, char *buf, size_t len)
         snprintf(buf, len, "%s", g->spec.text);
 }
 
+static void put_steering(struct ps_buf *o, const struct ps_sup *sup)
+{
+    const char *why;
+
+    switch (ps__sup_steering(sup, &why)) {
+    case PS_STEER_EBPF:
+        put(o, "steering    ebpf (select-or-migrate: a retired socket hands its queue over)\n");
+        break;
+    case PS_STEER_CBPF:
+        put(o, "steering    cbpf (no migration: %s)\n", why);
+        break;
+    default:
+        put(o, "steering    none (no TCP reuseport listener)\n");
+        break;
+    }
+}
+
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -98,6 +115,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     put(o, "program     %s\n", sup->cfg->argv[0]);
     put(o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
+    put_steering(o, sup);
     if (sup->reload_error[0])
         put(o, "last reload FAILED: %s\n", sup->reload_error);
     put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
@@ -224,8 +242,9 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         put_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
         put_json_string(o, addr);
-        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"sockets\":[",
-            gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens);
+        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"sockets\":[",
+            gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens,
+            ps__steer_name(gr->steer));
         for (i = 0; i < gr->nfds; i++) {
             unsigned q = 0, lim = 0;
             int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;
@@ -259,6 +278,13 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
     put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
         sup->reloads_ok, sup->reloads_failed, sup->nqueued);
     put(o, "\"strays_killed\":%u,", sup->strays_killed);
+    {
+        const char *why;
+        put(o, "\"steering\":\"%s\",\"steering_reason\":",
+            ps__steer_name(ps__sup_steering(sup, &why)));
+        put_json_string(o, why);
+        put(o, ",");
+    }
     json_slots(o, sup, now);
     put(o, ",\"other_workers\":[");
     for (i = 0; i < sup->nworkers; i++) {

@@ -30,6 +30,15 @@ struct ps_client;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
+/* What steers a group's new connections (decided once per group). */
+enum ps_steer {
+    PS_STEER_UNSET, /* not decided yet */
+    PS_STEER_NONE,  /* nothing to steer: shared, UDP or unix */
+    PS_STEER_CBPF,  /* classic BPF by the kernel's socket index; no migration */
+    PS_STEER_EBPF,  /* eBPF SELECT_OR_MIGRATE: a closed socket's queue moves */
+    PS_STEER_COUNT
+};
+
 struct ps_group {
     struct ps_spec spec;
     int shared;    /* one socket for every slot */
@@ -42,6 +51,10 @@ struct ps_group {
      * leaves is replaced by the last (net/core/sock_reuseport.c). */
     int order[PS_SUP_MAX_WORKERS];
     unsigned relistens; /* times a dead socket of this group was revived */
+    enum ps_steer steer;
+    char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
+    struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
+    unsigned steer_busy;   /* map updates refused with EBUSY in a row */
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
@@ -64,15 +77,54 @@ int ps__group_fd(const struct ps_group *g, int slot);
 /* 1 when g is a TCP reuseport group a steering program can be attached to. */
 int ps__group_can_steer(const struct ps_group *g);
 
-/* Attach a program sending new connections only to sockets whose serving[]
- * flag is set (to all when none is); 0 or -errno.  O(nfds). */
+/* Decide how g is steered (want: a PS_STEERING_* of the configuration):
+ * eBPF when it can be loaded and attached and want allows it, else CBPF
+ * (steer_why says why); NONE for groups that are not steered.  0, or
+ * -errno with why when want is PS_STEERING_EBPF and eBPF cannot be had. */
+int ps__group_steer_init(struct ps_group *g, int want);
+
+/* Send new connections only to the sockets whose serving[] flag is set (to
+ * all when none is): the eBPF maps, or a new CBPF program.  0 or -errno
+ * (-EBUSY from eBPF: try again soon).  O(nfds). */
 int ps__group_steer(struct ps_group *g, const unsigned char *serving);
+
+/* 1 when a closed or shut-down socket of g hands its queue and handshakes
+ * over to the serving sockets (eBPF SELECT_OR_MIGRATE attached). */
+int ps__group_migrates(const struct ps_group *g);
+
+/* Stop socket i listening (shutdown(2)), with eBPF attached so that what
+ * it has queued or in its handshake moves to the serving sockets; *queued
+ * gets what was queued.  Every holder's copy stops with it.  0 or -errno. */
+int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
+
+/* listen(2) again on socket i after ps__group_shutdown (scale back up):
+ * 1 when it listens again, 0 when it was listening, or -errno. */
+int ps__group_listen_again(struct ps_group *g, int i);
 
 /* Socket i of g no longer listens (a holder called shutdown(2) on it, which
  * Linux allows on a shared listener): listen(2) on it again, in place, so
  * every copy works again.  Returns 1 when revived, 0 when it was listening,
  * -errno when it cannot be revived (the caller then reports it). */
 int ps__group_revive(struct ps_group *g, int i);
+
+/* ---- steering (steer.c) -------------------------------------------------- */
+
+/* Update every group's steering to the slots that serve now (and decide a
+ * group's steering first if it is not decided yet); keeps steer_dirty set
+ * when it must be tried again. */
+void ps__sup_steer(struct ps_sup *sup);
+
+/* The steering of the supervisor's groups as one word: cbpf if any group
+ * has it (why: the reason), else ebpf if any, else none. */
+enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
+
+/* 1 when every steered group migrates (eBPF): retiring needs no grace. */
+int ps__sup_migrates(const struct ps_sup *sup);
+
+/* Log once which steering group g got, and why. */
+void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
+
+const char *ps__steer_name(enum ps_steer st);
 
 /* ---- workers ----------------------------------------------------------- */
 
@@ -137,19 +189,20 @@ enum ps_slot_event {
 /* The actions of the table; each row's action runs before the slot moves to
  * the row's state (an action may pick the documented alternative). */
 enum ps_slot_action {
-    A_IGNORE,  /* cannot happen in this state, or means nothing here */
-    A_SPAWN,   /* start a worker of the serving generation (fails: back-off) */
-    A_READY,   /* steer to it; maybe tell systemd everything is ready */
-    A_RELEASE, /* it leaves by itself: steer away, replace at once (no crash) */
-    A_CRASH,   /* count the exit, schedule the restart with back-off */
-    A_LATE,    /* drain it (not ready in time), count as a crash */
-    A_ABORT,   /* SIGABRT (watchdog), count as a crash */
-    A_RETIRE,  /* steer away; wait for its queue */
-    A_KEEP,    /* back to serving; a worker of an older generation is replaced */
-    A_DRAIN,   /* drain signal to its worker */
-    A_LOSE,    /* its worker is gone while retiring: close when idle */
-    A_SWAP,    /* drain the old worker, the next one becomes the slot's */
-    A_REVIVE,  /* listen() again on its socket, log it */
+    A_IGNORE,   /* cannot happen in this state, or means nothing here */
+    A_SPAWN,    /* start a worker of the serving generation (fails: back-off) */
+    A_READY,    /* steer to it; maybe tell systemd everything is ready */
+    A_RELEASE,  /* it leaves by itself: steer away, replace at once (no crash) */
+    A_CRASH,    /* count the exit, schedule the restart with back-off */
+    A_LATE,     /* drain it (not ready in time), count as a crash */
+    A_ABORT,    /* SIGABRT (watchdog), count as a crash */
+    A_RETIRE,   /* steer away; wait for its queue */
+    A_KEEP,     /* back to serving; a worker of an older generation is replaced */
+    A_DRAIN,    /* drain signal to its worker */
+    A_HANDOVER, /* retired: under eBPF shut its sockets down (the queue moves), drain */
+    A_LOSE,     /* its worker is gone while retiring: close when idle */
+    A_SWAP,     /* drain the old worker, the next one becomes the slot's */
+    A_REVIVE,   /* listen() again on its socket, log it */
     A_COUNT
 };
 

@@ -96,26 +96,6 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
     return NULL;
 }
 
-/* ---- steering: only slots with a ready worker get new connections ----- */
-
-static void update_steering(struct ps_sup *sup)
-{
-    unsigned char serving[PS_SUP_MAX_WORKERS];
-    int s, g, r;
-
-    sup->steer_dirty = 0;
-    for (s = 0; s < sup->nslots; s++)
-        serving[s] = (unsigned char)ps__slot_serving(sup, s);
-    for (g = 0; g < sup->ngroups; g++) {
-        r = ps__group_steer(&sup->groups[g], serving);
-        if (r < 0 && !sup->steer_warned++)
-            ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
-                        "cannot attach the reuseport steering program: %s; connections may "
-                        "queue on a socket whose worker is restarting",
-                        ps_strerror(r));
-    }
-}
-
 /* ---- what a worker tells us ------------------------------------------------- */
 
 static void worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
@@ -252,6 +232,10 @@ static int retire_done(struct ps_sup *sup, int s, uint64_t now)
 {
     int g;
 
+    /* with eBPF its socket hands the queue over when it shuts down: only
+     * the steering must have been updated first */
+    if (ps__sup_migrates(sup))
+        return !sup->steer_dirty;
     if (now - sup->slots[s].retire_since >= sup->cfg->drain_timeout_ms)
         return 1;
     if (now - sup->slots[s].retire_since < RETIRE_GRACE_MS)
@@ -361,6 +345,9 @@ static void check_listeners(struct ps_sup *sup)
         if (gr->spec.proto == PS_PROTO_UDP)
             continue;
         for (i = 0; i < gr->nfds; i++) {
+            /* a closing slot's socket was shut down on purpose (slots.c) */
+            if (!gr->shared && i < sup->nslots && sup->slots[i].state == SL_CLOSING)
+                continue;
             r = ps__group_revive(gr, i);
             if (r == 0)
                 continue;
@@ -446,6 +433,8 @@ static int next_timeout(const struct ps_sup *sup)
         if (sl->state == SL_RETIRING)
             earlier(&next, now + 50);
     }
+    if (sup->steer_dirty) /* an eBPF map update to try again */
+        earlier(&next, now + 50);
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
     earlier(&next, ps__control_next_deadline(sup));
@@ -618,8 +607,26 @@ static int bind_all(struct ps_sup *sup, char *err, size_t errlen)
         r = ps__group_open(g, sup->target, err, errlen);
         if (r < 0)
             return r;
+
         cfg->specs[i] = g->spec; /* the port the kernel chose, for status */
         sup->ngroups++;
+    }
+    return 0;
+}
+
+/* Each group's steering, decided before any worker runs. */
+static int steer_init(struct ps_sup *sup, char *err, size_t errlen)
+{
+    int g, r;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        r = ps__group_steer_init(&sup->groups[g], sup->cfg->steering);
+        if (r < 0) {
+            ps__set_error(err, errlen, "--steering ebpf: cannot load the eBPF program: %s",
+                          sup->groups[g].steer_why);
+            return r;
+        }
+        ps__sup_steer_said(sup, &sup->groups[g]);
     }
     return 0;
 }
@@ -709,7 +716,7 @@ static void loop(struct ps_sup *sup)
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
         if (sup->steer_dirty)
-            update_steering(sup);
+            ps__sup_steer(sup);
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         nctl = ps__control_poll_fill(sup, pfd + 2, ps__now_ms());
@@ -821,6 +828,9 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = bind_all(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_BIND, r;
+    r = steer_init(sup, err, errlen);
+    if (r < 0)
+        return *stage = PS_SUP_STAGE_SYSTEM, r;
     log_listeners(sup);
     r = open_notify(sup, err, errlen);
     if (r < 0)

@@ -1,0 +1,110 @@
+/*
+ * steer.c - which slots get new connections, and how that is enforced.
+ *
+ * A slot gets new connections while its state is SL_READY (slots.c).  Each
+ * TCP reuseport group is steered by an eBPF SELECT_OR_MIGRATE program where
+ * one loads, else by a classic BPF program (group.c); the choice is made
+ * once per group and said once in the log, and status shows it.  With eBPF
+ * a socket that stops listening hands its queue over to the serving ones,
+ * which is what lets a retiring slot close at once.
+ */
+#include "sup_internal.h"
+
+#include <string.h>
+
+static const char *const steer_names[PS_STEER_COUNT] = {
+    [PS_STEER_UNSET] = "unset",
+    [PS_STEER_NONE] = "none",
+    [PS_STEER_CBPF] = "cbpf",
+    [PS_STEER_EBPF] = "ebpf",
+};
+
+const char *ps__steer_name(enum ps_steer st)
+{
+    return st < PS_STEER_COUNT ? steer_names[st] : "?";
+}
+
+void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g)
+{
+    char addr[160];
+
+    ps_spec_format(&g->spec, addr, sizeof(addr));
+    if (g->steer == PS_STEER_EBPF)
+        ps__sup_log(sup, PS_LOG_INFO, "steering",
+                    "%s: eBPF steering (SELECT_OR_MIGRATE): a closed or shut-down socket hands "
+                    "its queue to the serving ones",
+                    addr);
+    else if (g->steer == PS_STEER_CBPF)
+        ps__sup_log(sup, PS_LOG_INFO, "steering",
+                    "%s: classic BPF steering, no migration (eBPF not used: %s); a retiring "
+                    "socket waits for its queue to empty",
+                    addr, g->steer_why);
+}
+
+enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why)
+{
+    enum ps_steer st = PS_STEER_NONE;
+    int g;
+
+    *why = "";
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        if (gr->steer == PS_STEER_CBPF) {
+            *why = gr->steer_why;
+            return PS_STEER_CBPF; /* the weakest one */
+        }
+        if (gr->steer == PS_STEER_EBPF)
+            st = PS_STEER_EBPF;
+    }
+    return st;
+}
+
+int ps__sup_migrates(const struct ps_sup *sup)
+{
+    const char *why;
+
+    return ps__sup_steering(sup, &why) == PS_STEER_EBPF;
+}
+
+void ps__sup_steer(struct ps_sup *sup)
+{
+    unsigned char serving[PS_SUP_MAX_WORKERS];
+    int s, g, r;
+
+    sup->steer_dirty = 0;
+    memset(serving, 0, sizeof(serving));
+    for (s = 0; s < sup->nslots; s++)
+        serving[s] = (unsigned char)ps__slot_serving(sup, s);
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (gr->steer == PS_STEER_UNSET) {
+            /* after an upgrade: the new image loads its own program; one
+             * that insists on eBPF and cannot have it settles for CBPF
+             * rather than stop serving */
+            if (ps__group_steer_init(gr, sup->cfg->steering) < 0)
+                ps__group_steer_init(gr, PS_STEERING_AUTO);
+            ps__sup_steer_said(sup, gr);
+        }
+        r = ps__group_steer(gr, serving);
+        if (r == -EBUSY) {
+            /* the previous image's sockarray still holds our sockets until
+             * the kernel frees it: again soon (next_timeout) */
+            sup->steer_dirty = 1;
+            if (!gr->steer_busy++)
+                ps__sup_log(
+                    sup, PS_LOG_DEBUG, "steer_busy",
+                    "eBPF maps: a socket is still in the previous program's map; again soon");
+            continue;
+        }
+        if (r == 0 && gr->steer_busy) {
+            ps__sup_log(sup, PS_LOG_DEBUG, "steer_busy", "eBPF maps set after %u attempt(s)",
+                        gr->steer_busy + 1);
+            gr->steer_busy = 0;
+        }
+        if (r < 0 && !sup->steer_warned++)
+            ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
+                        "cannot set the reuseport steering (%s): %s; connections may queue on a "
+                        "socket whose worker is restarting",
+                        ps__steer_name(gr->steer), ps_strerror(r));
+    }
+}
