@@ -147,6 +147,7 @@ void run_options_init(struct run_options *o)
     o->cfg.ready_timeout_ms = 60000;
     o->cfg.drain_timeout_ms = 30000;
     o->cfg.drain_signal = SIGTERM;
+    o->cfg.stall_timeout_ms = 1000;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
 }
 
@@ -194,6 +195,7 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         {"--ready-delay", offsetof(struct ps_sup_config, ready_delay_ms)},
         {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
         {"--watchdog", offsetof(struct ps_sup_config, watchdog_ms)},
+        {"--stall-timeout", offsetof(struct ps_sup_config, stall_timeout_ms)},
     };
     const char *v;
     size_t k;

@@ -32,6 +32,10 @@ struct run_options {
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
     "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
     "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \
+    "      --stall-timeout DUR  a slot whose queue holds connections and does not go down\n"    \
+    "                           for DUR is stalled: steered away from, and if still so\n"    \
+    "                           DUR/2 later its queue moves on (eBPF) and its worker is\n"   \
+    "                           killed and replaced (default 1s; 0: off)\n"                 \
     "      --name NAME          supervisor name for the control socket (default: default)\n"       \
     "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"       \
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \

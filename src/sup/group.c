@@ -323,6 +323,28 @@ static int relisten(struct ps_group *g, int i)
     return 1;
 }
 
+int ps__group_replace(struct ps_group *g, int i)
+{
+    int fd;
+
+    if (g->shared || i >= g->nfds)
+        return -EINVAL;
+    fd = ps_listen_open(&g->spec, 0);
+    if (fd < 0) {
+        relisten(g, i);
+        return fd;
+    }
+    /* the old one left the kernel's group when it was shut down; the new
+     * one joined at the end */
+    order_leave(g, g->nfds, i);
+    g->order[g->nfds - 1] = i;
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_forget(&g->bpf, i);
+    ps__close(g->fds[i]);
+    g->fds[i] = fd;
+    return 0;
+}
+
 int ps__group_listen_again(struct ps_group *g, int i)
 {
     return relisten(g, i);

@@ -139,6 +139,8 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
                 sl->backoff_until > now ? (double)(sl->backoff_until - now) / 1000.0 : 0.0);
         if (sl->lost)
             put(o, " (socket stopped listening %u time(s), revived)", sl->lost);
+        if (sl->stalls)
+            put(o, " (stalled %u time(s), %u rescued)", sl->stalls, sl->rescues);
         put(o, "\n");
     }
     for (i = 0; i < sup->nworkers; i++) {
@@ -210,7 +212,8 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
         put(o, "%s{\"slot\":%d,\"state\":\"%s\",\"pid\":%ld,\"generation\":%u,\"uptime_s\":%.3f,",
             s ? "," : "", s, slot_state_name(sl), w ? (long)w->pid : 0L,
             w ? w->generation : sup->generation, w ? seconds_since(w->started_ms, now) : 0.0);
-        put(o, "\"listener_lost\":%u,", sl->lost);
+        put(o, "\"listener_lost\":%u,\"stalls\":%u,\"stall_rescues\":%u,", sl->lost, sl->stalls,
+            sl->rescues);
         put(o, "\"restarts\":%u,\"consecutive_exits\":%u,\"crash_loop\":%s,\"backoff_s\":%.3f,",
             sl->restarts, sl->crashes, sl->crashes >= 3 ? "true" : "false",
             sl->state == SL_BACKOFF && sl->backoff_until > now
@@ -283,7 +286,7 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         put(o, "\"steering\":\"%s\",\"steering_reason\":",
             ps__steer_name(ps__sup_steering(sup, &why)));
         put_json_string(o, why);
-        put(o, ",");
+        put(o, ",\"stall_timeout_ms\":%u,", sup->cfg->stall_timeout_ms);
     }
     json_slots(o, sup, now);
     put(o, ",\"other_workers\":[");

@@ -97,6 +97,12 @@ int ps__group_migrates(const struct ps_group *g);
  * gets what was queued.  Every holder's copy stops with it.  0 or -errno. */
 int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
 
+/* Socket i, shut down (ps__group_shutdown), is replaced by a new socket
+ * bound to the same address, joining the group: copies of the old one
+ * (a stalled worker's) never see a connection again.  0 or -errno (then
+ * socket i listens again in place, if it can). */
+int ps__group_replace(struct ps_group *g, int i);
+
 /* listen(2) again on socket i after ps__group_shutdown (scale back up):
  * 1 when it listens again, 0 when it was listening, or -errno. */
 int ps__group_listen_again(struct ps_group *g, int i);
@@ -120,6 +126,18 @@ enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
 
 /* 1 when every steered group migrates (eBPF): retiring needs no grace. */
 int ps__sup_migrates(const struct ps_sup *sup);
+
+/* stall.c: look at the queues of the ready and stalled slots (every
+ * a tenth of --stall-timeout), and feed EV_STALL / EV_RESUME.  O(slots x groups). */
+void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
+
+/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off). */
+uint64_t ps__stall_next(const struct ps_sup *sup);
+
+/* A stalled slot's rescue: under eBPF shut its sockets down (the queue
+ * moves to the serving slots) and give it fresh ones; under CBPF the
+ * queue stays for its next worker.  Logs what moved. */
+void ps__stall_rescue_sockets(struct ps_sup *sup, int s);
 
 /* Log once which steering group g got, and why. */
 void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
@@ -167,6 +185,7 @@ enum ps_slot_state {
     SL_CLOSING,  /* retired: worker draining; the socket closes when it is gone */
     SL_STOPPING, /* the supervisor stops: worker draining */
     SL_CLOSED,   /* gone (beyond nslots), or stopped */
+    SL_STALLED,  /* its socket's queue stopped draining: steered away (stall.c) */
     SL_STATE_COUNT
 };
 
@@ -183,6 +202,8 @@ enum ps_slot_event {
     EV_REPLACE,       /* a reload committed: the slot's next worker takes over */
     EV_STOP,          /* the supervisor stops */
     EV_LISTENER_LOST, /* its socket stopped listening (a worker's shutdown(2)) */
+    EV_STALL,         /* its queue has not drained for --stall-timeout (again: rescue) */
+    EV_RESUME,        /* stalled, its queue drains again */
     EV_COUNT
 };
 
@@ -203,6 +224,9 @@ enum ps_slot_action {
     A_LOSE,     /* its worker is gone while retiring: close when idle */
     A_SWAP,     /* drain the old worker, the next one becomes the slot's */
     A_REVIVE,   /* listen() again on its socket, log it */
+    A_STALL,    /* steer away from it, count the stall */
+    A_RESUME,   /* steer to it again */
+    A_RESCUE,   /* still stalled: queue moves (eBPF), fresh socket, worker drained */
     A_COUNT
 };
 
@@ -224,6 +248,12 @@ struct ps_slot {
     uint64_t retire_since;  /* SL_RETIRING: when it was steered away */
     int last_exit;          /* wait status of the last exit, for status */
     unsigned lost;          /* times its socket was found not listening */
+    unsigned stalls;        /* times it was found stalled */
+    unsigned rescues;       /* times a stalled worker was replaced */
+    /* stall detection (stall.c): the queue length last seen, since when it
+     * has not gone down (0: empty or draining), when it was steered away */
+    unsigned stall_q;
+    uint64_t stall_since, stalled_at;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -347,7 +377,8 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms; /* last check of the held sockets and strays */
+    uint64_t checked_ms;       /* last check of the held sockets and strays */
+    uint64_t stall_checked_ms; /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd;
     uint64_t control_paused_until; /* EMFILE on accept: stop polling it until then */
     char notify_addr[108];

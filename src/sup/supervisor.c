@@ -391,6 +391,7 @@ static void run_timers(struct ps_sup *sup)
         for (i = 0; i < sup->nworkers; i++)
             if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
                 ps__worker_kill(sup, &sup->workers[i]);
+    ps__sup_check_stalls(sup, now);
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);
@@ -435,6 +436,7 @@ static int next_timeout(const struct ps_sup *sup)
     }
     if (sup->steer_dirty) /* an eBPF map update to try again */
         earlier(&next, now + 50);
+    earlier(&next, ps__stall_next(sup));
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
     earlier(&next, ps__control_next_deadline(sup));

@@ -45,6 +45,7 @@ struct ps_sup_config {
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
     enum ps_sup_steering steering;
+    unsigned stall_timeout_ms; /* 0: off; a queue not draining this long is a stall */
     char name[64];
     char control_path[108];
     char **argv;          /* PROGRAM ARGS..., NULL-terminated */
