@@ -223,6 +223,10 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
             return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
         return 1;
     }
+    if (!strcmp(argv[*i], "--cpu-affinity")) {
+        o->cfg.cpu_affinity = 1;
+        return 1;
+    }
     if (VALUE_OF("--steering")) {
         if (bad)
             return -1;

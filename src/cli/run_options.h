@@ -23,6 +23,9 @@ struct run_options {
     "      --steering HOW       auto: eBPF where it loads (root, Linux >= 5.14), else classic\n"  \
     "                           BPF (default); ebpf: refuse to start without it; cbpf: never\n"  \
     "                           eBPF (no queue migration: retiring sockets wait to empty)\n"    \
+    "      --cpu-affinity       pin slot i's worker to CPU i mod N (of the CPUs we may use)\n"  \
+    "                           and steer each new connection to the slot of the CPU\n"     \
+    "                           that received it, while that slot is ready\n"               \
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
     "      --ready-delay DUR    count a worker ready after DUR alive even without READY=1\n"       \

@@ -220,14 +220,19 @@ int ps__group_migrates(const struct ps_group *g)
     return g->steer == PS_STEER_EBPF;
 }
 
-/* the maps: slot s serves through its socket, or not at all */
-static int steer_ebpf(struct ps_group *g, const unsigned char *serving)
+/* the maps: slot s serves through its socket, or not at all; each CPU's
+ * slot (after the list, so that a slot is in socks before a CPU names it) */
+static int steer_ebpf(struct ps_group *g, const unsigned char *serving, const int *cpu_slot,
+                      int ncpu)
 {
-    int slotfds[PS_SUP_MAX_WORKERS], s;
+    int slotfds[PS_SUP_MAX_WORKERS], s, c, r;
 
     for (s = 0; s < g->nfds; s++)
         slotfds[s] = serving[s] ? g->fds[s] : -1;
-    return ps__rp_bpf_set(&g->bpf, slotfds, g->nfds);
+    r = ps__rp_bpf_set(&g->bpf, slotfds, g->nfds);
+    for (c = 0; r == 0 && cpu_slot && c < ncpu && c < PS__RP_BPF_CPUS; c++)
+        r = ps__rp_bpf_set_cpu(&g->bpf, (unsigned)c, cpu_slot[c] < g->nfds ? cpu_slot[c] : -1);
+    return r;
 }
 
 /*
@@ -236,9 +241,9 @@ static int steer_ebpf(struct ps_group *g, const unsigned char *serving)
  * a candidate (connections then wait in the queues rather than go nowhere).
  * O(nfds) instructions; the kernel allows 4096, we have at most 1024 slots.
  */
-int ps__group_steer(struct ps_group *g, const unsigned char *serving)
+int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int *cpu_slot, int ncpu)
 {
-    struct sock_filter code[3 + 2 * PS_SUP_MAX_WORKERS];
+    struct sock_filter code[4 + 4 * PS_SUP_MAX_WORKERS];
     struct sock_fprog prog;
     int idx[PS_SUP_MAX_WORKERS];
     int n = 0, k, i, len = 0;
@@ -246,7 +251,7 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     if (!ps__group_can_steer(g) || g->nfds == 0)
         return 0;
     if (g->steer == PS_STEER_EBPF)
-        return steer_ebpf(g, serving);
+        return steer_ebpf(g, serving, cpu_slot, ncpu);
     /* the program returns the kernel's index of a socket, not our slot */
     for (k = 0; k < g->nfds; k++)
         if (serving[g->order[k]])
@@ -254,6 +259,20 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     if (n == 0)
         for (k = 0; k < g->nfds; k++)
             idx[n++] = k;
+    /* --cpu-affinity: if (cpu == c) return the index of c's slot */
+    if (cpu_slot && ncpu > 0) {
+        code[len++] =
+            (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_CPU);
+        for (i = 0; i < ncpu && len < 2 * PS_SUP_MAX_WORKERS; i++) {
+            if (cpu_slot[i] < 0 || cpu_slot[i] >= g->nfds || !serving[cpu_slot[i]])
+                continue;
+            for (k = 0; k < g->nfds && g->order[k] != cpu_slot[i]; k++)
+                ;
+            code[len++] =
+                (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)i, 0, 1);
+            code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)k);
+        }
+    }
     code[len++] =
         (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
     code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n);

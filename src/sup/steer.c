@@ -10,6 +10,7 @@
  */
 #include "sup_internal.h"
 
+#include <sched.h>
 #include <string.h>
 
 static const char *const steer_names[PS_STEER_COUNT] = {
@@ -66,15 +67,73 @@ int ps__sup_migrates(const struct ps_sup *sup)
     return ps__sup_steering(sup, &why) == PS_STEER_EBPF;
 }
 
+int ps__cpu_list(int *cpus, int max)
+{
+    cpu_set_t set;
+    int c, n = 0;
+
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return 0;
+    for (c = 0; c < CPU_SETSIZE && n < max; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[n++] = c;
+    return n;
+}
+
+int ps__slot_cpu(int s)
+{
+    int cpus[CPU_SETSIZE], n = ps__cpu_list(cpus, CPU_SETSIZE);
+
+    return n > 0 && s >= 0 ? cpus[s % n] : -1;
+}
+
+void ps__pin_to_slot_cpu(int s)
+{
+    int c = ps__slot_cpu(s);
+    cpu_set_t set;
+
+    if (c < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* CPU number -> the first serving slot pinned to it (slots k, k + N, ... run
+ * on the k-th of our N CPUs), or -1; returns the table's length (highest CPU
+ * + 1), 0 when --cpu-affinity is off. */
+static int cpu_slots(const struct ps_sup *sup, const unsigned char *serving, int *cpu_slot, int max)
+{
+    int cpus[CPU_SETSIZE], n, k, s, len = 0;
+
+    if (!sup->cfg->cpu_affinity)
+        return 0;
+    n = ps__cpu_list(cpus, CPU_SETSIZE);
+    for (k = 0; k < n && cpus[k] < max; k++) {
+        for (s = k; s < sup->nslots; s += n)
+            if (serving[s]) {
+                cpu_slot[cpus[k]] = s;
+                break;
+            }
+        len = cpus[k] + 1;
+    }
+    return len;
+}
+
 void ps__sup_steer(struct ps_sup *sup)
 {
     unsigned char serving[PS_SUP_MAX_WORKERS];
-    int s, g, r;
+    static int cpu_slot[PS__RP_BPF_CPUS];
+    int s, g, r, ncpu;
 
     sup->steer_dirty = 0;
     memset(serving, 0, sizeof(serving));
     for (s = 0; s < sup->nslots; s++)
         serving[s] = (unsigned char)ps__slot_serving(sup, s);
+    for (s = 0; s < PS__RP_BPF_CPUS; s++)
+        cpu_slot[s] = -1; /* also the CPUs we may not run on */
+    ncpu = cpu_slots(sup, serving, cpu_slot, PS__RP_BPF_CPUS);
     for (g = 0; g < sup->ngroups; g++) {
         struct ps_group *gr = &sup->groups[g];
         if (gr->steer == PS_STEER_UNSET) {
@@ -85,7 +144,7 @@ void ps__sup_steer(struct ps_sup *sup)
                 ps__group_steer_init(gr, PS_STEERING_AUTO);
             ps__sup_steer_said(sup, gr);
         }
-        r = ps__group_steer(gr, serving);
+        r = ps__group_steer(gr, serving, ncpu ? cpu_slot : NULL, ncpu);
         if (r == -EBUSY) {
             /* the previous image's sockarray still holds our sockets until
              * the kernel frees it: again soon (next_timeout) */

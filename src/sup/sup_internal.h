@@ -84,9 +84,12 @@ int ps__group_can_steer(const struct ps_group *g);
 int ps__group_steer_init(struct ps_group *g, int want);
 
 /* Send new connections only to the sockets whose serving[] flag is set (to
- * all when none is): the eBPF maps, or a new CBPF program.  0 or -errno
- * (-EBUSY from eBPF: try again soon).  O(nfds). */
-int ps__group_steer(struct ps_group *g, const unsigned char *serving);
+ * all when none is): the eBPF maps, or a new CBPF program.  With cpu_slot
+ * (--cpu-affinity; ncpu entries, CPU number -> a serving slot or -1) a
+ * connection received on a CPU goes to that CPU's slot first.  0 or -errno
+ * (-EBUSY from eBPF: try again soon).  O(nfds + ncpu). */
+int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int *cpu_slot,
+                    int ncpu);
 
 /* 1 when a closed or shut-down socket of g hands its queue and handshakes
  * over to the serving sockets (eBPF SELECT_OR_MIGRATE attached). */
@@ -138,6 +141,16 @@ uint64_t ps__stall_next(const struct ps_sup *sup);
  * moves to the serving slots) and give it fresh ones; under CBPF the
  * queue stays for its next worker.  Logs what moved. */
 void ps__stall_rescue_sockets(struct ps_sup *sup, int s);
+
+/* --cpu-affinity: the CPUs we may run on (sched_getaffinity), at most max of
+ * them, in order; 0 when unknown. */
+int ps__cpu_list(int *cpus, int max);
+
+/* The CPU of slot s: the (s mod N)-th CPU of the list, or -1. */
+int ps__slot_cpu(int s);
+
+/* In a worker's child process: run only on its slot's CPU. */
+void ps__pin_to_slot_cpu(int s);
 
 /* Log once which steering group g got, and why. */
 void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);

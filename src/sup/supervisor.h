@@ -46,6 +46,7 @@ struct ps_sup_config {
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
     enum ps_sup_steering steering;
     unsigned stall_timeout_ms; /* 0: off; a queue not draining this long is a stall */
+    int cpu_affinity;          /* slot i's worker on CPU i mod N, its connections too */
     char name[64];
     char control_path[108];
     char **argv;          /* PROGRAM ARGS..., NULL-terminated */
