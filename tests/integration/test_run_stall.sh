@@ -57,3 +57,20 @@ load_stop load2
 [ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed around a resumed stall: $RES"
 [ "$(jq ".by_pid[\"$victim\"] // 0" <<<"$RES")" -gt 0 ] || fail "the resumed worker served nothing"
 echo "PASS: a worker that resumed within the grace kept its slot and got traffic again"
+
+# one slot only: there is no other socket for its queue to move to (the
+# kernel would reset what it cannot place), so the queue stays in its socket
+# and the fresh worker serves it
+sup_start one -l 127.0.0.1:0 -w 1 "${STEER[@]}" -- "$TESTWORKER"
+load_start load3 --connect 127.0.0.1:$PORT --threads 1 --concurrency 8 --timeout 20000 --duration 120
+victim=$(status_json one | jq -r '.slots[0].pid')
+kill -STOP "$victim"
+wait_until 10 grep -q 'stall_rescue: slot 0' "$T/one.log" || fail "the only slot was not rescued: $(tail -3 "$T/one.log")"
+wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/one.sock' | jq -e '.slots[0].state == \"ready\" and .slots[0].pid != $victim'" ||
+    fail "no fresh worker in the only slot"
+sleep 1
+kill -CONT "$victim"
+sleep 0.5
+load_stop load3
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed when the only worker stalled: $RES"
+echo "PASS: the only worker stalled: its queue waited for the fresh worker, 0 failed of $(jq .sent <<<"$RES")"
