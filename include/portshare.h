@@ -74,6 +74,11 @@ struct ps_spec {
      * when the spec asked for port 0, so that later sockets join the group */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    /* TCP_DEFER_ACCEPT in seconds (option defer=N): accept(2) returns a
+     * connection once its first data arrived; 0 = off; -1 = not given (off
+     * for ps_listen_open; `portshare serve` then takes 1, as nginx's
+     * `deferred`).  At the end, so the fields above keep their offsets. */
+    int defer_accept;
 };
 
 /*

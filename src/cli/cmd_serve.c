@@ -270,10 +270,16 @@ int cmd_serve(int argc, char **argv)
         if (run_option_parse(&o, 2, def, &j) <= 0)
             return PS_EXIT_USAGE;
     }
-    for (i = 0; i < o.cfg.nspecs; i++)
+    for (i = 0; i < o.cfg.nspecs; i++) {
         if (o.cfg.specs[i].proto == PS_PROTO_UDP)
             return ps_cli_fatal(PS_EXIT_USAGE, "serve speaks HTTP over TCP: cannot listen on %s",
                                 o.cfg.specs[i].text);
+        /* HTTP clients speak first: accept once the request is there (one
+         * wakeup and one failed read fewer per connection), as nginx's
+         * `listen ... deferred` and h2o do; ?defer=0 turns it off */
+        if (o.cfg.specs[i].proto == PS_PROTO_TCP && o.cfg.specs[i].defer_accept < 0)
+            o.cfg.specs[i].defer_accept = 1;
+    }
     if (geteuid() == 0 && !o.cfg.drop_privileges && default_user(&o) < 0)
         return PS_EXIT_USAGE;
     if (dir && o.cfg.drop_privileges && check_dir_as(&o.cfg, root) < 0)

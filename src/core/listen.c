@@ -63,6 +63,13 @@ static int configure(int fd, const struct ps_spec *spec, int flags)
         if (r < 0)
             return r;
     }
+    if (spec->proto == PS_PROTO_TCP && spec->defer_accept > 0) {
+        /* the kernel keeps a handshake out of the accept queue until data
+         * arrives (or about this many seconds of SYN-ACK retransmits) */
+        r = setopt_int(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, spec->defer_accept);
+        if (r < 0)
+            return r;
+    }
     if (spec->reuse == PS_REUSE_PORT && !(flags & PS_LISTEN_NO_REUSEPORT)) {
         r = ps__os_set_reuseport(fd);
         if (r < 0)

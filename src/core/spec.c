@@ -77,6 +77,10 @@ static int parse_option(char *opt, struct ps_spec *spec, char *err, size_t errle
             spec->reuse = PS_REUSE_SHARED;
         else
             goto bad_value;
+    } else if (!strcmp(opt, "defer")) {
+        if (ps__parse_long(val, 0, 3600, &v) < 0)
+            goto bad_value;
+        spec->defer_accept = (int)v;
     } else if (!strcmp(opt, "mode")) {
         /* octal digits only: strtoul would also take "-1", " 7" and "+7" */
         if (!*val || val[strspn(val, "01234567")] || strlen(val) > 4)
@@ -85,7 +89,7 @@ static int parse_option(char *opt, struct ps_spec *spec, char *err, size_t errle
         if (spec->unix_mode > 0777)
             goto bad_value;
     } else {
-        ps__set_error(err, errlen, "unknown option '%s' (known: backlog, v6only, reuse, mode)",
+        ps__set_error(err, errlen, "unknown option '%s' (known: backlog, v6only, reuse, defer, mode)",
                       opt);
         return -EINVAL;
     }
@@ -263,6 +267,7 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
     strcpy(buf, text);
     strcpy(spec->text, text);
     spec->backlog = DEFAULT_BACKLOG;
+    spec->defer_accept = -1;
 
     rest = split_name(buf, spec, err, errlen);
     if (!rest)
@@ -303,6 +308,10 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
         spec->reuse = PS_REUSE_SHARED;
     } else if (spec->unix_mode) {
         ps__set_error(err, errlen, "option 'mode' applies to unix sockets only");
+        return -EINVAL;
+    }
+    if (spec->proto != PS_PROTO_TCP && spec->defer_accept >= 0) {
+        ps__set_error(err, errlen, "option 'defer' applies to TCP sockets only");
         return -EINVAL;
     }
     if (spec->reuse == PS_REUSE_DEFAULT)

@@ -160,6 +160,7 @@ void ps__group_close_last(struct ps_group *g)
     order_leave(g, g->nfds, g->nfds - 1);
     ps__close(g->fds[--g->nfds]);
     g->fds[g->nfds] = -1;
+    g->down[g->nfds] = 0;
 }
 
 void ps__group_close(struct ps_group *g)
@@ -169,6 +170,7 @@ void ps__group_close(struct ps_group *g)
     for (i = 0; i < g->nfds; i++) {
         ps__close(g->fds[i]);
         g->fds[i] = -1;
+        g->down[i] = 0;
     }
     g->nfds = 0;
     if (g->steer == PS_STEER_EBPF)
@@ -301,6 +303,7 @@ int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued)
         ps__rp_bpf_forget(&g->bpf, i);
     if (shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN)
         return ps__neg_errno();
+    g->down[i] = 1;
     return 0;
 }
 
@@ -336,6 +339,7 @@ static int relisten(struct ps_group *g, int i)
         order_leave(g, g->nfds, i);
         g->order[g->nfds - 1] = i;
     }
+    g->down[i] = 0;
     /* and the eBPF sockarray, when it stopped listening */
     if (g->steer == PS_STEER_EBPF)
         ps__rp_bpf_forget(&g->bpf, i);
@@ -361,6 +365,7 @@ int ps__group_replace(struct ps_group *g, int i)
         ps__rp_bpf_forget(&g->bpf, i);
     ps__close(g->fds[i]);
     g->fds[i] = fd;
+    g->down[i] = 0;
     return 0;
 }
 

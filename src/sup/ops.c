@@ -49,7 +49,9 @@ static void reload_done(struct ps_sup *sup, int ok, const char *body)
         sup->reloads_ok++;
     else
         sup->reloads_failed++;
-    if (sup->told_ready)
+    /* the reload is over for systemd too; but not when a stop rolled it back:
+     * STOPPING=1 is said already, and nothing may follow it (sd_notify(3)) */
+    if (sup->told_ready && !sup->stopping)
         ps__sup_tell_systemd(sup, "READY=1");
     answer(sup, &sup->running, ok, body);
 }
@@ -119,6 +121,8 @@ static void start_reload(struct ps_sup *sup)
 
     sup->reloading = 1;
     sup->next_generation++;
+    /* also before the first READY=1: systemd then only notes it (the unit
+     * is still starting) and READY=1 ends both */
     ps__sup_tell_systemd(sup, "RELOADING=1");
     ps__sup_log(sup, PS_LOG_INFO, "reload_started", "starting generation %u", sup->next_generation);
     for (s = 0; s < sup->nslots; s++) {
@@ -202,8 +206,6 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
             }
     if (sup->nqueued && kind != OP_UPGRADE && sup->queue[sup->nqueued - 1].kind == kind) {
         op = &sup->queue[sup->nqueued - 1]; /* merge into the one waiting */
-        if (kind == OP_SCALE)
-            op->n = n;
     } else if (sup->nqueued == PS_OP_QUEUE_MAX) {
         ps__set_error(err, errlen, "too many operations queued");
         return -EBUSY;
@@ -218,6 +220,10 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
         ps__set_error(err, errlen, "too many clients waiting");
         return -EBUSY;
     }
+    /* a scale merged into a queued one: the later count wins; only now, as
+     * a request refused just above must change nothing */
+    if (kind == OP_SCALE)
+        op->n = n;
     if (sup->reloading)
         ps__sup_log(sup, PS_LOG_INFO, "op_queued", "%s queued behind the reload in progress",
                     kind == OP_RELOAD  ? "reload"

@@ -413,7 +413,7 @@ static int slot_has_workers(const struct ps_sup *sup, int s)
 
 void ps__sup_close_retired(struct ps_sup *sup)
 {
-    int g;
+    int g, closed = 0;
 
     /* sockets leave the group from the end only: the others keep their place */
     while (sup->nslots > sup->target && sup->nslots > 1) {
@@ -440,5 +440,10 @@ void ps__sup_close_retired(struct ps_sup *sup)
         sup->nslots--;
         ps__sup_log(sup, PS_LOG_INFO, "slot_closed", "slot %d closed", s);
         sup->steer_dirty = 1;
+        closed = 1;
     }
+    /* the slot that kept systemd waiting may be the one that went (a start
+     * that failed, scaled away): no slot becomes ready to say so */
+    if (closed)
+        all_ready_check(sup);
 }

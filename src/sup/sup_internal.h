@@ -55,6 +55,8 @@ struct ps_group {
     char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
     struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
     unsigned steer_busy;   /* map updates refused with EBUSY in a row */
+    /* down[i]: socket i was shut down by ps__group_shutdown (not revived) */
+    unsigned char down[PS_SUP_MAX_WORKERS];
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
@@ -324,9 +326,10 @@ struct ps_op {
 };
 
 /* Ask for an operation; w (may be NULL: a signal asked) is answered with its
- * outcome.  Runs at once when nothing is in flight, else queued: a reload
- * asked while another is queued merges into that one; a scale while one is
- * queued replaces its count (both requesters get the outcome).  Returns 0, or
+ * outcome.  Runs at once when nothing is in flight, else queued: a request
+ * of the same kind as the last queued one merges into it (reloads become
+ * one; a scale replaces that one's count; both requesters get the outcome);
+ * otherwise it is queued behind (upgrades never merge).  Returns 0, or
  * -errno with err when refused outright (bad count, stopping, queue full). */
 int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct ps_waiter *w,
                    char *err, size_t errlen);
@@ -419,6 +422,26 @@ void ps__sup_close_retired(struct ps_sup *sup);
 
 /* Workers alive (entries with a pid). */
 int ps__sup_live_workers(const struct ps_sup *sup);
+
+/*
+ * The loop's handlers (supervisor.c): what a worker told us or the clock
+ * says, turned into its W_* state and then into an event of its slot
+ * (current worker), of the reload (next worker) or a log line (any other).
+ * They reach processes only through sup->sys (the held sockets they use
+ * directly), so the unit test of the state machine
+ * (tests/unit/test_sup_machine.c) drives them without any process.
+ */
+/* It said READY=1 (or was alive for --ready-delay); no-op unless starting. */
+void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how);
+/* It said STOPPING=1; no-op unless starting or ready. */
+void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w);
+/* It was reaped with wait status `status`: its entry is freed.  What is
+ * left of its process group is the reaper's to kill. */
+void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status);
+/* Everything that is due at ps__now_ms(): ready, drain and kill deadlines,
+ * watchdogs, back-offs, retiring queues, the held sockets' health (once a
+ * second), closing retired slots. */
+void ps__sup_run_timers(struct ps_sup *sup);
 
 /* spawn.c: start a worker for slot in generation gen.  Returns its index in
  * sup->workers (state W_STARTING, ready deadline set), or -errno when it

@@ -98,7 +98,7 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 
 /* ---- what a worker tells us ------------------------------------------------- */
 
-static void worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
+void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
 {
     if (w->state != W_STARTING)
         return;
@@ -118,7 +118,7 @@ static void worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *ho
     }
 }
 
-static void worker_stopping(struct ps_sup *sup, struct ps_worker *w)
+void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w)
 {
     char why[160];
 
@@ -171,15 +171,15 @@ static void handle_notify(struct ps_sup *sup)
                 w->ping_ms = ps__now_ms();
         }
         if (ps_notify_field(msg.text, "READY", val, sizeof(val)) >= 0 && !strcmp(val, "1"))
-            worker_ready(sup, w, "READY=1");
+            ps__worker_ready(sup, w, "READY=1");
         if (ps_notify_field(msg.text, "STOPPING", val, sizeof(val)) >= 0 && !strcmp(val, "1"))
-            worker_stopping(sup, w);
+            ps__worker_stopping(sup, w);
     }
 }
 
 /* ---- exits -------------------------------------------------------------------- */
 
-static void worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
+void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
 {
     char why[192], how[96];
     pid_t pid = w->pid;
@@ -202,8 +202,6 @@ static void worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
         break;
     }
     w->pid = 0;
-    /* what it started and left in its group goes with it */
-    kill(-pid, SIGKILL);
     sup->steer_dirty = 1;
 }
 
@@ -216,7 +214,11 @@ static void reap(struct ps_sup *sup)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         w = worker_by_pid(sup, pid);
         if (w) {
-            worker_exited(sup, w, status);
+            ps__worker_exited(sup, w, status);
+            /* what it started and left in its group goes with it (here, not
+             * in ps__worker_exited: that one only keeps the books, and the
+             * unit test drives it with pids that are not processes) */
+            kill(-pid, SIGKILL);
             any = 1;
         }
     }
@@ -299,7 +301,7 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
     switch (w->state) {
     case W_STARTING:
         if (cfg->ready_delay_ms && now - w->started_ms >= cfg->ready_delay_ms) {
-            worker_ready(sup, w, "alive for --ready-delay");
+            ps__worker_ready(sup, w, "alive for --ready-delay");
             return;
         }
         if (!cfg->ready_delay_ms && !w->notified && !w->hinted &&
@@ -345,8 +347,8 @@ static void check_listeners(struct ps_sup *sup)
         if (gr->spec.proto == PS_PROTO_UDP)
             continue;
         for (i = 0; i < gr->nfds; i++) {
-            /* a closing slot's socket was shut down on purpose (slots.c) */
-            if (!gr->shared && i < sup->nslots && sup->slots[i].state == SL_CLOSING)
+            /* shut down on purpose, for its queue to move on (slots.c) */
+            if (gr->down[i])
                 continue;
             r = ps__group_revive(gr, i);
             if (r == 0)
@@ -372,7 +374,7 @@ static void check_listeners(struct ps_sup *sup)
     }
 }
 
-static void run_timers(struct ps_sup *sup)
+void ps__sup_run_timers(struct ps_sup *sup)
 {
     uint64_t now = ps__now_ms();
     int i;
@@ -428,7 +430,7 @@ static int next_timeout(const struct ps_sup *sup)
     }
     for (i = 0; i < sup->nslots; i++) {
         const struct ps_slot *sl = &sup->slots[i];
-        /* only a back-off the timer can act on (see run_timers) */
+        /* only a back-off the timer can act on (see ps__sup_run_timers) */
         if (sl->state == SL_BACKOFF && !sup->stopping && sl->next < 0)
             earlier(&next, sl->backoff_until);
         if (sl->state == SL_RETIRING)
@@ -732,7 +734,7 @@ static void loop(struct ps_sup *sup)
                 handle_notify(sup);
         }
         ps__control_poll_done(sup, pfd + 2, n > 0 ? nctl : 0, ps__now_ms());
-        run_timers(sup);
+        ps__sup_run_timers(sup);
     }
 }
 

@@ -13,21 +13,30 @@ expect() { # expect CODE PATTERN -- COMMAND...: exit code, one stderr line match
     echo "ok $code: $* -> $(cat "$T/err")"
 }
 P=$PORTSHARE
-expect 2 "unknown option '--bogus'" -- $P run --bogus -- true
+# every supervisor here gets a control socket of its own, so that a
+# supervisor running on this machine under the default name (./dev serve in
+# another terminal, a concurrent test) can neither answer nor collide; and
+# the worker program is reached through a name of this test's own, so that
+# "no worker left running" looks for this test's workers only
+C=(--control "$T/ctl.sock")
+TW=$T/testworker-badinput
+ln -s "$TESTWORKER" "$TW"
+expect 2 "unknown option '--bogus'" -- $P run "${C[@]}" --bogus -- true
 expect 2 "unknown command" -- $P frobnicate
-expect 2 "bad port '99999'" -- $P run -l tcp://127.0.0.1:99999 -- true
-expect 2 "unknown scheme" -- $P run -l sctp://127.0.0.1:80 -- true
-expect 2 "must be written in brackets" -- $P run -l tcp://::1:80 -- true
-expect 2 "unknown option 'bogus'" -- $P run -l '127.0.0.1:0?bogus=1' -- true
-expect 2 "bad --workers '0'" -- $P run -l 127.0.0.1:0 -w 0 -- true
-expect 2 "bad duration 'soon'" -- $P run -l 127.0.0.1:0 --ready-timeout soon -- true
-expect 2 "bad --mode" -- $P run -l 127.0.0.1:0 --mode fast -- true
-expect 2 "bad --steering" -- $P run -l 127.0.0.1:0 --steering fast -- true
-expect 2 "no such user" -- $P run -l 127.0.0.1:0 --user no-such-user-xyz -- true
-expect 2 "nothing to listen on" -- $P run -- true
-expect 2 "no PROGRAM" -- $P run -l 127.0.0.1:0
-expect 5 "not found in PATH" -- $P run -l 127.0.0.1:0 -- no-such-program-xyz
-expect 5 "cannot execute /nonexistent/prog" -- $P run -l 127.0.0.1:0 -- /nonexistent/prog
+expect 2 "bad port '99999'" -- $P run "${C[@]}" -l tcp://127.0.0.1:99999 -- true
+expect 2 "unknown scheme" -- $P run "${C[@]}" -l sctp://127.0.0.1:80 -- true
+expect 2 "must be written in brackets" -- $P run "${C[@]}" -l tcp://::1:80 -- true
+expect 2 "unknown option 'bogus'" -- $P run "${C[@]}" -l '127.0.0.1:0?bogus=1' -- true
+expect 2 "bad --workers '0'" -- $P run "${C[@]}" -l 127.0.0.1:0 -w 0 -- true
+expect 2 "bad duration 'soon'" -- $P run "${C[@]}" -l 127.0.0.1:0 --ready-timeout soon -- true
+expect 2 "bad --mode" -- $P run "${C[@]}" -l 127.0.0.1:0 --mode fast -- true
+expect 2 "bad --steering" -- $P run "${C[@]}" -l 127.0.0.1:0 --steering fast -- true
+expect 2 "bad duration 'later'" -- $P run "${C[@]}" -l 127.0.0.1:0 --stall-timeout later -- true
+expect 2 "no such user" -- $P run "${C[@]}" -l 127.0.0.1:0 --user no-such-user-xyz -- true
+expect 2 "nothing to listen on" -- $P run "${C[@]}" -- true
+expect 2 "no PROGRAM" -- $P run "${C[@]}" -l 127.0.0.1:0
+expect 5 "not found in PATH" -- $P run "${C[@]}" -l 127.0.0.1:0 -- no-such-program-xyz
+expect 5 "cannot execute /nonexistent/prog" -- $P run "${C[@]}" -l 127.0.0.1:0 -- /nonexistent/prog
 expect 4 "no supervisor at" -- $P status --control "$T/nobody-here.sock"
 expect 2 "bad worker count" -- $P scale zero --control "$T/nobody-here.sock"
 expect 2 "is not a directory" -- $P serve /etc/hostname
@@ -37,12 +46,12 @@ socat -d -d TCP-LISTEN:0,bind=127.0.0.1,fork - 2>"$T/socat.err" </dev/null &
 holder=$!
 wait_until 5 grep -q 'listening on' "$T/socat.err" || fail "socat did not listen"
 hport=$(grep -o 'listening on .*' "$T/socat.err" | grep -o '[0-9]*$')
-expect 3 "held by pid $holder, socat" -- $P run -l 127.0.0.1:$hport -w 2 -- "$TESTWORKER"
+expect 3 "held by pid $holder, socat" -- $P run "${C[@]}" -l 127.0.0.1:$hport -w 2 -- "$TW"
 kill $holder
 
 # nothing left behind: no worker started, no control socket, no listener
 sleep 0.2
-! pgrep -f "$TESTWORKER" >/dev/null || fail "a worker was left running: $(pgrep -af "$TESTWORKER")"
+! pgrep -f "$TW" >/dev/null || fail "a worker was left running: $(pgrep -af "$TW")"
 ! ss -ltn | grep -q "127.0.0.1:$hport " || fail "port $hport still bound"
-[ ! -e /run/portshare/default.sock ] || ! "$P" status >/dev/null 2>&1 || fail "a supervisor is still answering"
+[ ! -e "$T/ctl.sock" ] || ! "$P" status --control "$T/ctl.sock" >/dev/null 2>&1 || fail "a supervisor is still answering"
 echo "PASS: every bad input gave one line and its exit code; nothing left running"

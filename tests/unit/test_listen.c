@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -110,6 +111,47 @@ static void test_tcp_single(void **state)
     assert_int_not_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
     assert_int_equal(sockopt(fd, SOL_SOCKET, SO_REUSEPORT), 0);
     assert_int_equal(sockopt(fd, SOL_SOCKET, SO_REUSEADDR), 1);
+    close(fd);
+}
+
+/* defer=N: the kernel keeps a connected client out of the accept queue
+ * until it sends; without it the connection is accepted at once. */
+static void test_tcp_defer_accept(void **state)
+{
+    struct ps_spec spec;
+    int fd, c, a;
+
+    (void)state;
+    parse("tcp://127.0.0.1:0", &spec);
+    assert_int_equal(spec.defer_accept, -1); /* not given */
+    fd = ps_listen_open(&spec, PS_LISTEN_NONBLOCK);
+    assert_true(fd >= 0);
+    assert_int_equal(sockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT), 0);
+    c = connect_to(AF_INET, bound_port(fd));
+    a = accept(fd, NULL, NULL);
+    assert_true(a >= 0); /* the handshake alone queues it */
+    close(a);
+    close(c);
+    close(fd);
+
+    parse("tcp://127.0.0.1:0?defer=2", &spec);
+    assert_int_equal(spec.defer_accept, 2);
+    fd = ps_listen_open(&spec, PS_LISTEN_NONBLOCK);
+    assert_true(fd >= 0);
+    /* the kernel stores SYN-ACK retransmits and reports them as seconds */
+    assert_true(sockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT) >= 2);
+    c = connect_to(AF_INET, bound_port(fd)); /* connect() returns: handshake done */
+    assert_int_equal(accept(fd, NULL, NULL), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(send(c, "x", 1, 0), 1);
+    {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 5000), 1);
+    }
+    a = accept(fd, NULL, NULL);
+    assert_true(a >= 0);
+    close(a);
+    close(c);
     close(fd);
 }
 
@@ -474,6 +516,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcp_single),
+        cmocka_unit_test(test_tcp_defer_accept),
         cmocka_unit_test(test_group_shares_one_port),
         cmocka_unit_test(test_group_errors),
         cmocka_unit_test(test_second_bind_without_reuseport_fails),

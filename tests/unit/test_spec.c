@@ -150,6 +150,13 @@ static void test_options(void **state)
     assert_int_equal(spec.unix_mode, 0660);
     assert_int_equal(spec.backlog, 16);
 
+    parse_ok("tcp://127.0.0.1:80?defer=5");
+    assert_int_equal(spec.defer_accept, 5);
+    parse_ok("tcp://127.0.0.1:80?defer=0");
+    assert_int_equal(spec.defer_accept, 0); /* given: off, even for serve */
+    parse_ok("tcp://127.0.0.1:80");
+    assert_int_equal(spec.defer_accept, -1); /* not given */
+
     parse_ok("unix:/tmp/x.sock?mode=600");
     assert_int_equal(spec.unix_mode, 0600);
 
@@ -251,6 +258,11 @@ static void test_bad_specs(void **state)
         {":80?reuse=sometimes", -EINVAL, "bad value 'sometimes' for option 'reuse'"},
         {":80?color=red", -EINVAL, "unknown option 'color'"},
         {":80?mode=0600", -EINVAL, "option 'mode' applies to unix sockets only"},
+        {":80?defer=soon", -EINVAL, "bad value 'soon' for option 'defer'"},
+        {":80?defer=-1", -EINVAL, "bad value '-1' for option 'defer'"},
+        {":80?defer=3601", -EINVAL, "bad value '3601' for option 'defer'"},
+        {"udp://127.0.0.1:53?defer=1", -EINVAL, "option 'defer' applies to TCP sockets only"},
+        {"unix:/tmp/x?defer=1", -EINVAL, "option 'defer' applies to TCP sockets only"},
         {"unix:/tmp/x?mode=0999", -EINVAL, "bad value '0999' for option 'mode'"},
         {"unix:/tmp/x?mode=-1", -EINVAL, "bad value '-1' for option 'mode'"},
         {"unix:/tmp/x?mode=+7", -EINVAL, "bad value '+7' for option 'mode'"},
