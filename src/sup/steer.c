@@ -103,13 +103,21 @@ void ps__pin_to_slot_cpu(int s)
 /* CPU number -> the first serving slot pinned to it (slots k, k + N, ... run
  * on the k-th of our N CPUs), or -1; returns the table's length (highest CPU
  * + 1), 0 when --cpu-affinity is off. */
-static int cpu_slots(const struct ps_sup *sup, const unsigned char *serving, int *cpu_slot, int max)
+static int cpu_slots(struct ps_sup *sup, const unsigned char *serving, int *cpu_slot, int max)
 {
     int cpus[CPU_SETSIZE], n, k, s, len = 0;
 
     if (!sup->cfg->cpu_affinity)
         return 0;
     n = ps__cpu_list(cpus, CPU_SETSIZE);
+    if (n > 0 && sup->nslots > n && !sup->affinity_warned) {
+        sup->affinity_warned = 1;
+        ps__sup_log(sup, PS_LOG_WARN, "cpu_affinity",
+                    "--cpu-affinity with %d slots on %d CPUs: each CPU's connections go to the "
+                    "first ready slot pinned to it; slots %d and up get connections only while "
+                    "that slot is not ready (use at most %d workers)",
+                    sup->nslots, n, n, n);
+    }
     for (k = 0; k < n && cpus[k] < max; k++) {
         for (s = k; s < sup->nslots; s += n)
             if (serving[s]) {

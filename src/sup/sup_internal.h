@@ -402,8 +402,9 @@ struct ps_sup {
     struct ps_client *clients; /* PS_SUP_MAX_CLIENTS of them (control.c) */
     unsigned client_serials;
     int steer_dirty;
-    int steer_warned; /* the steering program could not be attached */
-    int told_ready;   /* READY=1 sent to systemd after the first start */
+    int steer_warned;    /* the steering program could not be attached */
+    int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
+    int told_ready;      /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
 };

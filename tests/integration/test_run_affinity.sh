@@ -53,4 +53,10 @@ one=$(status_json f | jq -r '.slots[1].pid')
 by=$(pinned_pids f "${cpus[0]}")
 [ "$(jq -r 'keys | join(" ")' <<<"$by")" = "$one" ] || fail "CPU ${cpus[0]}'s slot is not ready: its connections should go to slot 1 ($one): $by"
 ok "slot 0 not ready: a client on CPU ${cpus[0]} is served by slot 1"
+# more slots than CPUs: said once, in the log
+n=$((${#cpus[@]} + 1))
+sup_start m -l 127.0.0.1:0 -w $n --cpu-affinity -- "$TESTWORKER"
+[ "$(grep -c "warn cpu_affinity: --cpu-affinity with $n slots on ${#cpus[@]} CPUs" "$T/m.log")" = 1 ] ||
+    fail "no (or more than one) warning for $n slots on ${#cpus[@]} CPUs: $(grep cpu_affinity "$T/m.log")"
+ok "$n slots on ${#cpus[@]} CPUs: warned once"
 echo "PASS: --cpu-affinity pins workers and steers by the receiving CPU, falling back to the hash"
