@@ -383,6 +383,43 @@ write_report() {
     write_latency
     write_memory
     write_idle_memory
+    write_affinity
+    write_stall
+}
+
+# ---- scenarios 9 and 10 ---------------------------------------------------------------
+write_affinity() {
+    [ -s "$RAW/s9.tsv" ] || return 0
+    local mode
+    echo "## 9. --cpu-affinity against the plain hash"
+    echo
+    echo "\`portshare serve -w $NCPU\` twice, workers and wrk ($NCPU threads, $WRK_CONNS connections) on every"
+    echo "CPU: once with \`--cpu-affinity\` (slot i pinned to CPU i, each connection steered to the"
+    echo "worker of the CPU that received it), once with the default hash.  Medians of $REPEATS"
+    echo "alternating runs of ${DUR}s; on a shared machine only large differences mean anything."
+    echo
+    echo "| mode | hash req/s | cpu-affinity req/s | ratio |"
+    echo "|---|---|---|---|"
+    for mode in keepalive close; do
+        echo "| $mode | $(f0 "$(med "$RAW/s9.tsv" hash $mode rps)") | $(f0 "$(med "$RAW/s9.tsv" cpu-affinity $mode rps)") | $(f2 "$(ratio "$RAW/s9.tsv" cpu-affinity hash $mode rps)") |"
+    done
+    echo
+}
+
+write_stall() {
+    [ -s "$RAW/s10.tsv" ] || return 0
+    echo "## 10. A stalled worker"
+    echo
+    echo "One of $EVENT_WORKERS workers SIGSTOPped for ${STALL_S:-6} s under $LOAD_CONNS connection-close clients"
+    echo "(bench/client.c, which gives up on a request after 2 s: a timeout is a failure), then"
+    echo "continued.  portshare: default \`--stall-timeout 1s\`; nginx: reuseport.  The connections the"
+    echo "frozen worker had accepted before it froze wait for it in either design; what differs is"
+    echo "whether the ones queued behind it, and new ones, wait too."
+    echo
+    echo "| server | requests | failed | timeouts | p99 ms | max ms |"
+    echo "|---|---|---|---|---|---|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %.1f | %.1f |\n", $1, $2, $4, $5, $6 / 1000, $7 / 1000}' "$RAW/s10.tsv"
+    echo
 }
 
 # ---- plots -------------------------------------------------------------------------------

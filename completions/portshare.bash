@@ -207,6 +207,10 @@ _portshare_complete()
         _portshare_reply $'reuseport\nshared' "$cur"
         return
         ;;
+    --steering)
+        _portshare_reply $'auto\nebpf\ncbpf' "$cur"
+        return
+        ;;
     --log-format)
         _portshare_reply $'text\njson' "$cur"
         return

@@ -237,6 +237,19 @@ static void json_features(FILE *out, const struct ps_probe_result *res)
     fputs("\n  }", out);
 }
 
+/* the measurement behind the SELECT_OR_MIGRATE feature */
+static void json_ebpf_migrate(FILE *out, const struct ps_probe_ebpf_migrate *m)
+{
+    fprintf(out,
+            ",\n  \"ebpf_migrate\": {\"tcp_migrate_req\": %d, \"queued\": %d, "
+            "\"queued_migrated\": %d, \"queued_reset\": %d, \"handshakes\": %d, "
+            "\"handshakes_migrated\": %d, \"handshakes_reset\": %d, \"error\": ",
+            m->migrate_req, m->queued, m->queued_migrated, m->queued_reset, m->handshakes,
+            m->handshakes_migrated, m->handshakes_reset);
+    json_str(out, m->err ? ps_errno_name(m->err) : NULL);
+    fputs("}", out);
+}
+
 static void json_spread(FILE *out, const struct ps_probe_spread *s)
 {
     int i;
@@ -319,6 +332,7 @@ static void print_json(FILE *out, const struct ps_probe_result *res)
     json_features(out, res);
     fputs(",\n  \"spread\": ", out);
     json_spread(out, &res->spread);
+    json_ebpf_migrate(out, &res->ebpf_migrate);
     fputs(",\n  \"sequences\": [", out);
     for (i = 0; i < res->nseqs; i++) {
         fputs(i ? ",\n    " : "\n    ", out);

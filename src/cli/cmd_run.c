@@ -180,6 +180,7 @@ void run_options_init(struct run_options *o)
     o->cfg.ready_delay_ms = 2000;
     o->cfg.drain_timeout_ms = 30000;
     o->cfg.drain_signal = SIGTERM;
+    o->cfg.stall_timeout_ms = 1000;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
 }
 
@@ -243,6 +244,7 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
         {"--watchdog", offsetof(struct ps_sup_config, watchdog_ms)},
         {"--lameduck", offsetof(struct ps_sup_config, lameduck_ms)},
+        {"--stall-timeout", offsetof(struct ps_sup_config, stall_timeout_ms)},
     };
     const char *v;
     size_t k;
@@ -274,6 +276,23 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         return bad ? -1 : parse_endpoint(&o->cfg.metrics, "--metrics", v) ? -1 : 1;
     if (VALUE_OF("--agent"))
         return bad ? -1 : parse_endpoint(&o->cfg.agent, "--agent", v) ? -1 : 1;
+    if (!strcmp(argv[*i], "--cpu-affinity")) {
+        o->cfg.cpu_affinity = 1;
+        return 1;
+    }
+    if (VALUE_OF("--steering")) {
+        if (bad)
+            return -1;
+        if (!strcmp(v, "auto"))
+            o->cfg.steering = PS_STEERING_AUTO;
+        else if (!strcmp(v, "ebpf"))
+            o->cfg.steering = PS_STEERING_EBPF;
+        else if (!strcmp(v, "cbpf"))
+            o->cfg.steering = PS_STEERING_CBPF;
+        else
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --steering '%s' (auto, ebpf or cbpf)", v), -1;
+        return 1;
+    }
     if (VALUE_OF("--user"))
         return bad ? -1 : parse_user(&o->cfg, v) ? -1 : 1;
     for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {

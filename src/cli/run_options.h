@@ -22,6 +22,12 @@ struct run_options {
     "  -w, --workers N          worker slots (default: number of CPUs)\n"                          \
     "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"          \
     "                           shared: one socket for all workers (unix: always shared)\n"        \
+    "      --steering HOW       auto: eBPF where it loads (root, Linux >= 5.14), else classic\n"  \
+    "                           BPF (default); ebpf: refuse to start without it; cbpf: never\n"  \
+    "                           eBPF (no queue migration: retiring sockets wait to empty)\n"    \
+    "      --cpu-affinity       pin slot i's worker to CPU i mod N (of the CPUs we may use)\n"  \
+    "                           and steer each new connection to the slot of the CPU\n"     \
+    "                           that received it, while that slot is ready\n"               \
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
     "      --ready MODE         when a new worker counts as ready: auto (default): READY=1,\n"     \
@@ -40,6 +46,10 @@ struct run_options {
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
     "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
     "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \
+    "      --stall-timeout DUR  a slot whose queue holds connections and does not go down\n"    \
+    "                           for DUR is stalled: steered away from, and if still so\n"    \
+    "                           DUR/2 later its queue moves on (eBPF) and its worker is\n"   \
+    "                           killed and replaced (default 1s; 0: off)\n"                 \
     "      --name NAME          supervisor name for the control socket (default: default)\n"       \
     "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"       \
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \

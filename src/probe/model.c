@@ -332,6 +332,7 @@ const char *ps_probe_feature_name(enum ps_probe_feature_id id)
         [PS_PF_INCOMING_CPU] = "SO_INCOMING_CPU",
         [PS_PF_EPOLLEXCLUSIVE] = "EPOLLEXCLUSIVE",
         [PS_PF_BIND_NO_PORT] = "IP_BIND_ADDRESS_NO_PORT",
+        [PS_PF_SELECT_OR_MIGRATE] = "SELECT_OR_MIGRATE",
     };
 
     return id < PS_PF_COUNT ? names[id] : "?";

@@ -191,6 +191,7 @@ static void child_main(const struct ps_probe_opts *opts, struct ps_probe_result 
         ps__probe_seq_run(ps_probe_seq(res->nseqs), &res->seqs[res->nseqs]);
     ps__probe_spread(opts, res->netns, res);
     ps__probe_features(&env, res);
+    ps__probe_ebpf_migrate(opts->queued, res->netns, res);
     ps__close(env.server4);
     ps__close(env.server6);
     if (env.helper >= 0) {

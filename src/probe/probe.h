@@ -157,6 +157,7 @@ enum ps_probe_feature_id {
     PS_PF_INCOMING_CPU,
     PS_PF_EPOLLEXCLUSIVE,
     PS_PF_BIND_NO_PORT,
+    PS_PF_SELECT_OR_MIGRATE, /* eBPF SK_REUSEPORT_SELECT_OR_MIGRATE: measured (migrate.c) */
     PS_PF_COUNT
 };
 
@@ -191,6 +192,17 @@ struct ps_probe_spread {
     struct ps_probe_close close[2]; /* tcp_migrate_req 0 and 1 */
 };
 
+/* Closing a listener under portshare's eBPF SELECT_OR_MIGRATE program
+ * (tcp_migrate_req 0): what it had queued, and what it had in its handshake
+ * (TCP_DEFER_ACCEPT: the handshake ends with the client's first data, sent
+ * after the close). */
+struct ps_probe_ebpf_migrate {
+    int err;         /* errno when the experiment could not run, else 0 */
+    int migrate_req; /* net.ipv4.tcp_migrate_req during it */
+    int queued, queued_migrated, queued_reset;
+    int handshakes, handshakes_migrated, handshakes_reset;
+};
+
 /* ---- running it ---------------------------------------------------------- */
 
 #define PS_PROBE_MAX_CASES 4096
@@ -215,6 +227,7 @@ struct ps_probe_result {
     long elapsed_ms;
     struct ps_probe_feature features[PS_PF_COUNT];
     struct ps_probe_spread spread;
+    struct ps_probe_ebpf_migrate ebpf_migrate;
     int setup_failures; /* cases dropped: the first socket could not be made */
     char setup_note[160];
     int ncases;

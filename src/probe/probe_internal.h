@@ -56,6 +56,11 @@ int ps__probe_accept(int lfd, unsigned peer_port);
 /* Close with a reset (SO_LINGER 0): nothing left in TIME_WAIT.  fd < 0 is ok. */
 void ps__probe_abort(int fd);
 
+/* migrate.c: the SELECT_OR_MIGRATE feature and its measurement (q
+ * connections each way); run after ps__probe_spread, which may have left
+ * tcp_migrate_req at 1 in our own namespace (netns: we may set it back). */
+void ps__probe_ebpf_migrate(int q, int netns, struct ps_probe_result *res);
+
 struct ps__probe_env {
     int server4, server6; /* TCP listeners client sockets connect to, or -1 */
     unsigned port4, port6;

@@ -16,6 +16,17 @@
  * The pick happens once per connection (on the SYN), so random is as good
  * as a hash for TCP; a SYN-cookie ACK may be looked up again, and any
  * listener of the group validates a cookie.
+ *
+ * Where it loads (root or CAP_BPF, Linux >= 5.14, BPF not disabled) an
+ * eBPF program replaces the classic one (src/core/reuseport_bpf.c): the
+ * same policy from maps the supervisor updates, plus SELECT_OR_MIGRATE: a
+ * socket that is closed or shut down hands what it has queued and its
+ * handshakes in flight to the serving sockets instead of resetting them,
+ * so a retiring slot needs no grace and a stalled slot's queue can be
+ * rescued.  The choice is made once per group, when it is bound (or first
+ * steered after an upgrade), and shown in status.  UDP groups are not
+ * steered: the kernel's hash spreads datagrams, and a UDP socket has no
+ * queue to hand over.
  */
 #include "sup_internal.h"
 
@@ -144,9 +155,12 @@ void ps__group_close_last(struct ps_group *g)
 {
     if (g->shared || g->nfds <= 1)
         return;
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_forget(&g->bpf, g->nfds - 1);
     order_leave(g, g->nfds, g->nfds - 1);
     ps__close(g->fds[--g->nfds]);
     g->fds[g->nfds] = -1;
+    g->down[g->nfds] = 0;
 }
 
 void ps__group_close(struct ps_group *g)
@@ -156,8 +170,12 @@ void ps__group_close(struct ps_group *g)
     for (i = 0; i < g->nfds; i++) {
         ps__close(g->fds[i]);
         g->fds[i] = -1;
+        g->down[i] = 0;
     }
     g->nfds = 0;
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_close(&g->bpf);
+    g->steer = PS_STEER_UNSET;
 }
 
 int ps__group_can_steer(const struct ps_group *g)
@@ -165,21 +183,77 @@ int ps__group_can_steer(const struct ps_group *g)
     return !g->shared && g->spec.proto == PS_PROTO_TCP;
 }
 
+int ps__group_steer_init(struct ps_group *g, int want)
+{
+    char why[200];
+    int r;
+
+    g->steer_why[0] = '\0';
+    if (!ps__group_can_steer(g) || g->nfds == 0) {
+        g->steer = PS_STEER_NONE;
+        return 0;
+    }
+    if (want == PS_STEERING_CBPF) {
+        snprintf(g->steer_why, sizeof(g->steer_why), "--steering cbpf");
+        g->steer = PS_STEER_CBPF;
+        return 0;
+    }
+    r = ps__rp_bpf_open(&g->bpf, why, sizeof(why));
+    if (r == 0) {
+        r = ps__rp_bpf_attach(&g->bpf, g->fds[0]);
+        if (r < 0) {
+            snprintf(why, sizeof(why), "setsockopt(SO_ATTACH_REUSEPORT_EBPF): %s", ps_strerror(r));
+            ps__rp_bpf_close(&g->bpf);
+        }
+    }
+    if (r == 0) {
+        g->steer = PS_STEER_EBPF;
+        return 0;
+    }
+    snprintf(g->steer_why, sizeof(g->steer_why), "%s", why);
+    if (want == PS_STEERING_EBPF)
+        return r;
+    g->steer = PS_STEER_CBPF;
+    return 0;
+}
+
+int ps__group_migrates(const struct ps_group *g)
+{
+    return g->steer == PS_STEER_EBPF;
+}
+
+/* the maps: slot s serves through its socket, or not at all; each CPU's
+ * slot (after the list, so that a slot is in socks before a CPU names it) */
+static int steer_ebpf(struct ps_group *g, const unsigned char *serving, const int *cpu_slot,
+                      int ncpu)
+{
+    int slotfds[PS_SUP_MAX_WORKERS], s, c, r;
+
+    for (s = 0; s < g->nfds; s++)
+        slotfds[s] = serving[s] ? g->fds[s] : -1;
+    r = ps__rp_bpf_set(&g->bpf, slotfds, g->nfds);
+    for (c = 0; r == 0 && cpu_slot && c < ncpu && c < PS__RP_BPF_CPUS; c++)
+        r = ps__rp_bpf_set_cpu(&g->bpf, (unsigned)c, cpu_slot[c] < g->nfds ? cpu_slot[c] : -1);
+    return r;
+}
+
 /*
- * Attach a program that sends each new connection, at random, to one of the
- * sockets whose serving[] flag is set.  With none set every socket is a
- * candidate (connections then wait in the queues rather than go nowhere).
+ * CBPF: attach a program that sends each new connection, at random, to one
+ * of the sockets whose serving[] flag is set.  With none set every socket is
+ * a candidate (connections then wait in the queues rather than go nowhere).
  * O(nfds) instructions; the kernel allows 4096, we have at most 1024 slots.
  */
-int ps__group_steer(struct ps_group *g, const unsigned char *serving)
+int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int *cpu_slot, int ncpu)
 {
-    struct sock_filter code[3 + 2 * PS_SUP_MAX_WORKERS];
+    struct sock_filter code[4 + 4 * PS_SUP_MAX_WORKERS];
     struct sock_fprog prog;
     int idx[PS_SUP_MAX_WORKERS];
     int n = 0, k, i, len = 0;
 
     if (!ps__group_can_steer(g) || g->nfds == 0)
         return 0;
+    if (g->steer == PS_STEER_EBPF)
+        return steer_ebpf(g, serving, cpu_slot, ncpu);
     /* the program returns the kernel's index of a socket, not our slot */
     for (k = 0; k < g->nfds; k++)
         if (serving[g->order[k]])
@@ -187,6 +261,20 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     if (n == 0)
         for (k = 0; k < g->nfds; k++)
             idx[n++] = k;
+    /* --cpu-affinity: if (cpu == c) return the index of c's slot */
+    if (cpu_slot && ncpu > 0) {
+        code[len++] =
+            (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_CPU);
+        for (i = 0; i < ncpu && len < 2 * PS_SUP_MAX_WORKERS; i++) {
+            if (cpu_slot[i] < 0 || cpu_slot[i] >= g->nfds || !serving[cpu_slot[i]])
+                continue;
+            for (k = 0; k < g->nfds && g->order[k] != cpu_slot[i]; k++)
+                ;
+            code[len++] =
+                (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)i, 0, 1);
+            code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)k);
+        }
+    }
     code[len++] =
         (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM);
     code[len++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n);
@@ -203,7 +291,25 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving)
     return 0;
 }
 
-int ps__group_revive(struct ps_group *g, int i)
+int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued)
+{
+    unsigned limit = 0;
+
+    *queued = 0;
+    if (i >= g->nfds || g->shared)
+        return -EINVAL;
+    ps_listen_queue(g->fds[i], queued, &limit);
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_forget(&g->bpf, i);
+    if (shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN)
+        return ps__neg_errno();
+    g->down[i] = 1;
+    return 0;
+}
+
+/* listen(2) again on socket i if it stopped: 1 when it did, 0 when it was
+ * listening, -errno when it cannot (see ps__group_revive) */
+static int relisten(struct ps_group *g, int i)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -233,6 +339,46 @@ int ps__group_revive(struct ps_group *g, int i)
         order_leave(g, g->nfds, i);
         g->order[g->nfds - 1] = i;
     }
-    g->relistens++;
+    g->down[i] = 0;
+    /* and the eBPF sockarray, when it stopped listening */
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_forget(&g->bpf, i);
     return 1;
+}
+
+int ps__group_replace(struct ps_group *g, int i)
+{
+    int fd;
+
+    if (g->shared || i >= g->nfds)
+        return -EINVAL;
+    fd = ps_listen_open(&g->spec, 0);
+    if (fd < 0) {
+        relisten(g, i);
+        return fd;
+    }
+    /* the old one left the kernel's group when it was shut down; the new
+     * one joined at the end */
+    order_leave(g, g->nfds, i);
+    g->order[g->nfds - 1] = i;
+    if (g->steer == PS_STEER_EBPF)
+        ps__rp_bpf_forget(&g->bpf, i);
+    ps__close(g->fds[i]);
+    g->fds[i] = fd;
+    g->down[i] = 0;
+    return 0;
+}
+
+int ps__group_listen_again(struct ps_group *g, int i)
+{
+    return relisten(g, i);
+}
+
+int ps__group_revive(struct ps_group *g, int i)
+{
+    int r = relisten(g, i);
+
+    if (r > 0)
+        g->relistens++;
+    return r;
 }

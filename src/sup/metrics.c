@@ -105,15 +105,6 @@ static const struct ps_worker *slot_worker(const struct ps_sup *sup, int s)
     return cur >= 0 && sup->workers[cur].pid ? &sup->workers[cur] : NULL;
 }
 
-/* Stall detection does not exist yet: the family is there, always 0, so
- * that dashboards and alerts can be written against it now. */
-static unsigned slot_stalls(const struct ps_sup *sup, int s)
-{
-    (void)sup;
-    (void)s;
-    return 0;
-}
-
 static void supervisor_metrics(struct ps_buf *o, struct ps_sup *sup)
 {
     unsigned count[SL_STATE_COUNT] = {0};
@@ -158,9 +149,15 @@ static void slot_metrics(struct ps_buf *o, struct ps_sup *sup)
     for (s = 0; s < sup->nslots; s++)
         put(o, "portshare_worker_consecutive_exits{slot=\"%d\"} %u\n", s, sup->slots[s].crashes);
     family(o, "portshare_stalls_total", "counter",
-           "Times a slot's worker was found stalled (always 0: no stall detection yet).");
+           "Times a slot's worker was found stalled: its queue held connections and did not "
+           "go down for --stall-timeout.");
     for (s = 0; s < sup->nslots; s++)
-        put(o, "portshare_stalls_total{slot=\"%d\"} %u\n", s, slot_stalls(sup, s));
+        put(o, "portshare_stalls_total{slot=\"%d\"} %u\n", s, sup->slots[s].stalls);
+    family(o, "portshare_stall_rescues_total", "counter",
+           "Times a stalled worker was replaced by a fresh one, its queue moved to the other "
+           "slots.");
+    for (s = 0; s < sup->nslots; s++)
+        put(o, "portshare_stall_rescues_total{slot=\"%d\"} %u\n", s, sup->slots[s].rescues);
 }
 
 /* A TcpExt counter of /proc/net/netstat (this network namespace's): a line

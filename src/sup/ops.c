@@ -114,7 +114,8 @@ static void check_commit(struct ps_sup *sup)
 
 static int reloadable(const struct ps_slot *sl)
 {
-    return sl->state == SL_BACKOFF || sl->state == SL_STARTING || sl->state == SL_READY;
+    return sl->state == SL_BACKOFF || sl->state == SL_STARTING || sl->state == SL_READY ||
+           sl->state == SL_STALLED;
 }
 
 static void start_reload(struct ps_sup *sup)

@@ -36,21 +36,22 @@
 
 /* clang-format off */
 const struct ps_slot_transition ps__slot_table[SL_STATE_COUNT][EV_COUNT] = {
-    /*               START                     READY                  STOPPING                  EXIT                    READY_LATE             WATCHDOG               RETIRE                     KEEP                    QUEUE_EMPTY              REPLACE                  STOP                       LISTENER_LOST */
-    [SL_BACKOFF]  = {T(A_SPAWN, SL_STARTING),  NO,                    NO,                       NO,                     NO,                    NO,                    T(A_LOSE, SL_CLOSING),     NO,                     NO,                      T(A_SWAP, SL_READY),     T(A_IGNORE, SL_STOPPING),  T(A_REVIVE, SL_BACKOFF)},
-    [SL_STARTING] = {NO,                       T(A_READY, SL_READY),  T(A_RELEASE, SL_BACKOFF), T(A_CRASH, SL_BACKOFF), T(A_LATE, SL_BACKOFF), NO,                    T(A_RETIRE, SL_RETIRING),  NO,                     NO,                      T(A_SWAP, SL_READY),     T(A_DRAIN, SL_STOPPING),   T(A_REVIVE, SL_STARTING)},
-    [SL_READY]    = {NO,                       NO,                    T(A_RELEASE, SL_BACKOFF), T(A_CRASH, SL_BACKOFF), NO,                    T(A_ABORT, SL_BACKOFF), T(A_RETIRE, SL_RETIRING), NO,                     NO,                      T(A_SWAP, SL_READY),     T(A_DRAIN, SL_STOPPING),   T(A_REVIVE, SL_READY)},
-    [SL_RETIRING] = {NO,                       T(A_IGNORE, SL_RETIRING), T(A_LOSE, SL_CLOSING), T(A_LOSE, SL_CLOSING),  T(A_DRAIN, SL_CLOSING), T(A_ABORT, SL_CLOSING), NO,                     T(A_KEEP, SL_READY),    T(A_DRAIN, SL_CLOSING),  NO,                      T(A_DRAIN, SL_STOPPING),   T(A_REVIVE, SL_RETIRING)},
-    [SL_CLOSING]  = {NO,                       NO,                    NO,                       NO,                     NO,                    NO,                    NO,                        T(A_KEEP, SL_BACKOFF),  NO,                      NO,                      T(A_IGNORE, SL_STOPPING),  T(A_REVIVE, SL_CLOSING)},
-    [SL_STOPPING] = {NO,                       NO,                    NO,                       NO,                     NO,                    NO,                    NO,                        NO,                     NO,                      NO,                      NO,                        NO},
-    [SL_CLOSED]   = {NO,                       NO,                    NO,                       NO,                     NO,                    NO,                    NO,                        NO,                     NO,                      NO,                      NO,                        NO},
+    /*              START                    READY                     STOPPING                  EXIT                    READY_LATE              WATCHDOG                RETIRE                    KEEP                   QUEUE_EMPTY                REPLACE              STOP                      LISTENER_LOST             STALL                    RESUME */
+    [SL_BACKOFF]  = {T(A_SPAWN, SL_STARTING), NO,                       NO,                       NO,                     NO,                     NO,                     T(A_LOSE, SL_CLOSING),    NO,                    NO,                        T(A_SWAP, SL_READY), T(A_IGNORE, SL_STOPPING), T(A_REVIVE, SL_BACKOFF),  NO,                      NO},
+    [SL_STARTING] = {NO,                      T(A_READY, SL_READY),     T(A_RELEASE, SL_BACKOFF), T(A_CRASH, SL_BACKOFF), T(A_LATE, SL_BACKOFF),  NO,                     T(A_RETIRE, SL_RETIRING), NO,                    NO,                        T(A_SWAP, SL_READY), T(A_DRAIN, SL_STOPPING),  T(A_REVIVE, SL_STARTING), NO,                      NO},
+    [SL_READY]    = {NO,                      NO,                       T(A_RELEASE, SL_BACKOFF), T(A_CRASH, SL_BACKOFF), NO,                     T(A_ABORT, SL_BACKOFF), T(A_RETIRE, SL_RETIRING), NO,                    NO,                        T(A_SWAP, SL_READY), T(A_DRAIN, SL_STOPPING),  T(A_REVIVE, SL_READY),    T(A_STALL, SL_STALLED),  NO},
+    [SL_RETIRING] = {NO,                      T(A_IGNORE, SL_RETIRING), T(A_LOSE, SL_CLOSING),    T(A_LOSE, SL_CLOSING),  T(A_DRAIN, SL_CLOSING), T(A_ABORT, SL_CLOSING), NO,                       T(A_KEEP, SL_READY),   T(A_HANDOVER, SL_CLOSING), NO,                  T(A_DRAIN, SL_STOPPING),  T(A_REVIVE, SL_RETIRING), NO,                      NO},
+    [SL_CLOSING]  = {NO,                      NO,                       NO,                       NO,                     NO,                     NO,                     NO,                       T(A_KEEP, SL_BACKOFF), NO,                        NO,                  T(A_IGNORE, SL_STOPPING), T(A_REVIVE, SL_CLOSING),  NO,                      NO},
+    [SL_STOPPING] = {NO,                      NO,                       NO,                       NO,                     NO,                     NO,                     NO,                       NO,                    NO,                        NO,                  NO,                       NO,                       NO,                      NO},
+    [SL_CLOSED]   = {NO,                      NO,                       NO,                       NO,                     NO,                     NO,                     NO,                       NO,                    NO,                        NO,                  NO,                       NO,                       NO,                      NO},
+    [SL_STALLED]  = {NO,                      NO,                       T(A_RELEASE, SL_BACKOFF), T(A_CRASH, SL_BACKOFF), NO,                     T(A_ABORT, SL_BACKOFF), T(A_RETIRE, SL_RETIRING), NO,                    NO,                        T(A_SWAP, SL_READY), T(A_DRAIN, SL_STOPPING),  T(A_REVIVE, SL_STALLED),  T(A_RESCUE, SL_BACKOFF), T(A_RESUME, SL_READY)},
 };
 /* clang-format on */
 
 static const char *const state_names[SL_STATE_COUNT] = {
     [SL_BACKOFF] = "backing-off", [SL_STARTING] = "starting", [SL_READY] = "ready",
     [SL_RETIRING] = "retiring",   [SL_CLOSING] = "closing",   [SL_STOPPING] = "stopping",
-    [SL_CLOSED] = "closed",
+    [SL_CLOSED] = "closed",       [SL_STALLED] = "stalled",
 };
 
 static const char *const event_names[EV_COUNT] = {
@@ -66,6 +67,8 @@ static const char *const event_names[EV_COUNT] = {
     [EV_REPLACE] = "replace",
     [EV_STOP] = "stop",
     [EV_LISTENER_LOST] = "listener-lost",
+    [EV_STALL] = "stall",
+    [EV_RESUME] = "resume",
 };
 
 static const char *const worker_state_names[W_STATE_COUNT] = {
@@ -172,6 +175,48 @@ static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_
                 what, sl->crashes, delay);
 }
 
+/* A retiring slot, steered away already, closes at once under the migrate
+ * program: shut its sockets down and what they hold (queued connections and
+ * handshakes in flight) moves to the serving slots.  Without it (CBPF) the
+ * queue was left to empty first (retire_done) and nothing is done here. */
+static void hand_over(struct ps_sup *sup, int s)
+{
+    unsigned queued, moved = 0;
+    int g, r;
+
+    if (!ps__sup_migrates(sup))
+        return;
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (!ps__group_migrates(gr))
+            continue;
+        r = ps__group_shutdown(gr, s, &queued);
+        if (r < 0)
+            ps__sup_log(sup, PS_LOG_WARN, "handover_failed", "slot %d: shutdown: %s", s,
+                        ps_strerror(r));
+        else
+            moved += queued;
+    }
+    ps__sup_log(sup, PS_LOG_INFO, "slot_handover",
+                "slot %d retired at once: its socket is shut down, %u queued connection(s) "
+                "moved to the serving slots",
+                s, moved);
+}
+
+/* Scaled back up: a socket hand_over shut down listens again. */
+static void listen_again(struct ps_sup *sup, int s)
+{
+    int g, r;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (ps__group_migrates(&sup->groups[g])) {
+            r = ps__group_listen_again(&sup->groups[g], s);
+            if (r < 0)
+                ps__sup_log(sup, PS_LOG_ERROR, "listener_dead",
+                            "slot %d: its socket cannot listen again: %s", s, ps_strerror(r));
+        }
+}
+
 static void all_ready_check(struct ps_sup *sup)
 {
     int s;
@@ -248,6 +293,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
         return t->next;
     case A_KEEP:
         sup->steer_dirty = 1;
+        listen_again(sup, s);
         if (w && w->generation == sup->generation && w->state != W_DRAINING)
             return w->state == W_READY ? SL_READY : SL_STARTING;
         /* an older generation's worker (the reload passed this slot by while
@@ -256,6 +302,11 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
             ps__worker_drain(sup, detach_current(sup, sl), "replaced: scaled back up");
         sl->backoff_until = 0;
         return SL_BACKOFF;
+    case A_HANDOVER:
+        hand_over(sup, s);
+        if (w)
+            ps__worker_drain(sup, detach_current(sup, sl), why);
+        return t->next;
     case A_DRAIN:
         if (w)
             ps__worker_drain(sup, detach_current(sup, sl), why);
@@ -278,6 +329,34 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
         sl->lost++;
         ps__sup_log(sup, PS_LOG_WARN, "listener_revived", "slot %d: %s", s, why);
         sup->steer_dirty = 1;
+        return t->next;
+    case A_STALL:
+        sl->stalls++;
+        sl->stalled_at = ps__now_ms();
+        sup->steer_dirty = 1;
+        ps__sup_log(sup, PS_LOG_WARN, "stall",
+                    "slot %d stalled (%s): steered away from; its worker %ld has %u ms to "
+                    "resume",
+                    s, why, w ? (long)w->pid : 0L, sup->cfg->stall_timeout_ms / 2);
+        return t->next;
+    case A_RESUME:
+        sup->steer_dirty = 1;
+        ps__sup_log(sup, PS_LOG_INFO, "stall_resumed", "slot %d: worker %ld accepts again (%s)", s,
+                    w ? (long)w->pid : 0L, why);
+        return t->next;
+    case A_RESCUE:
+        /* the queue moves first (eBPF), then the stalled tree goes */
+        sl->rescues++;
+        sl->restarts++;
+        ps__stall_rescue_sockets(sup, s);
+        /* drained rather than killed at once: a worker that was only paused
+         * (SIGSTOP, a frozen cgroup, a long GC) still answers what it had
+         * accepted when it comes back; one that does not is killed, its whole
+         * tree, after the drain timeout like any draining worker */
+        if (w)
+            ps__worker_drain(sup, detach_current(sup, sl), why);
+        sl->backoff_until = 0;
+        sl->stall_since = sl->stall_q = 0;
         return t->next;
     case A_COUNT:
         break;
@@ -344,9 +423,17 @@ void ps__sup_close_retired(struct ps_sup *sup)
         for (g = 0; g < sup->ngroups; g++) {
             unsigned queued = 0, limit = 0;
             int fd = ps__group_fd(&sup->groups[g], s);
-            if (!sup->groups[g].shared && ps_listen_queue(fd, &queued, &limit) == 0 && queued)
-                ps__sup_log(sup, PS_LOG_WARN, "retire_reset",
-                            "closing slot %d's socket resets %u queued connection(s)", s, queued);
+            if (!sup->groups[g].shared && ps_listen_queue(fd, &queued, &limit) == 0 && queued) {
+                if (ps__group_migrates(&sup->groups[g]))
+                    ps__sup_log(sup, PS_LOG_INFO, "retire_moved",
+                                "closing slot %d's socket moves %u queued connection(s) to the "
+                                "serving slots",
+                                s, queued);
+                else
+                    ps__sup_log(sup, PS_LOG_WARN, "retire_reset",
+                                "closing slot %d's socket resets %u queued connection(s)", s,
+                                queued);
+            }
             ps__group_close_last(&sup->groups[g]);
         }
         sup->slots[s].state = SL_CLOSED;

@@ -125,6 +125,8 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     sigprocmask(SIG_SETMASK, &mask, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0); /* its own group: ^C reaches the supervisor only; tree.c kills by group */
+    if (cfg->cpu_affinity)
+        ps__pin_to_slot_cpu(slot); /* best effort: a CPU of our own set */
     /* keep the error pipe out of the 3.. range the listeners will take */
     errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, high);
     if (errpipe < 0)

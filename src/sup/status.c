@@ -123,6 +123,23 @@ static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
     }
 }
 
+static void put_steering(struct ps_buf *o, const struct ps_sup *sup)
+{
+    const char *why;
+
+    switch (ps__sup_steering(sup, &why)) {
+    case PS_STEER_EBPF:
+        put(o, "steering    ebpf (select-or-migrate: a retired socket hands its queue over)\n");
+        break;
+    case PS_STEER_CBPF:
+        put(o, "steering    cbpf (no migration: %s)\n", why);
+        break;
+    default:
+        put(o, "steering    none (no TCP reuseport listener)\n");
+        break;
+    }
+}
+
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -140,6 +157,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     put(o, "program     %s\n", sup->cfg->argv[0]);
     put(o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
+    put_steering(o, sup);
     if (sup->reload_error[0])
         put(o, "last reload FAILED: %s\n", sup->reload_error);
     put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
@@ -164,6 +182,8 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
                 sl->backoff_until > now ? (double)(sl->backoff_until - now) / 1000.0 : 0.0);
         if (sl->lost)
             put(o, " (socket stopped listening %u time(s), revived)", sl->lost);
+        if (sl->stalls)
+            put(o, " (stalled %u time(s), %u rescued)", sl->stalls, sl->rescues);
         put(o, "\n");
     }
     for (i = 0; i < sup->nworkers; i++) {
@@ -235,7 +255,8 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
         put(o, "%s{\"slot\":%d,\"state\":\"%s\",\"pid\":%ld,\"generation\":%u,\"uptime_s\":%.3f,",
             s ? "," : "", s, slot_state_name(sl), w ? (long)w->pid : 0L,
             w ? w->generation : sup->generation, w ? seconds_since(w->started_ms, now) : 0.0);
-        put(o, "\"listener_lost\":%u,", sl->lost);
+        put(o, "\"listener_lost\":%u,\"stalls\":%u,\"stall_rescues\":%u,", sl->lost, sl->stalls,
+            sl->rescues);
         put(o, "\"restarts\":%u,\"consecutive_exits\":%u,\"crash_loop\":%s,\"backoff_s\":%.3f,",
             sl->restarts, sl->crashes, sl->crashes >= 3 ? "true" : "false",
             sl->state == SL_BACKOFF && sl->backoff_until > now
@@ -267,8 +288,9 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         ps__buf_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
         ps__buf_json_string(o, addr);
-        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"sockets\":[",
-            gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens);
+        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"sockets\":[",
+            gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens,
+            ps__steer_name(gr->steer));
         for (i = 0; i < gr->nfds; i++) {
             unsigned q = 0, lim = 0;
             int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;
@@ -325,6 +347,13 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         sup->reloads_ok, sup->reloads_failed, sup->nqueued);
     put(o, "\"strays_killed\":%u,", sup->strays_killed);
     json_endpoints(o, sup, now);
+    {
+        const char *why;
+        put(o, "\"steering\":\"%s\",\"steering_reason\":",
+            ps__steer_name(ps__sup_steering(sup, &why)));
+        ps__buf_json_string(o, why);
+        put(o, ",\"stall_timeout_ms\":%u,", sup->cfg->stall_timeout_ms);
+    }
     json_slots(o, sup, now);
     put(o, ",\"other_workers\":[");
     for (i = 0; i < sup->nworkers; i++) {

@@ -36,6 +36,15 @@ struct ps_endpoint;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
+/* What steers a group's new connections (decided once per group). */
+enum ps_steer {
+    PS_STEER_UNSET, /* not decided yet */
+    PS_STEER_NONE,  /* nothing to steer: shared, UDP or unix */
+    PS_STEER_CBPF,  /* classic BPF by the kernel's socket index; no migration */
+    PS_STEER_EBPF,  /* eBPF SELECT_OR_MIGRATE: a closed socket's queue moves */
+    PS_STEER_COUNT
+};
+
 struct ps_group {
     struct ps_spec spec;
     int shared;    /* one socket for every slot */
@@ -48,6 +57,12 @@ struct ps_group {
      * leaves is replaced by the last (net/core/sock_reuseport.c). */
     int order[PS_SUP_MAX_WORKERS];
     unsigned relistens; /* times a dead socket of this group was revived */
+    enum ps_steer steer;
+    char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
+    struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
+    unsigned steer_busy;   /* map updates refused with EBUSY in a row */
+    /* down[i]: socket i was shut down by ps__group_shutdown (not revived) */
+    unsigned char down[PS_SUP_MAX_WORKERS];
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
@@ -70,15 +85,85 @@ int ps__group_fd(const struct ps_group *g, int slot);
 /* 1 when g is a TCP reuseport group a steering program can be attached to. */
 int ps__group_can_steer(const struct ps_group *g);
 
-/* Attach a program sending new connections only to sockets whose serving[]
- * flag is set (to all when none is); 0 or -errno.  O(nfds). */
-int ps__group_steer(struct ps_group *g, const unsigned char *serving);
+/* Decide how g is steered (want: a PS_STEERING_* of the configuration):
+ * eBPF when it can be loaded and attached and want allows it, else CBPF
+ * (steer_why says why); NONE for groups that are not steered.  0, or
+ * -errno with why when want is PS_STEERING_EBPF and eBPF cannot be had. */
+int ps__group_steer_init(struct ps_group *g, int want);
+
+/* Send new connections only to the sockets whose serving[] flag is set (to
+ * all when none is): the eBPF maps, or a new CBPF program.  With cpu_slot
+ * (--cpu-affinity; ncpu entries, CPU number -> a serving slot or -1) a
+ * connection received on a CPU goes to that CPU's slot first.  0 or -errno
+ * (-EBUSY from eBPF: try again soon).  O(nfds + ncpu). */
+int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int *cpu_slot,
+                    int ncpu);
+
+/* 1 when a closed or shut-down socket of g hands its queue and handshakes
+ * over to the serving sockets (eBPF SELECT_OR_MIGRATE attached). */
+int ps__group_migrates(const struct ps_group *g);
+
+/* Stop socket i listening (shutdown(2)), with eBPF attached so that what
+ * it has queued or in its handshake moves to the serving sockets; *queued
+ * gets what was queued.  Every holder's copy stops with it.  0 or -errno. */
+int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
+
+/* Socket i, shut down (ps__group_shutdown), is replaced by a new socket
+ * bound to the same address, joining the group: copies of the old one
+ * (a stalled worker's) never see a connection again.  0 or -errno (then
+ * socket i listens again in place, if it can). */
+int ps__group_replace(struct ps_group *g, int i);
+
+/* listen(2) again on socket i after ps__group_shutdown (scale back up):
+ * 1 when it listens again, 0 when it was listening, or -errno. */
+int ps__group_listen_again(struct ps_group *g, int i);
 
 /* Socket i of g no longer listens (a holder called shutdown(2) on it, which
  * Linux allows on a shared listener): listen(2) on it again, in place, so
  * every copy works again.  Returns 1 when revived, 0 when it was listening,
  * -errno when it cannot be revived (the caller then reports it). */
 int ps__group_revive(struct ps_group *g, int i);
+
+/* ---- steering (steer.c) -------------------------------------------------- */
+
+/* Update every group's steering to the slots that serve now (and decide a
+ * group's steering first if it is not decided yet); keeps steer_dirty set
+ * when it must be tried again. */
+void ps__sup_steer(struct ps_sup *sup);
+
+/* The steering of the supervisor's groups as one word: cbpf if any group
+ * has it (why: the reason), else ebpf if any, else none. */
+enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
+
+/* 1 when every steered group migrates (eBPF): retiring needs no grace. */
+int ps__sup_migrates(const struct ps_sup *sup);
+
+/* stall.c: look at the queues of the ready and stalled slots (every
+ * a tenth of --stall-timeout), and feed EV_STALL / EV_RESUME.  O(slots x groups). */
+void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
+
+/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off). */
+uint64_t ps__stall_next(const struct ps_sup *sup);
+
+/* A stalled slot's rescue: under eBPF shut its sockets down (the queue
+ * moves to the serving slots) and give it fresh ones; under CBPF the
+ * queue stays for its next worker.  Logs what moved. */
+void ps__stall_rescue_sockets(struct ps_sup *sup, int s);
+
+/* --cpu-affinity: the CPUs we may run on (sched_getaffinity), at most max of
+ * them, in order; 0 when unknown. */
+int ps__cpu_list(int *cpus, int max);
+
+/* The CPU of slot s: the (s mod N)-th CPU of the list, or -1. */
+int ps__slot_cpu(int s);
+
+/* In a worker's child process: run only on its slot's CPU. */
+void ps__pin_to_slot_cpu(int s);
+
+/* Log once which steering group g got, and why. */
+void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
+
+const char *ps__steer_name(enum ps_steer st);
 
 /* ---- workers ----------------------------------------------------------- */
 
@@ -123,6 +208,7 @@ enum ps_slot_state {
     SL_CLOSING,  /* retired: worker draining; the socket closes when it is gone */
     SL_STOPPING, /* the supervisor stops: worker draining */
     SL_CLOSED,   /* gone (beyond nslots), or stopped */
+    SL_STALLED,  /* its socket's queue stopped draining: steered away (stall.c) */
     SL_STATE_COUNT
 };
 
@@ -139,25 +225,31 @@ enum ps_slot_event {
     EV_REPLACE,       /* a reload committed: the slot's next worker takes over */
     EV_STOP,          /* the supervisor stops */
     EV_LISTENER_LOST, /* its socket stopped listening (a worker's shutdown(2)) */
+    EV_STALL,         /* its queue has not drained for --stall-timeout (again: rescue) */
+    EV_RESUME,        /* stalled, its queue drains again */
     EV_COUNT
 };
 
 /* The actions of the table; each row's action runs before the slot moves to
  * the row's state (an action may pick the documented alternative). */
 enum ps_slot_action {
-    A_IGNORE,  /* cannot happen in this state, or means nothing here */
-    A_SPAWN,   /* start a worker of the serving generation (fails: back-off) */
-    A_READY,   /* steer to it; maybe tell systemd everything is ready */
-    A_RELEASE, /* it leaves by itself: steer away, replace at once (no crash) */
-    A_CRASH,   /* count the exit, schedule the restart with back-off */
-    A_LATE,    /* drain it (not ready in time), count as a crash */
-    A_ABORT,   /* SIGABRT (watchdog), count as a crash */
-    A_RETIRE,  /* steer away; wait for its queue */
-    A_KEEP,    /* back to serving; a worker of an older generation is replaced */
-    A_DRAIN,   /* drain signal to its worker */
-    A_LOSE,    /* its worker is gone while retiring: close when idle */
-    A_SWAP,    /* drain the old worker, the next one becomes the slot's */
-    A_REVIVE,  /* listen() again on its socket, log it */
+    A_IGNORE,   /* cannot happen in this state, or means nothing here */
+    A_SPAWN,    /* start a worker of the serving generation (fails: back-off) */
+    A_READY,    /* steer to it; maybe tell systemd everything is ready */
+    A_RELEASE,  /* it leaves by itself: steer away, replace at once (no crash) */
+    A_CRASH,    /* count the exit, schedule the restart with back-off */
+    A_LATE,     /* drain it (not ready in time), count as a crash */
+    A_ABORT,    /* SIGABRT (watchdog), count as a crash */
+    A_RETIRE,   /* steer away; wait for its queue */
+    A_KEEP,     /* back to serving; a worker of an older generation is replaced */
+    A_DRAIN,    /* drain signal to its worker */
+    A_HANDOVER, /* retired: under eBPF shut its sockets down (the queue moves), drain */
+    A_LOSE,     /* its worker is gone while retiring: close when idle */
+    A_SWAP,     /* drain the old worker, the next one becomes the slot's */
+    A_REVIVE,   /* listen() again on its socket, log it */
+    A_STALL,    /* steer away from it, count the stall */
+    A_RESUME,   /* steer to it again */
+    A_RESCUE,   /* still stalled: queue moves (eBPF), fresh socket, worker drained */
     A_COUNT
 };
 
@@ -179,6 +271,12 @@ struct ps_slot {
     uint64_t retire_since;  /* SL_RETIRING: when it was steered away */
     int last_exit;          /* wait status of the last exit, for status */
     unsigned lost;          /* times its socket was found not listening */
+    unsigned stalls;        /* times it was found stalled */
+    unsigned rescues;       /* times a stalled worker was replaced */
+    /* stall detection (stall.c): the queue length last seen, since when it
+     * has not gone down (0: empty or draining), when it was steered away */
+    unsigned stall_q;
+    uint64_t stall_since, stalled_at;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -311,7 +409,8 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms; /* last check of the held sockets and strays */
+    uint64_t checked_ms;       /* last check of the held sockets and strays */
+    uint64_t stall_checked_ms; /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd;
     uint64_t control_paused_until; /* EMFILE on accept: stop polling it until then */
     char notify_addr[108];
@@ -319,8 +418,9 @@ struct ps_sup {
     struct ps_client *clients; /* PS_SUP_MAX_CLIENTS of them (control.c) */
     unsigned client_serials;
     int steer_dirty;
-    int steer_warned; /* the steering program could not be attached */
-    int told_ready;   /* READY=1 sent to systemd after the first start */
+    int steer_warned;    /* the steering program could not be attached */
+    int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
+    int told_ready;      /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
     /* --watch (watch.c) */

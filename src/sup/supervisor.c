@@ -98,28 +98,6 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
     return NULL;
 }
 
-/* ---- steering: only slots with a ready worker get new connections ----- */
-
-static void update_steering(struct ps_sup *sup)
-{
-    /* zeroed: a group can hold more sockets than there are slots (a grow
-     * that failed half way); those get no connections */
-    unsigned char serving[PS_SUP_MAX_WORKERS] = {0};
-    int s, g, r;
-
-    sup->steer_dirty = 0;
-    for (s = 0; s < sup->nslots; s++)
-        serving[s] = (unsigned char)ps__slot_serving(sup, s);
-    for (g = 0; g < sup->ngroups; g++) {
-        r = ps__group_steer(&sup->groups[g], serving);
-        if (r < 0 && !sup->steer_warned++)
-            ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
-                        "cannot attach the reuseport steering program: %s; connections may "
-                        "queue on a socket whose worker is restarting",
-                        ps_strerror(r));
-    }
-}
-
 /* ---- what a worker tells us ------------------------------------------------- */
 
 void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
@@ -258,6 +236,10 @@ static int retire_done(struct ps_sup *sup, int s, uint64_t now)
 {
     int g;
 
+    /* with eBPF its socket hands the queue over when it shuts down: only
+     * the steering must have been updated first */
+    if (ps__sup_migrates(sup))
+        return !sup->steer_dirty;
     if (now - sup->slots[s].retire_since >= sup->cfg->drain_timeout_ms)
         return 1;
     if (now - sup->slots[s].retire_since < RETIRE_GRACE_MS)
@@ -414,6 +396,9 @@ static void check_listeners(struct ps_sup *sup)
         if (gr->spec.proto == PS_PROTO_UDP)
             continue;
         for (i = 0; i < gr->nfds; i++) {
+            /* shut down on purpose, for its queue to move on (slots.c) */
+            if (gr->down[i])
+                continue;
             r = ps__group_revive(gr, i);
             if (r == 0)
                 continue;
@@ -463,6 +448,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
             if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
                 ps__worker_kill(sup, &sup->workers[i]);
     ps__watch_timer(sup, now);
+    ps__sup_check_stalls(sup, now);
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);
@@ -509,6 +495,9 @@ static int next_timeout(const struct ps_sup *sup)
         if (sl->state == SL_RETIRING)
             earlier(&next, now + 50);
     }
+    if (sup->steer_dirty) /* an eBPF map update to try again */
+        earlier(&next, now + 50);
+    earlier(&next, ps__stall_next(sup));
     if (sup->stopping)
         earlier(&next, sup->stop_deadline);
     if (sup->lameduck_until)
@@ -753,8 +742,26 @@ static int bind_all(struct ps_sup *sup, char *err, size_t errlen)
         r = ps__group_open(g, sup->target, err, errlen);
         if (r < 0)
             return r;
+
         cfg->specs[i] = g->spec; /* the port the kernel chose, for status */
         sup->ngroups++;
+    }
+    return 0;
+}
+
+/* Each group's steering, decided before any worker runs. */
+static int steer_init(struct ps_sup *sup, char *err, size_t errlen)
+{
+    int g, r;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        r = ps__group_steer_init(&sup->groups[g], sup->cfg->steering);
+        if (r < 0) {
+            ps__set_error(err, errlen, "--steering ebpf: cannot load the eBPF program: %s",
+                          sup->groups[g].steer_why);
+            return r;
+        }
+        ps__sup_steer_said(sup, &sup->groups[g]);
     }
     return 0;
 }
@@ -846,7 +853,7 @@ static void loop(struct ps_sup *sup)
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
         if (sup->steer_dirty)
-            update_steering(sup);
+            ps__sup_steer(sup);
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
@@ -974,6 +981,9 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = ps__endpoints_open(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_BIND, r;
+    r = steer_init(sup, err, errlen);
+    if (r < 0)
+        return *stage = PS_SUP_STAGE_SYSTEM, r;
     log_listeners(sup);
     r = open_notify(sup, err, errlen);
     if (r < 0)

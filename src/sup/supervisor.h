@@ -16,6 +16,13 @@
 #define PS_SUP_MAX_LISTENERS 32
 #define PS_SUP_MAX_WORKERS   1024
 
+/* --steering: what may steer new connections of TCP reuseport groups */
+enum ps_sup_steering {
+    PS_STEERING_AUTO, /* eBPF SELECT_OR_MIGRATE where it loads, else CBPF */
+    PS_STEERING_CBPF, /* classic BPF only (and a retire grace) */
+    PS_STEERING_EBPF  /* eBPF or refuse to start */
+};
+
 enum ps_log_level { PS_LOG_DEBUG, PS_LOG_INFO, PS_LOG_WARN, PS_LOG_ERROR };
 
 /* Where the supervisor's log lines go: event is a short snake_case tag
@@ -53,6 +60,9 @@ struct ps_sup_config {
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
+    enum ps_sup_steering steering;
+    unsigned stall_timeout_ms; /* 0: off; a queue not draining this long is a stall */
+    int cpu_affinity;          /* slot i's worker on CPU i mod N, its connections too */
     char name[64];
     char control_path[108];
     char **argv;          /* PROGRAM ARGS..., NULL-terminated */

@@ -133,6 +133,8 @@ static const struct field slot_fields[] = {
     FLD(struct ps_slot, retire_since, F_U64),
     FLD(struct ps_slot, last_exit, F_INT),
     FLD(struct ps_slot, lost, F_UINT),
+    FLD(struct ps_slot, stalls, F_UINT),
+    FLD(struct ps_slot, rescues, F_UINT),
 };
 
 static const struct field worker_fields[] = {

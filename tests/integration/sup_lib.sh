@@ -9,8 +9,19 @@
 : "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
 LOADGEN=$PS_TOOLS/loadgen
 TESTWORKER=$PS_TOOLS/testworker
-T=$(mktemp -d /tmp/ps-test.XXXXXX)
+T=$(mktemp -d "${PS_TEST_TMP:-/tmp}/ps-test.XXXXXX")
 SUP_PIDS=()
+# PS_STEERING=cbpf|ebpf runs a test that passes "${STEER[@]}" to sup_start
+# with that steering (the *_cbpf.sh variants force the classic BPF fallback)
+STEER=(${PS_STEERING:+--steering "$PS_STEERING"})
+
+# check_steering NAME: status shows the steering PS_STEERING asked for
+check_steering() {
+    [ -z "${PS_STEERING:-}" ] && return 0
+    local got
+    got=$(status_json "$1" | jq -r .steering)
+    [ "$got" = "$PS_STEERING" ] || fail "steering is $got, not $PS_STEERING"
+}
 
 
 # descendants PID: every process below PID, by pid

@@ -64,7 +64,7 @@ n=$(jq '.cases | length' "$J")
 echo "cases: $n"
 [ "$n" -ge 300 ] || fail "only $n cases (several hundred expected)"
 for f in SO_REUSEPORT SO_REUSEPORT_LB tcp_migrate_req SO_ATTACH_REUSEPORT_CBPF \
-    SO_ATTACH_REUSEPORT_EBPF SO_INCOMING_CPU EPOLLEXCLUSIVE IP_BIND_ADDRESS_NO_PORT; do
+    SO_ATTACH_REUSEPORT_EBPF SO_INCOMING_CPU EPOLLEXCLUSIVE IP_BIND_ADDRESS_NO_PORT SELECT_OR_MIGRATE; do
     jq -e --arg f "$f" '.features[$f].supported | . == null or type == "boolean"' "$J" >/dev/null ||
         fail "feature $f missing"
 done
@@ -87,6 +87,18 @@ if [ "$root" -eq 1 ]; then
     jq -e '.netns.private == true and .other_uid.tested == true
            and any(.spread.close[]; .tcp_migrate_req == 1 and .migrated == .queued)' "$J" \
         >/dev/null || fail "root run: netns / other UID / migration: $(jq -c '.netns, .other_uid' "$J")"
+    # portshare's eBPF program, where this kernel has SELECT_OR_MIGRATE (>= 5.14):
+    # a closed listener's queued connections and handshakes all move, none reset,
+    # with tcp_migrate_req at 0
+    if jq -e '.features.SELECT_OR_MIGRATE.supported != null and .ebpf_migrate.error == null' "$J" >/dev/null; then
+        jq -e '.ebpf_migrate | .tcp_migrate_req == 0 and .queued > 0 and .queued_migrated == .queued
+               and .queued_reset == 0 and .handshakes > 0 and .handshakes_migrated == .handshakes
+               and .handshakes_reset == 0' "$J" >/dev/null ||
+            fail "eBPF migration: $(jq -c .ebpf_migrate "$J")"
+        echo "eBPF SELECT_OR_MIGRATE: $(jq -r .features.SELECT_OR_MIGRATE.detail "$J")"
+    else
+        echo "eBPF SELECT_OR_MIGRATE not measured: $(jq -r .features.SELECT_OR_MIGRATE.detail "$J")"
+    fi
 fi
 
 # ---- hand-made cases --------------------------------------------------------------

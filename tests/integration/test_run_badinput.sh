@@ -30,6 +30,8 @@ expect 2 "unknown option 'bogus'" -- $P run "${C[@]}" -l '127.0.0.1:0?bogus=1' -
 expect 2 "bad --workers '0'" -- $P run "${C[@]}" -l 127.0.0.1:0 -w 0 -- true
 expect 2 "bad duration 'soon'" -- $P run "${C[@]}" -l 127.0.0.1:0 --ready-timeout soon -- true
 expect 2 "bad --mode" -- $P run "${C[@]}" -l 127.0.0.1:0 --mode fast -- true
+expect 2 "bad --steering" -- $P run "${C[@]}" -l 127.0.0.1:0 --steering fast -- true
+expect 2 "bad duration 'later'" -- $P run "${C[@]}" -l 127.0.0.1:0 --stall-timeout later -- true
 expect 2 "no such user" -- $P run "${C[@]}" -l 127.0.0.1:0 --user no-such-user-xyz -- true
 expect 2 "nothing to listen on" -- $P run "${C[@]}" -- true
 expect 2 "no PROGRAM" -- $P run "${C[@]}" -l 127.0.0.1:0

@@ -7,7 +7,8 @@
 # served after it is killed and replaced.
 . "$(dirname "$0")/sup_lib.sh"
 
-sup_start k -l 127.0.0.1:0 -w 2 -- "$TESTWORKER"
+sup_start k -l 127.0.0.1:0 -w 2 "${STEER[@]}" -- "$TESTWORKER"
+check_steering k
 load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --duration 120
 
 kill_workers k 20

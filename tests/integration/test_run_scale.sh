@@ -5,7 +5,8 @@
 # queues, and only then closes them, so nothing queued is reset.
 . "$(dirname "$0")/sup_lib.sh"
 
-sup_start sc -l 127.0.0.1:0 -w 2 -- "$TESTWORKER"
+sup_start sc -l 127.0.0.1:0 -w 2 "${STEER[@]}" -- "$TESTWORKER"
+check_steering sc
 load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --duration 120
 
 settle() { # settle N: N slots, all ready, N sockets

@@ -42,8 +42,10 @@
  *   {"sent":N,"ok":N,"failed":N,"refused":N,"reset":N,"eof":N,"timeout":N,
  *    "connect_error":N,"bad_status":N,"bad_response":N,"retried":N,
  *    "idle_closed":N,"connections":N,"elapsed_s":F,"rps":F,
- *    "status":{"200":N},"by_pid":{"1234":N}}
- * rps is ok responses per second of elapsed time.
+ *    "status":{"200":N},"latency_ms":{"p50":N,"p90":N,"p99":N,"p999":N,"max":N},
+ *    "slower_1s":N,"slower_2s":N,"by_pid":{"1234":N}}
+ * rps is ok responses per second of elapsed time; latencies are of the ok
+ * responses, in ms from the request's start (a retry included), to the ms.
  *
  * Exit: 0 when failed == 0 and at least one request was ok, 1 otherwise
  * (a run that did nothing proves nothing), 2 on a usage error.
@@ -101,10 +103,13 @@ static atomic_llong tickets; /* requests started, against --requests */
 static atomic_int threads_done;
 static volatile sig_atomic_t got_signal;
 
-#define MAX_PIDS 128
+#define MAX_PIDS   128
+#define LAT_MAX_MS 10000 /* latencies are counted per ms up to here, the rest together */
 
 struct stats {
     long long sent, outcome[O__COUNT], retried, idle_closed, connections;
+    long long lat[LAT_MAX_MS + 1]; /* ok responses by ms from the request's start */
+    long long lat_max;
     long long status[600];
     long pid[MAX_PIDS];
     long long pid_ok[MAX_PIDS];
@@ -131,7 +136,7 @@ struct conn {
     int active;  /* a request is in progress in this slot */
     int reused;  /* fd already carried a complete response */
     int retried; /* this request was already retried once */
-    long long deadline;
+    long long deadline, started;
     size_t woff;
     /* response */
     enum bstate body;
@@ -342,6 +347,12 @@ static void count_pid(struct stats *st, long pid, long long n)
 static void finish(struct thread *t, struct conn *c, enum outcome o)
 {
     t->st.outcome[o]++;
+    if (o == O_OK) {
+        long long ms = now_ms() - c->started;
+        t->st.lat[ms < 0 ? 0 : ms > LAT_MAX_MS ? LAT_MAX_MS : ms]++;
+        if (ms > t->st.lat_max)
+            t->st.lat_max = ms;
+    }
     if (o == O_OK || o == O_BAD_STATUS)
         t->st.status[c->status]++;
     if (o == O_OK && c->pid > 0)
@@ -474,7 +485,8 @@ static void start_request(struct thread *t, struct conn *c)
     t->st.sent++;
     c->active = 1;
     c->retried = 0;
-    c->deadline = now_ms() + opt.timeout_ms;
+    c->started = now_ms();
+    c->deadline = c->started + opt.timeout_ms;
     begin_attempt(t, c);
 }
 
@@ -720,8 +732,37 @@ static void merge(struct stats *to, const struct stats *from)
         to->outcome[i] += from->outcome[i];
     for (i = 0; i < 600; i++)
         to->status[i] += from->status[i];
+    for (i = 0; i <= LAT_MAX_MS; i++)
+        to->lat[i] += from->lat[i];
+    if (from->lat_max > to->lat_max)
+        to->lat_max = from->lat_max;
     for (i = 0; i < from->npids; i++)
         count_pid(to, from->pid[i], from->pid_ok[i]);
+}
+
+/* the latency under which a share q of the ok responses came (ms) */
+static long long percentile(const struct stats *st, double q)
+{
+    long long n = st->outcome[O_OK], seen = 0;
+    int i;
+
+    for (i = 0; i <= LAT_MAX_MS; i++) {
+        seen += st->lat[i];
+        if (n && (double)seen >= q * (double)n)
+            return i == LAT_MAX_MS ? st->lat_max : i;
+    }
+    return 0;
+}
+
+/* ok responses that took longer than ms */
+static long long slower(const struct stats *st, int ms)
+{
+    long long n = 0;
+    int i;
+
+    for (i = ms + 1; i <= LAT_MAX_MS; i++)
+        n += st->lat[i];
+    return n;
 }
 
 static void print_json(const struct stats *st, long long failed, double elapsed)
@@ -742,7 +783,11 @@ static void print_json(const struct stats *st, long long failed, double elapsed)
             sep = ",";
         }
     }
-    printf("},\"by_pid\":{");
+    printf("},\"latency_ms\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"p999\":%lld,\"max\":%lld}",
+           percentile(st, 0.5), percentile(st, 0.9), percentile(st, 0.99), percentile(st, 0.999),
+           st->lat_max);
+    printf(",\"slower_1s\":%lld,\"slower_2s\":%lld", slower(st, 1000), slower(st, 2000));
+    printf(",\"by_pid\":{");
     for (sep = "", i = 0; i < st->npids; i++) {
         printf("%s\"%ld\":%lld", sep, st->pid[i], st->pid_ok[i]);
         sep = ",";

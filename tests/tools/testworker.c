@@ -8,7 +8,7 @@
  *
  *   testworker [--ready-after MS] [--never-ready] [--no-notify]
  *              [--exit-after MS CODE] [--crash-on-start] [--delay-response MS]
- *              [--ignore-term] [--dump FILE] [--status TEXT]
+ *              [--ignore-term] [--dump FILE] [--status TEXT] [--defer-accept SECS]
  *
  * --never-ready sends only STATUS= (it speaks sd_notify, so `--ready auto`
  * waits for a READY=1 that never comes); --no-notify sends nothing.
@@ -29,6 +29,10 @@
  * exit 0.  Connections still queued in the listeners stay there for the
  * next worker of the slot.  Listeners are set O_NONBLOCK, which is shared
  * with every holder of the same file description (the supervisor too).
+ *
+ * --defer-accept SECS sets TCP_DEFER_ACCEPT on the stream listeners (the
+ * socket, shared with the supervisor): a connection stays in its handshake
+ * until the client's first data arrives.
  *
  * Exit codes: 0 after a drain, 1 for --crash-on-start, 2 bad options,
  * 3 a bad environment (no or wrong descriptors, dump not writable),
@@ -55,6 +59,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +75,7 @@
 #include <unistd.h>
 
 static struct {
-    long ready_after, exit_after, delay;
+    long ready_after, exit_after, delay, defer_accept;
     int never_ready, no_notify, exit_code, crash, ignore_term;
     const char *dump, *status;
 } opt = {.exit_after = -1};
@@ -150,7 +156,8 @@ static void parse_options(int argc, char **argv)
         {"no-notify", no_argument, 0, 'n'},         {"exit-after", required_argument, 0, 'x'},
         {"crash-on-start", no_argument, 0, 'c'},    {"delay-response", required_argument, 0, 'd'},
         {"ignore-term", no_argument, 0, 'i'},       {"dump", required_argument, 0, 'D'},
-        {"status", required_argument, 0, 's'},      {0, 0, 0, 0}};
+        {"status", required_argument, 0, 's'},      {"defer-accept", required_argument, 0, 'A'},
+        {0, 0, 0, 0}};
     int o;
 
     opterr = 0;
@@ -187,6 +194,9 @@ static void parse_options(int argc, char **argv)
             break;
         case 's':
             opt.status = optarg;
+            break;
+        case 'A': /* seconds, as TCP_DEFER_ACCEPT takes them */
+            opt.defer_accept = parse_ms(optarg, "--defer-accept");
             break;
         default:
             fatal(2, "unknown option or missing value: %s", argv[optind - 1]);
@@ -596,6 +606,13 @@ static void setup_listeners(int n)
         else
             fatal(3, "fd %s is neither a listening stream socket nor a datagram socket", what);
         listeners[i].it.fd = fd;
+        /* on the socket itself, which the supervisor holds too: a worker
+         * may set it like any server that wants its first data with accept */
+        if (opt.defer_accept && listeners[i].it.kind == K_LISTEN) {
+            int secs = (int)opt.defer_accept;
+            if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) < 0)
+                fatal(3, "cannot set TCP_DEFER_ACCEPT on fd %s", what);
+        }
         /* the file description is shared with the supervisor; every server
          * that multiplexes its listeners does this */
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||

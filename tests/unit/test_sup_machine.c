@@ -494,7 +494,7 @@ static int live_workers(void)
 
 static int reloadable(enum ps_slot_state st)
 {
-    return st == SL_BACKOFF || st == SL_STARTING || st == SL_READY;
+    return st == SL_BACKOFF || st == SL_STARTING || st == SL_READY || st == SL_STALLED;
 }
 
 /* Slot s's own consistency: its worker is in the condition its state says. */
@@ -527,7 +527,8 @@ static void check_slot(int s)
               w ? ps__worker_state_name(w->state) : "missing");
         break;
     case SL_READY:
-        CHECK(w && w->state == W_READY, "slot %d is ready, its worker %s", s,
+    case SL_STALLED: /* its worker is ready; only its queue says it stalled */
+        CHECK(w && w->state == W_READY, "slot %d is %s, its worker %s", s, name,
               w ? ps__worker_state_name(w->state) : "missing");
         break;
     case SL_RETIRING:
@@ -989,6 +990,10 @@ static void pair_setup(enum ps_slot_state st, enum variant v)
         assert_int_equal(sl->state, SL_CLOSED);
         assert_int_equal(sup.nslots, 1);
         break;
+    case SL_STALLED: /* stall.c fires EV_STALL from the socket's queue */
+        start_ready(SUBJECT);
+        fire_expect(SUBJECT, EV_STALL, SL_STALLED);
+        break;
     case SL_STATE_COUNT:
         break;
     }
@@ -1007,6 +1012,8 @@ static int consistent(enum ps_slot_event ev, const struct ps_worker *w)
     case EV_READY_LATE:
         return !w || w->state == W_STARTING;
     case EV_WATCHDOG:
+    case EV_STALL:
+    case EV_RESUME:
         return !w || w->state == W_READY;
     default:
         return 1;
@@ -1177,6 +1184,39 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(sl->current, cur);
         assert_int_equal(fake.ncalls, 0);
         break;
+    case A_HANDOVER:
+        /* A_DRAIN, after shutting the sockets down under eBPF (no groups
+         * here: nothing to shut down) */
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(sl->restarts, b->sl[1].restarts);
+        expect_drained(cur, t0, t1, cfg.drain_timeout_ms);
+        expect_one_signal(cur, DRAIN_SIG);
+        break;
+    case A_STALL:
+        /* steered away from; its worker stays, untouched */
+        assert_int_equal(sl->current, cur);
+        assert_int_equal(sl->stalls, b->sl[1].stalls + 1);
+        assert_true(sl->stalled_at >= t0 && sl->stalled_at <= t1);
+        assert_true(sup.steer_dirty);
+        assert_int_equal(fake.ncalls, 0);
+        break;
+    case A_RESUME:
+        assert_int_equal(sl->current, cur);
+        assert_int_equal(sl->stalls, b->sl[1].stalls);
+        assert_true(sup.steer_dirty);
+        assert_int_equal(fake.ncalls, 0);
+        break;
+    case A_RESCUE:
+        /* a fresh worker at once; the stalled one drains (killed after the
+         * drain timeout), counted as a restart, not as a crash */
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(sl->rescues, b->sl[1].rescues + 1);
+        assert_int_equal(sl->restarts, b->sl[1].restarts + 1);
+        assert_int_equal(sl->crashes, b->sl[1].crashes);
+        assert_int_equal(sl->backoff_until, 0);
+        expect_drained(cur, t0, t1, cfg.drain_timeout_ms);
+        expect_one_signal(cur, DRAIN_SIG);
+        break;
     case A_COUNT:
         fail_msg("row with action A_COUNT");
     }
@@ -1286,7 +1326,7 @@ static void test_table_shape(void **state)
             /* a slot without a worker hears nothing from one */
             if ((st == SL_BACKOFF || st == SL_CLOSING || st == SL_STOPPING || st == SL_CLOSED) &&
                 (ev == EV_READY || ev == EV_STOPPING || ev == EV_EXIT || ev == EV_READY_LATE ||
-                 ev == EV_WATCHDOG))
+                 ev == EV_WATCHDOG || ev == EV_STALL || ev == EV_RESUME))
                 assert_true(is_no(t));
             /* a worker that leaves, by any way, is never kept as the slot's */
             if (!is_no(t) &&
@@ -1297,6 +1337,7 @@ static void test_table_shape(void **state)
     /* stop reaches every live state */
     for (st = 0; st < SL_STOPPING; st++)
         assert_int_equal(ps__slot_table[st][EV_STOP].next, SL_STOPPING);
+    assert_int_equal(ps__slot_table[SL_STALLED][EV_STOP].next, SL_STOPPING);
     /* the only way to start a worker is the back-off's end */
     for (st = 0; st < SL_STATE_COUNT; st++)
         for (ev = 0; ev < EV_COUNT; ev++)
@@ -1989,6 +2030,13 @@ static void step_slot_event(void)
     case EV_STOP:
         if (!rnd(10))
             stop();
+        break;
+    case EV_STALL:
+    case EV_RESUME:
+        /* stall.c fires these from the held sockets' queues, which this
+         * test does not fill: fired directly, for a ready worker only */
+        if (w && w->state == W_READY)
+            ps__slot_event(&sup, s, (enum ps_slot_event)ev, 0, "test");
         break;
     case EV_LISTENER_LOST:
         for (i = 0; i < sup.ngroups; i++)

@@ -1,0 +1,163 @@
+/*
+ * stall.c - a worker that stops accepting never stalls its clients.
+ *
+ * A worker stuck in a busy loop, a deadlock, a frozen cgroup or SIGSTOP
+ * tells the supervisor nothing; its socket does: connections wait in its
+ * accept queue and the queue does not go down.  Linux shows a listener's
+ * queue length (TCP_INFO tcpi_unacked, ps_listen_queue) but counts no
+ * accepts per listener, so "accepted nothing" is read as "the queue never
+ * went down": a slot whose queued connections (summed over its TCP
+ * reuseport sockets) stayed above zero without once decreasing between two
+ * looks, for --stall-timeout, is stalled (EV_STALL).  The slot is steered
+ * away from at once (its worker stays).  A healthy worker that merely fell
+ * behind empties its queue then, and gets traffic again (EV_RESUME, as soon
+ * as the queue goes down).  Still stalled half a timeout later, the slot is
+ * rescued (EV_STALL again): under eBPF its sockets are shut down, so what
+ * they hold moves to the serving slots, and replaced by fresh ones; its
+ * worker's process tree is killed and a fresh worker started.  Under CBPF
+ * nothing can move: the queue waits in the socket for the fresh worker.
+ *
+ * The queues are looked at every timeout / 10 (20 ms to 250 ms), one
+ * getsockopt per slot and group, only while the option is on.
+ */
+#include "sup_internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+static unsigned every_ms(const struct ps_sup *sup)
+{
+    unsigned t = sup->cfg->stall_timeout_ms / 10;
+
+    return t < 20 ? 20 : t > 250 ? 250 : t;
+}
+
+static int watched(const struct ps_sup *sup, int s)
+{
+    return sup->slots[s].state == SL_READY || sup->slots[s].state == SL_STALLED;
+}
+
+uint64_t ps__stall_next(const struct ps_sup *sup)
+{
+    int s;
+
+    if (!sup->cfg->stall_timeout_ms || sup->stopping)
+        return UINT64_MAX;
+    for (s = 0; s < sup->nslots; s++)
+        if (watched(sup, s))
+            return sup->stall_checked_ms + every_ms(sup);
+    return UINT64_MAX;
+}
+
+/* What slot s has queued over its steered sockets; -1 when it has none. */
+static long slot_queued(const struct ps_sup *sup, int s)
+{
+    long sum = -1;
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        unsigned q = 0, limit = 0;
+        if (gr->steer != PS_STEER_CBPF && gr->steer != PS_STEER_EBPF)
+            continue;
+        if (s < gr->nfds && ps_listen_queue(gr->fds[s], &q, &limit) == 0)
+            sum = (sum < 0 ? 0 : sum) + (long)q;
+    }
+    return sum;
+}
+
+static void look(struct ps_sup *sup, int s, uint64_t now)
+{
+    struct ps_slot *sl = &sup->slots[s];
+    unsigned timeout = sup->cfg->stall_timeout_ms;
+    long q = slot_queued(sup, s);
+    char why[160];
+
+    if (q < 0)
+        return;
+    if (q == 0 || (unsigned long)q < sl->stall_q) {
+        /* it accepted something: the queue went down, or is empty */
+        sl->stall_q = (unsigned)q;
+        sl->stall_since = q ? now : 0;
+        if (sl->state == SL_STALLED)
+            ps__slot_event(sup, s, EV_RESUME, 0, "its queue drains again");
+        return;
+    }
+    if (!sl->stall_since)
+        sl->stall_since = now;
+    sl->stall_q = (unsigned)q;
+    if (sl->state == SL_READY && now - sl->stall_since >= timeout) {
+        snprintf(why, sizeof(why), "%ld connection(s) queued, none accepted for %llu ms", q,
+                 (unsigned long long)(now - sl->stall_since));
+        ps__slot_event(sup, s, EV_STALL, 0, why);
+    } else if (sl->state == SL_STALLED && now - sl->stalled_at >= timeout / 2) {
+        snprintf(why, sizeof(why), "still %ld connection(s) queued, none accepted for %llu ms", q,
+                 (unsigned long long)(now - sl->stall_since));
+        ps__slot_event(sup, s, EV_STALL, 0, why);
+    }
+}
+
+void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now)
+{
+    int s;
+
+    if (!sup->cfg->stall_timeout_ms || sup->stopping || now < ps__stall_next(sup))
+        return;
+    sup->stall_checked_ms = now;
+    for (s = 0; s < sup->nslots; s++) {
+        if (watched(sup, s))
+            look(sup, s, now);
+        else
+            sup->slots[s].stall_since = sup->slots[s].stall_q = 0;
+    }
+}
+
+/* Another socket of g listens: somewhere for a migration to go (with none,
+ * the kernel would reset what moves). */
+static int other_listener(const struct ps_group *g, int s)
+{
+    unsigned q, limit;
+    int i;
+
+    for (i = 0; i < g->nfds; i++)
+        if (i != s && ps_listen_queue(g->fds[i], &q, &limit) == 0)
+            return 1;
+    return 0;
+}
+
+void ps__stall_rescue_sockets(struct ps_sup *sup, int s)
+{
+    unsigned queued, moved = 0;
+    int g, r, kept = 0;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (!ps__group_migrates(gr) || s >= gr->nfds)
+            continue;
+        if (!other_listener(gr, s)) {
+            kept = 1; /* the queue stays for the fresh worker */
+            continue;
+        }
+        r = ps__group_shutdown(gr, s, &queued);
+        if (r == 0) {
+            moved += queued;
+            r = ps__group_replace(gr, s);
+        }
+        if (r < 0)
+            ps__sup_log(sup, PS_LOG_ERROR, "stall_socket",
+                        "slot %d: cannot give it a fresh socket: %s", s, ps_strerror(r));
+    }
+    if (kept)
+        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
+                    "slot %d: fresh worker (no other socket to move its queue to: it waits for "
+                    "that worker)",
+                    s);
+    else if (ps__sup_migrates(sup))
+        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
+                    "slot %d: %u queued connection(s) moved to the serving slots; fresh "
+                    "socket, fresh worker",
+                    s, moved);
+    else
+        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
+                    "slot %d: fresh worker (classic BPF: its queue waits for it)", s);
+}

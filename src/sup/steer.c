@@ -1,0 +1,177 @@
+/*
+ * steer.c - which slots get new connections, and how that is enforced.
+ *
+ * A slot gets new connections while its state is SL_READY (slots.c).  Each
+ * TCP reuseport group is steered by an eBPF SELECT_OR_MIGRATE program where
+ * one loads, else by a classic BPF program (group.c); the choice is made
+ * once per group and said once in the log, and status shows it.  With eBPF
+ * a socket that stops listening hands its queue over to the serving ones,
+ * which is what lets a retiring slot close at once.
+ */
+#include "sup_internal.h"
+
+#include <sched.h>
+#include <string.h>
+
+static const char *const steer_names[PS_STEER_COUNT] = {
+    [PS_STEER_UNSET] = "unset",
+    [PS_STEER_NONE] = "none",
+    [PS_STEER_CBPF] = "cbpf",
+    [PS_STEER_EBPF] = "ebpf",
+};
+
+const char *ps__steer_name(enum ps_steer st)
+{
+    return st < PS_STEER_COUNT ? steer_names[st] : "?";
+}
+
+void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g)
+{
+    char addr[160];
+
+    ps_spec_format(&g->spec, addr, sizeof(addr));
+    if (g->steer == PS_STEER_EBPF)
+        ps__sup_log(sup, PS_LOG_INFO, "steering",
+                    "%s: eBPF steering (SELECT_OR_MIGRATE): a closed or shut-down socket hands "
+                    "its queue to the serving ones",
+                    addr);
+    else if (g->steer == PS_STEER_CBPF)
+        ps__sup_log(sup, PS_LOG_INFO, "steering",
+                    "%s: classic BPF steering, no migration (eBPF not used: %s); a retiring "
+                    "socket waits for its queue to empty",
+                    addr, g->steer_why);
+}
+
+enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why)
+{
+    enum ps_steer st = PS_STEER_NONE;
+    int g;
+
+    *why = "";
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        if (gr->steer == PS_STEER_CBPF) {
+            *why = gr->steer_why;
+            return PS_STEER_CBPF; /* the weakest one */
+        }
+        if (gr->steer == PS_STEER_EBPF)
+            st = PS_STEER_EBPF;
+    }
+    return st;
+}
+
+int ps__sup_migrates(const struct ps_sup *sup)
+{
+    const char *why;
+
+    return ps__sup_steering(sup, &why) == PS_STEER_EBPF;
+}
+
+int ps__cpu_list(int *cpus, int max)
+{
+    cpu_set_t set;
+    int c, n = 0;
+
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return 0;
+    for (c = 0; c < CPU_SETSIZE && n < max; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[n++] = c;
+    return n;
+}
+
+int ps__slot_cpu(int s)
+{
+    int cpus[CPU_SETSIZE], n = ps__cpu_list(cpus, CPU_SETSIZE);
+
+    return n > 0 && s >= 0 ? cpus[s % n] : -1;
+}
+
+void ps__pin_to_slot_cpu(int s)
+{
+    int c = ps__slot_cpu(s);
+    cpu_set_t set;
+
+    if (c < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* CPU number -> the first serving slot pinned to it (slots k, k + N, ... run
+ * on the k-th of our N CPUs), or -1; returns the table's length (highest CPU
+ * + 1), 0 when --cpu-affinity is off. */
+static int cpu_slots(struct ps_sup *sup, const unsigned char *serving, int *cpu_slot, int max)
+{
+    int cpus[CPU_SETSIZE], n, k, s, len = 0;
+
+    if (!sup->cfg->cpu_affinity)
+        return 0;
+    n = ps__cpu_list(cpus, CPU_SETSIZE);
+    if (n > 0 && sup->nslots > n && !sup->affinity_warned) {
+        sup->affinity_warned = 1;
+        ps__sup_log(sup, PS_LOG_WARN, "cpu_affinity",
+                    "--cpu-affinity with %d slots on %d CPUs: each CPU's connections go to the "
+                    "first ready slot pinned to it; slots %d and up get connections only while "
+                    "that slot is not ready (use at most %d workers)",
+                    sup->nslots, n, n, n);
+    }
+    for (k = 0; k < n && cpus[k] < max; k++) {
+        for (s = k; s < sup->nslots; s += n)
+            if (serving[s]) {
+                cpu_slot[cpus[k]] = s;
+                break;
+            }
+        len = cpus[k] + 1;
+    }
+    return len;
+}
+
+void ps__sup_steer(struct ps_sup *sup)
+{
+    unsigned char serving[PS_SUP_MAX_WORKERS];
+    static int cpu_slot[PS__RP_BPF_CPUS];
+    int s, g, r, ncpu;
+
+    sup->steer_dirty = 0;
+    memset(serving, 0, sizeof(serving));
+    for (s = 0; s < sup->nslots; s++)
+        serving[s] = (unsigned char)ps__slot_serving(sup, s);
+    for (s = 0; s < PS__RP_BPF_CPUS; s++)
+        cpu_slot[s] = -1; /* also the CPUs we may not run on */
+    ncpu = cpu_slots(sup, serving, cpu_slot, PS__RP_BPF_CPUS);
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (gr->steer == PS_STEER_UNSET) {
+            /* after an upgrade: the new image loads its own program; one
+             * that insists on eBPF and cannot have it settles for CBPF
+             * rather than stop serving */
+            if (ps__group_steer_init(gr, sup->cfg->steering) < 0)
+                ps__group_steer_init(gr, PS_STEERING_AUTO);
+            ps__sup_steer_said(sup, gr);
+        }
+        r = ps__group_steer(gr, serving, ncpu ? cpu_slot : NULL, ncpu);
+        if (r == -EBUSY) {
+            /* the previous image's sockarray still holds our sockets until
+             * the kernel frees it: again soon (next_timeout) */
+            sup->steer_dirty = 1;
+            if (!gr->steer_busy++)
+                ps__sup_log(
+                    sup, PS_LOG_DEBUG, "steer_busy",
+                    "eBPF maps: a socket is still in the previous program's map; again soon");
+            continue;
+        }
+        if (r == 0 && gr->steer_busy) {
+            ps__sup_log(sup, PS_LOG_DEBUG, "steer_busy", "eBPF maps set after %u attempt(s)",
+                        gr->steer_busy + 1);
+            gr->steer_busy = 0;
+        }
+        if (r < 0 && !sup->steer_warned++)
+            ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
+                        "cannot set the reuseport steering (%s): %s; connections may queue on a "
+                        "socket whose worker is restarting",
+                        ps__steer_name(gr->steer), ps_strerror(r));
+    }
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 12: a stalled worker never stalls its clients.  Under
+# connection-close load, SIGSTOP one of two workers for 6 s with the default
+# settings (--stall-timeout 1s): its queue stops draining, the slot is
+# steered away from, and half a timeout later (with eBPF) its queue moves to
+# the other slot, the slot gets a fresh socket and a fresh worker; the
+# frozen one is drained.  No request fails, and at most a handful (those the
+# frozen worker had already accepted) take longer than 2 s.  Then a worker
+# that resumes within the grace simply gets traffic again.
+. "$(dirname "$0")/sup_lib.sh"
+
+sup_start st -l 127.0.0.1:0 -w 2 "${STEER[@]}" -- "$TESTWORKER"
+check_steering st
+steering=$(status_json st | jq -r .steering)
+load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --timeout 20000 --duration 120
+
+victim=$(status_json st | jq -r '.slots[1].pid')
+kill -STOP "$victim"
+wait_until 10 grep -q 'warn stall: slot 1 stalled' "$T/st.log" ||
+    fail "slot 1 was not found stalled: $(status_json st | jq -c '[.slots[] | {slot, state}], .listeners')"
+wait_until 10 grep -q 'stall_rescue: slot 1' "$T/st.log" ||
+    fail "slot 1 was not rescued: $(tail -5 "$T/st.log")"
+wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/st.sock' | jq -e '.slots[1].state == \"ready\" and .slots[1].pid != $victim'" ||
+    fail "slot 1 has no fresh ready worker: $(status_json st | jq -c '.slots[1]')"
+sleep 4.5 # the 6 s of the freeze
+kill -CONT "$victim"
+wait_until 40 bash -c "! kill -0 $victim" || fail "the stalled worker $victim is still there"
+sleep 0.5
+load_stop load
+st=$(status_json st)
+note "SIGSTOP 6 s ($steering): $RES"
+note "$(grep -E 'stall|worker_draining' "$T/st.log" | cut -d' ' -f3- | head -6)"
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed while a worker was stopped: $RES"
+slow=$(jq .slower_2s <<<"$RES")
+[ "$slow" -le 5 ] || fail "$slow requests took longer than 2 s: $RES"
+[ "$(jq '.slots[1].stalls' <<<"$st")" -ge 1 ] || fail "status does not count the stall: $(jq -c '.slots[1]' <<<"$st")"
+[ "$(jq '.slots[1].stall_rescues' <<<"$st")" -ge 1 ] || fail "status does not count the rescue: $(jq -c '.slots[1]' <<<"$st")"
+ctl st status | grep -q 'stalled 1 time(s), 1 rescued' || fail "status text does not show the stall: $(ctl st status)"
+if [ "$steering" = ebpf ]; then
+    moved=$(grep 'stall_rescue: slot 1' "$T/st.log" | grep -o '[0-9]* queued' | head -1 | cut -d' ' -f1)
+    [ "${moved:-0}" -ge 1 ] || fail "nothing moved from the stalled queue: $(grep stall_rescue "$T/st.log")"
+fi
+echo "PASS: a worker stopped for 6 s: stalled, rescued, $(jq .sent <<<"$RES") requests, 0 failed, $slow slower than 2 s (p99 $(jq .latency_ms.p99 <<<"$RES") ms)"
+
+# a worker that resumes before the grace is over gets traffic again
+sup_start r -l 127.0.0.1:0 -w 2 "${STEER[@]}" --stall-timeout 4s -- "$TESTWORKER"
+load_start load2 --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --timeout 20000 --duration 120
+victim=$(status_json r | jq -r '.slots[1].pid')
+kill -STOP "$victim"
+wait_until 10 grep -q 'warn stall: slot 1 stalled' "$T/r.log" || fail "slot 1 was not found stalled"
+kill -CONT "$victim"
+wait_until 10 grep -q 'stall_resumed: slot 1' "$T/r.log" || fail "slot 1 did not resume: $(tail -3 "$T/r.log")"
+! grep -q 'stall_rescue' "$T/r.log" || fail "a worker that resumed was replaced anyway"
+[ "$(status_json r | jq -r '.slots[1].pid')" = "$victim" ] || fail "the resumed worker was replaced"
+sleep 1
+load_stop load2
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed around a resumed stall: $RES"
+[ "$(jq ".by_pid[\"$victim\"] // 0" <<<"$RES")" -gt 0 ] || fail "the resumed worker served nothing"
+echo "PASS: a worker that resumed within the grace kept its slot and got traffic again"
+
+# one slot only: there is no other socket for its queue to move to (the
+# kernel would reset what it cannot place), so the queue stays in its socket
+# and the fresh worker serves it
+sup_start one -l 127.0.0.1:0 -w 1 "${STEER[@]}" -- "$TESTWORKER"
+load_start load3 --connect 127.0.0.1:$PORT --threads 1 --concurrency 8 --timeout 20000 --duration 120
+victim=$(status_json one | jq -r '.slots[0].pid')
+kill -STOP "$victim"
+wait_until 10 grep -q 'stall_rescue: slot 0' "$T/one.log" || fail "the only slot was not rescued: $(tail -3 "$T/one.log")"
+wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/one.sock' | jq -e '.slots[0].state == \"ready\" and .slots[0].pid != $victim'" ||
+    fail "no fresh worker in the only slot"
+sleep 1
+kill -CONT "$victim"
+sleep 0.5
+load_stop load3
+[ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed when the only worker stalled: $RES"
+echo "PASS: the only worker stalled: its queue waited for the fresh worker, 0 failed of $(jq .sent <<<"$RES")"
