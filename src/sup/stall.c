@@ -12,7 +12,13 @@
  * away from at once (its worker stays).  A healthy worker that merely fell
  * behind empties its queue then, and gets traffic again (EV_RESUME, as soon
  * as the queue goes down).  Still stalled half a timeout later, the slot is
- * rescued (EV_STALL again): under eBPF its sockets are shut down, so what
+ * rescued (EV_STALL again) -- unless its worker was declared ready by
+ * --ready-delay alone and has not been seen taking a connection yet: that
+ * is a slow start, not a stall (--ready auto's fallback guessed), so it
+ * stays steered away until its queue goes down, as it would without
+ * stall detection, instead of being killed before it ever served (a
+ * program that needs longer than the delay would never come up).  Else,
+ * under eBPF its sockets are shut down, so what
  * they hold moves to the serving slots, and replaced by fresh ones; its
  * worker's process tree is killed and a fresh worker started.  Under CBPF
  * nothing can move: the queue waits in the socket for the fresh worker.
@@ -71,12 +77,15 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
     struct ps_slot *sl = &sup->slots[s];
     unsigned timeout = sup->cfg->stall_timeout_ms;
     long q = slot_queued(sup, s);
+    struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
     char why[160];
 
     if (q < 0)
         return;
     if (q == 0 || (unsigned long)q < sl->stall_q) {
         /* it accepted something: the queue went down, or is empty */
+        if ((unsigned long)q < sl->stall_q && w)
+            w->ready_guessed = 0; /* seen taking connections */
         sl->stall_q = (unsigned)q;
         sl->stall_since = q ? now : 0;
         if (sl->state == SL_STALLED)
@@ -90,6 +99,13 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
         snprintf(why, sizeof(why), "%ld connection(s) queued, none accepted for %llu ms", q,
                  (unsigned long long)(now - sl->stall_since));
         ps__slot_event(sup, s, EV_STALL, 0, why);
+    } else if (sl->state == SL_STALLED && w && w->ready_guessed) {
+        if (w->ready_guessed == 1)
+            ps__sup_log(sup, PS_LOG_WARN, "stall_slow_start",
+                        "slot %d: worker %ld, ready only by --ready-delay, has not taken a "
+                        "connection yet: kept steered away until it does, not replaced",
+                        s, (long)w->pid);
+        w->ready_guessed = 2;
     } else if (sl->state == SL_STALLED && now - sl->stalled_at >= timeout / 2) {
         snprintf(why, sizeof(why), "still %ld connection(s) queued, none accepted for %llu ms", q,
                  (unsigned long long)(now - sl->stall_since));

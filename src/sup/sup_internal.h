@@ -186,6 +186,9 @@ struct ps_worker {
     uint64_t deadline_ms; /* STARTING: ready timeout; DRAINING/KILLED: next escalation */
     int notified;         /* sent anything on NOTIFY_SOCKET */
     int hinted;           /* logged the "never sent READY=1" hint */
+    /* ready by --ready-delay alone, and not yet seen taking a connection
+     * (stall.c): 1; 2 once the log said its stall is not rescued */
+    int ready_guessed;
     uint64_t probe_ms;    /* STARTING, --ready auto: next look at the kernel's view */
     unsigned probes;      /* looks so far (every TREE_EVERY-th one takes in its tree) */
     char status[128];     /* last STATUS= */

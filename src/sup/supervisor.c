@@ -356,6 +356,7 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
                 return;
         }
         if (delay_applies(cfg, w) && now - w->started_ms >= cfg->ready_delay_ms) {
+            w->ready_guessed = 1; /* a guess: stall.c will not kill it for it */
             ps__worker_ready(sup, w, "alive for --ready-delay");
             return;
         }

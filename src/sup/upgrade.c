@@ -143,6 +143,7 @@ static const struct field worker_fields[] = {
     FLD(struct ps_worker, started_ms, F_U64),  FLD(struct ps_worker, ready_ms, F_U64),
     FLD(struct ps_worker, deadline_ms, F_U64), FLD(struct ps_worker, notified, F_INT),
     FLD(struct ps_worker, hinted, F_INT),      FLD(struct ps_worker, status, F_STR),
+    FLD(struct ps_worker, ready_guessed, F_INT),
     FLD(struct ps_worker, stats, F_STR),       FLD(struct ps_worker, closes, F_STR),
 };
 
