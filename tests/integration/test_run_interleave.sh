@@ -29,6 +29,12 @@
 #     outcome, checked against what serves);
 #   - a scale queued behind an upgrade is answered "ask again": it is asked
 #     again, as its user would.
+#
+# As root it runs in a network namespace of its own: its ~200k short
+# connections leave as many TIME_WAIT entries, which would fill the table
+# the rest of the machine shares (test_run_restart needs some of its own).
+. "$(dirname "$0")/common.sh"
+in_private_netns || true
 . "$(dirname "$0")/sup_lib.sh"
 need jq
 
