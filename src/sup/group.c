@@ -69,6 +69,20 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
                 ps__close(fd);
                 fd = again;
             }
+        } else if (g->spec.port) {
+            /* the same for a shared socket, which cannot share the port with
+             * a second one: let the port go and bind it by number at once
+             * (SO_REUSEADDR; a closed listener leaves no TIME_WAIT).  Without
+             * this a worker's shutdown() left it listening on another port
+             * (test_run_listener_lost.sh) */
+            ps__close(fd);
+            fd = ps_listen_open(&g->spec, PS_LISTEN_NO_REUSEPORT);
+            if (fd < 0) {
+                ps_spec_format(&g->spec, addr, sizeof(addr));
+                ps__set_error(err, errlen, "cannot bind %s again by number: %s", addr,
+                              ps_strerror(fd));
+                return fd;
+            }
         }
     }
     /* listen() put it at the end of the kernel's group */
