@@ -233,7 +233,13 @@ int ps__group_revive(struct ps_group *g, int i)
     if (getsockopt(g->fds[i], SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_STREAM)
         return 0;
     /* shutdown(2) on a listener leaves it closed but still bound to our
-     * port (an explicit bind locks the port): listen() again works in place */
+     * port (an explicit bind locks the port): listen() again works in place.
+     * A second shutdown() on the closed socket (another holder of a shared
+     * one, or the same worker again) leaves its shutdown flags set, which
+     * every accepted connection would inherit (the client gets an empty
+     * reply): connect(AF_UNSPEC) clears them (tcp_disconnect) and keeps the
+     * port. */
+    (void)connect(g->fds[i], &(struct sockaddr){.sa_family = AF_UNSPEC}, sizeof(struct sockaddr));
     if (listen(g->fds[i], g->spec.backlog) < 0)
         return ps__neg_errno();
     if (getsockname(g->fds[i], (struct sockaddr *)&ss, &len) < 0 ||
