@@ -80,10 +80,8 @@ fds_start=$(other_fds)
 notify_tag=$(tr '\0' '\n' </proc/$(sup_worker_pids il | head -1)/environ | grep '^NOTIFY_SOCKET=' | cut -d= -f2)
 [ -n "$notify_tag" ] || fail "worker has no NOTIFY_SOCKET"
 tree_pids() {
-    local e
-    for e in /proc/[0-9]*/environ; do
-        grep -qzxF "NOTIFY_SOCKET=$notify_tag" "$e" 2>/dev/null && { e=${e#/proc/}; echo "${e%/environ}"; }
-    done | sort -n
+    grep -lzxF "NOTIFY_SOCKET=$notify_tag" /proc/[0-9]*/environ 2>/dev/null |
+        sed 's|^/proc/||; s|/environ$||' | sort -n || true
 }
 
 # a worker of this supervisor (not a stray, not a reused pid)
@@ -241,7 +239,8 @@ done
 
 # nothing of any worker's tree is left but the slots' workers
 want=$(jq -r '.slots[].pid' <<<"$s" | sort -n | tr '\n' ' ')
-wait_until 10 bash -c "[ \"\$(for e in /proc/[0-9]*/environ; do grep -qzxF 'NOTIFY_SOCKET=$notify_tag' \$e 2>/dev/null && { e=\${e#/proc/}; echo \${e%/environ}; }; done | sort -n | tr '\n' ' ')\" = '$want' ]" ||
+tree_is() { [ "$(tree_pids | tr '\n' ' ')" = "$1" ]; }
+wait_until 10 tree_is "$want" ||
     fail "processes of the workers' trees: '$(tree_pids | tr '\n' ' ')', expected only the slots' workers '$want'"
 desc=$(descendants "$SUP_PID" | sort -n | tr '\n' ' ')
 [ "$desc" = "$want" ] || fail "the supervisor's descendants are '$desc', expected '$want'"
