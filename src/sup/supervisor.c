@@ -714,8 +714,10 @@ static void loop(struct ps_sup *sup)
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         nctl = ps__control_poll_fill(sup, pfd + 2, ps__now_ms());
         n = poll(pfd, (nfds_t)(2 + nctl), next_timeout(sup));
-        if (n < 0 && errno != EINTR)
+        if (n < 0 && errno != EINTR) {
+            ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(errno));
             break;
+        }
         if (n > 0) {
             if (pfd[0].revents)
                 handle_signals(sup);
