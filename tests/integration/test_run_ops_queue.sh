@@ -41,8 +41,8 @@ note "reload A: $out_a"
 note "reload B (queued behind A): exit $rc: $out_b"
 [[ $out_a == "rc=0 generation 2 is serving"* ]] || fail "reload A: '$out_a', expected 'generation 2 is serving' and exit 0"
 [ "$rc" = 1 ] || fail "reload B exited $rc (its generation crashed at once): $out_b"
-echo "$out_b" | grep -q "generation 3 rolled back" || fail "reload B does not say generation 3 was rolled back: $out_b"
-! echo "$out_b" | grep -q "is serving" || fail "reload B reports another operation's outcome: $out_b"
+grep -q "generation 3 rolled back" <<<"$out_b" || fail "reload B does not say generation 3 was rolled back: $out_b"
+! grep -q "is serving" <<<"$out_b" || fail "reload B reports another operation's outcome: $out_b"
 grep -q "op_queued: reload queued" "$T/q.log" || fail "reload B was not queued behind A (the test did not test that)"
 s=$(status_json q)
 jq -e '.generation == 2 and .reloads.done == 1 and .reloads.rolled_back == 1 and (.last_reload_error | length > 0)' <<<"$s" >/dev/null ||
@@ -65,8 +65,12 @@ lpid=$!
 wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/sr.sock' | jq -e '.listeners[0].sockets[1].queued > 0'" ||
     { kill -CONT "$victim"; fail "no connection queued behind the stopped worker of slot 1"; }
 out1=$(ctl sr scale 1) || fail "scale 1 failed: $out1"
+# the new generation takes a second to be ready, so that scale 3 queues
+# behind the reload (and the reload is surely asked before scale 3)
+echo "--ready-after 1000" >"$T/mode"
 (rc=0; out=$(ctl sr reload 2>&1) || rc=$?; echo "rc=$rc $out") >"$T/reload_sr" &
 r=$!
+wait_until 10 grep -q 'reload_started: starting generation 2' "$T/sr.log" || fail "the reload did not start"
 out3=$(ctl sr scale 3) || fail "scale 3 failed: $out3"
 wait "$r" || true
 kill -CONT "$victim"
@@ -75,6 +79,7 @@ note "scale 1: $out1 / reload: $out_r / scale 3: $out3"
 [[ $out_r == "rc=0 generation 2 is serving"* ]] || fail "reload: '$out_r'"
 # the case of the issue happened: slot 1 was retiring with its generation 1
 # worker when the reload ran, and was scaled back up
+grep -q "op_queued: scale queued behind the reload" "$T/sr.log" || fail "scale 3 was not queued behind the reload"
 grep -q "scaling from 1 to 3" "$T/sr.log" || fail "scale 3 did not find 1 slot asked for: $(grep scale "$T/sr.log")"
 grep -q "worker $victim (slot 1, generation 1) draining: replaced: scaled back up" "$T/sr.log" ||
     fail "slot 1's old worker was not replaced when scaled back up: $(grep -E "worker $victim|slot 1" "$T/sr.log")"
