@@ -8,6 +8,9 @@
 #  2. `scale 1; reload; scale 3` back to back on -w 2: every slot ends on
 #     the new generation, no old worker is left (the old code skipped the
 #     retiring slot in the reload and kept its old worker when scaled up).
+#  3. A reload and a scale asked by signals (SIGHUP, SIGTTIN) while an
+#     upgrade waits behind a reload run after the upgrade (they were dropped
+#     at the exec without a word).
 . "$(dirname "$0")/sup_lib.sh"
 
 cat >"$T/worker.sh" <<EOS
@@ -98,3 +101,26 @@ wait "$lpid" || true
 q=$(cat "$T/sr.json")
 [ "$(jq .ok <<<"$q")" = 30 ] || fail "connections queued in the retiring slot were lost: $q"
 echo "PASS: scale 1; reload; scale 3 back to back: all 3 slots on generation 2, no old worker left, the 30 queued connections served"
+
+# ---- 3. what a signal asked, queued behind an upgrade, survives the exec ----
+# (found reading ops.c for the interleaving test: reload in flight, then
+# SIGUSR2 and SIGTTIN queue behind it; at the exec the scale was dropped
+# without a word, as nobody waited for its answer)
+: >"$T/mode"
+sup_start us -l 127.0.0.1:0 -w 2 --ready-timeout 10s -- "$T/worker.sh"
+echo "--ready-after 1500" >"$T/mode"
+(ctl us reload >"$T/reload_us" 2>&1 || true) &
+r=$!
+wait_until 10 grep -q 'reload_started: starting generation 2' "$T/us.log" || fail "the reload did not start"
+kill -USR2 "$SUP_PID"
+wait_until 5 grep -q 'op_queued: upgrade queued' "$T/us.log" || fail "the upgrade was not queued behind the reload"
+kill -TTIN "$SUP_PID"
+wait_until 5 grep -q 'op_queued: scale queued' "$T/us.log" || fail "SIGTTIN was not queued behind the reload"
+kill -HUP "$SUP_PID"
+wait_until 5 bash -c "[ \$(grep -c 'op_queued: reload queued' '$T/us.log') -ge 1 ]" || fail "SIGHUP was not queued"
+wait "$r" || true
+wait_until 10 grep -q 'upgraded: supervisor re-executed' "$T/us.log" || fail "the queued upgrade did not run"
+wait_until 20 bash -c "'$PORTSHARE' status --json --control '$T/us.sock' | jq -e '(.slots | length) == 3 and .workers == 3 and .generation == 3 and ([.slots[] | select(.state == \"ready\" and .generation == 3)] | length) == 3'" ||
+    fail "the scale and the reload queued behind the upgrade were lost: $(status_json us | jq -c '{generation, workers, slots: [.slots[] | {slot, state, generation}]}'); $(grep -E 'op_|upgrad|scale|reload' "$T/us.log" | tail -8)"
+ctl us stop >/dev/null
+echo "PASS: SIGTTIN and SIGHUP queued behind an upgrade queued behind a reload both ran after the exec"
