@@ -483,14 +483,14 @@ int ps__control_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now)
     for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
         const struct ps_client *c = &sup->clients[i];
         if (c->state != C_FREE)
-            pfd[n++] = (struct pollfd){.fd = c->fd,
-                                       .events = c->state == C_WRITING ? POLLOUT : POLLIN};
+            pfd[n++] =
+                (struct pollfd){.fd = c->fd, .events = c->state == C_WRITING ? POLLOUT : POLLIN};
     }
     return n;
 }
 
-/* The client polled as pfd (by its descriptor: entries are only the
- * clients there are), or NULL when it is gone meanwhile. */
+/* The index of the client polled as pfd (by its descriptor: entries are
+ * only the clients there are), or -1 when it is gone meanwhile. */
 static int polled_client(struct ps_sup *sup, const struct pollfd *pfd)
 {
     int i;

@@ -165,7 +165,7 @@ scale_to() { # scale_to N: in the foreground; asked again when an upgrade droppe
         rc=0; out=$(ctl il scale "$n" 2>&1) || rc=$?
         if [ $rc = 0 ]; then op "scale $n: $out"; EXPECT=$n; return; fi
         op "scale $n: exit $rc: $out"
-        echo "$out" | grep -q "ask again" || fail "scale $n refused: $out"
+        grep -q "ask again" <<<"$out" || fail "scale $n refused: $out"
     done
     fail "scale $n: asked 5 times, never ran"
 }
@@ -173,9 +173,9 @@ upgrade_fg() {
     local out rc=0
     out=$(ctl il upgrade --timeout 120s 2>&1) || rc=$?
     op "upgrade (control): exit $rc: $out"
-    [ $rc = 0 ] || echo "$out" | grep -q "ask again" || fail "upgrade failed: $out"
+    [ $rc = 0 ] || grep -q "ask again" <<<"$out" || fail "upgrade failed: $out"
     [ $rc = 0 ] || return 0
-    echo "$out" | grep -q "pid $SUP_PID" || fail "upgrade answered '$out'"
+    grep -q "pid $SUP_PID" <<<"$out" || fail "upgrade answered '$out'"
 }
 
 load_start load --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --duration 150 --timeout 15000

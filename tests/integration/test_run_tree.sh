@@ -92,5 +92,5 @@ rc=0; out=$("$PORTSHARE" run --name dk2 --control "$T/dk2.sock" -l 127.0.0.1:$po
 # ours to clean up: it carries the dead supervisor's tag
 tr '\0' '\n' <"/proc/$d/environ" | grep -q "^NOTIFY_SOCKET=@portshare/$sup/" && kill -KILL "$d"
 [ "$rc" = 3 ] || fail "a run on the port a leftover daemon holds exited $rc: $out"
-echo "$out" | grep -q "pid $d" || fail "the refusal does not name the daemon (pid $d): $out"
+grep -q "pid $d" <<<"$out" || fail "the refusal does not name the daemon (pid $d): $out"
 echo "PASS: a daemon that left its worker's session before the supervisor was SIGKILLed holds the port, and the next run names it ($out)"
