@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 10, items 1 and 2: operations that meet.
 #  1. A reload queued behind another reports its own outcome: reload A's
-#     workers take 2 s to be ready; meanwhile the program is changed to
+#     workers take 5 s to be ready; meanwhile the program is changed to
 #     crash at once and reload B is asked.  A says generation 2 serves
 #     (exit 0), B says generation 3 was rolled back (exit 1), and status
 #     agrees (the old code answered B with A's "generation 2 is serving").
@@ -27,13 +27,13 @@ next_pids() { status_json "$1" | jq -r '.slots[].next_pid | select(. > 0)'; }
 
 # ---- 1. a queued reload reports its own outcome ----
 sup_start q -l 127.0.0.1:0 -w 2 --ready-timeout 10s --drain-timeout 5s -- "$T/worker.sh"
-echo "--ready-after 2000" >"$T/mode"
+echo "--ready-after 5000" >"$T/mode"
 (rc=0; out=$(ctl q reload 2>&1) || rc=$?; echo "rc=$rc $out") >"$T/reload_a" &
 a=$!
 wait_until 10 bash -c "[ \$('$PORTSHARE' status --json --control '$T/q.sock' | jq '[.slots[].next_pid | select(. > 0)] | length') = 2 ]" ||
     fail "reload A did not start two workers: $(status_json q)"
 for p in $(next_pids q); do
-    wait_until 5 runs_with "$p" "--ready-after 2000" || fail "worker $p of reload A did not start with --ready-after"
+    wait_until 5 runs_with "$p" "--ready-after 5000" || fail "worker $p of reload A did not start with --ready-after"
 done
 status_json q | jq -e '.reloading == true' >/dev/null || fail "reload A is already over: the test cannot queue B behind it"
 echo "--crash-on-start" >"$T/mode"
