@@ -41,7 +41,9 @@ static const char control_usage[] =
 
 int cmd_control(int argc, char **argv)
 {
-    static char reply[256 * 1024];
+    /* the largest status: 1024 slots with every notify field full, 32
+     * listeners of 1024 sockets: ~3 MB (BSS: only what is used is paged in) */
+    static char reply[8 * 1024 * 1024];
     const char *verb = argv[0], *name = "default", *path_opt = NULL;
     char path[108], command[64];
     unsigned timeout = 0, lameduck = 0;

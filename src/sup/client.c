@@ -73,8 +73,12 @@ int ps_sup_control_call(const char *path, const char *command, int *ok, char *ou
             errno = ETIMEDOUT;
             goto error;
         }
-        if (used + 1 >= cap)
-            break;
+        if (used + 1 >= cap) {
+            /* more than fits: say so rather than hand back a cut reply
+             * (a cut status --json is not JSON) */
+            errno = EMSGSIZE;
+            goto error;
+        }
         n = recv(fd, out + used, cap - used - 1, 0);
         if (n < 0 && errno == EINTR)
             continue;

@@ -543,26 +543,41 @@ int ps__control_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now)
         sup->control_paused_until = 0;
     pfd[n++] =
         (struct pollfd){.fd = sup->control_paused_until ? -1 : sup->control_fd, .events = POLLIN};
+    /* only the clients there are: poll(2) refuses (EINVAL) more entries
+     * than RLIMIT_NOFILE, and with a limit below the table's size the loop
+     * would end at once */
     for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
         const struct ps_client *c = &sup->clients[i];
-        short ev = c->state == C_WRITING ? POLLOUT : POLLIN;
-        pfd[n++] = (struct pollfd){.fd = c->state == C_FREE ? -1 : c->fd, .events = ev};
+        if (c->state != C_FREE)
+            pfd[n++] =
+                (struct pollfd){.fd = c->fd, .events = c->state == C_WRITING ? POLLOUT : POLLIN};
     }
     return n;
 }
 
-void ps__control_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now)
+/* The index of the client polled as pfd (by its descriptor: entries are
+ * only the clients there are), or -1 when it is gone meanwhile. */
+static int polled_client(struct ps_sup *sup, const struct pollfd *pfd)
 {
     int i;
 
+    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++)
+        if (sup->clients[i].state != C_FREE && sup->clients[i].fd == pfd->fd)
+            return i;
+    return -1;
+}
+
+void ps__control_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now)
+{
+    int i, k;
+
     if (n > 0 && pfd[0].revents && pfd[0].fd >= 0)
         accept_clients(sup, now);
-    for (i = 0; i < PS_SUP_MAX_CLIENTS && n > 0; i++) {
-        struct ps_client *c = &sup->clients[i];
-        if (!pfd[1 + i].revents || c->state == C_FREE || c->fd != pfd[1 + i].fd)
+    for (k = 1; k < n; k++) {
+        if (!pfd[k].revents || (i = polled_client(sup, &pfd[k])) < 0)
             continue;
-        if (c->state == C_WRITING)
-            client_write(c);
+        if (sup->clients[i].state == C_WRITING)
+            client_write(&sup->clients[i]);
         else
             client_read(sup, i);
     }

@@ -52,6 +52,7 @@ struct ep_conn {
 
 struct ps_endpoint {
     uint64_t paused_until;
+    int polled; /* entries in the last poll: 0 for an endpoint that is off */
     struct ep_conn conns[PS_EP_MAX_CONNS];
 };
 
@@ -363,6 +364,11 @@ int ps__endpoints_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now
     for (kind = 0; kind < PS_EP_COUNT; kind++) {
         struct ps_endpoint *ep = &sup->endpoints[kind];
         int lfd = *ep_fd(sup, kind);
+        /* an endpoint that is off takes no entries: poll(2) refuses more
+         * entries than RLIMIT_NOFILE, which may be small (ulimit -n 32) */
+        ep->polled = lfd >= 0;
+        if (!ep->polled)
+            continue;
         if (ep->paused_until && now >= ep->paused_until)
             ep->paused_until = 0;
         /* full, or paused: the listener waits (its backlog holds the rest) */
@@ -384,7 +390,10 @@ void ps__endpoints_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n
 
     for (kind = 0; kind < PS_EP_COUNT; kind++) {
         struct ps_endpoint *ep = &sup->endpoints[kind];
-        const struct pollfd *p = pfd + kind * (1 + PS_EP_MAX_CONNS);
+        const struct pollfd *p = pfd;
+        if (!ep->polled)
+            continue;
+        pfd += 1 + PS_EP_MAX_CONNS;
         if (n > 0) {
             for (i = 0; i < PS_EP_MAX_CONNS; i++) {
                 struct ep_conn *c = &ep->conns[i];

@@ -80,6 +80,20 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
                 ps__close(fd);
                 fd = again;
             }
+        } else if (g->spec.port) {
+            /* the same for a shared socket, which cannot share the port with
+             * a second one: let the port go and bind it by number at once
+             * (SO_REUSEADDR; a closed listener leaves no TIME_WAIT).  Without
+             * this a worker's shutdown() left it listening on another port
+             * (test_run_listener_lost.sh) */
+            ps__close(fd);
+            fd = ps_listen_open(&g->spec, PS_LISTEN_NO_REUSEPORT);
+            if (fd < 0) {
+                ps_spec_format(&g->spec, addr, sizeof(addr));
+                ps__set_error(err, errlen, "cannot bind %s again by number: %s", addr,
+                              ps_strerror(fd));
+                return fd;
+            }
         }
     }
     /* listen() put it at the end of the kernel's group */
@@ -325,7 +339,13 @@ static int relisten(struct ps_group *g, int i)
     if (getsockopt(g->fds[i], SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_STREAM)
         return 0;
     /* shutdown(2) on a listener leaves it closed but still bound to our
-     * port (an explicit bind locks the port): listen() again works in place */
+     * port (an explicit bind locks the port): listen() again works in place.
+     * A second shutdown() on the closed socket (another holder of a shared
+     * one, or the same worker again) leaves its shutdown flags set, which
+     * every accepted connection would inherit (the client gets an empty
+     * reply): connect(AF_UNSPEC) clears them (tcp_disconnect) and keeps the
+     * port. */
+    (void)connect(g->fds[i], &(struct sockaddr){.sa_family = AF_UNSPEC}, sizeof(struct sockaddr));
     if (listen(g->fds[i], g->spec.backlog) < 0)
         return ps__neg_errno();
     if (getsockname(g->fds[i], (struct sockaddr *)&ss, &len) < 0 ||

@@ -247,7 +247,9 @@ enum ps_slot_action {
     A_KEEP,     /* back to serving; a worker of an older generation is replaced */
     A_DRAIN,    /* drain signal to its worker */
     A_HANDOVER, /* retired: under eBPF shut its sockets down (the queue moves), drain */
-    A_LOSE,     /* its worker is gone while retiring: close when idle */
+    A_LOSE,     /* its worker is gone while retiring: close when idle (or, with
+                   connections still queued in its socket, a new worker empties
+                   it first and the slot stays retiring) */
     A_SWAP,     /* drain the old worker, the next one becomes the slot's */
     A_REVIVE,   /* listen() again on its socket, log it */
     A_STALL,    /* steer away from it, count the stall */

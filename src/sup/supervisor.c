@@ -819,6 +819,7 @@ static int start_workers(struct ps_sup *sup, char *err, size_t errlen)
 
 static void shutdown_all(struct ps_sup *sup)
 {
+    uint64_t end;
     int g, i;
 
     for (i = 0; i < sup->nworkers; i++)
@@ -828,8 +829,17 @@ static void shutdown_all(struct ps_sup *sup)
             sup->workers[i].pid = 0;
         }
     ps__tree_reap_strays(sup, 1);
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
+    /* the strays are our children (we are their subreaper): wait until
+     * they are gone, or one that still holds a listener would keep the
+     * port from the next supervisor for a moment after we exit (seen
+     * under load by test_run_tree); bounded, SIGKILL is final */
+    for (end = ps__now_ms() + 2000; ps__now_ms() < end;) {
+        pid_t r = waitpid(-1, NULL, WNOHANG);
+        if (r < 0) /* ECHILD: none left */
+            break;
+        if (r == 0) /* still dying */
+            poll(NULL, 0, 10);
+    }
     for (g = 0; g < sup->ngroups; g++) {
         if (sup->groups[g].spec.proto == PS_PROTO_UNIX && !sup->groups[g].inherited &&
             sup->groups[g].spec.host[0] == '/')
@@ -861,8 +871,10 @@ static void loop(struct ps_sup *sup)
         nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
         nep = ps__endpoints_poll_fill(sup, pfd + 3 + nctl, ps__now_ms());
         n = poll(pfd, (nfds_t)(3 + nctl + nep), next_timeout(sup));
-        if (n < 0 && errno != EINTR)
+        if (n < 0 && errno != EINTR) {
+            ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(errno));
             break;
+        }
         if (n > 0) {
             if (pfd[0].revents)
                 handle_signals(sup);

@@ -122,8 +122,9 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
  * "status json", "reload", "scale 4", "stop", "stop lameduck 5000", "upgrade",
  * "metrics") and collect the
  * reply.  Returns 0 and sets *ok (1 when the supervisor reported success)
- * with the reply body in out (NUL-terminated, truncated to cap), or -errno
- * (-ENOENT / -ECONNREFUSED: nobody there; -EACCES: not allowed).
+ * with the reply body in out (NUL-terminated), or -errno (-ENOENT /
+ * -ECONNREFUSED: nobody there; -EACCES: not allowed; -EMSGSIZE: the reply
+ * does not fit in cap).
  */
 int ps_sup_control_call(const char *path, const char *command, int *ok, char *out, size_t cap,
                         unsigned timeout_ms);

@@ -58,17 +58,24 @@ static ssize_t read_proc(const char *pid, const char *name, char *buf, size_t ca
     return n;
 }
 
-/* The parent pid from /proc/PID/stat; the command name may hold spaces and
- * parentheses, so the fields are read after the last ')'. */
+/* The parent pid from /proc/PID/stat, or -1 (also for a process that is
+ * already dying: a zombie, or one with SIGKILL pending, is not a stray to
+ * kill and count again); the command name may hold spaces and parentheses,
+ * so the fields are read after the last ')'. */
 static pid_t parent_of(const char *pid)
 {
-    char buf[512], *p;
+    char buf[4096], *p, state = '?';
+    unsigned long long pending = 0;
     long ppid = -1;
 
     if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
         return -1;
     p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1)
+    if (!p || sscanf(p + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z' || state == 'X')
+        return -1;
+    /* SIGKILL (bit 8) pending for the process: ours, from an earlier pass */
+    if (read_proc(pid, "status", buf, sizeof(buf)) > 0 && (p = strstr(buf, "ShdPnd:")) &&
+        sscanf(p + 7, " %llx", &pending) == 1 && (pending & (1ull << (SIGKILL - 1))))
         return -1;
     return (pid_t)ppid;
 }

@@ -147,6 +147,12 @@ static const struct field worker_fields[] = {
     FLD(struct ps_worker, stats, F_STR),       FLD(struct ps_worker, closes, F_STR),
 };
 
+/* a queued operation asked by a signal (nobody waits for its answer) */
+static const struct field op_fields[] = {
+    ENUMF(struct ps_op, kind, OP_UPGRADE + 1),
+    FLD(struct ps_op, n, F_INT),
+};
+
 struct out {
     char *buf;
     size_t len, cap;
@@ -255,6 +261,15 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
             out_fields(&o, worker_fields, PS__ARRAY_LEN(worker_fields), &sup->workers[i]);
             out(&o, "\n");
         }
+        /* what signals asked and still waits its turn goes on after the
+         * exec, in order (a requester who waits is told to ask again) */
+        for (i = 0; i < sup->nqueued; i++) {
+            if (sup->queue[i].nwaiters || sup->queue[i].kind == OP_UPGRADE)
+                continue;
+            out(&o, "op");
+            out_fields(&o, op_fields, PS__ARRAY_LEN(op_fields), &sup->queue[i]);
+            out(&o, "\n");
+        }
     }
     return o.buf;
 }
@@ -281,7 +296,8 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
         return -ENOMEM;
     }
     ps__sup_log(sup, PS_LOG_INFO, "upgrading", "re-executing %s in place", exe);
-    /* what is queued behind the upgrade does not cross the exec: say so */
+    /* what clients asked behind the upgrade does not cross the exec: say so
+     * (what signals asked does: ps__upgrade_serialize) */
     for (i = 0; i < sup->nqueued; i++) {
         int k;
         for (k = 0; k < sup->queue[i].nwaiters; k++)
@@ -493,6 +509,17 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
             return -EINVAL;
         return restore_fields(line, slot_fields, PS__ARRAY_LEN(slot_fields),
                               &sup->slots[(*slot_i)++], NULL);
+    }
+    if (!strncmp(line, "op ", 3)) {
+        struct ps_op op;
+        memset(&op, 0, sizeof(op));
+        if (sup->nqueued >= PS_OP_QUEUE_MAX ||
+            restore_fields(line, op_fields, PS__ARRAY_LEN(op_fields), &op, NULL) < 0 ||
+            (op.kind == OP_SCALE && (op.n < 1 || op.n > PS_SUP_MAX_WORKERS)))
+            return -EINVAL;
+        op.id = ++sup->op_ids;
+        sup->queue[sup->nqueued++] = op;
+        return 0;
     }
     if (!strncmp(line, "worker ", 7)) {
         struct ps_worker w;

@@ -33,3 +33,16 @@ sanitizer_report() {
     grep -h -A30 -E 'Sanitizer|runtime error:' "$1"/*.log | head -60 >&2
     echo "FAIL: sanitizer report (above)" >&2
 }
+
+# in_private_netns ARGS...: re-run this script (with ARGS) in a network
+# namespace of its own, loopback up, so that its connections and their
+# TIME_WAIT entries are its own: the kernel's TIME_WAIT table is shared by
+# every test and load on the machine and, once full (tcp_max_tw_buckets),
+# no TIME_WAIT is created at all.  Needs root and unshare(1); false (and
+# nothing done) otherwise.  Call it before sourcing sup_lib.sh.
+in_private_netns() {
+    [ -z "${PS_NETNS:-}" ] || return 0
+    [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null || return 1
+    unshare -n true 2>/dev/null || return 1
+    PS_NETNS=1 exec unshare -n -- bash -c 'ip link set lo up && exec bash "$@"' bash "$0" "$@"
+}

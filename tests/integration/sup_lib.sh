@@ -24,13 +24,20 @@ check_steering() {
 }
 
 
-# descendants PID: every process below PID, by pid
+# descendants PID: every process below PID, by pid (from one snapshot of
+# the process table: a pgrep per process is quadratic, minutes for a
+# supervisor of a thousand processes)
 descendants() {
-    local c
-    for c in $(pgrep -P "$1" 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { kids[$2] = kids[$2] " " $1 }
+        END {
+            n = split(kids[root], q, " ")
+            for (i = 1; i <= n; i++) {
+                print q[i]
+                m = split(kids[q[i]], more, " ")
+                for (j = 1; j <= m; j++) q[++n] = more[j]
+            }
+        }'
 }
 
 cleanup() {

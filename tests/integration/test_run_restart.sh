@@ -3,6 +3,12 @@
 # and a new supervisor binds the same port at once, while the old
 # connections still sit in TIME_WAIT (SO_REUSEADDR).  Also: JSON logs and
 # the text status.
+#
+# In a network namespace of its own when root: the TIME_WAIT entries this
+# test needs are not created once the machine's table is full of other
+# loads' (issue 10: "no TIME_WAIT connections ... to test with").
+. "$(dirname "$0")/common.sh"
+in_private_netns || NETNS_SHARED=1
 . "$(dirname "$0")/sup_lib.sh"
 
 sup_start one -l 127.0.0.1:0 -w 2 --log-format json -- "$TESTWORKER"
@@ -20,6 +26,10 @@ for i in $(seq 20); do
 done
 wait_until 5 bash -c "[ \$(ss -tan state time-wait '( sport = :$PORT )' | tail -n +2 | wc -l) -gt 0 ]" || true
 tw=$(ss -tan state time-wait "( sport = :$PORT )" | tail -n +2 | wc -l)
+if [ "$tw" = 0 ] && [ -n "${NETNS_SHARED:-}" ] &&
+    [ "$(ss -tan state time-wait | tail -n +2 | wc -l)" -ge $(( $(sysctl -n net.ipv4.tcp_max_tw_buckets) * 9 / 10 )) ]; then
+    skip "the machine's TIME_WAIT table is full (tcp_max_tw_buckets), and a private network namespace needs root"
+fi
 [ "$tw" -gt 0 ] || fail "no TIME_WAIT connections on port $PORT to test with"
 
 kill -KILL "$SUP_PID"

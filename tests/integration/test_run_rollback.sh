@@ -43,15 +43,18 @@ echo "PASS: two rolled-back reloads, $(jq .sent <<<"$RES") requests, 0 failed, o
 
 # 3. crash loop: workers die 100 ms after they start
 echo "--exit-after 100 3" >"$T/mode"
-kill -KILL $(sup_worker_pids rb)   # the current workers go; their replacements crash
+kill -KILL $(sup_worker_pids rb | awk '$1 > 0')   # the current workers go; their replacements crash
 wait_until 15 bash -c "'$PORTSHARE' status --json --control '$T/rb.sock' | jq -e '.slots[0].consecutive_exits >= 4'" ||
     fail "no crash loop visible: $(status_json rb)"
 s=$(status_json rb)
 # (the wait above already saw 4 exits in a row: status must call that a crash loop)
 jq -e '.slots[0].crash_loop == true' <<<"$s" >/dev/null ||
     fail "crash loop not reported: $s"
-ctl rb status | grep -q "CRASH LOOP" || ctl rb status | grep -q "backing-off" ||
-    fail "text status shows no crash loop: $(ctl rb status)"
+# the text says so by the same rule as the JSON (3 exits in a row), whether
+# the slot is backing off or its next worker is already starting: nothing
+# resets the count here (no worker lives long enough, no reload)
+text=$(ctl rb status)
+grep -q "CRASH LOOP" <<<"$text" || fail "text status shows no crash loop: $text"
 grep -q 'crash_loop' "$T/rb.log" || fail "no crash_loop line in the log"
 # the back-off grows: the restart delays in the log increase
 delays=$(grep '(slot 0,' "$T/rb.log" | grep -o 'restarting in [0-9]* ms' | awk '{print $3}' | tail -4 | tr '\n' ' ')

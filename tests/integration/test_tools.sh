@@ -202,13 +202,13 @@ PIDS+=("$spid")
 for _ in $(seq 40); do [ -S "$T/notify.sock" ] && break; sleep 0.05; done
 start_worker 127.0.0.1 -E "NOTIFY_SOCKET=$T/notify.sock" -- --ready-after 100 --status "up and serving"
 W4=$WPID
-for _ in $(seq 40); do grep -q STATUS "$T/notify.out" && break; sleep 0.05; done
+for _ in $(seq 40); do grep -q 'up and serving' "$T/notify.out" && break; sleep 0.05; done
 kill -TERM "$W4"
 wait_gone "$W4" 5 || fail "worker did not stop"
 for _ in $(seq 40); do grep -q STOPPING "$T/notify.out" && break; sleep 0.05; done
 msgs=$(tr '\n' '|' <"$T/notify.out")
-[ "$msgs" = "READY=1|STATUS=up and servingSTOPPING=1" ] || fail "notify messages: '$msgs'"
-pass "READY=1 with STATUS after --ready-after, STOPPING=1 on SIGTERM"
+[ "$msgs" = "STATUS=starting (--ready-after)READY=1|STATUS=up and servingSTOPPING=1" ] || fail "notify messages: '$msgs'"
+pass "STATUS= at once (it speaks sd_notify), READY=1 with STATUS after --ready-after, STOPPING=1 on SIGTERM"
 
 start_worker 127.0.0.1 -E "NOTIFY_SOCKET=$T/notify.sock" -- --no-notify
 kill -TERM "$WPID"

@@ -11,7 +11,9 @@
  *              [--ignore-term] [--dump FILE] [--status TEXT] [--defer-accept SECS]
  *
  * --never-ready sends only STATUS= (it speaks sd_notify, so `--ready auto`
- * waits for a READY=1 that never comes); --no-notify sends nothing.
+ * waits for a READY=1 that never comes); --ready-after sends STATUS= at
+ * once and READY=1 after MS (auto waits for it too); --no-notify sends
+ * nothing.
  *
  * HTTP: any request gets "200 OK" with headers X-Worker-Pid, X-Worker-Slot,
  * X-Worker-Generation, Content-Length, and the body
@@ -801,8 +803,11 @@ int main(int argc, char **argv)
         exit_at = now_ms() + opt.exit_after;
     if (!opt.never_ready && !opt.no_notify)
         ready_at = now_ms() + opt.ready_after;
-    if (opt.never_ready) /* it speaks sd_notify: --ready auto waits for its READY=1 */
+    /* it speaks sd_notify: --ready auto waits for its READY=1 */
+    if (opt.never_ready)
         notify("STATUS=never ready (--never-ready)");
+    else if (opt.ready_after > 0 && !opt.no_notify)
+        notify("STATUS=starting (--ready-after)");
     serve();
     free(listeners);
     free(body);
