@@ -16,6 +16,8 @@ load_start load --connect 127.0.0.1:$PORT --threads 2 --concurrency 8 --timeout 
 
 victim=$(status_json st | jq -r '.slots[1].pid')
 kill -STOP "$victim"
+# the connections it had accepted when it froze: those wait out the freeze
+held=$(ss -Htnp state established "( sport = :$PORT )" 2>/dev/null | grep -c "pid=$victim," || true)
 wait_until 10 grep -q 'warn stall: slot 1 stalled' "$T/st.log" ||
     fail "slot 1 was not found stalled: $(status_json st | jq -c '[.slots[] | {slot, state}], .listeners')"
 wait_until 10 grep -q 'stall_rescue: slot 1' "$T/st.log" ||
@@ -31,8 +33,17 @@ st=$(status_json st)
 note "SIGSTOP 6 s ($steering): $RES"
 note "$(grep -E 'stall|worker_draining' "$T/st.log" | cut -d' ' -f3- | head -6)"
 [ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed while a worker was stopped: $RES"
+# Only connections the frozen worker held or had queued may be slow: those
+# it had accepted wait out the freeze; the queued ones wait for the rescue
+# (under eBPF they move then).  Without a rescue every connection hashed to
+# it waits out the 6 s, more than these.  (How many, and how slow, is a
+# figure for bench/run's scenario 10, not a bound of this test.)
 slow=$(jq .slower_2s <<<"$RES")
-[ "$slow" -le 5 ] || fail "$slow requests took longer than 2 s: $RES"
+# queued: what the stall line and the rescue line report, the larger
+queued=$(grep -E 'warn stall: slot 1|stall_rescue: slot 1|draining: still' "$T/st.log" | grep -oE '[0-9]+ (queued|connection)' | cut -d' ' -f1 | sort -n | tail -1)
+caught=$(( held + ${queued:-0} ))
+note "slower than 2 s: $slow; held by the frozen worker $held, queued behind it at the rescue $((caught - held))"
+[ "$slow" -le "$caught" ] || fail "$slow requests took longer than 2 s, more than the $caught the frozen worker held or had queued: $RES"
 [ "$(jq '.slots[1].stalls' <<<"$st")" -ge 1 ] || fail "status does not count the stall: $(jq -c '.slots[1]' <<<"$st")"
 [ "$(jq '.slots[1].stall_rescues' <<<"$st")" -ge 1 ] || fail "status does not count the rescue: $(jq -c '.slots[1]' <<<"$st")"
 ctl st status | grep -q 'stalled 1 time(s), 1 rescued' || fail "status text does not show the stall: $(ctl st status)"
