@@ -23,6 +23,34 @@ check_steering() {
     [ "$got" = "$PS_STEERING" ] || fail "steering is $got, not $PS_STEERING"
 }
 
+# need_ebpf: skip (saying why) unless this machine loads the eBPF steering
+# program: it needs root (CAP_BPF), and --steering ebpf refuses to start
+# (exit 6, naming the reason) where the kernel will not load it
+need_ebpf() {
+    [ "$(id -u)" = 0 ] || skip "the eBPF steering program needs root (CAP_BPF); running as uid $(id -u)"
+    local rc=0
+    timeout -s TERM 3 "$PORTSHARE" run --steering ebpf -l 127.0.0.1:0 --name probe --control "$T/probe.sock" \
+        -- "$TESTWORKER" >/dev/null 2>"$T/probe.log" || rc=$?
+    if [ "$rc" = 6 ] && grep -q 'steering ebpf' "$T/probe.log"; then
+        skip "no eBPF steering here: $(grep -o 'cannot load.*' "$T/probe.log")"
+    fi
+}
+
+# lighttpd_site: $T/www with an index.html saying "served by lighttpd" and
+# $T/lighttpd.conf serving it from the socket it is handed (systemd socket
+# activation), as a worker under portshare run
+lighttpd_site() {
+    mkdir -p "$T/www"
+    echo "served by lighttpd" >"$T/www/index.html"
+    cat >"$T/lighttpd.conf" <<EOS
+server.document-root = "$T/www"
+server.systemd-socket-activation = "enable"
+server.port = 1
+server.errorlog = "$T/lighttpd.err"
+index-file.names = ( "index.html" )
+mimetype.assign = ( ".html" => "text/html" )
+EOS
+}
 
 # descendants PID: every process below PID, by pid (from one snapshot of
 # the process table: a pgrep per process is quadratic, minutes for a

@@ -67,16 +67,7 @@ echo "PASS: shared mode: one socket for every slot"
 
 # ---- lighttpd, unchanged, as the worker ----
 command -v lighttpd >/dev/null || skip "lighttpd is not installed"
-mkdir -p "$T/www"
-echo "served by lighttpd" >"$T/www/index.html"
-cat >"$T/lighttpd.conf" <<EOS
-server.document-root = "$T/www"
-server.systemd-socket-activation = "enable"
-server.port = 1
-server.errorlog = "$T/lighttpd.err"
-index-file.names = ( "index.html" )
-mimetype.assign = ( ".html" => "text/html" )
-EOS
+lighttpd_site
 sup_start lt -l 127.0.0.1:0 -w 2 --ready-delay 300ms --drain-signal INT -- lighttpd -D -f "$T/lighttpd.conf"
 [ "$(curl -sf "http://127.0.0.1:$PORT/")" = "served by lighttpd" ] || fail "lighttpd does not serve through portshare"
 load_start load --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --duration 60

@@ -10,16 +10,7 @@
 # again) and down to 1 once more, unfrozen.
 . "$(dirname "$0")/sup_lib.sh"
 
-[ "$(id -u)" = 0 ] || skip "the eBPF steering program needs root (CAP_BPF); running as uid $(id -u)"
-# --steering ebpf refuses to start (exit 6, saying why) where eBPF cannot load
-set +e
-timeout -s TERM 3 "$PORTSHARE" run --steering ebpf -l 127.0.0.1:0 --name probe --control "$T/probe.sock" \
-    -- "$TESTWORKER" >/dev/null 2>"$T/probe.log"
-rc=$?
-set -e
-if [ "$rc" = 6 ] && grep -q 'steering ebpf' "$T/probe.log"; then
-    skip "no eBPF steering here: $(grep -o 'cannot load.*' "$T/probe.log")"
-fi
+need_ebpf
 
 sup_start m -l 127.0.0.1:0 -w 4 --steering ebpf --drain-timeout 30s -- "$TESTWORKER"
 [ "$(status_json m | jq -r .steering)" = ebpf ] || fail "status does not say ebpf: $(status_json m | jq -c '{steering, steering_reason}')"

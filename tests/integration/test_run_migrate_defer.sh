@@ -10,15 +10,7 @@
 . "$(dirname "$0")/sup_lib.sh"
 need python3
 
-[ "$(id -u)" = 0 ] || skip "the eBPF steering program needs root (CAP_BPF); running as uid $(id -u)"
-set +e
-timeout -s TERM 3 "$PORTSHARE" run --steering ebpf -l 127.0.0.1:0 --name probe --control "$T/probe.sock" \
-    -- "$TESTWORKER" >/dev/null 2>"$T/probe.log"
-rc=$?
-set -e
-if [ "$rc" = 6 ] && grep -q 'steering ebpf' "$T/probe.log"; then
-    skip "no eBPF steering here: $(grep -o 'cannot load.*' "$T/probe.log")"
-fi
+need_ebpf
 
 sup_start d -l 127.0.0.1:0 -w 4 --steering ebpf -- "$TESTWORKER" --defer-accept 30
 cat >"$T/clients.py" <<'EOS'

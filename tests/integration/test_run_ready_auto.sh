@@ -35,15 +35,7 @@ reasons() { grep -o 'ready (.*)$' "$T/$1.log" | sed 's/[0-9]\+/N/g' | sort -u; }
 restarts() { status_json "$1" | jq '[.slots[].restarts] | add'; }
 
 # ---- lighttpd: epoll, 10 reloads under load, 0 failed ----
-mkdir -p "$T/www"
-echo "served by lighttpd" >"$T/www/index.html"
-cat >"$T/lighttpd.conf" <<EOS
-server.document-root = "$T/www"
-server.systemd-socket-activation = "enable"
-server.port = 1
-server.errorlog = "$T/lighttpd.err"
-index-file.names = ( "index.html" )
-EOS
+lighttpd_site
 sup_start lt -l 127.0.0.1:0 -w 2 --drain-signal INT -- lighttpd -D -f "$T/lighttpd.conf"
 ms=$(ready_ms lt)
 reasons lt | grep -q 'epoll' || fail "lighttpd not ready through its epoll set: $(reasons lt)"
