@@ -145,7 +145,7 @@ static void check_response(const struct ps_http_req *r, const struct ps_http_res
         CHECK(resp->file_len > 0);
         CHECK(resp->file_off >= 0 && resp->file_off + (off_t)resp->file_len <= resp->file->size);
         CHECK(clen == (long)resp->file_len);
-    } else if (r->started && r->parser.method == HTTP_HEAD) {
+    } else if (r->started && r->method == PS_HTTP_HEAD) {
         CHECK(body == 0);
     } else if (resp->status == 304) {
         CHECK(body == 0 && clen == -1);

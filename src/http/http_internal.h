@@ -6,8 +6,9 @@
  *                  normalisation, confinement (openat2 RESOLVE_BENEATH),
  *                  Content-Type, and a small cache of open files and of
  *                  small files' bytes (revalidated at most once a second).
- *   request.c      bytes -> request (Debian's http_parser, paused after each
- *                  message so pipelined requests are answered in order).
+ *   request.c      bytes -> request (our own strict RFC 9112 parser, stopping
+ *                  after each message so pipelined requests are answered in
+ *                  order).
  *   response.c     request -> response (status line, headers, and what body
  *                  to send).  request.c and response.c use no sockets: unit
  *                  tests and the fuzzer drive exactly the code the server runs.
@@ -19,8 +20,10 @@
  *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
  *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
  *     malformed requests are 400; HTTP/1.1 without Host, two Host fields,
- *     and a field name with anything but token characters (whitespace
- *     before the colon: RFC 9112 5.1) are 400;
+ *     a field name with anything but token characters (whitespace before
+ *     the colon: RFC 9112 5.1), an obs-fold line, a control byte in a
+ *     value, a CR without its LF, two Content-Length fields, and
+ *     Content-Length with Transfer-Encoding are 400 (request.c says why);
  *   - "Expect: 100-continue" on an HTTP/1.1 request with a body gets
  *     "100 Continue" before the body is read;
  *   - a body on GET/HEAD with Content-Length up to PS_HTTP_BODY_MAX is read
@@ -45,7 +48,6 @@
 #include "core.h"
 #include "http.h"
 
-#include <http_parser.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -169,8 +171,12 @@ enum ps_http_state {
  * first byte, grown with its target, freed by ps__http_req_release when
  * the connection waits for the next one.  An idle connection holds none. */
 struct ps_http_head {
+    unsigned char method_len;
+    char method[16]; /* the method token, NUL-terminated once read */
     size_t name_len; /* of the header name being read (private) */
     char name[24];
+    size_t tok_len; /* of the Connection token being read (private) */
+    char tok[12];
     size_t ims_len, range_len, if_range_len;
     char ims[64];    /* If-Modified-Since */
     char range[128]; /* Range; longer values are ignored */
@@ -183,18 +189,39 @@ struct ps_http_head {
 
 /* The parse state of one connection: small and fixed; what grows with a
  * request is in head. */
+enum ps_http_method { PS_HTTP_OTHER, PS_HTTP_GET, PS_HTTP_HEAD };
+
+/* What the head said about the connection and the body (req->flags). */
+#define PS_HTTP_F_CLOSE              0x01 /* Connection: close */
+#define PS_HTTP_F_KEEP_ALIVE         0x02 /* Connection: keep-alive */
+#define PS_HTTP_F_CONNECTION_UPGRADE 0x04 /* Connection: upgrade */
+#define PS_HTTP_F_UPGRADE            0x08 /* an Upgrade field */
+#define PS_HTTP_F_CONTENT_LENGTH     0x10
+#define PS_HTTP_F_TRANSFER_ENCODING  0x20
+
+/* The parse state of one connection: small and fixed; what grows with a
+ * request is in head. */
 struct ps_http_req {
-    http_parser parser;
     enum ps_http_state state;
     int status;  /* the error status when state is PS_HTTP_ERROR */
-    int started; /* the first byte of a request has been seen */
+    int started; /* the first byte of a request line has been seen */
     int has_host;
-    int continue_due; /* Expect: 100-continue and a body to come: the caller
-                       * sends "100 Continue" before waiting for it, then
-                       * clears this */
-    int header;       /* which header's value is being read (private) */
-    size_t expect;    /* bytes of "100-continue" matched (private) */
-    size_t header_bytes;
+    int continue_due;         /* Expect: 100-continue and a body to come: the caller
+                               * sends "100 Continue" before waiting for it, then
+                               * clears this */
+    unsigned char method;     /* enum ps_http_method, once the method is read */
+    unsigned char http_major; /* the version, once read */
+    unsigned char http_minor;
+    unsigned char pstate;      /* where in the message the parser is (private) */
+    unsigned char header;      /* which field's value is being read (private) */
+    unsigned char vpos;        /* bytes of "HTTP/D.D" read (private) */
+    unsigned char cl_state;    /* how far Content-Length's value is (private) */
+    unsigned char blank;       /* empty lines before the request line (private) */
+    unsigned flags;            /* PS_HTTP_F_* */
+    size_t expect;             /* bytes of "100-continue" matched (private) */
+    size_t header_bytes;       /* of field names and values so far */
+    size_t value_from;         /* where this If-None-Match field began (private) */
+    uint64_t content_length;   /* the body's; while it is skipped, what is left */
     struct ps_http_head *head; /* NULL until the first byte, and after
                                 * ps__http_req_release; also NULL in an
                                 * ERROR state with status 503 (no memory) */
@@ -220,6 +247,14 @@ void ps__http_req_next(struct ps_http_req *req);
 /* Free req->head: for a connection waiting between requests (no request
  * started) and one that closes.  The parser state is kept.  O(1). */
 void ps__http_req_release(struct ps_http_req *req);
+
+/* Whether the connection may carry another request after this READY one
+ * (RFC 9112 9.3: 1.1 unless "close", 1.0 only with "keep-alive"; never
+ * after an upgrade request). */
+int ps__http_keep_alive(const struct ps_http_req *req);
+
+/* The request's method for the access log, "-" before one was read. */
+const char *ps__http_method_name(const struct ps_http_req *req);
 
 /* ---- response.c ----------------------------------------------- */
 

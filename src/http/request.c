@@ -1,55 +1,156 @@
 /*
  * request.c - bytes in, HTTP/1.x requests out; no sockets.
  *
- * Parsing is Debian's http_parser, driven by callbacks that copy the few
- * things we need (target, Host seen, If-Modified-Since, Range, If-Range)
- * into the request's head (allocated at its first byte, freed while the
- * connection is idle) and are paused at the end of each message:
- * whatever follows is the next pipelined request, handed back unparsed so
- * that responses go out in request order.  Limits are checked in the
- * callbacks, so nothing grows with the input.
+ * Our own parser of RFC 9112 request messages, strict where laxness lets
+ * two parsers in a path read one stream differently (request smuggling),
+ * and small: the server answers GET and HEAD and reads no chunked bodies,
+ * so a request is a request line, header fields and at most a
+ * Content-Length body to skip.  It is a state machine fed any split of
+ * the stream (a byte at a time as well as many requests at once): each
+ * state scans a run of bytes with one table lookup a byte, and keeps only
+ * what the response needs (target, Host seen, the conditional and range
+ * fields, Connection's tokens) in the request's head, allocated at its
+ * first byte and freed while the connection is idle.  It stops right after
+ * each message: what follows is the next pipelined request, handed back
+ * unparsed so that responses go out in request order.  Limits are checked
+ * as bytes arrive, so nothing grows with the input.
+ *
+ * Where RFC 9112 lets a server choose, the choice is the strict one:
+ *   - request line: exactly one SP between method, target and version;
+ *     the version is HTTP/DIGIT.DIGIT (others 400, a major other than 1
+ *     505); a target is origin-form, absolute-form, "*" or (CONNECT)
+ *     authority-form, visible bytes only;
+ *   - a field name is a token right up to the colon (no whitespace
+ *     before it, 5.1), an obs-fold line is 400 (5.2), a control byte in
+ *     a value is 400 (5.5), a CR not followed by LF is 400 (2.2); a bare
+ *     LF ends a line (2.2 allows it);
+ *   - Content-Length is digits only, once (two fields, or a list, are
+ *     400); with Transfer-Encoding as well it is 400 (6.3), alone
+ *     Transfer-Encoding is 411: we read no chunked bodies;
+ *   - up to PS_HTTP_BLANK_MAX empty lines before a request are skipped
+ *     (2.2: at least one should be).
  */
 #include "http_internal.h"
 
-#include <ctype.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <unistd.h>
 
-enum header_kind { H_NONE, H_NAME, H_OTHER, H_HOST, H_IMS, H_RANGE, H_IF_RANGE, H_EXPECT, H_INM };
+#define PS_HTTP_BLANK_MAX  8  /* empty lines before a request line */
+#define PS_HTTP_METHOD_MAX 15 /* longer than any method we know: 400 */
+
+/* Parse states, in the order a message passes through them. */
+enum {
+    P_START,    /* before the request line: blank lines are skipped */
+    P_START_LF, /* a CR before the request line: LF must follow */
+    P_METHOD,   /* the method token */
+    P_TARGET,   /* the request target, after one SP */
+    P_VERSION,  /* "HTTP/D.D", after one SP */
+    P_LINE_LF,  /* a CR ended the request line or a field: LF must follow */
+    P_FIELD,    /* start of a field line, or the empty line ending the head */
+    P_HEAD_LF,  /* a CR at the start of a line: LF ends the head */
+    P_NAME,     /* a field name */
+    P_OWS,      /* whitespace after the colon */
+    P_VALUE,    /* a field value */
+    P_BODY,     /* Content-Length bytes to skip */
+    P_DONE,     /* a whole message, or an error: stop */
+};
+
+/* The fields the response looks at; the rest are counted and skipped. */
+enum header_kind {
+    H_NONE_YET, /* no field yet: a line end ends the request line */
+    H_OTHER,
+    H_HOST,
+    H_CONTENT_LENGTH,
+    H_TRANSFER_ENCODING,
+    H_CONNECTION,
+    H_UPGRADE,
+    H_EXPECT,
+    H_IMS,
+    H_RANGE,
+    H_IF_RANGE,
+    H_INM,
+};
+
+/* Byte classes, as bits (RFC 9110 5.6.2 tchar; 5.5 field-vchar, obs-text). */
+enum { B_TOKEN = 1, B_VALUE = 2, B_TARGET = 4, B_DIGIT = 8 };
+
+static unsigned char byte_class[256];
+
+static void byte_classes_init(void)
+{
+    static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
+    int c;
+
+    for (c = 0x21; c < 0x7f; c++)
+        byte_class[c] = B_VALUE | B_TARGET;
+    for (c = 0x80; c < 0x100; c++)
+        byte_class[c] = B_VALUE | B_TARGET; /* obs-text; in a target, left to the path's checks */
+    byte_class[' '] = byte_class['\t'] = B_VALUE;
+    for (c = '0'; c <= '9'; c++)
+        byte_class[c] |= B_TOKEN | B_DIGIT;
+    for (c = 'a'; c <= 'z'; c++)
+        byte_class[c] |= B_TOKEN;
+    for (c = 'A'; c <= 'Z'; c++)
+        byte_class[c] |= B_TOKEN;
+    for (c = 0; tchar_punct[c]; c++)
+        byte_class[(unsigned char)tchar_punct[c]] |= B_TOKEN;
+}
+
+/* Methods RFC 9110 and WebDAV name: not GET or HEAD is 405, anything else
+ * a client may have meant as a method but we do not know is 400. */
+static const char *const known_methods[] = {
+    "GET",       "HEAD",   "POST",       "PUT",      "DELETE",     "CONNECT",     "OPTIONS",
+    "TRACE",     "PATCH",  "COPY",       "LOCK",     "MKCOL",      "MOVE",        "PROPFIND",
+    "PROPPATCH", "SEARCH", "UNLOCK",     "BIND",     "REBIND",     "UNBIND",      "ACL",
+    "REPORT",    "MERGE",  "M-SEARCH",   "NOTIFY",   "SUBSCRIBE",  "UNSUBSCRIBE", "PURGE",
+    "LINK",      "UNLINK", "MKCALENDAR", "CHECKOUT", "MKACTIVITY", "SOURCE",
+};
 
 static const char continue_token[] = "100-continue";
 
-/* ---- parser callbacks ------------------------------------------------------ */
-
-static struct ps_http_req *req_of(http_parser *p)
+/* Stop with a status; the caller sees state PS_HTTP_ERROR. */
+static void fail(struct ps_http_req *r, int status)
 {
-    return (struct ps_http_req *)p->data;
-}
-
-/* Stop the parser with a status; the caller sees state PS_HTTP_ERROR. */
-static int fail(struct ps_http_req *r, int status)
-{
+    r->state = PS_HTTP_ERROR;
     r->status = status;
-    return -1;
+    r->pstate = P_DONE;
 }
 
-static int on_message_begin(http_parser *p)
+static void message_begin(struct ps_http_req *r)
 {
-    struct ps_http_req *r = req_of(p);
+    struct ps_http_head *h = r->head;
 
     r->started = 1;
     r->has_host = 0;
     r->expect = 0;
     r->continue_due = 0;
-    r->header = H_NONE;
     r->header_bytes = 0;
-    r->head->url_len = r->head->name_len = 0;
-    r->head->ims_len = r->head->range_len = r->head->if_range_len = r->head->inm_len = 0;
-    return 0;
+    r->flags = 0;
+    r->method = PS_HTTP_OTHER;
+    r->http_major = r->http_minor = 0;
+    r->content_length = 0;
+    h->method_len = 0;
+    h->url_len = h->name_len = 0;
+    h->ims_len = h->range_len = h->if_range_len = h->inm_len = 0;
+}
+
+/* ---- the request line ------------------------------------------------------ */
+
+static void method_end(struct ps_http_req *r)
+{
+    struct ps_http_head *h = r->head;
+    size_t i;
+
+    h->method[h->method_len] = '\0';
+    for (i = 0; i < PS__ARRAY_LEN(known_methods); i++)
+        if (!strcmp(h->method, known_methods[i]))
+            break;
+    if (i == PS__ARRAY_LEN(known_methods)) {
+        fail(r, 400);
+        return;
+    }
+    r->method = i == 0 ? PS_HTTP_GET : i == 1 ? PS_HTTP_HEAD : PS_HTTP_OTHER;
 }
 
 /* Room for need bytes of target: double the head's buffer, at most
@@ -62,20 +163,23 @@ static int grow_url(struct ps_http_req *r, size_t need)
     while (cap < need)
         cap = cap * 2 < PS_HTTP_URL_MAX ? cap * 2 : PS_HTTP_URL_MAX;
     h = realloc(r->head, sizeof(*h) + cap);
-    if (!h)
-        return fail(r, 503);
+    if (!h) {
+        fail(r, 503);
+        return -1;
+    }
     h->url_cap = cap;
     r->head = h;
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static int url_append(struct ps_http_req *r, const char *at, size_t len)
 {
-    struct ps_http_req *r = req_of(p);
     struct ps_http_head *h = r->head;
 
-    if (len > PS_HTTP_URL_MAX - h->url_len)
-        return fail(r, 414);
+    if (len > PS_HTTP_URL_MAX - h->url_len) {
+        fail(r, 414);
+        return -1;
+    }
     if (h->url_len + len > h->url_cap && grow_url(r, h->url_len + len) < 0)
         return -1;
     h = r->head;
@@ -84,60 +188,94 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static int count_header(struct ps_http_req *r, size_t len)
+/* The target's form (RFC 9112 3.2): origin-form "/...", absolute-form
+ * "scheme:...", "*" (asterisk-form) or, for CONNECT, authority-form. */
+static int target_form_ok(const struct ps_http_req *r)
 {
-    r->header_bytes += len;
-    return r->header_bytes > PS_HTTP_HEADERS_MAX ? fail(r, 431) : 0;
+    const char *u = r->head->url;
+    size_t len = r->head->url_len, i;
+
+    if (len == 0)
+        return 0;
+    if (u[0] == '/')
+        return 1;
+    if (len == 1 && u[0] == '*')
+        return 1;
+    if (!strcmp(r->head->method, "CONNECT"))
+        return 1;
+    /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" */
+    if (!((u[0] | 0x20) >= 'a' && (u[0] | 0x20) <= 'z'))
+        return 0;
+    for (i = 1; i < len && u[i] != ':'; i++)
+        if (!((u[i] | 0x20) >= 'a' && (u[i] | 0x20) <= 'z') && !(u[i] >= '0' && u[i] <= '9') &&
+            u[i] != '+' && u[i] != '-' && u[i] != '.')
+            return 0;
+    return i < len;
 }
 
-/* RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
- * "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
-static int is_tchar(unsigned char ch)
+/* One byte of "HTTP/D.D" at position r->vpos. */
+static void version_byte(struct ps_http_req *r, unsigned char c)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
+    static const char lit[] = "HTTP/";
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct ps_http_req *r = req_of(p);
-    struct ps_http_head *h = r->head;
-    size_t room, i;
-
-    if (count_header(r, len) < 0)
-        return -1;
-    /* http_parser (not built strict) lets a space into a name and then
-     * still matches "Content-Length " as Content-Length: a framing header
-     * a front end in the path may read differently.  RFC 9112 5.1: no
-     * whitespace between name and colon, answer 400. */
-    for (i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
-            return fail(r, 400);
-    if (r->header != H_NAME) { /* a new name begins */
-        r->header = H_NAME;
-        h->name_len = 0;
+    if (r->vpos < 5) {
+        if (c != (unsigned char)lit[r->vpos]) {
+            fail(r, 400);
+            return;
+        }
+    } else if (r->vpos == 5 || r->vpos == 7) {
+        if (!(byte_class[c] & B_DIGIT)) {
+            fail(r, 400);
+            return;
+        }
+        if (r->vpos == 5)
+            r->http_major = (unsigned char)(c - '0');
+        else
+            r->http_minor = (unsigned char)(c - '0');
+    } else if (r->vpos == 6) {
+        if (c != '.') {
+            fail(r, 400);
+            return;
+        }
+    } else if (c == '\r') {
+        r->pstate = P_LINE_LF;
+        return;
+    } else if (c == '\n') {
+        r->pstate = P_FIELD;
+        return;
+    } else {
+        {
+            fail(r, 400);
+            return;
+        }
     }
-    /* names longer than any we look for just stop matching */
-    room = sizeof(h->name) - h->name_len;
-    memcpy(h->name + h->name_len, at, len < room ? len : room);
-    h->name_len += len < room ? len : room;
-    return 0;
+    r->vpos++;
 }
+
+/* ---- header fields ------------------------------------------------------------ */
 
 static enum header_kind classify(const struct ps_http_head *h)
 {
     static const struct {
         const char *name;
+        size_t len;
         enum header_kind kind;
     } wanted[] = {
-        {"host", H_HOST},         {"if-modified-since", H_IMS}, {"range", H_RANGE},
-        {"if-range", H_IF_RANGE}, {"expect", H_EXPECT},         {"if-none-match", H_INM},
+        {"host", 4, H_HOST},
+        {"range", 5, H_RANGE},
+        {"expect", 6, H_EXPECT},
+        {"upgrade", 7, H_UPGRADE},
+        {"if-range", 8, H_IF_RANGE},
+        {"connection", 10, H_CONNECTION},
+        {"if-none-match", 13, H_INM},
+        {"content-length", 14, H_CONTENT_LENGTH},
+        {"if-modified-since", 17, H_IMS},
+        {"transfer-encoding", 17, H_TRANSFER_ENCODING},
     };
     size_t i;
 
     for (i = 0; i < PS__ARRAY_LEN(wanted); i++)
-        if (h->name_len == strlen(wanted[i].name) &&
-            !strncasecmp(h->name, wanted[i].name, h->name_len))
+        if (h->name_len == wanted[i].len && !strncasecmp(h->name, wanted[i].name, h->name_len))
             return wanted[i].kind;
     return H_OTHER;
 }
@@ -154,6 +292,16 @@ static void append_value(char *buf, size_t cap, size_t *len, const char *at, siz
     *len += n;
 }
 
+/* Drop trailing whitespace of the value just ended (RFC 9112 5: OWS
+ * around a value is not part of it); from is where the value began. */
+static void trim_value(const char *buf, size_t cap, size_t from, size_t *len)
+{
+    if (*len > cap)
+        return;
+    while (*len > from && (buf[*len - 1] == ' ' || buf[*len - 1] == '\t'))
+        (*len)--;
+}
+
 /* Follow the Expect value a piece at a time: r->expect counts the bytes
  * of "100-continue" matched so far (trailing blanks allowed), and is past
  * its length once anything else was seen. */
@@ -162,97 +310,424 @@ static void match_expect(struct ps_http_req *r, const char *at, size_t len)
     size_t n = sizeof(continue_token) - 1, i;
 
     for (i = 0; i < len && r->expect <= n; i++) {
-        char ch = at[i];
-        if (r->expect < n && tolower((unsigned char)ch) == continue_token[r->expect])
+        /* | 0x20 folds the letters' case and leaves digits and '-' as they
+         * are; the only other bytes it maps onto them are controls, which
+         * never reach a value */
+        unsigned char ch = (unsigned char)at[i];
+        if (r->expect < n && (ch | 0x20) == (unsigned char)continue_token[r->expect])
             r->expect++;
         else if (r->expect != n || (ch != ' ' && ch != '\t'))
             r->expect = n + 1;
     }
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+/* Connection's value, a comma-separated list of tokens, a piece at a time:
+ * the token being read is kept in head->tok (tok_len past its size once
+ * it is longer than any we look for). */
+static void connection_token_end(struct ps_http_req *r)
 {
-    struct ps_http_req *r = req_of(p);
     struct ps_http_head *h = r->head;
 
-    if (count_header(r, len) < 0)
-        return -1;
-    if (r->header == H_NAME) { /* first piece of this value */
-        r->header = classify(h);
-        if (r->header == H_HOST && r->has_host)
-            return fail(r, 400); /* RFC 9112 3.2: exactly one Host */
-        if (r->header == H_HOST)
-            r->has_host = 1;
-        else if (r->header == H_EXPECT)
-            r->expect = 0;
-        else if (r->header == H_IMS)
-            h->ims_len = 0;
-        else if (r->header == H_RANGE)
-            h->range_len = 0;
-        else if (r->header == H_IF_RANGE)
-            h->if_range_len = 0;
-        else if (r->header == H_INM && h->inm_len > 0) /* several fields: one list */
-            append_value(h->inm, sizeof(h->inm), &h->inm_len, ",", 1);
-    }
-    if (r->header == H_IMS)
-        append_value(h->ims, sizeof(h->ims), &h->ims_len, at, len);
-    else if (r->header == H_RANGE)
-        append_value(h->range, sizeof(h->range), &h->range_len, at, len);
-    else if (r->header == H_IF_RANGE)
-        append_value(h->if_range, sizeof(h->if_range), &h->if_range_len, at, len);
-    else if (r->header == H_INM)
-        append_value(h->inm, sizeof(h->inm), &h->inm_len, at, len);
-    else if (r->header == H_EXPECT)
-        match_expect(r, at, len);
-    return 0;
+    while (h->tok_len > 0 && h->tok_len <= sizeof(h->tok) &&
+           (h->tok[h->tok_len - 1] == ' ' || h->tok[h->tok_len - 1] == '\t'))
+        h->tok_len--;
+    if (h->tok_len == 5 && !strncasecmp(h->tok, "close", 5))
+        r->flags |= PS_HTTP_F_CLOSE;
+    else if (h->tok_len == 10 && !strncasecmp(h->tok, "keep-alive", 10))
+        r->flags |= PS_HTTP_F_KEEP_ALIVE;
+    else if (h->tok_len == 7 && !strncasecmp(h->tok, "upgrade", 7))
+        r->flags |= PS_HTTP_F_CONNECTION_UPGRADE;
+    h->tok_len = 0;
 }
 
-static int on_headers_complete(http_parser *p)
+static void match_connection(struct ps_http_req *r, const char *at, size_t len)
 {
-    struct ps_http_req *r = req_of(p);
+    struct ps_http_head *h = r->head;
+    size_t i;
 
-    if (p->http_major != 1)
-        return fail(r, 505);
-    if (p->method != HTTP_GET && p->method != HTTP_HEAD)
-        return fail(r, 405);
-    if (p->http_minor >= 1 && !r->has_host)
-        return fail(r, 400); /* RFC 9112 3.2: a 1.1 request must carry Host */
-    if (p->uses_transfer_encoding || (p->flags & F_CHUNKED))
-        return fail(r, 411); /* we read no chunked bodies: send a length */
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > PS_HTTP_BODY_MAX)
-        return fail(r, 413);
+    for (i = 0; i < len; i++) {
+        char ch = at[i];
+        if (ch == ',')
+            connection_token_end(r);
+        else if (h->tok_len == 0 && (ch == ' ' || ch == '\t'))
+            continue; /* OWS before a token */
+        else if (h->tok_len < sizeof(h->tok))
+            h->tok[h->tok_len++] = ch;
+        else
+            h->tok_len = sizeof(h->tok) + 1;
+    }
+}
+
+/* Content-Length = 1*DIGIT, with nothing else but the OWS around it:
+ * cl_state 0 before a digit, 1 in the digits, 2 in trailing OWS. */
+static void match_length(struct ps_http_req *r, const char *at, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if ((byte_class[ch] & B_DIGIT) && r->cl_state < 2) {
+            r->cl_state = 1;
+            /* past any limit of ours: keep it there (413), never wrap */
+            if (r->content_length <= PS_HTTP_BODY_MAX)
+                r->content_length = r->content_length * 10 + (ch - '0');
+        } else if ((ch == ' ' || ch == '\t') && r->cl_state == 1) {
+            r->cl_state = 2;
+        } else if ((ch == ' ' || ch == '\t') && r->cl_state == 2) {
+            continue;
+        } else {
+            r->cl_state = 3; /* anything else: 400 at the field's end */
+            return;
+        }
+    }
+}
+
+/* The name is read (at its colon): what is this field, and is it allowed? */
+static void field_begin(struct ps_http_req *r)
+{
+    struct ps_http_head *h = r->head;
+
+    r->header = (unsigned char)classify(h);
+    switch (r->header) {
+    case H_HOST:
+        if (r->has_host) {
+            fail(r, 400);
+            return;
+        } /* RFC 9112 3.2: exactly one Host */
+        r->has_host = 1;
+        break;
+    case H_CONTENT_LENGTH:
+        if (r->flags & PS_HTTP_F_CONTENT_LENGTH) {
+            fail(r, 400);
+            return;
+        } /* two lengths: which one frames the body? */
+        r->flags |= PS_HTTP_F_CONTENT_LENGTH;
+        r->cl_state = 0;
+        break;
+    case H_TRANSFER_ENCODING:
+        r->flags |= PS_HTTP_F_TRANSFER_ENCODING;
+        break;
+    case H_UPGRADE:
+        r->flags |= PS_HTTP_F_UPGRADE;
+        break;
+    case H_CONNECTION:
+        h->tok_len = 0;
+        break;
+    case H_EXPECT:
+        r->expect = 0;
+        break;
+    case H_IMS:
+        h->ims_len = 0;
+        break;
+    case H_RANGE:
+        h->range_len = 0;
+        break;
+    case H_IF_RANGE:
+        h->if_range_len = 0;
+        break;
+    case H_INM:
+        if (h->inm_len > 0) /* several fields: one list */
+            append_value(h->inm, sizeof(h->inm), &h->inm_len, ",", 1);
+        r->value_from = h->inm_len;
+        break;
+    }
+}
+
+static void field_value(struct ps_http_req *r, const char *at, size_t len)
+{
+    struct ps_http_head *h = r->head;
+
+    switch (r->header) {
+    case H_CONTENT_LENGTH:
+        match_length(r, at, len);
+        break;
+    case H_CONNECTION:
+        match_connection(r, at, len);
+        break;
+    case H_EXPECT:
+        match_expect(r, at, len);
+        break;
+    case H_IMS:
+        append_value(h->ims, sizeof(h->ims), &h->ims_len, at, len);
+        break;
+    case H_RANGE:
+        append_value(h->range, sizeof(h->range), &h->range_len, at, len);
+        break;
+    case H_IF_RANGE:
+        append_value(h->if_range, sizeof(h->if_range), &h->if_range_len, at, len);
+        break;
+    case H_INM:
+        append_value(h->inm, sizeof(h->inm), &h->inm_len, at, len);
+        break;
+    }
+}
+
+/* The field's line has ended. */
+static void field_end(struct ps_http_req *r)
+{
+    struct ps_http_head *h = r->head;
+
+    switch (r->header) {
+    case H_CONTENT_LENGTH:
+        if (r->cl_state == 0 || r->cl_state == 3) {
+            fail(r, 400);
+            return;
+        }
+        break;
+    case H_CONNECTION:
+        connection_token_end(r);
+        break;
+    case H_IMS:
+        trim_value(h->ims, sizeof(h->ims), 0, &h->ims_len);
+        break;
+    case H_RANGE:
+        trim_value(h->range, sizeof(h->range), 0, &h->range_len);
+        break;
+    case H_IF_RANGE:
+        trim_value(h->if_range, sizeof(h->if_range), 0, &h->if_range_len);
+        break;
+    case H_INM:
+        trim_value(h->inm, sizeof(h->inm), r->value_from, &h->inm_len);
+        break;
+    }
+    r->pstate = P_FIELD;
+}
+
+/* The empty line: the head is whole.  Is this a request we answer? */
+static void head_end(struct ps_http_req *r)
+{
+    if (r->http_major != 1) {
+        fail(r, 505);
+        return;
+    }
+    if (r->method == PS_HTTP_OTHER) {
+        fail(r, 405);
+        return;
+    }
+    if (r->http_minor >= 1 && !r->has_host) {
+        fail(r, 400);
+        return;
+    } /* RFC 9112 3.2: a 1.1 request must carry Host */
+    if ((r->flags & PS_HTTP_F_TRANSFER_ENCODING) && (r->flags & PS_HTTP_F_CONTENT_LENGTH)) {
+        fail(r, 400);
+        return;
+    } /* RFC 9112 6.3: framed twice, a smuggling shape */
+    if (r->flags & PS_HTTP_F_TRANSFER_ENCODING) {
+        fail(r, 411);
+        return;
+    } /* we read no chunked bodies: send a length */
+    if (r->content_length > PS_HTTP_BODY_MAX) {
+        fail(r, 413);
+        return;
+    }
     /* RFC 9110 10.1.1: a client waiting for 100 (Continue) sends its body
      * only then; an HTTP/1.0 client's expectation is ignored */
-    if (r->expect == sizeof(continue_token) - 1 && p->http_minor >= 1 &&
-        (p->flags & F_CONTENTLENGTH) && p->content_length > 0)
+    if (r->expect == sizeof(continue_token) - 1 && r->http_minor >= 1 && r->content_length > 0)
         r->continue_due = 1;
-    return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    struct ps_http_req *r = req_of(p);
-
+    if (r->content_length > 0) {
+        r->pstate = P_BODY;
+        return;
+    }
     r->state = PS_HTTP_READY;
-    /* stop right after this message: the rest is the next request */
-    http_parser_pause(p, 1);
+    r->pstate = P_DONE;
+}
+
+/* ---- the machine ------------------------------------------------------------- */
+
+/* Count bytes of the header section against PS_HTTP_HEADERS_MAX. */
+static int count_header(struct ps_http_req *r, size_t len)
+{
+    r->header_bytes += len;
+    if (r->header_bytes > PS_HTTP_HEADERS_MAX) {
+        fail(r, 431);
+        return -1;
+    }
     return 0;
 }
 
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_message_complete = on_message_complete,
-};
+/* Bytes from p while their class has bit b: the length of that run. */
+static size_t run_of(const unsigned char *p, const unsigned char *end, unsigned b)
+{
+    const unsigned char *q = p;
+
+    while (q < end && (byte_class[*q] & b))
+        q++;
+    return (size_t)(q - p);
+}
+
+static size_t parse(struct ps_http_req *r, const unsigned char *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = buf + len;
+    struct ps_http_head *h;
+    size_t n;
+
+    while (p < end && r->pstate != P_DONE) {
+        h = r->head;
+        switch (r->pstate) {
+        case P_START:
+            if (*p == '\r' || *p == '\n') {
+                if (++r->blank > PS_HTTP_BLANK_MAX)
+                    fail(r, 400);
+                else if (*p == '\r')
+                    r->pstate = P_START_LF;
+                p++;
+                break;
+            }
+            message_begin(r);
+            r->pstate = P_METHOD;
+            break;
+        case P_START_LF:
+            if (*p++ != '\n')
+                fail(r, 400);
+            else
+                r->pstate = P_START;
+            break;
+        case P_METHOD:
+            n = run_of(p, end, B_TOKEN);
+            if (n > (size_t)(PS_HTTP_METHOD_MAX - h->method_len)) {
+                fail(r, 400);
+                break;
+            }
+            memcpy(h->method + h->method_len, p, n);
+            h->method_len += (unsigned char)n;
+            p += n;
+            if (p == end)
+                break;
+            if (*p++ != ' ' || h->method_len == 0) {
+                fail(r, 400);
+                break;
+            }
+            method_end(r);
+            if (r->pstate != P_DONE)
+                r->pstate = P_TARGET;
+            break;
+        case P_TARGET:
+            n = run_of(p, end, B_TARGET);
+            if (n && url_append(r, (const char *)p, n) < 0)
+                break;
+            p += n;
+            if (p == end)
+                break;
+            if (*p++ != ' ' || !target_form_ok(r)) {
+                fail(r, 400);
+                break;
+            }
+            r->vpos = 0;
+            r->pstate = P_VERSION;
+            break;
+        case P_VERSION:
+            /* nearly every request: the whole version at once */
+            if (r->vpos == 0 && end - p >= 8 && !memcmp(p, "HTTP/1.", 7) &&
+                (byte_class[p[7]] & B_DIGIT)) {
+                r->http_major = 1;
+                r->http_minor = (unsigned char)(p[7] - '0');
+                r->vpos = 8;
+                p += 8;
+                break;
+            }
+            version_byte(r, *p++);
+            break;
+        case P_LINE_LF:
+            if (*p++ != '\n')
+                fail(r, 400);
+            else if (r->header == H_NONE_YET)
+                r->pstate = P_FIELD;
+            else
+                field_end(r);
+            r->header = H_NONE_YET;
+            break;
+        case P_FIELD:
+            if (*p == '\r') {
+                r->pstate = P_HEAD_LF;
+                p++;
+            } else if (*p == '\n') {
+                p++;
+                head_end(r);
+            } else if (byte_class[*p] & B_TOKEN) {
+                h->name_len = 0;
+                r->pstate = P_NAME;
+            } else {
+                fail(r, 400); /* obs-fold (RFC 9112 5.2), or not a name */
+            }
+            break;
+        case P_HEAD_LF:
+            if (*p++ != '\n')
+                fail(r, 400);
+            else
+                head_end(r);
+            break;
+        case P_NAME:
+            n = run_of(p, end, B_TOKEN);
+            if (count_header(r, n) < 0)
+                break;
+            if (h->name_len < sizeof(h->name)) { /* longer names just stop matching */
+                size_t room = sizeof(h->name) - h->name_len;
+                memcpy(h->name + h->name_len, p, n < room ? n : room);
+            }
+            h->name_len += n;
+            p += n;
+            if (p == end)
+                break;
+            if (*p++ != ':') {
+                fail(r, 400); /* RFC 9112 5.1: no whitespace before the colon */
+                break;
+            }
+            field_begin(r);
+            if (r->pstate != P_DONE)
+                r->pstate = P_OWS;
+            break;
+        case P_OWS:
+            for (n = 0; p + n < end && (p[n] == ' ' || p[n] == '\t'); n++)
+                ;
+            if (count_header(r, n) < 0)
+                break;
+            p += n;
+            if (p < end)
+                r->pstate = P_VALUE;
+            break;
+        case P_VALUE:
+            n = run_of(p, end, B_VALUE);
+            if (count_header(r, n) < 0)
+                break;
+            if (n)
+                field_value(r, (const char *)p, n);
+            p += n;
+            if (p == end)
+                break;
+            if (*p == '\r') {
+                r->pstate = P_LINE_LF;
+                p++;
+            } else if (*p == '\n') {
+                p++;
+                field_end(r);
+                r->header = H_NONE_YET;
+            } else {
+                fail(r, 400); /* a control byte in a value (RFC 9112 5.5) */
+            }
+            break;
+        case P_BODY:
+            n = (size_t)(end - p) < r->content_length ? (size_t)(end - p) : r->content_length;
+            p += n;
+            r->content_length -= n;
+            if (r->content_length == 0) {
+                r->state = PS_HTTP_READY;
+                r->pstate = P_DONE;
+            }
+            break;
+        }
+    }
+    return (size_t)(p - buf);
+}
+
+/* ---- the interface ----------------------------------------------------------- */
 
 void ps__http_req_init(struct ps_http_req *req)
 {
+    if (!byte_class['a'])
+        byte_classes_init();
     memset(req, 0, sizeof(*req));
-    http_parser_init(&req->parser, HTTP_REQUEST);
-    req->parser.data = req;
+    req->pstate = P_START;
+    req->header = H_NONE_YET;
 }
 
 /* Room for most targets at first, so that one allocation serves. */
@@ -260,28 +735,16 @@ void ps__http_req_init(struct ps_http_req *req)
 
 size_t ps__http_parse(struct ps_http_req *req, const char *buf, size_t len)
 {
-    enum http_errno err;
-    size_t n;
-
     if (!req->head) {
         req->head = malloc(sizeof(*req->head) + URL_FIRST);
         if (!req->head) {
-            req->state = PS_HTTP_ERROR;
-            req->status = 503;
+            fail(req, 503);
             return len;
         }
         memset(req->head, 0, sizeof(*req->head));
         req->head->url_cap = URL_FIRST;
     }
-    n = http_parser_execute(&req->parser, &settings, buf, len);
-    err = HTTP_PARSER_ERRNO(&req->parser);
-
-    if (req->state == PS_HTTP_READY || err == HPE_OK)
-        return n;
-    req->state = PS_HTTP_ERROR;
-    if (!req->status)
-        req->status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
-    return n;
+    return parse(req, (const unsigned char *)buf, len);
 }
 
 void ps__http_req_next(struct ps_http_req *req)
@@ -289,11 +752,27 @@ void ps__http_req_next(struct ps_http_req *req)
     req->state = PS_HTTP_NEED_MORE;
     req->started = 0;
     req->status = 0;
-    http_parser_pause(&req->parser, 0);
+    req->blank = 0;
+    req->pstate = P_START;
+    req->header = H_NONE_YET;
 }
 
 void ps__http_req_release(struct ps_http_req *req)
 {
     free(req->head);
     req->head = NULL;
+}
+
+int ps__http_keep_alive(const struct ps_http_req *req)
+{
+    if (req->flags & PS_HTTP_F_UPGRADE && req->flags & PS_HTTP_F_CONNECTION_UPGRADE)
+        return 0; /* a protocol switch we do not make: the stream is not ours after it */
+    if (req->http_major == 1 && req->http_minor >= 1)
+        return !(req->flags & PS_HTTP_F_CLOSE);
+    return (req->flags & PS_HTTP_F_KEEP_ALIVE) && !(req->flags & PS_HTTP_F_CLOSE);
+}
+
+const char *ps__http_method_name(const struct ps_http_req *req)
+{
+    return req->started && req->head && req->head->method_len ? req->head->method : "-";
 }

@@ -97,7 +97,7 @@ static void put_end(struct out *o, const struct ps_http_req *req, int keep_alive
 {
     if (!keep_alive)
         PUT_LITERAL(o, "Connection: close\r\n\r\n");
-    else if (req->parser.http_minor == 0)
+    else if (req->http_minor == 0)
         PUT_LITERAL(o, "Connection: keep-alive\r\n\r\n"); /* 1.0 asked for it */
     else
         PUT_LITERAL(o, "\r\n");
@@ -105,7 +105,7 @@ static void put_end(struct out *o, const struct ps_http_req *req, int keep_alive
 
 static int is_head(const struct ps_http_req *req)
 {
-    return req->started && req->parser.method == HTTP_HEAD;
+    return req->started && req->method == PS_HTTP_HEAD;
 }
 
 /* A short HTML body saying what went wrong; extra is one more header. */
@@ -416,7 +416,8 @@ static void redirect_response(const struct ps_http_ctx *ctx, const struct ps_htt
 }
 
 /* Split the target into path and query; absolute-form is reduced to its
- * path.  -1 for a target that has no path ("*", authority-form). */
+ * path (an empty one is "/", RFC 9110 4.2.3).  -1 for a target that has
+ * no path ("*", authority-form, a URI without "//authority"). */
 static int split_target(const struct ps_http_req *req, const char **path, size_t *plen,
                         const char **query, size_t *qlen)
 {
@@ -424,12 +425,24 @@ static int split_target(const struct ps_http_req *req, const char **path, size_t
     size_t len = req->head->url_len;
 
     if (len > 0 && u[0] != '/') {
-        struct http_parser_url parsed;
-        http_parser_url_init(&parsed);
-        if (http_parser_parse_url(u, len, 0, &parsed) != 0 || !(parsed.field_set & (1 << UF_PATH)))
+        /* scheme "://" authority, then path-abempty: request.c checked the
+         * scheme's characters */
+        const char *sep = memchr(u, ':', len), *end = u + len;
+        if (!sep || end - sep < 3 || sep[1] != '/' || sep[2] != '/')
             return -1;
-        u += parsed.field_data[UF_PATH].off;
-        len -= parsed.field_data[UF_PATH].off;
+        for (q = sep + 3; q < end && *q != '/' && *q != '?' && *q != '#'; q++)
+            ;
+        if (q == end || *q != '/') {
+            *path = "/";
+            *plen = 1;
+            *query = q < end && *q == '?' ? q : end;
+            *qlen = (size_t)(end - *query);
+            if (*qlen && memchr(*query, '#', *qlen))
+                *qlen = (size_t)((const char *)memchr(*query, '#', *qlen) - *query);
+            return 0;
+        }
+        len = (size_t)(end - q);
+        u = q;
     }
     if (len == 0)
         return -1;
@@ -510,8 +523,7 @@ int ps__http_respond(struct ps_http_ctx *ctx, struct ps_http_req *req, char *buf
         simple_response(ctx, req, req->status, req->status == 405 ? "Allow: GET, HEAD\r\n" : NULL,
                         &o, resp);
     } else {
-        resp->keep_alive =
-            !ctx->draining && !req->parser.upgrade && http_should_keep_alive(&req->parser);
+        resp->keep_alive = !ctx->draining && ps__http_keep_alive(req);
         target_response(ctx, req, &o, resp);
     }
     resp->len = o.len;

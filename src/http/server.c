@@ -261,8 +261,7 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
     snprintf(bytes, sizeof(bytes), "%zu", resp->body_len);
     n = snprintf(s->log + s->log_len, LOG_SIZE - s->log_len,
                  "%s - - [%s] \"%s %s HTTP/%u.%u\" %d %s\n", peer, s->log_date,
-                 req->started ? http_method_str((enum http_method)req->parser.method) : "-", target,
-                 req->parser.http_major, req->parser.http_minor, resp->status,
+                 ps__http_method_name(req), target, req->http_major, req->http_minor, resp->status,
                  resp->body_len ? bytes : "-");
     if (n > 0 && (size_t)n < LOG_SIZE - s->log_len)
         s->log_len += (size_t)n;

@@ -46,14 +46,13 @@ soname=$(readlink "$dest$libdir/libportshare.so")
 "$dest$bindir/portshare" --version | grep -q '^portshare [0-9]' || fail "installed portshare --version"
 # the shared library exports exactly the functions of the public header
 # (libportshare is built with -fvisibility=hidden): no ps__ internals, no
-# supervisor/HTTP/probe layer, and it does not need http_parser.
+# supervisor/HTTP/probe layer.
 so=$dest$libdir/$soname
 exported=$(nm -D --defined-only "$so" | awk '$2 ~ /^[TDBRV]$/ {print $3}' | sort)
 declared=$(sed -n 's/^PS_EXTERN [^(]*[ *]\(ps_[a-z0-9_]*\)(.*/\1/p' "$dest$incdir/portshare.h" | sort)
 [ -n "$declared" ] || fail "found no PS_EXTERN declarations in the installed portshare.h"
 [ "$exported" = "$declared" ] ||
     fail "libportshare.so exports differ from portshare.h: $(diff <(echo "$declared") <(echo "$exported") | grep '^[<>]' | tr '\n' ' ')"
-readelf -d "$so" | grep NEEDED | grep -q http_parser && fail "libportshare.so needs http_parser"
 # nothing was written outside DESTDIR's prefix
 extra=$(cd "$dest" && { find . -type f | grep -v "^\.$prefix/" || true; })
 [ -z "$extra" ] || fail "installed outside $prefix: $extra"
@@ -94,7 +93,6 @@ pkg-config --exists portshare || fail "pkg-config does not find portshare"
 read -r -a cflags <<<"$(pkg-config --cflags portshare)"
 read -r -a libs <<<"$(pkg-config --libs portshare)"
 read -r -a static_libs <<<"$(pkg-config --static --libs-only-l portshare)"
-[[ " ${static_libs[*]} " == *" -lhttp_parser "* ]] && fail "Libs.private names -lhttp_parser: the library does not use it"
 
 # shared: -lportshare picks the .so
 "$cc" "${flags[@]}" "${cflags[@]}" "$tmp/spec.c" -o "$tmp/spec-shared" "${libs[@]}" >"$tmp/log" 2>&1 ||

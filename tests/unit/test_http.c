@@ -278,6 +278,79 @@ static void test_smuggling_shapes(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Token: !#$%&'*+-.^_`|~09az\r\n\r\n", 200);
 }
 
+/* request.c's strict choices (RFC 9112), each once whole and once a byte
+ * at a time: the same answer however the stream is cut. */
+static void expect_split(const char *raw, int status)
+{
+    expect(raw, status);
+    assert_int_equal(exchange_step(raw, strlen(raw), 1), 1);
+    if (res[0].status != status)
+        fail_msg("%s fed a byte at a time -> %d, expected %d", raw, res[0].status, status);
+}
+
+static void test_strict_framing(void **state)
+{
+    (void)state;
+    /* obs-fold (5.2), a bare CR (2.2), a control byte in a value (5.5) */
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n  folded\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\n Host: t\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\rX-A: 1\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A: a\x7f\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\n: empty name\r\n\r\n", 400);
+    /* obs-text in a value is allowed, and a bare LF ends a line */
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-A: caf\xc3\xa9\r\n\r\n", 200);
+    expect_split("GET /a.txt HTTP/1.1\nHost: t\nX-A: 1\n\n", 200);
+    /* Content-Length: digits once; with Transfer-Encoding it is 400 (6.3) */
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3 4\r\n\r\nabcd", 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999"
+                 "\r\n\r\n",
+                 413);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                 400);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length:  3 \r\n\r\nabc", 200);
+    /* the request line: one SP each, HTTP/D.D exactly, a target of a known form */
+    expect_split("GET  /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt  HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.1 \r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt http/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/1.10\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt HTTP/11\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET /a.txt\r\n\r\n", 400); /* HTTP/0.9 */
+    expect_split("GET /a\x01.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("GET 1http://t/a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("get /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400); /* methods are case-sensitive */
+    expect_split("VERYLONGMETHODNAME /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_split("PROPFIND /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 405);
+    expect_split("CONNECT t:443 HTTP/1.1\r\nHost: t\r\n\r\n", 405);
+    expect_split("GET /a.txt HTTP/0.9\r\nHost: t\r\n\r\n", 505);
+    /* absolute-form is served by its path; an empty path is "/" */
+    expect_split("GET http://t/a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+    assert_memory_equal(res[0].body, "hello", 5);
+    expect_split("GET http://t HTTP/1.1\r\nHost: t\r\n\r\n", 200); /* the root's index.html */
+    expect_split("GET http:/a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    /* empty lines before a request line are skipped, a few of them */
+    expect_split("\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+    expect_split("\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    /* Connection is a list of tokens, any case, with OWS */
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: TE , Close\r\n\r\n", 200);
+    assert_false(res[0].keep_alive);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: closed\r\n\r\n", 200);
+    assert_true(res[0].keep_alive);
+    expect_split("GET /a.txt HTTP/1.0\r\nConnection: foo,keep-alive\r\n\r\n", 200);
+    assert_true(res[0].keep_alive);
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+                 200);
+    assert_false(res[0].keep_alive); /* a switch we do not make: the stream ends here */
+    /* trailing OWS is not part of a value */
+    expect_split("GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=1-2 \t\r\n\r\n", 206);
+}
+
 /* Issue 11.6: a connection's memory grows only with what it holds.  The
  * parse state is small and fixed; a request's head is allocated at its
  * first byte, grows with the target (up to PS_HTTP_URL_MAX, never past the
@@ -788,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_smuggling_shapes),
+        cmocka_unit_test(test_strict_framing),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_memory_per_request),
         cmocka_unit_test(test_limits),
