@@ -36,6 +36,54 @@ need_ebpf() {
     fi
 }
 
+# PY_SERVE: the last lines of a python3 worker built on socketserver (its
+# server object named srv; signal and threading imported): serve until
+# SIGTERM, then drain -- stop accepting, finish what is in flight, exit.
+# SIGTERM is taken by a thread of its own (blocked everywhere, sigwait), not
+# by a Python handler: a handler runs in the main thread between two
+# bytecodes, possibly while that thread holds one of threading's internal
+# locks, which it does around every connection it accepts: socketserver
+# reaps the finished request threads there (Thread.is_alive -> _stop, under
+# the plain lock _shutdown_locks_lock).  A handler that starts a thread
+# there waits for it forever (the new thread needs that lock before it
+# counts as started), and the worker hangs with the connection it has just
+# accepted until the drain timeout's SIGKILL: test_run_watch.sh's one
+# request in 15 000 that timed out (py_drain_check below).
+PY_SERVE=$(
+    cat <<'EOS'
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # this thread and those it starts
+def drain_on_term():
+    signal.sigwait({signal.SIGTERM})
+    srv.shutdown()
+threading.Thread(target=drain_on_term, daemon=True).start()
+srv.serve_forever()
+srv.server_close()
+EOS
+)
+
+# py_drain_check [SERVE-CODE]: a socketserver ending in SERVE-CODE (default
+# PY_SERVE) gets SIGTERM while it serves and its main thread holds the lock
+# that reaping request threads takes -- the interleaving that hung the
+# workers, made deterministic -- and must still exit 0 within 5 s.  (Python
+# 3.13 reaps without that lock; there the check holds an unrelated one.)
+py_drain_check() {
+    local serve=${1:-$PY_SERVE} rc=0
+    timeout -s KILL 5 python3 - <<EOS || rc=$?
+import os, signal, socketserver, threading
+class S(socketserver.ThreadingTCPServer):
+    fired = False
+    def service_actions(self):  # the main thread, inside serve_forever
+        if not self.fired:
+            self.fired = True
+            with getattr(threading, "_shutdown_locks_lock", threading.Lock()):  # as _stop()
+                os.kill(os.getpid(), signal.SIGTERM)  # a Python handler runs in here
+                for i in range(1000): pass
+srv = S(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+$serve
+EOS
+    return $rc
+}
+
 # lighttpd_site: $T/www with an index.html saying "served by lighttpd" and
 # $T/lighttpd.conf serving it from the socket it is handed (systemd socket
 # activation), as a worker under portshare run

@@ -41,12 +41,11 @@ srv.socket.close()
 srv.socket = socket.socket(fileno=fds[0])   # the first listener: TCP
 srv.socket.setblocking(True)
 srv.daemon_threads = False
-# drain on SIGTERM: stop accepting, finish what is in flight, close() (what
-# is queued stays for the slot's next worker)
-signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=srv.shutdown).start())
-srv.serve_forever()
-srv.server_close()
+# drain on SIGTERM (sup_lib.sh's PY_SERVE, appended below): stop accepting,
+# finish what is in flight, close() (what is queued stays for the slot's
+# next worker)
 EOS
+echo "$PY_SERVE" >>"$T/legacy.py"
 
 check() { # check NAME HANDOFF KIND EXPECTED-BODY-REGEX
     local name=$1 handoff=$2 kind=$3 want=$4 body

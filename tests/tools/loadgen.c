@@ -47,11 +47,19 @@
  * rps is ok responses per second of elapsed time; latencies are of the ok
  * responses, in ms from the request's start (a retry included), to the ms.
  *
+ * Every failed request is also described on stderr, one line each: when it
+ * started (UTC wall clock to the ms, as the supervisor's log), its local
+ * port, how far it got (connecting / writing / reading), the bytes it had
+ * written and received, and the first bytes of the response if any -- so
+ * that a failure can be lined up with the supervisor's log and `ss` (the
+ * first 100).
+ *
  * Exit: 0 when failed == 0 and at least one request was ok, 1 otherwise
  * (a run that did nothing proves nothing), 2 on a usage error.
  */
 #include "portshare.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -137,7 +145,9 @@ struct conn {
     int reused;  /* fd already carried a complete response */
     int retried; /* this request was already retried once */
     long long deadline, started;
+    long long started_wall; /* CLOCK_REALTIME ms, for the failure lines */
     size_t woff;
+    size_t got; /* response bytes received by this attempt */
     /* response */
     enum bstate body;
     int got_bytes, status, server_close;
@@ -343,10 +353,52 @@ static void count_pid(struct stats *st, long pid, long long n)
     st->pid_ok[i] += n;
 }
 
+static long long wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One line on stderr per failed request (see the top). */
+static void describe_failure(const struct conn *c, enum outcome o)
+{
+    static const char *const state_name[] = {"idle", "connecting", "writing", "reading"};
+    struct sockaddr_storage local;
+    socklen_t len = sizeof(local);
+    char when[32], head[64];
+    unsigned port = 0;
+    time_t secs = (time_t)(c->started_wall / 1000);
+    struct tm tm;
+    size_t i, n;
+    static atomic_int described;
+
+    if (atomic_fetch_add(&described, 1) >= 100) /* tests that expect failures: enough */
+        return;
+    if (c->fd >= 0 && getsockname(c->fd, (struct sockaddr *)&local, &len) == 0)
+        port = local.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&local)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&local)->sin_port);
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    n = c->hlen < sizeof(head) - 1 ? c->hlen : sizeof(head) - 1;
+    for (i = 0; i < n; i++)
+        head[i] = c->head[i] >= 0x20 && c->head[i] < 0x7f ? c->head[i] : '.';
+    head[n] = '\0';
+    fprintf(stderr,
+            "loadgen: %s: request started %s.%03lldZ (%lld ms ago), local port %u, %s, "
+            "%zu of %zu bytes written, %zu received%s%s%s%s\n",
+            outcome_name[o], when, c->started_wall % 1000, now_ms() - c->started, port,
+            state_name[c->state], c->woff, request_len, c->got, c->reused ? ", reused" : "",
+            n ? ": \"" : "", head, n ? "\"" : "");
+}
+
 /* The request is over with this outcome; the slot is free for the next. */
 static void finish(struct thread *t, struct conn *c, enum outcome o)
 {
     t->st.outcome[o]++;
+    if (o != O_OK)
+        describe_failure(c, o);
     if (o == O_OK) {
         long long ms = now_ms() - c->started;
         t->st.lat[ms < 0 ? 0 : ms > LAT_MAX_MS ? LAT_MAX_MS : ms]++;
@@ -451,6 +503,7 @@ static void begin_attempt(struct thread *t, struct conn *c)
     c->body = B_HEAD;
     c->hlen = c->llen = 0;
     c->got_bytes = c->status = c->server_close = 0;
+    c->got = 0;
     c->pid = 0;
     if (c->fd >= 0 && closed_while_idle(c->fd)) {
         t->st.idle_closed++;
@@ -486,6 +539,7 @@ static void start_request(struct thread *t, struct conn *c)
     c->active = 1;
     c->retried = 0;
     c->started = now_ms();
+    c->started_wall = wall_ms();
     c->deadline = c->started + opt.timeout_ms;
     begin_attempt(t, c);
 }
@@ -528,6 +582,7 @@ static void on_readable(struct thread *t, struct conn *c)
         return;
     }
     c->got_bytes = 1;
+    c->got += (size_t)n;
     r = feed(c, buf, (size_t)n);
     if (r < 0)
         finish(t, c, O_BAD_RESPONSE);
