@@ -367,6 +367,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
     case A_STALL:
         sl->stalls++;
         sl->stalled_at = ps__now_ms();
+        sl->stall_reload_said = 0;
         sup->steer_dirty = 1;
         ps__sup_log(sup, PS_LOG_WARN, "stall",
                     "slot %d stalled (%s): steered away from; its worker %ld has %u ms to "

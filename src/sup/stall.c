@@ -17,7 +17,11 @@
  * is a slow start, not a stall (--ready auto's fallback guessed), so it
  * stays steered away until its queue goes down, as it would without
  * stall detection, instead of being killed before it ever served (a
- * program that needs longer than the delay would never come up).  Else,
+ * program that needs longer than the delay would never come up; while
+ * another worker of the slot, a reload's new one or a draining old one,
+ * shares the socket, a queue going down is not evidence of which took
+ * the connection).  Nor is a slot rescued while a reload's new worker
+ * starts on it: that worker takes the queue.  Else,
  * under eBPF its sockets are shut down, so what
  * they hold moves to the serving slots, and replaced by fresh ones; its
  * worker's process tree is killed and a fresh worker started.  Under CBPF
@@ -72,6 +76,20 @@ static long slot_queued(const struct ps_sup *sup, int s)
     return sum;
 }
 
+/* Another live process of slot s than its current worker: the reload's new
+ * worker, or an old generation still draining.  They hold the same socket,
+ * so its queue going down says nothing about which of them accepted. */
+static int slot_shared_with_others(const struct ps_sup *sup, int s)
+{
+    const struct ps_slot *sl = &sup->slots[s];
+    int i;
+
+    for (i = 0; i < sup->nworkers; i++)
+        if (i != sl->current && sup->workers[i].pid && sup->workers[i].slot == s)
+            return 1;
+    return 0;
+}
+
 static void look(struct ps_sup *sup, int s, uint64_t now)
 {
     struct ps_slot *sl = &sup->slots[s];
@@ -84,7 +102,7 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
         return;
     if (q == 0 || (unsigned long)q < sl->stall_q) {
         /* it accepted something: the queue went down, or is empty */
-        if ((unsigned long)q < sl->stall_q && w)
+        if ((unsigned long)q < sl->stall_q && w && !slot_shared_with_others(sup, s))
             w->ready_guessed = 0; /* seen taking connections */
         sl->stall_q = (unsigned)q;
         sl->stall_since = q ? now : 0;
@@ -106,6 +124,17 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
                         "connection yet: kept steered away until it does, not replaced",
                         s, (long)w->pid);
         w->ready_guessed = 2;
+    } else if (sl->state == SL_STALLED && sl->next >= 0) {
+        /* a reload's new worker is starting on this very socket: it takes
+         * the queue when it comes up (or the reload rolls back and the slot
+         * is looked at again); a fresh socket now would be one it never
+         * sees, and a rescue would kill the worker it is to replace anyway */
+        if (!sl->stall_reload_said)
+            ps__sup_log(sup, PS_LOG_WARN, "stall_reload",
+                        "slot %d: stalled while its new generation's worker starts: kept "
+                        "steered away for that worker, not rescued",
+                        s);
+        sl->stall_reload_said = 1;
     } else if (sl->state == SL_STALLED && now - sl->stalled_at >= timeout / 2) {
         snprintf(why, sizeof(why), "still %ld connection(s) queued, none accepted for %llu ms", q,
                  (unsigned long long)(now - sl->stall_since));

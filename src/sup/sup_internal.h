@@ -189,11 +189,11 @@ struct ps_worker {
     /* ready by --ready-delay alone, and not yet seen taking a connection
      * (stall.c): 1; 2 once the log said its stall is not rescued */
     int ready_guessed;
-    uint64_t probe_ms;    /* STARTING, --ready auto: next look at the kernel's view */
-    unsigned probes;      /* looks so far (every TREE_EVERY-th one takes in its tree) */
-    char status[128];     /* last STATUS= */
-    char stats[128];      /* last X_PORTSHARE_STATS= */
-    char closes[256];     /* last X_PORTSHARE_CLOSES= (closes per reason) */
+    uint64_t probe_ms; /* STARTING, --ready auto: next look at the kernel's view */
+    unsigned probes;   /* looks so far (every TREE_EVERY-th one takes in its tree) */
+    char status[128];  /* last STATUS= */
+    char stats[128];   /* last X_PORTSHARE_STATS= */
+    char closes[256];  /* last X_PORTSHARE_CLOSES= (closes per reason) */
 };
 
 /* ---- the slot state machine (slots.c) ----------------------------------- */
@@ -282,6 +282,7 @@ struct ps_slot {
      * has not gone down (0: empty or draining), when it was steered away */
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
+    int stall_reload_said; /* the "not rescued during a reload" line was logged */
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
