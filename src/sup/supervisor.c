@@ -355,7 +355,9 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
             if (w->state != W_STARTING)
                 return;
         }
-        if (delay_applies(cfg, w) && now - w->started_ms >= cfg->ready_delay_ms) {
+        /* > and + 1 below: the clock is in whole milliseconds, so ">=" could
+         * call it ready up to a millisecond before the delay has passed */
+        if (delay_applies(cfg, w) && now - w->started_ms > cfg->ready_delay_ms) {
             w->ready_guessed = 1; /* a guess: stall.c will not kill it for it */
             ps__worker_ready(sup, w, "alive for --ready-delay");
             return;
@@ -484,7 +486,7 @@ static int next_timeout(const struct ps_sup *sup)
         if (probe_applies(sup->cfg, w))
             earlier(&next, w->probe_ms);
         if (delay_applies(sup->cfg, w))
-            earlier(&next, w->started_ms + sup->cfg->ready_delay_ms);
+            earlier(&next, w->started_ms + sup->cfg->ready_delay_ms + 1);
         else if (!w->hinted)
             earlier(&next, w->started_ms + NOTIFY_HINT_MS);
     }
