@@ -391,16 +391,16 @@ static void field_begin(struct ps_http_req *r)
     switch (r->header) {
     case H_HOST:
         if (r->has_host) {
-            fail(r, 400);
+            fail(r, 400); /* RFC 9112 3.2: exactly one Host */
             return;
-        } /* RFC 9112 3.2: exactly one Host */
+        }
         r->has_host = 1;
         break;
     case H_CONTENT_LENGTH:
         if (r->flags & PS_HTTP_F_CONTENT_LENGTH) {
-            fail(r, 400);
+            fail(r, 400); /* two lengths: which one frames the body? */
             return;
-        } /* two lengths: which one frames the body? */
+        }
         r->flags |= PS_HTTP_F_CONTENT_LENGTH;
         r->cl_state = 0;
         break;
@@ -505,17 +505,17 @@ static void head_end(struct ps_http_req *r)
         return;
     }
     if (r->http_minor >= 1 && !r->has_host) {
-        fail(r, 400);
+        fail(r, 400); /* RFC 9112 3.2: a 1.1 request must carry Host */
         return;
-    } /* RFC 9112 3.2: a 1.1 request must carry Host */
+    }
     if ((r->flags & PS_HTTP_F_TRANSFER_ENCODING) && (r->flags & PS_HTTP_F_CONTENT_LENGTH)) {
-        fail(r, 400);
+        fail(r, 400); /* RFC 9112 6.3: framed twice, a smuggling shape */
         return;
-    } /* RFC 9112 6.3: framed twice, a smuggling shape */
+    }
     if (r->flags & PS_HTTP_F_TRANSFER_ENCODING) {
-        fail(r, 411);
+        fail(r, 411); /* we read no chunked bodies: send a length */
         return;
-    } /* we read no chunked bodies: send a length */
+    }
     if (r->content_length > PS_HTTP_BODY_MAX) {
         fail(r, 413);
         return;
