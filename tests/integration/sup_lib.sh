@@ -84,6 +84,17 @@ EOS
     return $rc
 }
 
+# public_bins: copies of portshare and testworker in $T/pub, a directory
+# any uid may enter ($PUB_PORTSHARE, $PUB_TESTWORKER), for the parts of a
+# test that run them as another user: the build tree may sit under a
+# directory that uid cannot enter (a 0700 mktemp clone, /root)
+public_bins() {
+    mkdir -p "$T/pub" && chmod 0755 "$T/pub" && chmod o+x "$T"
+    install -m 0755 "$PORTSHARE" "$T/pub/portshare"
+    install -m 0755 "$TESTWORKER" "$T/pub/testworker"
+    PUB_PORTSHARE=$T/pub/portshare PUB_TESTWORKER=$T/pub/testworker
+}
+
 # lighttpd_site: $T/www with an index.html saying "served by lighttpd" and
 # $T/lighttpd.conf serving it from the socket it is handed (systemd socket
 # activation), as a worker under portshare run

@@ -12,11 +12,8 @@ as_nobody() { setpriv --reuid="$NOBODY" --regid="$(id -g nobody)" --clear-groups
 
 # the control socket lives in a directory anyone may enter, so the peer
 # credential check itself is what refuses the other uid
-mkdir -p "$T/pub" && chmod 0755 "$T" "$T/pub"
-# the binaries too: the build tree may sit under a directory that uid
-# nobody cannot enter (a 0700 mktemp clone, a home directory)
-install -m 0755 "$TESTWORKER" "$T/pub/testworker"
-install -m 0755 "$PORTSHARE" "$T/pub/portshare"
+chmod 0755 "$T"
+public_bins # the binaries too
 cat >"$T/dumper.sh" <<EOS
 #!/bin/sh
 exec "$T/pub/testworker" --dump "$T/pub/dump.\$PORTSHARE_SLOT"

@@ -41,19 +41,20 @@ U=$T/u
 mkdir "$U"
 chown 65534 "$U"
 chmod 0700 "$U"
-setpriv --reuid=65534 --regid=65534 --clear-groups "$PORTSHARE" run --name u --control "$U/u.sock" \
-    -l 127.0.0.1:0 -w 2 -- "$TESTWORKER" 2>"$T/u.log" &
+public_bins
+setpriv --reuid=65534 --regid=65534 --clear-groups "$PUB_PORTSHARE" run --name u --control "$U/u.sock" \
+    -l 127.0.0.1:0 -w 2 -- "$PUB_TESTWORKER" 2>"$T/u.log" &
 SUP_PIDS+=("$!")
 wait_until 20 grep -q 'ready: all' "$T/u.log" || fail "unprivileged supervisor did not start: $(cat "$T/u.log")"
 grep -q 'classic BPF steering, no migration (eBPF not used: bpf(' "$T/u.log" ||
     fail "the unprivileged fallback does not say why: $(grep steering "$T/u.log")"
-st=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$PORTSHARE" status --json --control "$U/u.sock")
+st=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$PUB_PORTSHARE" status --json --control "$U/u.sock")
 [ "$(jq -r .steering <<<"$st")" = cbpf ] || fail "unprivileged: $(jq -c '{steering, steering_reason}' <<<"$st")"
 ok "unprivileged: cbpf, because: $(jq -r .steering_reason <<<"$st")"
 
 rc=0
-timeout 10 setpriv --reuid=65534 --regid=65534 --clear-groups "$PORTSHARE" run --steering ebpf --name v \
-    --control "$U/v.sock" -l 127.0.0.1:0 -- "$TESTWORKER" >/dev/null 2>"$T/v.err" || rc=$?
+timeout 10 setpriv --reuid=65534 --regid=65534 --clear-groups "$PUB_PORTSHARE" run --steering ebpf --name v \
+    --control "$U/v.sock" -l 127.0.0.1:0 -- "$PUB_TESTWORKER" >/dev/null 2>"$T/v.err" || rc=$?
 [ "$rc" = 6 ] || fail "--steering ebpf unprivileged exited $rc, expected 6: $(cat "$T/v.err")"
 [ "$(wc -l <"$T/v.err")" = 1 ] && grep -q '^portshare: fatal: --steering ebpf: cannot load the eBPF program: ' "$T/v.err" ||
     fail "not one clear line: $(cat "$T/v.err")"

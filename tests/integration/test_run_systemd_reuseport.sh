@@ -99,8 +99,9 @@ pw = pwd.getpwnam("nobody")
 os.setgroups([]); os.setgid(pw.pw_gid); os.setuid(pw.pw_uid)
 os.execv(sys.argv[1], sys.argv[1:])
 EOS
-    python3 "$T/activate.py" 1 "$T/nb.port" /usr/bin/python3 "$T/asnobody.py" "$PORTSHARE" run --name nb \
-        --control "$T/nobody/nb.sock" -w 2 -- "$TESTWORKER" 2>"$T/nb.log" &
+    public_bins
+    python3 "$T/activate.py" 1 "$T/nb.port" /usr/bin/python3 "$T/asnobody.py" "$PUB_PORTSHARE" run --name nb \
+        --control "$T/nobody/nb.sock" -w 2 -- "$PUB_TESTWORKER" 2>"$T/nb.log" &
     nb=$!; SUP_PIDS+=($nb)   # the same pid through both execs
     wait_until 20 grep -q 'ready: all' "$T/nb.log" || { cat "$T/nb.log" >&2; fail "nb: not ready"; }
     grep -q 'adopt_shared: .* has SO_REUSEPORT, but no socket can join it' "$T/nb.log" || fail "no warning: $(cat "$T/nb.log")"
