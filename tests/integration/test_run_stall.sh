@@ -71,11 +71,14 @@ echo "PASS: a worker that resumed within the grace kept its slot and got traffic
 
 # one slot only: there is no other socket for its queue to move to (the
 # kernel would reset what it cannot place), so the queue stays in its socket
-# and the fresh worker serves it
+# and the fresh worker serves it.  The worker is frozen before the load
+# starts: frozen under load, it may hold every one of the client's 8
+# connections, so that none waits in the queue and there is nothing to see
+# (a stall is a queue that does not go down).
 sup_start one -l 127.0.0.1:0 -w 1 "${STEER[@]}" -- "$TESTWORKER"
-load_start load3 --connect 127.0.0.1:$PORT --threads 1 --concurrency 8 --timeout 20000 --duration 120
 victim=$(status_json one | jq -r '.slots[0].pid')
 kill -STOP "$victim"
+load_start load3 --connect 127.0.0.1:$PORT --threads 1 --concurrency 8 --timeout 20000 --duration 120
 wait_until 10 grep -q 'stall_rescue: slot 0' "$T/one.log" || fail "the only slot was not rescued: $(tail -3 "$T/one.log")"
 wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/one.sock' | jq -e '.slots[0].state == \"ready\" and .slots[0].pid != $victim'" ||
     fail "no fresh worker in the only slot"
