@@ -351,6 +351,23 @@ struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const c
     return w;
 }
 
+void ps__control_refuse_unread(struct ps_sup *sup, const char *why)
+{
+    char buf[LINE_MAX_IN];
+    int i;
+
+    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
+        struct ps_client *c = &sup->clients[i];
+        if (c->state != C_READING)
+            continue;
+        /* read what it sent: a socket closed on unread bytes resets its
+         * peer, and the client would see no answer at all */
+        while (recv(c->fd, buf, sizeof(buf), 0) > 0)
+            ;
+        client_reply(c, 0, why, strlen(why));
+    }
+}
+
 void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms)
 {
     uint64_t end = ps__now_ms() + timeout_ms;

@@ -540,6 +540,11 @@ void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, c
  * exec or an exit, so that answers are not lost). */
 void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms);
 
+/* Before an exec: every client whose command has not been read yet gets
+ * why as an error (its input read first, so that closing it at the exec
+ * does not reset it). */
+void ps__control_refuse_unread(struct ps_sup *sup, const char *why);
+
 /* Close the control socket, every client, unlink the path. */
 void ps__control_close(struct ps_sup *sup);
 

@@ -304,6 +304,9 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
             ps__control_answer(sup, &sup->queue[i].waiters[k], 0,
                                "the supervisor re-executed itself before this ran: ask again");
     }
+    /* and a client connected but not yet read would be closed on its
+     * request by the exec: a reset instead of an answer */
+    ps__control_refuse_unread(sup, "the supervisor re-executed itself before this ran: ask again");
     ps__control_flush(sup, 1000);
     carry_fds(sup, client, 1);
     setenv("PORTSHARE_UPGRADE_STATE", state, 1);

@@ -34,6 +34,32 @@ note "upgrades under load: $RES"
 [ "$(jq .failed <<<"$RES")" = 0 ] || fail "requests failed during upgrades: $RES"
 echo "PASS: 5 upgrades (control and SIGUSR2), same pid $pid, same workers, $(jq .sent <<<"$RES") requests, 0 failed"
 
+# a control client whose command has not all arrived when the supervisor
+# re-executes (here half a line) is told to ask again, not dropped unanswered
+python3 - "$T/up.sock" >"$T/partial.out" <<'EOS' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stat")
+s.settimeout(10)
+data = b""
+while True:
+    try:
+        d = s.recv(4096)
+    except socket.timeout:
+        break
+    if not d:
+        break
+    data += d
+sys.stdout.write(data.decode())
+EOS
+partial=$!
+sleep 0.3
+ctl up upgrade >/dev/null || fail "upgrade with a client waiting on half a command failed"
+wait "$partial" || fail "the half-command client failed"
+grep -q "ask again" "$T/partial.out" || fail "a client whose command had not arrived got no answer: '$(cat "$T/partial.out")'"
+echo "PASS: a client caught mid-command by an upgrade is told to ask again"
+
 # a broken binary: the upgrade is refused and the old image keeps running
 printf 'not an executable\n' >"$T/portshare.bad" && chmod +x "$T/portshare.bad" && mv "$T/portshare.bad" "$T/portshare"
 if out=$(ctl up upgrade 2>&1); then fail "upgrade to a broken binary reported success: $out"; fi
