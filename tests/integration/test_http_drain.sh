@@ -13,9 +13,12 @@ make_www
 truncate -s 24M "$WWW/large.bin"
 start_worker w "$WWW"
 
-# a slow download: 24 MiB at 8 MB/s.  (Larger than what loopback socket
+# a slow download: 24 MiB at 4 MB/s, 6 s.  (Larger than what loopback socket
 # buffers hold: a body that fits in them is read at once whatever the rate.)
-curl -s --limit-rate 8M -o "$T/large.out" -w '%{http_code} %{size_download}\n' \
+# It must outlast the grace checks and the late connect below: once it is
+# done the worker exits, the launcher with it, and its listener is gone (at
+# 8 MB/s a loaded machine got there first: "connection refused").
+curl -s --limit-rate 4M -o "$T/large.out" -w '%{http_code} %{size_download}\n' \
     "$(URL /large.bin)" >"$T/curl.result" &
 CURL=$!
 wait_until 5 test -s "$T/large.out" || fail "the download did not start"
@@ -55,6 +58,7 @@ d_fresh=$(( $(cat "$T/fresh.closed") - t_term ))
 grep -q STOPPING=1 "$T/w.notify" || fail "no STOPPING=1"
 
 # a client arriving now is queued on the launcher's listener, not refused
+kill -0 $CURL 2>/dev/null || fail "the download was over before the late connect (too fast to test)"
 exec {late}<>"/dev/tcp/127.0.0.1/$PORT" || fail "connection refused during the drain"
 
 wait $CURL || fail "the download failed during the drain"
