@@ -316,13 +316,21 @@ static int delay_applies(const struct ps_sup_config *cfg, const struct ps_worker
 static void probe_ready(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 {
     char how[192];
+    pid_t pid = w->pid;
     int tree;
 
     if (now < w->probe_ms)
         return;
     tree = w->probes++ % TREE_EVERY == TREE_EVERY - 1;
     w->probe_ms = now + PROBE_EVERY_MS;
-    if (ps__ready_probe(sup, w->pid, w->slot, tree, how, sizeof(how)))
+    if (!ps__ready_probe(sup, w->pid, w->slot, tree, how, sizeof(how)))
+        return;
+    /* A datagram may have come in since poll() returned: a worker that said
+     * STATUS= before putting its listeners in its epoll set has spoken the
+     * protocol by the time we see them there, and must then wait for its
+     * READY=1.  Read what is queued before calling it ready. */
+    handle_notify(sup);
+    if (w->pid == pid && w->state == W_STARTING && probe_applies(sup->cfg, w))
         ps__worker_ready(sup, w, how);
 }
 

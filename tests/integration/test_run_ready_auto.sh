@@ -7,7 +7,8 @@
 # and a python server that is a child of a shell (its tree).  0 restarts;
 # 10 reloads under load: 0 failed requests with lighttpd, 0 refused with
 # node-exporter.  A program that never waits on its listeners is ready
-# after --ready-delay, not before; --ready notify keeps it starting;
+# after --ready-delay, not before; one that sent STATUS= only (it speaks
+# sd_notify) stays starting; --ready notify keeps it starting;
 # --ready delay counts it ready after the delay; bad values exit 2.
 . "$(dirname "$0")/sup_lib.sh"
 need lighttpd python3
@@ -149,6 +150,25 @@ ms=$(ready_ms sl)
 [ "$ms" -ge 6000 ] || fail "ready after $ms ms, before the 6 s delay"
 ok "a program that never listens: starting for 6 s ($((b - a)) CPU ticks over 2 s of probing), ready by the delay after $ms ms"
 ctl sl stop >/dev/null
+
+# ---- a worker that speaks sd_notify waits for its READY=1 under auto ----
+# testworker --never-ready sends STATUS= and then waits in epoll on its
+# listeners.  Its datagram may come in while the supervisor starts the next
+# slot, and still be queued when the first probe sees the epoll set: read
+# only on the next poll, slot 0 was called ready (1 start in 50 with -w 2).
+started2() { [ "$(grep -c 'started in slot' "$T/sp.log")" -ge 2 ]; }
+for i in $(seq 10); do
+    "$PORTSHARE" run --name sp --control "$T/sp.sock" -l 127.0.0.1:0 -w 2 --ready-delay 0 -- "$TESTWORKER" --never-ready 2>"$T/sp.log" &
+    SUP_PIDS+=($!)
+    wait_until 20 started2 || fail "2 workers did not start: $(cat "$T/sp.log")"
+    sleep 0.3
+    ! grep -q worker_ready "$T/sp.log" || fail "--ready auto, start $i: a worker that sent STATUS= only is ready: $(grep worker_ready "$T/sp.log")"
+    [ "$(status_json sp | jq '[.slots[] | select(.state == "starting")] | length')" = 2 ] ||
+        fail "--ready auto, start $i: not both STATUS=-only workers are starting: $(status_json sp | jq -c '[.slots[].state]')"
+    ctl sp stop >/dev/null
+    wait "${SUP_PIDS[-1]}" || fail "supervisor of start $i: exit $?"
+done
+ok "--ready auto: workers that sent STATUS= and wait in epoll stay starting (10 starts of 2)"
 
 # ---- --ready notify: READY=1 only; --ready delay: the delay ----
 "$PORTSHARE" run --name nt --control "$T/nt.sock" -l 127.0.0.1:0 -w 1 --ready notify -- python3 "$T/acceptor.py" 2>"$T/nt.log" &

@@ -798,16 +798,18 @@ int main(int argc, char **argv)
     if (ep < 0)
         fatal(3, "%s", "cannot create epoll");
     setup_signals();
+    /* it speaks sd_notify, and says so before its listeners are in its epoll
+     * set: --ready auto, seeing them there, would otherwise be right to call
+     * it ready (a worker that has said nothing yet) */
+    if (opt.never_ready)
+        notify("STATUS=never ready (--never-ready)");
+    else if (opt.ready_after > 0 && !opt.no_notify)
+        notify("STATUS=starting (--ready-after)");
     setup_listeners(n);
     if (opt.exit_after >= 0)
         exit_at = now_ms() + opt.exit_after;
     if (!opt.never_ready && !opt.no_notify)
         ready_at = now_ms() + opt.ready_after;
-    /* it speaks sd_notify: --ready auto waits for its READY=1 */
-    if (opt.never_ready)
-        notify("STATUS=never ready (--never-ready)");
-    else if (opt.ready_after > 0 && !opt.no_notify)
-        notify("STATUS=starting (--ready-after)");
     serve();
     free(listeners);
     free(body);
