@@ -220,7 +220,7 @@ struct ps_http_req {
     unsigned flags;            /* PS_HTTP_F_* */
     size_t expect;             /* bytes of "100-continue" matched (private) */
     size_t header_bytes;       /* of field names and values so far */
-    size_t value_from;         /* where this If-None-Match field began (private) */
+    size_t value_from;         /* where this copied field's value began (private) */
     uint64_t content_length;   /* the body's; while it is skipped, what is left */
     struct ps_http_head *head; /* NULL until the first byte, and after
                                 * ps__http_req_release; also NULL in an

@@ -32,6 +32,7 @@
  */
 #include "http_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -302,6 +303,45 @@ static void trim_value(const char *buf, size_t cap, size_t from, size_t *len)
         (*len)--;
 }
 
+/* The fields whose values the response reads are copied into the head:
+ * where each one's value goes.  A list (If-None-Match) takes several
+ * fields as one, joined by commas; the others keep their last field. */
+struct copied {
+    size_t buf, cap, len; /* offsets into struct ps_http_head, and the buffer's size */
+    int list;
+};
+
+#define COPIED(field, is_list)                                                                     \
+    {                                                                                              \
+        offsetof(struct ps_http_head, field), sizeof(((struct ps_http_head *)0)->field),           \
+            offsetof(struct ps_http_head, field##_len), is_list                                    \
+    }
+
+static const struct copied copied_fields[] = {
+    [H_IMS] = COPIED(ims, 0),
+    [H_RANGE] = COPIED(range, 0),
+    [H_IF_RANGE] = COPIED(if_range, 0),
+    [H_INM] = COPIED(inm, 1),
+};
+
+/* Where the field being read is copied to, or NULL: not one the response reads. */
+static const struct copied *copied_of(int kind)
+{
+    if (kind < 0 || (size_t)kind >= sizeof(copied_fields) / sizeof(copied_fields[0]))
+        return NULL;
+    return copied_fields[kind].cap ? &copied_fields[kind] : NULL;
+}
+
+static char *copied_buf(struct ps_http_head *h, const struct copied *c)
+{
+    return (char *)h + c->buf;
+}
+
+static size_t *copied_len(struct ps_http_head *h, const struct copied *c)
+{
+    return (size_t *)(void *)((char *)h + c->len);
+}
+
 /* Follow the Expect value a piece at a time: r->expect counts the bytes
  * of "100-continue" matched so far (trailing blanks allowed), and is past
  * its length once anything else was seen. */
@@ -386,6 +426,7 @@ static void match_length(struct ps_http_req *r, const char *at, size_t len)
 static void field_begin(struct ps_http_req *r)
 {
     struct ps_http_head *h = r->head;
+    const struct copied *c;
 
     r->header = (unsigned char)classify(h);
     switch (r->header) {
@@ -416,19 +457,15 @@ static void field_begin(struct ps_http_req *r)
     case H_EXPECT:
         r->expect = 0;
         break;
-    case H_IMS:
-        h->ims_len = 0;
-        break;
-    case H_RANGE:
-        h->range_len = 0;
-        break;
-    case H_IF_RANGE:
-        h->if_range_len = 0;
-        break;
-    case H_INM:
-        if (h->inm_len > 0) /* several fields: one list */
-            append_value(h->inm, sizeof(h->inm), &h->inm_len, ",", 1);
-        r->value_from = h->inm_len;
+    default:
+        if ((c = copied_of(r->header))) {
+            size_t *len = copied_len(h, c);
+            if (!c->list)
+                *len = 0;      /* the last field counts */
+            else if (*len > 0) /* several fields: one list */
+                append_value(copied_buf(h, c), c->cap, len, ",", 1);
+            r->value_from = *len;
+        }
         break;
     }
 }
@@ -436,6 +473,7 @@ static void field_begin(struct ps_http_req *r)
 static void field_value(struct ps_http_req *r, const char *at, size_t len)
 {
     struct ps_http_head *h = r->head;
+    const struct copied *c;
 
     switch (r->header) {
     case H_CONTENT_LENGTH:
@@ -447,17 +485,9 @@ static void field_value(struct ps_http_req *r, const char *at, size_t len)
     case H_EXPECT:
         match_expect(r, at, len);
         break;
-    case H_IMS:
-        append_value(h->ims, sizeof(h->ims), &h->ims_len, at, len);
-        break;
-    case H_RANGE:
-        append_value(h->range, sizeof(h->range), &h->range_len, at, len);
-        break;
-    case H_IF_RANGE:
-        append_value(h->if_range, sizeof(h->if_range), &h->if_range_len, at, len);
-        break;
-    case H_INM:
-        append_value(h->inm, sizeof(h->inm), &h->inm_len, at, len);
+    default:
+        if ((c = copied_of(r->header)))
+            append_value(copied_buf(h, c), c->cap, copied_len(h, c), at, len);
         break;
     }
 }
@@ -466,6 +496,7 @@ static void field_value(struct ps_http_req *r, const char *at, size_t len)
 static void field_end(struct ps_http_req *r)
 {
     struct ps_http_head *h = r->head;
+    const struct copied *c;
 
     switch (r->header) {
     case H_CONTENT_LENGTH:
@@ -477,17 +508,9 @@ static void field_end(struct ps_http_req *r)
     case H_CONNECTION:
         connection_token_end(r);
         break;
-    case H_IMS:
-        trim_value(h->ims, sizeof(h->ims), 0, &h->ims_len);
-        break;
-    case H_RANGE:
-        trim_value(h->range, sizeof(h->range), 0, &h->range_len);
-        break;
-    case H_IF_RANGE:
-        trim_value(h->if_range, sizeof(h->if_range), 0, &h->if_range_len);
-        break;
-    case H_INM:
-        trim_value(h->inm, sizeof(h->inm), r->value_from, &h->inm_len);
+    default:
+        if ((c = copied_of(r->header)))
+            trim_value(copied_buf(h, c), c->cap, r->value_from, copied_len(h, c));
         break;
     }
     r->pstate = P_FIELD;
