@@ -48,7 +48,7 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
  * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
 
-/* One socket as /proc/net/{tcp,udp}[6] shows it. */
+/* One socket as /proc/net/{tcp,udp}[6] shows it (sock_diag answers are put so too). */
 struct ps__proc_sock {
     char hexaddr[40];    /* local address: raw 32-bit words, host order, in hex */
     unsigned port;       /* local port */
@@ -57,9 +57,10 @@ struct ps__proc_sock {
 };
 
 /*
- * Call fn for every socket of proto (TCP: listening only) on local port in
- * /proc/net/PROTO and /proc/net/PROTO6, until fn returns non-zero; returns
- * that value, or 0.  One read of each file.
+ * Call fn for every socket of proto (TCP: listening only) on local port,
+ * IPv4 then IPv6, until fn returns non-zero; returns that value, or 0.  One
+ * sock_diag dump per family (listening sockets only, for TCP), or where the
+ * kernel has none one read of /proc/net/PROTO and /proc/net/PROTO6.
  */
 int ps__proc_net_each(enum ps_proto proto, unsigned port,
                       int (*fn)(const struct ps__proc_sock *sock, void *ctx), void *ctx);

@@ -49,6 +49,26 @@ hport=$(grep -o 'listening on .*' "$T/socat.err" | grep -o '[0-9]*$')
 expect 3 "held by pid $holder, socat" -- $P run "${C[@]}" -l 127.0.0.1:$hport -w 2 -- "$TW"
 kill $holder
 
+# a listener of another process with SO_REUSEPORT: the bind succeeds and
+# the kernel would share our connections with it; exit 3, naming it (found
+# in the kernel's sock_diag dump of listening sockets), on IPv4 and IPv6
+sharer() { # sharer ADDR BIND: start socat with SO_REUSEPORT; sets holder and hport
+    socat -d -d TCP-LISTEN:0,bind=$2,reuseport,reuseaddr,$1,fork - 2>"$T/socat.err" </dev/null &
+    holder=$!
+    wait_until 5 grep -q 'listening on' "$T/socat.err" || fail "socat ($2) did not listen: $(cat "$T/socat.err")"
+    hport=$(grep -o 'listening on .*' "$T/socat.err" | grep -o '[0-9]*$')
+}
+sharer pf=ip4 127.0.0.1
+expect 3 "another process (pid $holder, socat) already listens there with SO_REUSEPORT" -- $P run "${C[@]}" -l 127.0.0.1:$hport -w 2 -- "$TW"
+kill $holder
+if [ -e /proc/net/if_inet6 ] && ip -6 addr show lo | grep -q '::1'; then
+    sharer pf=ip6 '[::1]'
+    expect 3 "another process (pid $holder, socat) already listens there with SO_REUSEPORT" -- $P run "${C[@]}" -l "[::1]:$hport" -w 2 -- "$TW"
+    kill $holder
+else
+    echo "note: no IPv6 loopback: the IPv6 SO_REUSEPORT sharer is not tried"
+fi
+
 # nothing left behind: no worker started, no control socket, no listener
 sleep 0.2
 ! pgrep -f "$TW" >/dev/null || fail "a worker was left running: $(pgrep -af "$TW")"
