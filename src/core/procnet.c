@@ -85,7 +85,9 @@ static int proc_each(const char *file, int tcp, unsigned port,
  * 230 ms, and start-up makes one per listener.  The port is compared here,
  * not handed to the kernel as a filter.  Returns fn's value or 0 in *r, and
  * 0; or -errno when the dump cannot be had (no inet_diag in the kernel, a
- * netlink we may not open): then /proc is read instead.
+ * netlink we may not open): then /proc is read instead, and fn may see a
+ * socket twice if the dump broke off midway (its callers count "any", and
+ * keep the first).
  */
 static int diag_each(int family, int tcp, unsigned port,
                      int (*fn)(const struct ps__proc_sock *sock, void *ctx), void *ctx, int *r)
