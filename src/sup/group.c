@@ -44,6 +44,24 @@ int ps__group_fd(const struct ps_group *g, int slot)
     return slot < g->nfds ? g->fds[slot] : -1;
 }
 
+long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
+{
+    long sum = -1;
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        unsigned queued = 0, limit = 0;
+        if (gr->shared || slot >= gr->nfds)
+            continue;
+        if (steered_only && gr->steer != PS_STEER_CBPF && gr->steer != PS_STEER_EBPF)
+            continue;
+        if (ps_listen_queue(gr->fds[slot], &queued, &limit) == 0)
+            sum = (sum < 0 ? 0 : sum) + (long)queued;
+    }
+    return sum;
+}
+
 static int open_one(struct ps_group *g, char *err, size_t errlen)
 {
     char addr[160];

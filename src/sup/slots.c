@@ -217,21 +217,6 @@ static void listen_again(struct ps_sup *sup, int s)
         }
 }
 
-/* 1 when connections wait in slot s's own socket of some listener (a
- * shared socket is not the slot's: it is never closed by a retire). */
-static int slot_queued(struct ps_sup *sup, int s)
-{
-    int g;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        unsigned queued = 0, limit = 0;
-        if (!sup->groups[g].shared &&
-            ps_listen_queue(ps__group_fd(&sup->groups[g], s), &queued, &limit) == 0 && queued)
-            return 1;
-    }
-    return 0;
-}
-
 static void all_ready_check(struct ps_sup *sup)
 {
     int s;
@@ -338,7 +323,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
          * just crashed): closing the socket now would reset them.  A worker
          * of the serving generation empties the queue first, as long as the
          * retire may last; the slot stays retiring. */
-        if (slot_queued(sup, s) && ps__now_ms() - sl->retire_since < sup->cfg->drain_timeout_ms) {
+        if (ps__slot_queued(sup, s, 0) > 0 && ps__now_ms() - sl->retire_since < sup->cfg->drain_timeout_ms) {
             idx = sup->sys->spawn(sup, s, sup->generation);
             if (idx >= 0) {
                 sl->current = idx;

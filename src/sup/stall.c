@@ -59,23 +59,6 @@ uint64_t ps__stall_next(const struct ps_sup *sup)
     return UINT64_MAX;
 }
 
-/* What slot s has queued over its steered sockets; -1 when it has none. */
-static long slot_queued(const struct ps_sup *sup, int s)
-{
-    long sum = -1;
-    int g;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        const struct ps_group *gr = &sup->groups[g];
-        unsigned q = 0, limit = 0;
-        if (gr->steer != PS_STEER_CBPF && gr->steer != PS_STEER_EBPF)
-            continue;
-        if (s < gr->nfds && ps_listen_queue(gr->fds[s], &q, &limit) == 0)
-            sum = (sum < 0 ? 0 : sum) + (long)q;
-    }
-    return sum;
-}
-
 /* Another live process of slot s than its current worker: the reload's new
  * worker, or an old generation still draining.  They hold the same socket,
  * so its queue going down says nothing about which of them accepted. */
@@ -94,7 +77,7 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
 {
     struct ps_slot *sl = &sup->slots[s];
     unsigned timeout = sup->cfg->stall_timeout_ms;
-    long q = slot_queued(sup, s);
+    long q = ps__slot_queued(sup, s, 1); /* what the slot's steering sends it */
     struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
     char why[160];
 

@@ -82,6 +82,11 @@ void ps__group_close(struct ps_group *g);
 /* The socket slot gets (the shared one when shared), or -1. */
 int ps__group_fd(const struct ps_group *g, int slot);
 
+/* What waits in slot's own socket of each group (a shared socket is not
+ * the slot's), summed; with steered_only, of the groups a steering program
+ * chooses in only.  -1 when the slot has no such socket. */
+long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only);
+
 /* 1 when g is a TCP reuseport group a steering program can be attached to. */
 int ps__group_can_steer(const struct ps_group *g);
 
