@@ -323,7 +323,8 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
          * just crashed): closing the socket now would reset them.  A worker
          * of the serving generation empties the queue first, as long as the
          * retire may last; the slot stays retiring. */
-        if (ps__slot_queued(sup, s, 0) > 0 && ps__now_ms() - sl->retire_since < sup->cfg->drain_timeout_ms) {
+        if (ps__slot_queued(sup, s, 0) > 0 &&
+            ps__now_ms() - sl->retire_since < sup->cfg->drain_timeout_ms) {
             idx = sup->sys->spawn(sup, s, sup->generation);
             if (idx >= 0) {
                 sl->current = idx;
