@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 #include "portshare.h"
+#include "supervisor.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,6 +38,8 @@ static const char synopsis[] =
     "  portshare stop --lameduck DUR [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
     "  portshare scale N | upgrade [--json] [--name NAME | --control PATH]\n"
     "  portshare metrics [--name NAME | --control PATH]\n"
+    "  portshare --upgrade-state-format   (the upgrade state this binary reads; asked by\n"
+    "                upgrade before it re-executes)\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
     "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
 
@@ -137,6 +140,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
         printf("portshare %s\n", PS_VERSION);
+        return PS_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--upgrade-state-format")) { /* asked by "upgrade" before it re-executes */
+        printf("%s\n", ps_sup_upgrade_state_format());
         return PS_EXIT_OK;
     }
     for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

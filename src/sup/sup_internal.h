@@ -641,4 +641,12 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
 /* The state text for sup (malloc'ed): what ps__upgrade_restore reads. */
 char *ps__upgrade_serialize(struct ps_sup *sup);
 
+/* upgrade.c: a fingerprint of the upgrade state's field tables (names,
+ * types, string sizes, enum bounds), and the one it has for the state
+ * format this binary writes (ps_sup_upgrade_state_format).  A change to a
+ * table changes the first; tests/unit/test_sup_upgrade.c then fails until
+ * the format gets a new name and this constant the new fingerprint. */
+uint32_t ps__upgrade_tables_hash(void);
+#define PS__UPGRADE_TABLES_HASH 0x92f1bc48u /* of "portshare-upgrade-2" */
+
 #endif

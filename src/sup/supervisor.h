@@ -129,4 +129,9 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
 int ps_sup_control_call(const char *path, const char *command, int *ok, char *out, size_t cap,
                         unsigned timeout_ms);
 
+/* The name of the upgrade state format this binary writes and reads
+ * ("portshare --upgrade-state-format" prints it): an in-place upgrade is
+ * refused before the exec when the new binary names another. */
+const char *ps_sup_upgrade_state_format(void);
+
 #endif

@@ -21,42 +21,113 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define STATE_MAGIC "portshare-upgrade-2" /* the field tables below changed */
+/* The format of the state: a new number whenever what
+ * ps__upgrade_serialize writes changes (a field table below, or the layout
+ * of a line).  tests/unit/test_sup_upgrade.c holds the tables' fingerprint
+ * (PS__UPGRADE_TABLES_HASH) to this number, so that a table changed without
+ * a new number fails a unit test instead of a user's upgrade. */
+#define STATE_MAGIC "portshare-upgrade-2"
 
-/* Run the new binary with --version first: a missing, truncated or foreign
- * binary is refused while the old supervisor still runs. */
-static int preflight(const char *exe, char *err, size_t errlen)
+const char *ps_sup_upgrade_state_format(void)
 {
-    int status = 0, i;
-    pid_t pid = fork();
+    return STATE_MAGIC;
+}
 
-    if (pid < 0)
+/* Run "exe arg" with its stdout read into out (NUL-terminated, cut to
+ * outlen - 1; stderr to /dev/null when quiet); its wait status in *status.
+ * 0, -ETIMEDOUT after 5 s (killed), or -errno. */
+static int run_new(const char *exe, const char *arg, int quiet, char *out, size_t outlen,
+                   int *status)
+{
+    struct pollfd pfd;
+    size_t len = 0;
+    int p[2], i, r = 0;
+    pid_t pid;
+
+    if (pipe2(p, O_CLOEXEC) < 0)
         return ps__neg_errno();
+    pid = fork();
+    if (pid < 0) {
+        r = ps__neg_errno();
+        close(p[0]);
+        close(p[1]);
+        return r;
+    }
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        if (null >= 0)
-            dup2(null, 1);
-        execl(exe, exe, "--version", (char *)NULL);
+        dup2(p[1], 1);
+        if (quiet && null >= 0)
+            dup2(null, 2);
+        execl(exe, exe, arg, (char *)NULL);
         _exit(127);
     }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
     for (i = 0; i < 100; i++) { /* 5 s */
-        if (waitpid(pid, &status, WNOHANG) == pid)
+        char scratch[256];
+        ssize_t n = 1;
+        /* read all there is (what does not fit is dropped), so that a
+         * talkative binary never blocks on a full pipe */
+        while (pfd.fd >= 0 && (n = read(p[0], len + 1 < outlen ? out + len : scratch,
+                                        len + 1 < outlen ? outlen - 1 - len : sizeof(scratch))) > 0)
+            if (len + 1 < outlen)
+                len += (size_t)n;
+        if (n == 0)
+            pfd.fd = -1; /* end of its output: poll only sleeps now, not wakes at once */
+        if (waitpid(pid, status, WNOHANG) == pid)
             break;
-        poll(NULL, 0, 50);
+        poll(&pfd, 1, 50);
     }
     if (i == 100) {
         kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        ps__set_error(err, errlen, "%s --version did not answer within 5 s", exe);
-        return -ETIMEDOUT;
+        waitpid(pid, status, 0);
+        r = -ETIMEDOUT;
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    close(p[0]);
+    if (outlen)
+        out[len < outlen ? len : outlen - 1] = '\0';
+    return r;
+}
+
+/* Run the new binary with --version first: a missing, truncated or foreign
+ * binary is refused while the old supervisor still runs.  Then ask which
+ * upgrade state it reads (--upgrade-state-format): another format would
+ * fail after the exec, when there is no old supervisor left to fall back
+ * to, so it is refused now.  A binary that does not know the question
+ * (older than the question, exit 2) is tried as before: *unchecked = 1. */
+static int preflight(const char *exe, int *unchecked, char *err, size_t errlen)
+{
+    char said[128];
+    int status = 0, r;
+
+    *unchecked = 0;
+    r = run_new(exe, "--version", 0, said, sizeof(said), &status);
+    if (r == -ETIMEDOUT) {
+        ps__set_error(err, errlen, "%s --version did not answer within 5 s", exe);
+        return r;
+    }
+    if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         ps__set_error(err, errlen,
                       "%s does not run (--version failed); still running the old binary", exe);
         return -ENOEXEC;
+    }
+    r = run_new(exe, "--upgrade-state-format", 1, said, sizeof(said), &status);
+    if (r == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        said[strcspn(said, "\n")] = '\0';
+        if (strcmp(said, STATE_MAGIC)) {
+            ps__set_error(err, errlen,
+                          "%s reads upgrade state '%.40s', this supervisor writes '%s': it cannot "
+                          "take over in place; still running the old binary (restart the "
+                          "service to change to it)",
+                          exe, said, STATE_MAGIC);
+            return -EPROTO;
+        }
+    } else {
+        *unchecked = 1;
     }
     return 0;
 }
@@ -138,13 +209,13 @@ static const struct field slot_fields[] = {
 };
 
 static const struct field worker_fields[] = {
-    FLD(struct ps_worker, pid, F_INT),         FLD(struct ps_worker, slot, F_INT),
-    FLD(struct ps_worker, generation, F_UINT), ENUMF(struct ps_worker, state, W_STATE_COUNT),
-    FLD(struct ps_worker, started_ms, F_U64),  FLD(struct ps_worker, ready_ms, F_U64),
-    FLD(struct ps_worker, deadline_ms, F_U64), FLD(struct ps_worker, notified, F_INT),
-    FLD(struct ps_worker, hinted, F_INT),      FLD(struct ps_worker, status, F_STR),
-    FLD(struct ps_worker, ready_guessed, F_INT),
-    FLD(struct ps_worker, stats, F_STR),       FLD(struct ps_worker, closes, F_STR),
+    FLD(struct ps_worker, pid, F_INT),           FLD(struct ps_worker, slot, F_INT),
+    FLD(struct ps_worker, generation, F_UINT),   ENUMF(struct ps_worker, state, W_STATE_COUNT),
+    FLD(struct ps_worker, started_ms, F_U64),    FLD(struct ps_worker, ready_ms, F_U64),
+    FLD(struct ps_worker, deadline_ms, F_U64),   FLD(struct ps_worker, notified, F_INT),
+    FLD(struct ps_worker, hinted, F_INT),        FLD(struct ps_worker, status, F_STR),
+    FLD(struct ps_worker, ready_guessed, F_INT), FLD(struct ps_worker, stats, F_STR),
+    FLD(struct ps_worker, closes, F_STR),
 };
 
 /* a queued operation asked by a signal (nobody waits for its answer) */
@@ -152,6 +223,58 @@ static const struct field op_fields[] = {
     ENUMF(struct ps_op, kind, OP_UPGRADE + 1),
     FLD(struct ps_op, n, F_INT),
 };
+
+static uint32_t fnv1a(uint32_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+
+    while (n--)
+        h = (h ^ *p++) * 16777619u;
+    return h;
+}
+
+uint32_t ps__upgrade_tables_hash(void)
+{
+    static const struct {
+        const struct field *f;
+        size_t n;
+    } tables[] = {
+        {sup_fields, PS__ARRAY_LEN(sup_fields)},   {group_fields, PS__ARRAY_LEN(group_fields)},
+        {slot_fields, PS__ARRAY_LEN(slot_fields)}, {worker_fields, PS__ARRAY_LEN(worker_fields)},
+        {op_fields, PS__ARRAY_LEN(op_fields)},
+    };
+    uint32_t h = 2166136261u;
+    size_t t, i;
+
+    for (t = 0; t < PS__ARRAY_LEN(tables); t++) {
+        for (i = 0; i < tables[t].n; i++) {
+            const struct field *f = &tables[t].f[i];
+            /* what the other side checks a value against: its name, its
+             * type, a string's room and an enum's bound */
+            uint32_t shape[3] = {(uint32_t)f->type, f->type == F_STR ? (uint32_t)f->size : 0,
+                                 (uint32_t)f->max};
+            unsigned char bytes[12];
+            int k;
+            for (k = 0; k < 12; k++) /* little-endian whatever the machine: one figure everywhere */
+                bytes[k] = (unsigned char)(shape[k / 4] >> (8 * (k % 4)));
+            h = fnv1a(h, f->name, strlen(f->name) + 1);
+            h = fnv1a(h, bytes, sizeof(bytes));
+        }
+        h = fnv1a(h, "|", 1); /* where one table ends */
+    }
+    /* an enum travels as its number: the meaning of each number counts */
+    for (i = 0; i < SL_STATE_COUNT; i++)
+        h = fnv1a(h, ps__slot_state_name((enum ps_slot_state)i),
+                  strlen(ps__slot_state_name((enum ps_slot_state)i)) + 1);
+    for (i = 0; i < W_STATE_COUNT; i++)
+        h = fnv1a(h, ps__worker_state_name((enum ps_worker_state)i),
+                  strlen(ps__worker_state_name((enum ps_worker_state)i)) + 1);
+    { /* enum ps_op_kind has no names elsewhere: its numbers, here */
+        const unsigned char kinds[3] = {OP_RELOAD, OP_SCALE, OP_UPGRADE};
+        h = fnv1a(h, kinds, sizeof(kinds));
+    }
+    return h;
+}
 
 struct out {
     char *buf;
@@ -277,16 +400,21 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
 int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen)
 {
     const char *exe = sup->cfg->self_exe;
-    int r, client = ps__control_client_fd(sup, w), i;
+    int r, client = ps__control_client_fd(sup, w), i, unchecked;
     char *state;
 
     if (!exe || !sup->cfg->self_argv) {
         ps__set_error(err, errlen, "this supervisor does not know its own binary");
         return -ENOEXEC;
     }
-    r = preflight(exe, err, errlen);
+    r = preflight(exe, &unchecked, err, errlen);
     if (r < 0)
         return r;
+    if (unchecked)
+        ps__sup_log(sup, PS_LOG_WARN, "upgrade_unchecked",
+                    "%s does not say which upgrade state it reads (a version older than "
+                    "--upgrade-state-format): re-executing it anyway, as that version would",
+                    exe);
     sup->upgrade_client = client;
     sup->upgrade_json = ps__control_client_json(sup, w);
     state = ps__upgrade_serialize(sup);
