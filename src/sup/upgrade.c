@@ -33,9 +33,9 @@ const char *ps_sup_upgrade_state_format(void)
     return STATE_MAGIC;
 }
 
-/* Run "exe arg" with its stdout read into out (NUL-terminated, cut to
- * outlen - 1; stderr to /dev/null when quiet); its wait status in *status.
- * 0, -ETIMEDOUT after 5 s (killed), or -errno. */
+/* Run "exe arg" with the start of its stdout in out (NUL-terminated, cut
+ * to outlen - 1; out may be NULL), stderr to /dev/null when quiet; its wait
+ * status in *status.  0, -ETIMEDOUT after 5 s (killed), or -errno. */
 static int run_new(const char *exe, const char *arg, int quiet, char *out, size_t outlen,
                    int *status)
 {
@@ -68,14 +68,17 @@ static int run_new(const char *exe, const char *arg, int quiet, char *out, size_
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
     for (i = 0; i < 100; i++) { /* 5 s */
-        char scratch[256];
+        char chunk[256];
         ssize_t n = 1;
-        /* read all there is (what does not fit is dropped), so that a
-         * talkative binary never blocks on a full pipe */
-        while (pfd.fd >= 0 && (n = read(p[0], len + 1 < outlen ? out + len : scratch,
-                                        len + 1 < outlen ? outlen - 1 - len : sizeof(scratch))) > 0)
-            if (len + 1 < outlen)
-                len += (size_t)n;
+        /* read all there is, keeping what fits: a talkative binary must
+         * never block on a full pipe */
+        while (pfd.fd >= 0 && (n = read(p[0], chunk, sizeof(chunk))) > 0) {
+            size_t keep = out && len + 1 < outlen ? outlen - 1 - len : 0;
+            keep = keep < (size_t)n ? keep : (size_t)n;
+            if (keep) /* out may be NULL */
+                memcpy(out + len, chunk, keep);
+            len += keep;
+        }
         if (n == 0)
             pfd.fd = -1; /* end of its output: poll only sleeps now, not wakes at once */
         if (waitpid(pid, status, WNOHANG) == pid)
@@ -88,8 +91,8 @@ static int run_new(const char *exe, const char *arg, int quiet, char *out, size_
         r = -ETIMEDOUT;
     }
     close(p[0]);
-    if (outlen)
-        out[len < outlen ? len : outlen - 1] = '\0';
+    if (out && outlen)
+        out[len] = '\0';
     return r;
 }
 
@@ -105,7 +108,7 @@ static int preflight(const char *exe, int *unchecked, char *err, size_t errlen)
     int status = 0, r;
 
     *unchecked = 0;
-    r = run_new(exe, "--version", 0, said, sizeof(said), &status);
+    r = run_new(exe, "--version", 0, NULL, 0, &status); /* it runs: all we ask here */
     if (r == -ETIMEDOUT) {
         ps__set_error(err, errlen, "%s --version did not answer within 5 s", exe);
         return r;
