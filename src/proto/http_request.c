@@ -1,5 +1,5 @@
 /*
- * request.c - bytes in, HTTP/1.x requests out; no sockets.
+ * http_request.c - bytes in, HTTP/1.x requests out; no sockets.
  *
  * Our own parser of RFC 9112 request messages, strict where laxness lets
  * two parsers in a path read one stream differently (request smuggling),
@@ -30,12 +30,14 @@
  *   - up to PS_HTTP_BLANK_MAX empty lines before a request are skipped
  *     (2.2: at least one should be).
  */
-#include "http_internal.h"
+#include "http_request.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #define PS_HTTP_BLANK_MAX  8  /* empty lines before a request line */
 #define PS_HTTP_METHOD_MAX 15 /* longer than any method we know: 400 */
@@ -144,10 +146,10 @@ static void method_end(struct ps_http_req *r)
     size_t i;
 
     h->method[h->method_len] = '\0';
-    for (i = 0; i < PS__ARRAY_LEN(known_methods); i++)
+    for (i = 0; i < ARRAY_LEN(known_methods); i++)
         if (!strcmp(h->method, known_methods[i]))
             break;
-    if (i == PS__ARRAY_LEN(known_methods)) {
+    if (i == ARRAY_LEN(known_methods)) {
         fail(r, 400);
         return;
     }
@@ -275,7 +277,7 @@ static enum header_kind classify(const struct ps_http_head *h)
     };
     size_t i;
 
-    for (i = 0; i < PS__ARRAY_LEN(wanted); i++)
+    for (i = 0; i < ARRAY_LEN(wanted); i++)
         if (h->name_len == wanted[i].len && !strncasecmp(h->name, wanted[i].name, h->name_len))
             return wanted[i].kind;
     return H_OTHER;
