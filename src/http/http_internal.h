@@ -9,7 +9,7 @@
  *   src/proto/http_request.c  bytes -> request (our own strict RFC 9112
  *                  parser, shared with the supervisor's endpoints).
  *   response.c     request -> response (status line, headers, and what body
- *                  to send).  request.c and response.c use no sockets: unit
+ *                  to send).  The parser and response.c use no sockets: unit
  *                  tests and the fuzzer drive exactly the code the server runs.
  *   server.c       the epoll loop: listeners, connections, timers, drain,
  *                  counters, access log.
@@ -22,7 +22,7 @@
  *     a field name with anything but token characters (whitespace before
  *     the colon: RFC 9112 5.1), an obs-fold line, a control byte in a
  *     value, a CR without its LF, two Content-Length fields, and
- *     Content-Length with Transfer-Encoding are 400 (request.c says why);
+ *     Content-Length with Transfer-Encoding are 400 (http_request.c says why);
  *   - "Expect: 100-continue" on an HTTP/1.1 request with a body gets
  *     "100 Continue" before the body is read;
  *   - a body on GET/HEAD with Content-Length up to PS_HTTP_BODY_MAX is read

@@ -425,7 +425,7 @@ static int split_target(const struct ps_http_req *req, const char **path, size_t
     size_t len = req->head->url_len;
 
     if (len > 0 && u[0] != '/') {
-        /* scheme "://" authority, then path-abempty: request.c checked the
+        /* scheme "://" authority, then path-abempty: http_request.c checked the
          * scheme's characters */
         const char *sep = memchr(u, ':', len), *end = u + len;
         if (!sep || end - sep < 3 || sep[1] != '/' || sep[2] != '/')

@@ -1,6 +1,6 @@
 /*
  * test_http.c - the HTTP worker's request -> response path without sockets
- * (request.c, response.c, files.c): status codes, headers, ranges, conditional
+ * (src/proto/http_request.c, response.c, files.c): status codes, headers, ranges, conditional
  * requests, pipelining, limits, path confinement (openat2 and the
  * fallback), cache revalidation, and a parse right before an unmapped page.
  */
@@ -278,7 +278,7 @@ static void test_smuggling_shapes(void **state)
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Token: !#$%&'*+-.^_`|~09az\r\n\r\n", 200);
 }
 
-/* request.c's strict choices (RFC 9112), each once whole and once a byte
+/* the parser's strict choices (RFC 9112), each once whole and once a byte
  * at a time: the same answer however the stream is cut. */
 static void expect_split(const char *raw, int status)
 {
