@@ -5,6 +5,7 @@
  * valid there too, before or after DIR.
  */
 #include "cli.h"
+#include "known_programs.h"
 #include "run_options.h"
 #include "supervisor.h"
 
@@ -14,6 +15,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -342,6 +344,7 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         if (bad)
             return -1;
         o->cfg.drain_signal = parse_signal(v);
+        o->drain_signal_given = 1;
         if (o->cfg.drain_signal <= 0)
             return ps_cli_fatal(PS_EXIT_USAGE, "bad --drain-signal '%s' (like TERM, INT, QUIT)", v),
                    -1;
@@ -441,6 +444,24 @@ static int check_program(const char *prog)
     return ps_cli_fatal(PS_EXIT_EXEC, "program '%s' not found in PATH", prog);
 }
 
+/* Without --drain-signal, a known server gets its graceful stop instead of
+ * TERM (known_programs.c); said once, at the start (not again after an
+ * upgrade, which replays this command line). */
+static void default_drain_signal(struct run_options *o)
+{
+    const struct known_program *k;
+    char msg[256];
+
+    if (o->drain_signal_given || !(k = ps_cli_known_program(o->cfg.argv)))
+        return;
+    o->cfg.drain_signal = k->drain_signal;
+    if (getenv("PORTSHARE_UPGRADE_STATE"))
+        return;
+    snprintf(msg, sizeof(msg), "the program is %s: drain signal %s (%s; --drain-signal overrides)",
+             k->name, k->sig_name, k->why);
+    log_line(o, PS_LOG_INFO, "drain_signal", msg);
+}
+
 int run_supervisor(struct run_options *o)
 {
     static char self[PATH_MAX];
@@ -463,6 +484,7 @@ int run_supervisor(struct run_options *o)
     o->cfg.log = log_line;
     o->cfg.log_ctx = o;
     o->journal = ps_cli_stderr_is_journal();
+    default_drain_signal(o);
     r = ps_sup_run(&o->cfg, err, sizeof(err), &stage);
     if (r == 0)
         return PS_EXIT_OK;

@@ -10,6 +10,7 @@ struct run_options {
     struct ps_sup_config cfg;
     int log_json;
     int ready_delay_given; /* --ready-delay was on the command line */
+    int drain_signal_given; /* --drain-signal was: no default by program name */
     int journal;           /* stderr is journald's stream: sd-daemon level prefixes */
 };
 
@@ -41,8 +42,9 @@ struct run_options {
     "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
     "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"        \
     "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"        \
-    "      --drain-signal SIG   what asks a worker to finish and exit (default TERM; lighttpd\n"   \
-    "                           drains on INT, nginx on QUIT)\n"                                   \
+    "      --drain-signal SIG   what asks a worker to finish and exit (default: the program's\n" \
+    "                           graceful stop when it is a known server, INT for lighttpd,\n"  \
+    "                           QUIT for nginx, starman, unicorn...; else TERM)\n"             \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
     "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
     "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \

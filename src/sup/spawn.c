@@ -123,7 +123,14 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     if (cfg->on_reopen)
         sigaddset(&mask, SIGUSR1); /* kept blocked across exec: see supervisor.h */
     sigprocmask(SIG_SETMASK, &mask, NULL);
-    signal(SIGPIPE, SIG_DFL);
+    /* Every signal the default action, as systemd gives a service: a
+     * supervisor started in the background of a shell (`portshare run ... &`,
+     * nohup) inherited SIGINT and SIGQUIT ignored, and an ignored
+     * disposition survives exec -- a worker drained with INT or QUIT would
+     * never hear it. */
+    for (g = 1; g < NSIG; g++)
+        if (g != SIGKILL && g != SIGSTOP)
+            signal(g, SIG_DFL);
     setpgid(0, 0); /* its own group: ^C reaches the supervisor only; tree.c kills by group */
     if (cfg->cpu_affinity)
         ps__pin_to_slot_cpu(slot); /* best effort: a CPU of our own set */
