@@ -106,6 +106,25 @@ static void set_handoff_env(struct ps_sup *sup, int n, unsigned gen, pid_t paren
     }
 }
 
+/* In the child: no signal blocked (but SIGUSR1 for serve's reopen), and
+ * every signal at its default action, as systemd gives a service: a
+ * supervisor started in the background of a shell (`portshare run ... &`,
+ * nohup) inherited SIGINT and SIGQUIT ignored, and an ignored disposition
+ * survives exec -- a worker drained with INT or QUIT would never hear it. */
+static void child_signals(const struct ps_sup_config *cfg)
+{
+    sigset_t mask;
+    int sig;
+
+    sigemptyset(&mask);
+    if (cfg->on_reopen)
+        sigaddset(&mask, SIGUSR1); /* kept blocked across exec: see supervisor.h */
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    for (sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+}
+
 /* In the child, between fork and exec: never returns.  Only the listener
  * copies of this slot survive the exec; everything else is close-on-exec. */
 static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent, int errpipe)
@@ -116,21 +135,9 @@ static void child_exec(struct ps_sup *sup, int slot, unsigned gen, pid_t parent,
     /* above the listeners and the passed descriptor */
     int high = PS_LISTEN_FDS_START + sup->ngroups + 1, exec_fd = -1, pass = -1;
     char num[32];
-    sigset_t mask;
     int g, err;
 
-    sigemptyset(&mask);
-    if (cfg->on_reopen)
-        sigaddset(&mask, SIGUSR1); /* kept blocked across exec: see supervisor.h */
-    sigprocmask(SIG_SETMASK, &mask, NULL);
-    /* Every signal the default action, as systemd gives a service: a
-     * supervisor started in the background of a shell (`portshare run ... &`,
-     * nohup) inherited SIGINT and SIGQUIT ignored, and an ignored
-     * disposition survives exec -- a worker drained with INT or QUIT would
-     * never hear it. */
-    for (g = 1; g < NSIG; g++)
-        if (g != SIGKILL && g != SIGSTOP)
-            signal(g, SIG_DFL);
+    child_signals(cfg);
     setpgid(0, 0); /* its own group: ^C reaches the supervisor only; tree.c kills by group */
     if (cfg->cpu_affinity)
         ps__pin_to_slot_cpu(slot); /* best effort: a CPU of our own set */
