@@ -229,13 +229,85 @@ static int parse_endpoint(struct ps_spec *spec, const char *opt, const char *tex
         return ps_cli_fatal(PS_EXIT_USAGE, "bad %s '%s': %s", opt, text, err);
     if (spec->proto != PS_PROTO_TCP || spec->name[0] || strchr(text, '?')) {
         memset(spec, 0, sizeof(*spec));
-        return ps_cli_fatal(PS_EXIT_USAGE, "bad %s '%s': want a TCP HOST:PORT (like 127.0.0.1:9100)",
-                            opt, text);
+        return ps_cli_fatal(PS_EXIT_USAGE,
+                            "bad %s '%s': want a TCP HOST:PORT (like 127.0.0.1:9100)", opt, text);
     }
     return 0;
 }
 
-int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
+/* A keyword option's value: the number of the matching word, or -1. */
+struct keyword {
+    const char *word;
+    int value;
+};
+
+static int keyword_of(const struct keyword *words, size_t n, const char *v)
+{
+    size_t k;
+
+    for (k = 0; k < n; k++)
+        if (!strcmp(v, words[k].word))
+            return words[k].value;
+    return -1;
+}
+
+/* Each option's handler: 0, or -1 once it said what is wrong. */
+typedef int (*option_fn)(struct run_options *o, const char *opt, const char *v);
+
+static int opt_listen(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    return add_listen(o, v) ? -1 : 0;
+}
+
+static int opt_workers(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    if (parse_count(v, 1, PS_SUP_MAX_WORKERS, &o->cfg.workers) < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --workers '%s' (1-%d)", v, PS_SUP_MAX_WORKERS), -1;
+    return 0;
+}
+
+static int opt_mode(struct run_options *o, const char *opt, const char *v)
+{
+    static const struct keyword words[] = {{"reuseport", PS_REUSE_PORT},
+                                           {"shared", PS_REUSE_SHARED}};
+    int m = keyword_of(words, sizeof(words) / sizeof(words[0]), v);
+
+    (void)opt;
+    if (m < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
+    o->cfg.mode = m;
+    return 0;
+}
+
+static int opt_endpoint(struct run_options *o, const char *opt, const char *v)
+{
+    struct ps_spec *spec = !strcmp(opt, "--metrics") ? &o->cfg.metrics : &o->cfg.agent;
+
+    return parse_endpoint(spec, opt, v) ? -1 : 0;
+}
+
+static int opt_steering(struct run_options *o, const char *opt, const char *v)
+{
+    static const struct keyword words[] = {
+        {"auto", PS_STEERING_AUTO}, {"ebpf", PS_STEERING_EBPF}, {"cbpf", PS_STEERING_CBPF}};
+    int m = keyword_of(words, sizeof(words) / sizeof(words[0]), v);
+
+    (void)opt;
+    if (m < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --steering '%s' (auto, ebpf or cbpf)", v), -1;
+    o->cfg.steering = m;
+    return 0;
+}
+
+static int opt_user(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    return parse_user(&o->cfg, v) ? -1 : 0;
+}
+
+static int opt_duration(struct run_options *o, const char *opt, const char *v)
 {
     static const struct {
         const char *name;
@@ -248,135 +320,140 @@ int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
         {"--lameduck", offsetof(struct ps_sup_config, lameduck_ms)},
         {"--stall-timeout", offsetof(struct ps_sup_config, stall_timeout_ms)},
     };
+    unsigned *dst = NULL;
+    size_t k;
+
+    for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++)
+        if (!strcmp(opt, durations[k].name))
+            dst = (unsigned *)((char *)&o->cfg + durations[k].offset);
+    if (!dst || run_parse_duration(v, dst) < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad duration '%s' for %s (like 500ms, 2s, 1m)", v, opt),
+               -1;
+    if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
+        *dst = 1;
+    if (dst == &o->cfg.ready_delay_ms)
+        o->ready_delay_given = 1;
+    return 0;
+}
+
+static int opt_watch(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    if (!*v)
+        return ps_cli_fatal(PS_EXIT_USAGE, "--watch needs a file or directory"), -1;
+    if (o->cfg.nwatch >= PS_SUP_MAX_WATCH)
+        return ps_cli_fatal(PS_EXIT_USAGE, "too many --watch paths (at most %d)", PS_SUP_MAX_WATCH),
+               -1;
+    o->cfg.watch[o->cfg.nwatch++] = v;
+    return 0;
+}
+
+static int opt_handoff(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    return parse_handoff(&o->cfg, v) ? -1 : 0;
+}
+
+static int opt_ready(struct run_options *o, const char *opt, const char *v)
+{
+    static const struct keyword words[] = {
+        {"auto", PS_READY_AUTO}, {"notify", PS_READY_NOTIFY}, {"delay", PS_READY_DELAY}};
+    int m = keyword_of(words, sizeof(words) / sizeof(words[0]), v);
+
+    (void)opt;
+    if (m < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --ready '%s' (auto, notify or delay)", v), -1;
+    o->cfg.ready_mode = m;
+    return 0;
+}
+
+static int opt_drain_signal(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    o->cfg.drain_signal = parse_signal(v);
+    o->drain_signal_given = 1;
+    if (o->cfg.drain_signal <= 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --drain-signal '%s' (like TERM, INT, QUIT)", v), -1;
+    return 0;
+}
+
+static int opt_name(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    if (!*v || strchr(v, '/') || strlen(v) >= sizeof(o->cfg.name))
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s' (no '/', at most %zu bytes)", v,
+                            sizeof(o->cfg.name) - 1),
+               -1;
+    snprintf(o->cfg.name, sizeof(o->cfg.name), "%s", v);
+    return 0;
+}
+
+static int opt_control(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    if (strlen(v) >= sizeof(o->cfg.control_path))
+        return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long"), -1;
+    snprintf(o->cfg.control_path, sizeof(o->cfg.control_path), "%s", v);
+    return 0;
+}
+
+static int opt_log_format(struct run_options *o, const char *opt, const char *v)
+{
+    (void)opt;
+    if (strcmp(v, "text") && strcmp(v, "json"))
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --log-format '%s' (text or json)", v), -1;
+    o->log_json = !strcmp(v, "json");
+    return 0;
+}
+
+/* The options that take a value, each with its handler (and short name). */
+static const struct {
+    const char *name, *short_name;
+    option_fn fn;
+} run_value_options[] = {
+    {"--listen", "-l", opt_listen},
+    {"--workers", "-w", opt_workers},
+    {"--mode", NULL, opt_mode},
+    {"--metrics", NULL, opt_endpoint},
+    {"--agent", NULL, opt_endpoint},
+    {"--steering", NULL, opt_steering},
+    {"--user", NULL, opt_user},
+    {"--ready-timeout", NULL, opt_duration},
+    {"--ready-delay", NULL, opt_duration},
+    {"--drain-timeout", NULL, opt_duration},
+    {"--watchdog", NULL, opt_duration},
+    {"--lameduck", NULL, opt_duration},
+    {"--stall-timeout", NULL, opt_duration},
+    {"--watch", NULL, opt_watch},
+    {"--handoff", NULL, opt_handoff},
+    {"--ready", NULL, opt_ready},
+    {"--drain-signal", NULL, opt_drain_signal},
+    {"--name", NULL, opt_name},
+    {"--control", NULL, opt_control},
+    {"--log-format", NULL, opt_log_format},
+};
+
+int run_option_parse(struct run_options *o, int argc, char **argv, int *i)
+{
     const char *v;
     size_t k;
     int bad = 0;
 
-#define VALUE_OF(...) (((v = option_value(__VA_ARGS__, argc, argv, i, &bad)) != NULL) || bad)
-    if (VALUE_OF("-l") || VALUE_OF("--listen"))
-        return bad ? -1 : add_listen(o, v) ? -1 : 1;
-    if (VALUE_OF("-w") || VALUE_OF("--workers")) {
-        if (bad || parse_count(v, 1, PS_SUP_MAX_WORKERS, &o->cfg.workers) < 0)
-            return bad ? -1
-                       : (ps_cli_fatal(PS_EXIT_USAGE, "bad --workers '%s' (1-%d)", v,
-                                       PS_SUP_MAX_WORKERS),
-                          -1);
-        return 1;
-    }
-    if (VALUE_OF("--mode")) {
-        if (bad)
-            return -1;
-        if (!strcmp(v, "reuseport"))
-            o->cfg.mode = PS_REUSE_PORT;
-        else if (!strcmp(v, "shared"))
-            o->cfg.mode = PS_REUSE_SHARED;
-        else
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --mode '%s' (reuseport or shared)", v), -1;
-        return 1;
-    }
-    if (VALUE_OF("--metrics"))
-        return bad ? -1 : parse_endpoint(&o->cfg.metrics, "--metrics", v) ? -1 : 1;
-    if (VALUE_OF("--agent"))
-        return bad ? -1 : parse_endpoint(&o->cfg.agent, "--agent", v) ? -1 : 1;
     if (!strcmp(argv[*i], "--cpu-affinity")) {
         o->cfg.cpu_affinity = 1;
         return 1;
     }
-    if (VALUE_OF("--steering")) {
+    for (k = 0; k < sizeof(run_value_options) / sizeof(run_value_options[0]); k++) {
+        const char *name = run_value_options[k].name;
+
+        v = option_value(name, argc, argv, i, &bad);
+        if (!v && !bad && run_value_options[k].short_name)
+            v = option_value(run_value_options[k].short_name, argc, argv, i, &bad);
         if (bad)
             return -1;
-        if (!strcmp(v, "auto"))
-            o->cfg.steering = PS_STEERING_AUTO;
-        else if (!strcmp(v, "ebpf"))
-            o->cfg.steering = PS_STEERING_EBPF;
-        else if (!strcmp(v, "cbpf"))
-            o->cfg.steering = PS_STEERING_CBPF;
-        else
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --steering '%s' (auto, ebpf or cbpf)", v), -1;
-        return 1;
+        if (v)
+            return run_value_options[k].fn(o, name, v) < 0 ? -1 : 1;
     }
-    if (VALUE_OF("--user"))
-        return bad ? -1 : parse_user(&o->cfg, v) ? -1 : 1;
-    for (k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
-        unsigned *dst = (unsigned *)((char *)&o->cfg + durations[k].offset);
-        if (!VALUE_OF(durations[k].name))
-            continue;
-        if (bad)
-            return -1;
-        if (run_parse_duration(v, dst) < 0)
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad duration '%s' for %s (like 500ms, 2s, 1m)", v,
-                                durations[k].name),
-                   -1;
-        if (dst == &o->cfg.ready_timeout_ms && *dst == 0)
-            *dst = 1;
-        if (dst == &o->cfg.ready_delay_ms)
-            o->ready_delay_given = 1;
-        return 1;
-    }
-    if (VALUE_OF("--watch")) {
-        if (bad)
-            return -1;
-        if (!*v)
-            return ps_cli_fatal(PS_EXIT_USAGE, "--watch needs a file or directory"), -1;
-        if (o->cfg.nwatch >= PS_SUP_MAX_WATCH)
-            return ps_cli_fatal(PS_EXIT_USAGE, "too many --watch paths (at most %d)",
-                                PS_SUP_MAX_WATCH),
-                   -1;
-        o->cfg.watch[o->cfg.nwatch++] = v;
-        return 1;
-    }
-    if (VALUE_OF("--handoff"))
-        return bad ? -1 : parse_handoff(&o->cfg, v) ? -1 : 1;
-    if (VALUE_OF("--ready")) {
-        if (bad)
-            return -1;
-        if (!strcmp(v, "auto"))
-            o->cfg.ready_mode = PS_READY_AUTO;
-        else if (!strcmp(v, "notify"))
-            o->cfg.ready_mode = PS_READY_NOTIFY;
-        else if (!strcmp(v, "delay"))
-            o->cfg.ready_mode = PS_READY_DELAY;
-        else
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --ready '%s' (auto, notify or delay)", v), -1;
-        return 1;
-    }
-    if (VALUE_OF("--drain-signal")) {
-        if (bad)
-            return -1;
-        o->cfg.drain_signal = parse_signal(v);
-        o->drain_signal_given = 1;
-        if (o->cfg.drain_signal <= 0)
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --drain-signal '%s' (like TERM, INT, QUIT)", v),
-                   -1;
-        return 1;
-    }
-    if (VALUE_OF("--name")) {
-        if (bad)
-            return -1;
-        if (!*v || strchr(v, '/') || strlen(v) >= sizeof(o->cfg.name))
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s' (no '/', at most %zu bytes)", v,
-                                sizeof(o->cfg.name) - 1),
-                   -1;
-        snprintf(o->cfg.name, sizeof(o->cfg.name), "%s", v);
-        return 1;
-    }
-    if (VALUE_OF("--control")) {
-        if (bad)
-            return -1;
-        if (strlen(v) >= sizeof(o->cfg.control_path))
-            return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long"), -1;
-        snprintf(o->cfg.control_path, sizeof(o->cfg.control_path), "%s", v);
-        return 1;
-    }
-    if (VALUE_OF("--log-format")) {
-        if (bad)
-            return -1;
-        if (strcmp(v, "text") && strcmp(v, "json"))
-            return ps_cli_fatal(PS_EXIT_USAGE, "bad --log-format '%s' (text or json)", v), -1;
-        o->log_json = !strcmp(v, "json");
-        return 1;
-    }
-#undef VALUE_OF
     return 0;
 }
 
