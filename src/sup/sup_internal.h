@@ -441,6 +441,7 @@ struct ps_sup {
     uint64_t watch_first, watch_last; /* a change is pending since / last seen */
     unsigned watch_changes;
     char watch_what[256]; /* the first changed path, for the log */
+    int watch_full_said;  /* warned that a new directory is past the limit */
     /* lame duck: reported unhealthy / "drain" while still serving, then stop */
     int lameduck;            /* entered (stays set while stopping) */
     uint64_t lameduck_until; /* the drain starts then; 0 once it has */
