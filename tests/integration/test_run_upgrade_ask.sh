@@ -30,6 +30,7 @@ install_self() {
     cur=$(readlink /proc/"$pid"/exe)
     cur=${cur% (deleted)}
     cp "$1" "$cur.new" && chmod +x "$cur.new" && mv "$cur.new" "$cur"
+    INSTALLED=$cur
 }
 # as_slow: the binary the supervisor re-executes answers both questions
 # only once $T/go exists (then it is a fresh copy of the real one)
@@ -47,12 +48,11 @@ EOS
 }
 logged() { grep -c "$1" "$T/ua.log" || true; }
 # answers_while_asked CLI-PID: status, /healthz and /metrics answer while
-# the upgrade (asked by CLI-PID, after $asking0 were logged) still waits
-# for the new binary
+# the upgrade (asked by CLI-PID) still waits for the new binary
 answers_while_asked() {
     local upid=$1
-    wait_until 10 bash -c "[ \$(grep -c upgrade_asking '$T/ua.log') -gt $asking0 ]" ||
-        fail "the upgrade did not start asking: $(tail -3 "$T/ua.log")"
+    wait_until 10 pgrep -f -- "^/bin/sh $INSTALLED --version" ||
+        fail "the upgrade did not ask --version: $(tail -3 "$T/ua.log")"
     status_json ua | jq -e ".pid == $pid" >/dev/null || fail "status did not answer during the upgrade"
     curl -sf "$M/healthz" >/dev/null || fail "/healthz did not answer during the upgrade"
     curl -sf "$M/metrics" >"$T/metrics.txt" && grep -q '^portshare_' "$T/metrics.txt" || fail "/metrics did not answer during the upgrade"
@@ -63,7 +63,7 @@ answers_while_asked() {
 # 1. slow to answer: the loop goes on, then the upgrade succeeds
 rm -f "$T/go"
 as_slow
-failed0=$(logged upgrade_failed) asking0=$(logged upgrade_asking)
+failed0=$(logged upgrade_failed)
 upgraded0=$(logged 'upgraded:')
 ctl ua upgrade >"$T/up1.out" 2>&1 &
 upid=$!
@@ -78,7 +78,7 @@ ok "a binary slow to answer: status, /healthz and /metrics answered meanwhile; t
 rm -f "$T/go"
 as_slow
 fds0=$(fds)
-failed0=$(logged upgrade_failed) asking0=$(logged upgrade_asking)
+failed0=$(logged upgrade_failed)
 ctl ua upgrade >"$T/up2.out" 2>&1 &
 upid=$!
 answers_while_asked "$upid"
