@@ -242,7 +242,8 @@ void ps__op_run_queue(struct ps_sup *sup)
     char err[256], body[300];
     struct ps_op op;
 
-    while (!sup->reloading && !sup->stopping && !sup->lameduck && sup->nqueued) {
+    while (!sup->reloading && !sup->upgrade_asking && !sup->stopping && !sup->lameduck &&
+           sup->nqueued) {
         op = sup->queue[0];
         memmove(&sup->queue[0], &sup->queue[1], (size_t)--sup->nqueued * sizeof(sup->queue[0]));
         switch (op.kind) {
@@ -260,8 +261,8 @@ void ps__op_run_queue(struct ps_sup *sup)
             }
             break;
         case OP_UPGRADE:
-            /* returns only when the exec did not happen */
-            if (ps__upgrade_exec(sup, op.nwaiters ? &op.waiters[0] : NULL, err, sizeof(err)) < 0) {
+            /* the outcome comes later (upgrade.c), unless it cannot start */
+            if (ps__upgrade_start(sup, op.nwaiters ? &op.waiters[0] : NULL, err, sizeof(err)) < 0) {
                 ps__sup_log(sup, PS_LOG_ERROR, "upgrade_failed", "upgrade failed: %s", err);
                 answer(sup, &op, 0, err);
             }

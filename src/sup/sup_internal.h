@@ -391,6 +391,16 @@ struct ps_sup_sys {
 
 #define PS_SUP_MAX_CLIENTS 64
 
+/* A question to the new binary before an upgrade (upgrade.c). */
+struct ps_upgrade_ask {
+    pid_t pid;
+    int running; /* not reaped yet */
+    int fd;      /* its stdout, -1 once read to the end */
+    int status;  /* its wait status, once reaped */
+    size_t len;
+    char out[128];
+};
+
 struct ps_sup {
     struct ps_sup_config *cfg;
     const struct ps_sup_sys *sys;
@@ -417,6 +427,12 @@ struct ps_sup {
     int nstop_waiters;
     int upgrade_client; /* the client that asked for the upgrade, as carried across exec */
     int upgrade_json;   /* ... and whether it asked for JSON */
+    /* an upgrade asking the new binary before the exec (upgrade.c) */
+    int upgrade_asking;
+    uint64_t upgrade_deadline;
+    struct ps_upgrade_ask upgrade_asks[2]; /* --version, --upgrade-state-format */
+    int upgrade_has_waiter;
+    struct ps_waiter upgrade_waiter;
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
@@ -441,6 +457,7 @@ struct ps_sup {
     uint64_t watch_first, watch_last; /* a change is pending since / last seen */
     unsigned watch_changes;
     char watch_what[256]; /* the first changed path, for the log */
+    int watch_full_said;  /* warned that a new directory is past the limit */
     /* lame duck: reported unhealthy / "drain" while still serving, then stop */
     int lameduck;            /* entered (stays set while stopping) */
     uint64_t lameduck_until; /* the drain starts then; 0 once it has */
@@ -631,9 +648,30 @@ void ps__endpoints_close(struct ps_sup *sup);
 
 /* ---- upgrade.c ------------------------------------------------------------ */
 
-/* Re-execute our binary in place, carrying sockets and the slot table;
- * returns only on failure (-errno with err), the old image still running. */
-int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen);
+/* Start an upgrade: re-execute our binary in place, carrying sockets and
+ * the slot table.  First the new binary is asked --version and
+ * --upgrade-state-format by child processes whose pipes the loop polls
+ * (below), so that status, /metrics and /healthz answer meanwhile; when
+ * both answers are in, the exec (the new image answers w), or the failure
+ * (logged, w answered, the old image as it was).  0 when the questions are
+ * asked; -errno with err when they cannot be (nothing left open). */
+int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen);
+
+/* While sup->upgrade_asking: the poll entries of the questions (at most
+ * PS_UPGRADE_POLL_MAX), their results, the deadline (UINT64_MAX when
+ * none); the same contract as the control socket's.  poll_fill ends the
+ * upgrade when the supervisor is stopping; poll_done may exec. */
+#define PS_UPGRADE_POLL_MAX 2
+int ps__upgrade_poll_fill(struct ps_sup *sup, struct pollfd *pfd);
+void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n);
+uint64_t ps__upgrade_deadline(const struct ps_sup *sup);
+
+/* The loop reaped pid: 1 when it was a question of the upgrade (its
+ * status is kept), 0 when it is not ours. */
+int ps__upgrade_reaped(struct ps_sup *sup, pid_t pid, int status);
+
+/* 1 when pid is a question of the upgrade still running (not a stray). */
+int ps__upgrade_child(const struct ps_sup *sup, pid_t pid);
 
 /* In the new image: rebuild sup from the PORTSHARE_UPGRADE_STATE text. */
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen);

@@ -214,6 +214,8 @@ static void reap(struct ps_sup *sup)
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (ps__upgrade_reaped(sup, pid, status))
+            continue;
         w = worker_by_pid(sup, pid);
         if (w) {
             ps__worker_exited(sup, w, status);
@@ -516,6 +518,7 @@ static int next_timeout(const struct ps_sup *sup)
     earlier(&next, ps__control_next_deadline(sup));
     earlier(&next, ps__watch_deadline(sup));
     earlier(&next, ps__endpoints_next_deadline(sup));
+    earlier(&next, ps__upgrade_deadline(sup));
     return next <= now ? 0 : (int)(next - now);
 }
 
@@ -868,8 +871,8 @@ static void shutdown_all(struct ps_sup *sup)
 
 static void loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX];
-    int n, nctl, nep;
+    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX + PS_UPGRADE_POLL_MAX];
+    int n, nctl, nep, nup;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
@@ -880,7 +883,8 @@ static void loop(struct ps_sup *sup)
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
         nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
         nep = ps__endpoints_poll_fill(sup, pfd + 3 + nctl, ps__now_ms());
-        n = poll(pfd, (nfds_t)(3 + nctl + nep), next_timeout(sup));
+        nup = ps__upgrade_poll_fill(sup, pfd + 3 + nctl + nep);
+        n = poll(pfd, (nfds_t)(3 + nctl + nep + nup), next_timeout(sup));
         if (n < 0 && errno != EINTR) {
             ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(errno));
             break;
@@ -895,6 +899,7 @@ static void loop(struct ps_sup *sup)
         }
         ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
         ps__endpoints_poll_done(sup, pfd + 3 + nctl, n > 0 ? nep : 0, ps__now_ms());
+        ps__upgrade_poll_done(sup, pfd + 3 + nctl + nep, n > 0 ? nup : 0);
         ps__sup_run_timers(sup);
     }
 }

@@ -143,7 +143,7 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all)
         if (parent_of(de->d_name) != self)
             continue;
         pid = (pid_t)atoi(de->d_name);
-        if (is_worker(sup, pid))
+        if (is_worker(sup, pid) || ps__upgrade_child(sup, pid))
             continue;
         if (!all && origin_of(de->d_name, &slot, &gen) == 0 && origin_alive(sup, slot, gen))
             continue;        /* its worker still runs: it goes when that one goes */

@@ -8,16 +8,24 @@
  * rest in PORTSHARE_UPGRADE_STATE; the new image replays the same command
  * line, finds that variable and adopts instead of binding.  The blocked
  * signal mask and pending signals survive execve(2), so no SIGCHLD is lost.
+ *
+ * Before the exec the new binary is asked two questions (does it run, which
+ * state does it read) by child processes whose output the loop polls like
+ * any other descriptor, with one deadline: a binary slow to start never
+ * stops status, /metrics or /healthz, and every way the upgrade can fail
+ * leaves the old image as it was (nothing open, nothing running).
  */
 #include "sup_internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,104 +41,150 @@ const char *ps_sup_upgrade_state_format(void)
     return STATE_MAGIC;
 }
 
-/* Run "exe arg" with the start of its stdout in out (NUL-terminated, cut
- * to outlen - 1; out may be NULL), stderr to /dev/null when quiet; its wait
- * status in *status.  0, -ETIMEDOUT after 5 s (killed), or -errno. */
-static int run_new(const char *exe, const char *arg, int quiet, char *out, size_t outlen,
-                   int *status)
-{
-    struct pollfd pfd;
-    size_t len = 0;
-    int p[2], i, r = 0;
-    pid_t pid;
+/* ---- the questions to the new binary, asked without stopping the loop -------- */
 
-    if (pipe2(p, O_CLOEXEC) < 0)
+/* Both questions get this long, together: a binary that has not answered
+ * by then is refused (and killed with what it started). */
+#define ASK_TIMEOUT_MS 5000
+
+static void ask_reset(struct ps_upgrade_ask *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->fd = -1;
+}
+
+/* Start "exe arg" with its stdout on a pipe we poll (stderr to /dev/null
+ * when quiet), in a process group of its own so that what it starts goes
+ * with it.  0, or -errno with nothing left open or running. */
+static int ask_start(struct ps_upgrade_ask *a, const char *exe, const char *arg, int quiet)
+{
+    int p[2], r;
+
+    ask_reset(a);
+    if (pipe2(p, O_CLOEXEC) < 0) /* its end blocks: a binary may not expect EAGAIN */
         return ps__neg_errno();
-    pid = fork();
-    if (pid < 0) {
+    a->pid = fork();
+    if (a->pid < 0) {
         r = ps__neg_errno();
         close(p[0]);
         close(p[1]);
+        a->pid = 0;
         return r;
     }
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (a->pid == 0) {
+        int null = quiet ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        setpgid(0, 0);
         dup2(p[1], 1);
-        if (quiet && null >= 0)
+        if (null >= 0)
             dup2(null, 2);
         execl(exe, exe, arg, (char *)NULL);
         _exit(127);
     }
+    setpgid(a->pid, a->pid); /* as the child does: whichever runs first */
     close(p[1]);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
-    pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
-    for (i = 0; i < 100; i++) { /* 5 s */
-        char chunk[256];
-        ssize_t n = 1;
-        /* read all there is, keeping what fits: a talkative binary must
-         * never block on a full pipe */
-        while (pfd.fd >= 0 && (n = read(p[0], chunk, sizeof(chunk))) > 0) {
-            size_t keep = out && len + 1 < outlen ? outlen - 1 - len : 0;
-            keep = keep < (size_t)n ? keep : (size_t)n;
-            if (keep) /* out may be NULL */
-                memcpy(out + len, chunk, keep);
-            len += keep;
-        }
-        if (n == 0)
-            pfd.fd = -1; /* end of its output: poll only sleeps now, not wakes at once */
-        if (waitpid(pid, status, WNOHANG) == pid)
-            break;
-        poll(&pfd, 1, 50);
-    }
-    if (i == 100) {
-        kill(pid, SIGKILL);
-        waitpid(pid, status, 0);
-        r = -ETIMEDOUT;
-    }
-    close(p[0]);
-    if (out && outlen)
-        out[len] = '\0';
-    return r;
+    a->fd = p[0];
+    a->running = 1;
+    return 0;
 }
 
-/* Run the new binary with --version first: a missing, truncated or foreign
- * binary is refused while the old supervisor still runs.  Then ask which
+/* Read what the question's pipe holds, keeping what fits in out: a
+ * talkative binary must never block on a full pipe.  Non-blocking. */
+static void ask_read(struct ps_upgrade_ask *a)
+{
+    char chunk[256];
+    ssize_t n;
+
+    while (a->fd >= 0 && (n = read(a->fd, chunk, sizeof(chunk))) != 0) {
+        size_t keep;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            break;
+        }
+        keep = a->len + 1 < sizeof(a->out) ? sizeof(a->out) - 1 - a->len : 0;
+        keep = keep < (size_t)n ? keep : (size_t)n;
+        memcpy(a->out + a->len, chunk, keep);
+        a->len += keep;
+    }
+    ps__close(a->fd); /* its end, or an error: nothing more to read */
+    a->fd = -1;
+}
+
+/* Kill what still runs of the question (its process group) and reap it;
+ * close its pipe.  SIGKILL is final, so the wait is short. */
+static void ask_stop(struct ps_upgrade_ask *a)
+{
+    if (a->running) {
+        kill(-a->pid, SIGKILL);
+        kill(a->pid, SIGKILL);
+        waitpid(a->pid, &a->status, 0);
+        a->running = 0;
+    }
+    ps__close(a->fd);
+    a->fd = -1;
+    a->out[a->len] = '\0';
+}
+
+int ps__upgrade_reaped(struct ps_sup *sup, pid_t pid, int status)
+{
+    int i;
+
+    for (i = 0; sup->upgrade_asking && i < 2; i++)
+        if (sup->upgrade_asks[i].running && sup->upgrade_asks[i].pid == pid) {
+            sup->upgrade_asks[i].running = 0;
+            sup->upgrade_asks[i].status = status;
+            return 1;
+        }
+    return 0;
+}
+
+int ps__upgrade_child(const struct ps_sup *sup, pid_t pid)
+{
+    int i;
+
+    for (i = 0; sup->upgrade_asking && i < 2; i++)
+        if (sup->upgrade_asks[i].running && sup->upgrade_asks[i].pid == pid)
+            return 1;
+    return 0;
+}
+
+/* What the answers say.  --version first: a missing, truncated or foreign
+ * binary is refused while the old supervisor still runs.  Then which
  * upgrade state it reads (--upgrade-state-format): another format would
  * fail after the exec, when there is no old supervisor left to fall back
  * to, so it is refused now.  A binary that does not know the question
  * (older than the question, exit 2) is tried as before: *unchecked = 1. */
-static int preflight(const char *exe, int *unchecked, char *err, size_t errlen)
+static int verdict(const char *exe, const struct ps_upgrade_ask *asks, int *unchecked, char *err,
+                   size_t errlen)
 {
-    char said[128];
-    int status = 0, r;
+    const struct ps_upgrade_ask *v = &asks[0], *f = &asks[1];
+    char said[sizeof(f->out)];
 
     *unchecked = 0;
-    r = run_new(exe, "--version", 0, NULL, 0, &status); /* it runs: all we ask here */
-    if (r == -ETIMEDOUT) {
-        ps__set_error(err, errlen, "%s --version did not answer within 5 s", exe);
-        return r;
-    }
-    if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (!WIFEXITED(v->status) || WEXITSTATUS(v->status) != 0) {
         ps__set_error(err, errlen,
                       "%s does not run (--version failed); still running the old binary", exe);
         return -ENOEXEC;
     }
-    r = run_new(exe, "--upgrade-state-format", 1, said, sizeof(said), &status);
-    if (r == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        said[strcspn(said, "\n")] = '\0';
-        if (strcmp(said, STATE_MAGIC)) {
-            ps__set_error(err, errlen,
-                          "%s reads upgrade state '%.40s', this supervisor writes '%s': it cannot "
-                          "take over in place; still running the old binary (restart the "
-                          "service to change to it)",
-                          exe, said, STATE_MAGIC);
-            return -EPROTO;
-        }
-    } else {
+    if (!WIFEXITED(f->status) || WEXITSTATUS(f->status) != 0) {
         *unchecked = 1;
+        return 0;
+    }
+    snprintf(said, sizeof(said), "%s", f->out);
+    said[strcspn(said, "\n")] = '\0';
+    if (strcmp(said, STATE_MAGIC)) {
+        ps__set_error(err, errlen,
+                      "%s reads upgrade state '%.40s', this supervisor writes '%s': it cannot "
+                      "take over in place; still running the old binary (restart the "
+                      "service to change to it)",
+                      exe, said, STATE_MAGIC);
+        return -EPROTO;
     }
     return 0;
 }
@@ -400,19 +454,41 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
     return o.buf;
 }
 
-int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen)
+/* What clients asked behind the upgrade does not cross the exec: they are
+ * told so, and if the exec fails after all, those operations are dropped
+ * as if it had happened (each requester was told to ask again; what
+ * signals asked stays queued either way, as ps__upgrade_serialize carries
+ * it). */
+static void tell_queued(struct ps_sup *sup, int dropped)
 {
+    static const char why[] = "the supervisor re-executes itself (upgrade) before this runs: "
+                              "ask again";
+    int i, k, kept = 0;
+
+    for (i = 0; i < sup->nqueued; i++) {
+        if (!dropped) {
+            for (k = 0; k < sup->queue[i].nwaiters; k++)
+                ps__control_answer(sup, &sup->queue[i].waiters[k], 0, why);
+        } else if (!sup->queue[i].nwaiters && sup->queue[i].kind != OP_UPGRADE) {
+            sup->queue[kept++] = sup->queue[i];
+        }
+    }
+    if (dropped)
+        sup->nqueued = kept;
+    else /* and a client connected but not yet read would be closed on its
+          * request by the exec: a reset instead of an answer */
+        ps__control_refuse_unread(sup, why);
+}
+
+/* The exec itself, once the new binary answered.  Returns only on failure
+ * (-errno with err), with the old image as it was. */
+static int upgrade_exec(struct ps_sup *sup, int unchecked, char *err, size_t errlen)
+{
+    const struct ps_waiter *w = sup->upgrade_has_waiter ? &sup->upgrade_waiter : NULL;
     const char *exe = sup->cfg->self_exe;
-    int r, client = ps__control_client_fd(sup, w), i, unchecked;
+    int r, client = ps__control_client_fd(sup, w);
     char *state;
 
-    if (!exe || !sup->cfg->self_argv) {
-        ps__set_error(err, errlen, "this supervisor does not know its own binary");
-        return -ENOEXEC;
-    }
-    r = preflight(exe, &unchecked, err, errlen);
-    if (r < 0)
-        return r;
     if (unchecked)
         ps__sup_log(sup, PS_LOG_WARN, "upgrade_unchecked",
                     "%s does not say which upgrade state it reads (a version older than "
@@ -427,17 +503,7 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
         return -ENOMEM;
     }
     ps__sup_log(sup, PS_LOG_INFO, "upgrading", "re-executing %s in place", exe);
-    /* what clients asked behind the upgrade does not cross the exec: say so
-     * (what signals asked does: ps__upgrade_serialize) */
-    for (i = 0; i < sup->nqueued; i++) {
-        int k;
-        for (k = 0; k < sup->queue[i].nwaiters; k++)
-            ps__control_answer(sup, &sup->queue[i].waiters[k], 0,
-                               "the supervisor re-executed itself before this ran: ask again");
-    }
-    /* and a client connected but not yet read would be closed on its
-     * request by the exec: a reset instead of an answer */
-    ps__control_refuse_unread(sup, "the supervisor re-executed itself before this ran: ask again");
+    tell_queued(sup, 0);
     ps__control_flush(sup, 1000);
     carry_fds(sup, client, 1);
     setenv("PORTSHARE_UPGRADE_STATE", state, 1);
@@ -450,9 +516,110 @@ int ps__upgrade_exec(struct ps_sup *sup, const struct ps_waiter *w, char *err, s
     unsetenv("PORTSHARE_UPGRADE_STATE");
     unsetenv("NOTIFY_SOCKET");
     carry_fds(sup, client, 0);
+    tell_queued(sup, 1);
     ps__set_error(err, errlen, "cannot execute %s: %s; still running the old binary", exe,
                   ps_strerror(r));
     return r;
+}
+
+/* The upgrade ends without an exec: the questions are stopped, and the
+ * requester (if still there) is told why. */
+static void upgrade_fail(struct ps_sup *sup, const char *why)
+{
+    ask_stop(&sup->upgrade_asks[0]);
+    ask_stop(&sup->upgrade_asks[1]);
+    sup->upgrade_asking = 0;
+    ps__sup_log(sup, PS_LOG_ERROR, "upgrade_failed", "upgrade failed: %s", why);
+    if (sup->upgrade_has_waiter)
+        ps__control_answer(sup, &sup->upgrade_waiter, 0, why);
+    sup->upgrade_has_waiter = 0;
+}
+
+int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen)
+{
+    const char *exe = sup->cfg->self_exe;
+    int r;
+
+    if (!exe || !sup->cfg->self_argv) {
+        ps__set_error(err, errlen, "this supervisor does not know its own binary");
+        return -ENOEXEC;
+    }
+    if (sup->upgrade_asking) {
+        ps__set_error(err, errlen, "an upgrade is already in progress");
+        return -EBUSY;
+    }
+    ask_reset(&sup->upgrade_asks[1]); /* nothing to stop there if the first fails */
+    r = ask_start(&sup->upgrade_asks[0], exe, "--version", 0);
+    if (r == 0 && (r = ask_start(&sup->upgrade_asks[1], exe, "--upgrade-state-format", 1)) < 0)
+        ask_stop(&sup->upgrade_asks[0]);
+    if (r < 0) {
+        ps__set_error(err, errlen,
+                      "cannot run %s to ask its version: %s; still running the old "
+                      "binary",
+                      exe, ps_strerror(r));
+        return r;
+    }
+    sup->upgrade_asking = 1;
+    sup->upgrade_deadline = ps__now_ms() + ASK_TIMEOUT_MS;
+    sup->upgrade_has_waiter = w != NULL;
+    if (w)
+        sup->upgrade_waiter = *w;
+    ps__sup_log(sup, PS_LOG_INFO, "upgrade_asking",
+                "upgrade: asking %s for its version and upgrade state format", exe);
+    return 0;
+}
+
+int ps__upgrade_poll_fill(struct ps_sup *sup, struct pollfd *pfd)
+{
+    int i, n = 0;
+
+    if (!sup->upgrade_asking)
+        return 0;
+    if (sup->stopping || sup->lameduck) {
+        upgrade_fail(sup, "the supervisor is stopping");
+        return 0;
+    }
+    for (i = 0; i < 2; i++)
+        if (sup->upgrade_asks[i].fd >= 0)
+            pfd[n++] = (struct pollfd){.fd = sup->upgrade_asks[i].fd, .events = POLLIN};
+    return n;
+}
+
+void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n)
+{
+    struct ps_upgrade_ask *asks = sup->upgrade_asks;
+    const char *exe = sup->cfg->self_exe;
+    int i, k = 0, unchecked = 0, r;
+    char err[512];
+
+    if (!sup->upgrade_asking)
+        return;
+    for (i = 0; i < 2; i++) /* the entries ps__upgrade_poll_fill added, in its order */
+        if (asks[i].fd >= 0 && k < n && pfd[k++].revents)
+            ask_read(&asks[i]);
+    if (asks[0].running || asks[1].running) { /* reaped by the loop: ps__upgrade_reaped */
+        if (ps__now_ms() < sup->upgrade_deadline)
+            return;
+        ps__set_error(err, sizeof(err), "%s %s did not answer within %d s", exe,
+                      asks[0].running ? "--version" : "--upgrade-state-format",
+                      ASK_TIMEOUT_MS / 1000);
+        upgrade_fail(sup, err);
+        return;
+    }
+    for (i = 0; i < 2; i++) { /* what it wrote before it exited is in the pipe */
+        ask_read(&asks[i]);
+        ask_stop(&asks[i]);
+    }
+    sup->upgrade_asking = 0;
+    r = verdict(exe, asks, &unchecked, err, sizeof(err));
+    if (r == 0)
+        upgrade_exec(sup, unchecked, err, sizeof(err)); /* returns only when it failed */
+    upgrade_fail(sup, err);
+}
+
+uint64_t ps__upgrade_deadline(const struct ps_sup *sup)
+{
+    return sup->upgrade_asking ? sup->upgrade_deadline : UINT64_MAX;
 }
 
 /* ---- the new image ----------------------------------------------------------- */
@@ -693,6 +860,28 @@ static int validate(const struct ps_sup *sup, int nslots_seen)
     return 0;
 }
 
+/* The control socket's path, so that it is unlinked at exit: a default
+ * path was chosen by ps__control_open in the first image, which this one
+ * does not run, and a path given with --control came back with the
+ * command line.  The socket itself knows where it was bound. */
+static void control_path_of(struct ps_sup *sup)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    size_t n;
+
+    if (sup->cfg->control_path[0] || sup->control_fd < 0 ||
+        getsockname(sup->control_fd, (struct sockaddr *)&sa, &len) < 0 ||
+        sa.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path) ||
+        sa.sun_path[0] != '/')
+        return;
+    n = len - offsetof(struct sockaddr_un, sun_path);
+    n = strnlen(sa.sun_path, n < sizeof(sa.sun_path) ? n : sizeof(sa.sun_path));
+    if (n < sizeof(sup->cfg->control_path))
+        snprintf(sup->cfg->control_path, sizeof(sup->cfg->control_path), "%.*s", (int)n,
+                 sa.sun_path);
+}
+
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen)
 {
     char *copy = strdup(state), *line, *save = NULL;
@@ -720,6 +909,7 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
     }
     set_cloexec(sup->notify_fd, 1);
     set_cloexec(sup->control_fd, 1);
+    control_path_of(sup);
     if (sup->metrics_fd >= 0 && set_cloexec(sup->metrics_fd, 1) < 0)
         sup->metrics_fd = -1; /* not carried after all: bound again */
     if (sup->agent_fd >= 0 && set_cloexec(sup->agent_fd, 1) < 0)

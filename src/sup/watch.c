@@ -11,6 +11,13 @@
  * __pycache__ (a worker that compiles its modules there would otherwise
  * reload itself forever); a file named by --watch itself never is.
  *
+ * The walk of a tree keeps the directories still to read in a queue on the
+ * heap, not on the stack, so the depth of a tree (10,000 levels moved in at
+ * once) costs no stack; at most MAX_WATCHES directories are watched, and
+ * past that a new directory is refused with one warning.  A directory that
+ * is deleted or moved away is forgotten (IN_IGNORED, IN_MOVED_FROM), so
+ * directories that come and go forever never use the room up.
+ *
  * A change arms a debounce: the reload is asked for once nothing changed
  * for QUIET_MS, at most MAX_WAIT_MS after the first change, through
  * ps__op_request like SIGHUP (so it queues behind, or merges into, a reload
@@ -19,6 +26,7 @@
 #include "sup_internal.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,16 +55,23 @@ static int ignored(const char *name)
            !strcmp(name, "__pycache__");
 }
 
+static int same_only(const struct ps_watch *w, const char *only)
+{
+    return w->only && only ? !strcmp(w->only, only) : w->only == only;
+}
+
+/* Record that wd watches dir (for only, or the tree): 1 when it was
+ * recorded already (the kernel returns the same wd for a directory seen
+ * again: a bind mount loop, or a directory walked before its creation
+ * event is read), 0 when added, -ENOSPC beyond MAX_WATCHES, -ENOMEM. */
 static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *only)
 {
     struct ps_watch *w;
     int i;
 
-    for (i = 0; i < sup->nwatches; i++) /* the kernel returns the same wd for a dir again */
-        if (sup->watches[i].wd == wd &&
-            (sup->watches[i].only && only ? !strcmp(sup->watches[i].only, only)
-                                          : sup->watches[i].only == only))
-            return 0;
+    for (i = 0; i < sup->nwatches; i++)
+        if (sup->watches[i].wd == wd && same_only(&sup->watches[i], only))
+            return 1;
     if (sup->nwatches >= MAX_WATCHES)
         return -ENOSPC;
     w = realloc(sup->watches, (size_t)(sup->nwatches + 1) * sizeof(*w));
@@ -76,46 +91,154 @@ static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *on
     return 0;
 }
 
-/* Watch dir and, unless only is set, every directory below it (not the
- * ignored ones).  O(directories below). */
-static int watch_dir(struct ps_sup *sup, const char *dir, const char *only)
+/* Entry i is gone: freed, the last one takes its place. */
+static void drop_entry(struct ps_sup *sup, int i)
 {
-    char sub[4096];
-    struct dirent *de;
-    DIR *d;
+    free(sup->watches[i].dir);
+    free(sup->watches[i].only);
+    sup->watches[i] = sup->watches[--sup->nwatches];
+    sup->watch_full_said = 0; /* there is room again: a refusal is news */
+}
+
+/* The kernel dropped watch wd (IN_IGNORED: its directory was deleted, or
+ * we removed it): forget every entry of it, so that a tree where
+ * directories come and go forever never runs into MAX_WATCHES.  O(entries). */
+static void forget_wd(struct ps_sup *sup, int wd)
+{
+    int i;
+
+    for (i = sup->nwatches - 1; i >= 0; i--)
+        if (sup->watches[i].wd == wd)
+            drop_entry(sup, i);
+}
+
+/* dir left the watched tree (moved away, or renamed inside it: the new name
+ * is walked as new): stop watching it and what is below it.  The kernel's
+ * watch goes too unless a --watch FILE entry shares it.  O(entries^2) at
+ * worst, for a subtree of every entry. */
+static void forget_tree(struct ps_sup *sup, const char *dir)
+{
+    size_t n = strlen(dir);
+    int i, k, shared;
+
+    for (i = sup->nwatches - 1; i >= 0; i--) {
+        const struct ps_watch *w = &sup->watches[i];
+        if (w->only || strncmp(w->dir, dir, n) || (w->dir[n] && w->dir[n] != '/'))
+            continue;
+        for (shared = 0, k = 0; k < sup->nwatches && !shared; k++)
+            shared = k != i && sup->watches[k].wd == w->wd;
+        if (!shared)
+            inotify_rm_watch(sup->watch_fd, w->wd);
+        drop_entry(sup, i); /* what moves into i was looked at already */
+    }
+}
+
+/* The directories a walk still has to read, in order: a queue on the heap
+ * (a recursion of a page of stack per level overflowed the stack on a deep
+ * tree).  Never longer than the entries the walk added, so MAX_WATCHES
+ * bounds it too. */
+struct walk {
+    char **q;
+    int head, n, cap;
+    unsigned toolong; /* directories left out: their path is over PATH_MAX */
+};
+
+static int walk_push(struct walk *wk, const char *dir)
+{
+    if (wk->n == wk->cap) {
+        int cap = wk->cap ? 2 * wk->cap : 64;
+        char **q = realloc(wk->q, (size_t)cap * sizeof(*q));
+        if (!q)
+            return -ENOMEM;
+        wk->q = q;
+        wk->cap = cap;
+    }
+    wk->q[wk->n] = strdup(dir);
+    return wk->q[wk->n] ? (wk->n++, 0) : -ENOMEM;
+}
+
+static void walk_free(struct walk *wk)
+{
+    while (wk->head < wk->n)
+        free(wk->q[wk->head++]);
+    free(wk->q);
+}
+
+/* Watch dir (for only, or as part of a tree); a new tree directory is
+ * queued to be read.  0, or -errno (-ENOENT: it is gone already). */
+static int watch_one(struct ps_sup *sup, struct walk *wk, const char *dir, const char *only)
+{
     int wd, r;
 
     wd = inotify_add_watch(sup->watch_fd, dir, DIR_EVENTS | IN_ONLYDIR);
     if (wd < 0)
         return ps__neg_errno();
     r = add_entry(sup, wd, dir, only);
-    if (r < 0 || only)
-        return r;
-    d = opendir(dir);
+    if (r == 0 && !only)
+        r = walk_push(wk, dir);
+    if (r == -ENOSPC) /* the kernel's watch without an entry would only leak */
+        inotify_rm_watch(sup->watch_fd, wd);
+    return r < 0 ? r : 0;
+}
+
+/* Watch the directories in dir that are not ignored (not through symbolic
+ * links).  0, or -errno of the first one that could not be watched. */
+static int walk_dir(struct ps_sup *sup, struct walk *wk, const char *dir)
+{
+    char sub[PATH_MAX];
+    struct dirent *de;
+    DIR *d = opendir(dir);
+    int r = 0;
+
     if (!d)
         return 0; /* gone already: its parent's events tell */
-    while ((de = readdir(d))) {
+    while (r == 0 && (de = readdir(d))) {
         if (ignored(de->d_name) || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
             continue;
-        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) >= sizeof(sub))
+        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) >= sizeof(sub)) {
+            wk->toolong++;
             continue;
+        }
         if (de->d_type == DT_UNKNOWN) {
             struct stat st;
             if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
                 continue;
         }
-        r = watch_dir(sup, sub, NULL);
-        if (r < 0 && r != -ENOENT)
-            break;
-        r = 0;
+        r = watch_one(sup, wk, sub, NULL);
+        if (r == -ENOENT) /* deleted since readdir: nothing to watch */
+            r = 0;
     }
     closedir(d);
     return r;
 }
 
+/* Watch dir and, unless only is set, every directory below it, breadth
+ * first (what is left out at the limit is the deepest).  A path too long
+ * to name is left out with a warning.  0, or -errno: -ENOSPC past
+ * MAX_WATCHES or fs.inotify.max_user_watches (what was watched stays).
+ * O(directories below); memory O(their paths), no recursion. */
+static int watch_dir(struct ps_sup *sup, const char *dir, const char *only)
+{
+    struct walk wk = {0};
+    int r = watch_one(sup, &wk, dir, only);
+
+    while (r == 0 && wk.head < wk.n) {
+        char *next = wk.q[wk.head++];
+        r = walk_dir(sup, &wk, next);
+        free(next);
+    }
+    if (wk.toolong)
+        ps__sup_log(sup, PS_LOG_WARN, "watch_toolong",
+                    "%u director%s below %s (and what is below them) not watched: path "
+                    "longer than %d bytes",
+                    wk.toolong, wk.toolong == 1 ? "y" : "ies", dir, PATH_MAX - 1);
+    walk_free(&wk);
+    return r;
+}
+
 static int watch_path(struct ps_sup *sup, const char *path, char *err, size_t errlen)
 {
-    char dir[4096];
+    char dir[PATH_MAX];
     const char *slash;
     struct stat st;
     int r;
@@ -178,18 +301,48 @@ void ps__watch_close(struct ps_sup *sup)
     free(sup->watches);
     sup->watches = NULL;
     sup->nwatches = 0;
+    sup->watch_full_said = 0;
     ps__close(sup->watch_fd);
     sup->watch_fd = -1;
 }
 
-/* One event: does it count, and is it a new directory to watch? */
+/* A directory appeared in (or left) dir, a directory of a watched tree. */
+static void tree_changed(struct ps_sup *sup, const char *dir, const struct inotify_event *ev)
+{
+    char sub[PATH_MAX];
+    int r;
+
+    if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", dir, ev->name) >= sizeof(sub)) {
+        ps__sup_log(sup, PS_LOG_WARN, "watch_toolong",
+                    "a directory in %s not watched: path longer than %d bytes", dir, PATH_MAX - 1);
+        return;
+    }
+    if (ev->mask & IN_MOVED_FROM) {
+        forget_tree(sup, sub);
+        return;
+    }
+    r = watch_dir(sup, sub, NULL);
+    if (r == -ENOSPC && !sup->watch_full_said) {
+        sup->watch_full_said = 1; /* once, until a watch is freed */
+        ps__sup_log(sup, PS_LOG_WARN, "watch_full",
+                    "cannot watch all of %s: %s (fs.inotify.max_user_watches, or more than %d "
+                    "directories); a change in what is not watched does not reload",
+                    sub, ps_strerror(r), MAX_WATCHES);
+    } else if (r < 0 && r != -ENOSPC && r != -ENOENT) {
+        ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "cannot watch %s: %s", sub, ps_strerror(r));
+    }
+}
+
+/* One event: does it count, and is it a directory that came or went? */
 static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint64_t now)
 {
-    char path[4096];
+    char path[PATH_MAX], dir[PATH_MAX] = "";
     int i, counts = 0;
 
-    if (ev->mask & IN_IGNORED) /* its directory is gone: the parent said so */
+    if (ev->mask & IN_IGNORED) { /* its directory is gone, or we removed it */
+        forget_wd(sup, ev->wd);
         return;
+    }
     if (ev->mask & IN_Q_OVERFLOW) { /* events were lost: something changed */
         counts = 1;
         snprintf(path, sizeof(path), "(inotify queue overflow)");
@@ -203,15 +356,13 @@ static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint
             snprintf(path, sizeof(path), "%s%s%s", w->dir, ev->len ? "/" : "",
                      ev->len ? ev->name : "");
         }
-        if (!w->only && ev->len && !ignored(ev->name) && (ev->mask & IN_ISDIR) &&
-            (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
-            char sub[4096];
-            if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", w->dir, ev->name) < sizeof(sub) &&
-                watch_dir(sup, sub, NULL) < 0)
-                ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "cannot watch %s", sub);
-            break; /* watch_dir may have moved sup->watches */
-        }
+        if (!w->only)
+            snprintf(dir, sizeof(dir), "%s", w->dir);
     }
+    /* after the loop: watching or forgetting moves sup->watches */
+    if (dir[0] && ev->len && !ignored(ev->name) && (ev->mask & IN_ISDIR) &&
+        (ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM)))
+        tree_changed(sup, dir, ev);
     if (!counts)
         return;
     if (!sup->watch_first) {
@@ -220,6 +371,30 @@ static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint
     }
     sup->watch_changes++;
     sup->watch_last = now;
+}
+
+/* Events were lost (IN_Q_OVERFLOW: a mass deletion can lose the
+ * IN_IGNORED of thousands of directories, a mass creation their
+ * IN_CREATE): what is watched is no longer known, so start over with a new
+ * inotify descriptor and every --watch path walked again.  O(directories). */
+static void rewatch(struct ps_sup *sup)
+{
+    char err[PATH_MAX + 128];
+    int i, r;
+
+    ps__watch_close(sup);
+    sup->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (sup->watch_fd < 0) {
+        r = ps__neg_errno();
+        ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "--watch: cannot use inotify: %s",
+                    ps_strerror(r));
+        return;
+    }
+    for (i = 0; i < sup->cfg->nwatch; i++)
+        if (watch_path(sup, sup->cfg->watch[i], err, sizeof(err)) < 0)
+            ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "%s", err);
+    ps__sup_log(sup, PS_LOG_INFO, "watching", "inotify lost events: watching again, %d director%s",
+                sup->nwatches, sup->nwatches == 1 ? "y" : "ies");
 }
 
 void ps__watch_read(struct ps_sup *sup)
@@ -231,8 +406,14 @@ void ps__watch_read(struct ps_sup *sup)
 
     while ((n = read(sup->watch_fd, buf, sizeof(buf))) > 0)
         for (p = buf; p < buf + n;
-             p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len)
-            watch_event(sup, (const struct inotify_event *)p, now);
+             p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            watch_event(sup, ev, now);
+            if (ev->mask & IN_Q_OVERFLOW) {
+                rewatch(sup); /* what is left in buf is of the old descriptor */
+                return;
+            }
+        }
 }
 
 uint64_t ps__watch_deadline(const struct ps_sup *sup)
