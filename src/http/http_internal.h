@@ -117,7 +117,9 @@ void ps__http_files_close(struct ps_http_files *files);
 /*
  * Decode a request target's path (the part before '?', starting with '/')
  * into a normalised path: percent-escapes decoded, "." and empty segments
- * dropped, ".." applied.  Keeps one trailing '/' when the target had one.
+ * dropped, ".." applied.  Keeps one trailing '/' when the decoded target
+ * had one: an encoded slash (%2F) separates segments as a written one does
+ * (as nginx and h2o read it), so "/a.txt%2f" is "/a.txt/", not "/a.txt".
  * Returns the length written to out (NUL-terminated), -EINVAL for a bad
  * escape, a NUL byte, ".." above the root or a path not starting with '/'
  * (all 400), -ENAMETOOLONG when it does not fit.  O(len).

@@ -558,6 +558,12 @@ static void test_normalize(void **state)
         {"/.hidden", "/.hidden"},
         {"/...", "/..."},
         {"/a/b/../../c", "/c"},
+        {"/a%2f", "/a/"},
+        {"/a%2F", "/a/"},
+        {"/a%2f.", "/a/"},
+        {"/a%2f%2e%2e", "/"},
+        {"/a%5c", "/a\\"},
+        {"/a%5Cb", "/a\\b"},
     };
     static const char *const bad[] = {"", "a", "/..", "/a/../..", "/%00", "/%0", "/%g0", "/.%2e"};
     char buf[64];
@@ -574,6 +580,32 @@ static void test_normalize(void **state)
         assert_int_equal(ps__http_path_normalize(bad[i], strlen(bad[i]), buf, sizeof(buf)),
                          -EINVAL);
     assert_int_equal(ps__http_path_normalize("/0123456789", 11, buf, 8), -ENAMETOOLONG);
+}
+
+/* An encoded slash or backslash never names another file than the
+ * decoded path does: "/a.txt%2f" is "/a.txt/" (not a directory: 404, as
+ * nginx and h2o answer), so a front end that blocks "/a.txt" by its raw
+ * target is not walked around. */
+static void test_encoded_slash(void **state)
+{
+    static const char *const not_found[] = {
+        "/a.txt%2f", "/a.txt%2F", "/a.txt%2f.",        "/a.txt/",
+        "/a.txt%5c", "/a.txt%5C", "/sub%5cindex.html",
+    };
+    char raw[256];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < PS__ARRAY_LEN(not_found); i++) {
+        snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", not_found[i]);
+        expect(raw, 404);
+        assert_null(memmem(res[0].body, res[0].body_len, "hello", 5));
+    }
+    expect(GET("/a.txt%00"), 400);
+    /* the decoded path is served, as nginx and h2o serve it */
+    expect(GET("/sub%2findex.html"), 200);
+    assert_string_equal(res[0].body, "sub\n");
+    expect(GET("/sub%2F"), 200);
 }
 
 static void test_ranges(void **state)
@@ -868,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_traversal),
         cmocka_unit_test(test_normalize),
+        cmocka_unit_test(test_encoded_slash),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_conditional),
         cmocka_unit_test(test_etag),
