@@ -19,6 +19,7 @@
  *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
  *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
  *     malformed requests are 400; HTTP/1.1 without Host, two Host fields,
+ *     a Host that is not uri-host[:port] (RFC 9110 7.2),
  *     a field name with anything but token characters (whitespace before
  *     the colon: RFC 9112 5.1), an obs-fold line, a control byte in a
  *     value, a CR without its LF, two Content-Length fields, and
@@ -29,7 +30,8 @@
  *     and ignored, a larger one is 413; Transfer-Encoding on a request
  *     (chunked bodies) is 411: send a Content-Length;
  *   - a single byte range is 206 (416 when unsatisfiable), several ranges
- *     are answered 200 with the whole file (allowed by RFC 9110 14.2);
+ *     are answered 200 with the whole file (allowed by RFC 9110 14.2), a
+ *     non-zero suffix range of an empty file 200 with it (14.1.1);
  *     If-Range is honoured for an ETag equal to ours (strong comparison)
  *     or a date equal to Last-Modified;
  *   - files have a strong ETag (modification time to the nanosecond and

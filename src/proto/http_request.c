@@ -24,6 +24,11 @@
  *     before it, 5.1), an obs-fold line is 400 (5.2), a control byte in
  *     a value is 400 (5.5), a CR not followed by LF is 400 (2.2); a bare
  *     LF ends a line (2.2 allows it);
+ *   - Host is uri-host[:port] (RFC 9110 7.2, RFC 3986): a bracketed IPv6
+ *     or IPvFuture literal, or a reg-name (an IPv4 address is one) of
+ *     unreserved, sub-delims and %XX; empty is allowed (RFC 9112 3.2);
+ *     anything else (a space, '/', '@', obs-text, a port not of digits,
+ *     an IPv6 zone) is 400, like a second Host;
  *   - Content-Length is digits only, once (two fields, or a list, are
  *     400); with Transfer-Encoding as well it is 400 (6.3), alone
  *     Transfer-Encoding is 411: we read no chunked bodies;
@@ -32,6 +37,7 @@
  */
 #include "http_request.h"
 
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,30 +81,46 @@ enum header_kind {
     H_INM,
 };
 
-/* Byte classes, as bits (RFC 9110 5.6.2 tchar; 5.5 field-vchar, obs-text). */
-enum { B_TOKEN = 1, B_VALUE = 2, B_TARGET = 4, B_DIGIT = 8 };
+/* Byte classes, as bits: RFC 9110 5.6.2 tchar (B_TOKEN); 5.5 field-vchar,
+ * obs-text and the blanks of a value (B_VALUE); what a target may hold
+ * (B_TARGET: visible bytes and obs-text, left to the path's checks); RFC
+ * 3986 reg-name's unreserved and sub-delims (B_HOST; '%' is read apart). */
+enum { B_TOKEN = 1, B_VALUE = 2, B_TARGET = 4, B_DIGIT = 8, B_HOST = 16 };
 
-static unsigned char byte_class[256];
-
-static void byte_classes_init(void)
-{
-    static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
-    int c;
-
-    for (c = 0x21; c < 0x7f; c++)
-        byte_class[c] = B_VALUE | B_TARGET;
-    for (c = 0x80; c < 0x100; c++)
-        byte_class[c] = B_VALUE | B_TARGET; /* obs-text; in a target, left to the path's checks */
-    byte_class[' '] = byte_class['\t'] = B_VALUE;
-    for (c = '0'; c <= '9'; c++)
-        byte_class[c] |= B_TOKEN | B_DIGIT;
-    for (c = 'a'; c <= 'z'; c++)
-        byte_class[c] |= B_TOKEN;
-    for (c = 'A'; c <= 'Z'; c++)
-        byte_class[c] |= B_TOKEN;
-    for (c = 0; tchar_punct[c]; c++)
-        byte_class[(unsigned char)tchar_punct[c]] |= B_TOKEN;
-}
+/* One entry a byte, written out so that the table is const and needs no
+ * start-up code: each two-letter name is one combination of bits. */
+#define __ 0
+#define ws B_VALUE                                 /* SP, HTAB */
+#define vc (B_VALUE | B_TARGET)                    /* visible, obs-text */
+#define tk (B_VALUE | B_TARGET | B_TOKEN)          /* tchar, not in a host */
+#define sd (B_VALUE | B_TARGET | B_HOST)           /* sub-delims, not tchar */
+#define th (B_VALUE | B_TARGET | B_TOKEN | B_HOST) /* tchar and host */
+#define dg (B_VALUE | B_TARGET | B_TOKEN | B_HOST | B_DIGIT)
+static const unsigned char byte_class[256] = {
+    __, __, __, __, __, __, __, __, __, ws, __, __, __, __, __, __, /* 00 */
+    __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, /* 10 */
+    ws, th, vc, tk, th, tk, th, th, sd, sd, th, th, sd, th, th, vc, /* 20  !"#$%&'()*+,-./ */
+    dg, dg, dg, dg, dg, dg, dg, dg, dg, dg, vc, sd, vc, sd, vc, vc, /* 30 0-9:;<=>? */
+    vc, th, th, th, th, th, th, th, th, th, th, th, th, th, th, th, /* 40 @A-O */
+    th, th, th, th, th, th, th, th, th, th, th, vc, vc, vc, tk, th, /* 50 P-Z[\]^_ */
+    tk, th, th, th, th, th, th, th, th, th, th, th, th, th, th, th, /* 60 `a-o */
+    th, th, th, th, th, th, th, th, th, th, th, vc, tk, vc, th, __, /* 70 p-z{|}~ DEL */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* 80 obs-text */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* 90 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* a0 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* b0 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* c0 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* d0 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* e0 */
+    vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, vc, /* f0 */
+};
+#undef __
+#undef ws
+#undef vc
+#undef tk
+#undef sd
+#undef th
+#undef dg
 
 /* Methods RFC 9110 and WebDAV name: not GET or HEAD is 405, anything else
  * a client may have meant as a method but we do not know is 400. */
@@ -424,6 +446,114 @@ static void match_length(struct ps_http_req *r, const char *at, size_t len)
     }
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2; RFC 3986 3.2.2: uri-host is
+ * an IP-literal in brackets, an IPv4 address or a reg-name of unreserved,
+ * sub-delims and percent-escapes, possibly empty; port is *DIGIT), read a
+ * piece at a time: host_state is where in that grammar the value is. */
+enum host_state {
+    HS_START,       /* nothing yet (an empty Host is valid, RFC 9112 3.2) */
+    HS_NAME,        /* in a reg-name or an IPv4 address */
+    HS_PCT1,        /* after '%' */
+    HS_PCT2,        /* after '%' and one hex digit */
+    HS_LITERAL,     /* inside "[...]" */
+    HS_LITERAL_END, /* after ']' */
+    HS_PORT,        /* after ':' */
+    HS_TRAIL,       /* the OWS after the value */
+    HS_BAD,         /* anything else: 400 at the field's end */
+};
+
+static int is_hex(unsigned char c)
+{
+    return (byte_class[c] & B_DIGIT) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* The text between the brackets: IPv6address, or IPvFuture =
+ * "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ). */
+static int literal_ok(struct ps_http_head *h)
+{
+    unsigned char addr[16];
+    size_t i = 1;
+
+    h->lit[h->lit_len] = '\0';
+    if ((h->lit[0] | 0x20) != 'v')
+        return inet_pton(AF_INET6, h->lit, addr) == 1;
+    while (i < h->lit_len && is_hex((unsigned char)h->lit[i]))
+        i++;
+    if (i == 1 || i + 1 >= h->lit_len || h->lit[i] != '.')
+        return 0;
+    for (i++; i < h->lit_len; i++)
+        if (!(byte_class[(unsigned char)h->lit[i]] & B_HOST) && h->lit[i] != ':')
+            return 0;
+    return 1;
+}
+
+static unsigned char host_next(struct ps_http_head *h, unsigned char st, unsigned char c)
+{
+    int blank = c == ' ' || c == '\t';
+
+    switch (st) {
+    case HS_START:
+        if (c != '[')
+            return host_next(h, HS_NAME, c);
+        h->lit_len = 0;
+        return HS_LITERAL;
+    case HS_NAME:
+        if (byte_class[c] & B_HOST)
+            return HS_NAME;
+        if (c == '%')
+            return HS_PCT1;
+        if (c == ':')
+            return HS_PORT;
+        return blank ? HS_TRAIL : HS_BAD;
+    case HS_PCT1:
+        return is_hex(c) ? HS_PCT2 : HS_BAD;
+    case HS_PCT2:
+        return is_hex(c) ? HS_NAME : HS_BAD;
+    case HS_LITERAL:
+        if (c == ']')
+            return literal_ok(h) ? HS_LITERAL_END : HS_BAD;
+        if (h->lit_len >= sizeof(h->lit) - 1)
+            return HS_BAD;
+        h->lit[h->lit_len++] = (char)c;
+        return HS_LITERAL;
+    case HS_LITERAL_END:
+        if (c == ':')
+            return HS_PORT;
+        return blank ? HS_TRAIL : HS_BAD;
+    case HS_PORT:
+        if (byte_class[c] & B_DIGIT)
+            return HS_PORT;
+        return blank ? HS_TRAIL : HS_BAD;
+    case HS_TRAIL:
+        return blank ? HS_TRAIL : HS_BAD;
+    default:
+        return HS_BAD;
+    }
+}
+
+static void match_host(struct ps_http_req *r, const char *at, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len && r->host_state != HS_BAD; i++)
+        r->host_state = host_next(r->head, r->host_state, (unsigned char)at[i]);
+}
+
+/* Where a Host value may end: not inside an escape or a literal. */
+static int host_complete(const struct ps_http_req *r)
+{
+    switch (r->host_state) {
+    case HS_START:
+    case HS_NAME:
+    case HS_LITERAL_END:
+    case HS_PORT:
+    case HS_TRAIL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* The name is read (at its colon): what is this field, and is it allowed? */
 static void field_begin(struct ps_http_req *r)
 {
@@ -438,6 +568,7 @@ static void field_begin(struct ps_http_req *r)
             return;
         }
         r->has_host = 1;
+        r->host_state = HS_START;
         break;
     case H_CONTENT_LENGTH:
         if (r->flags & PS_HTTP_F_CONTENT_LENGTH) {
@@ -478,6 +609,9 @@ static void field_value(struct ps_http_req *r, const char *at, size_t len)
     const struct copied *c;
 
     switch (r->header) {
+    case H_HOST:
+        match_host(r, at, len);
+        break;
     case H_CONTENT_LENGTH:
         match_length(r, at, len);
         break;
@@ -501,6 +635,12 @@ static void field_end(struct ps_http_req *r)
     const struct copied *c;
 
     switch (r->header) {
+    case H_HOST:
+        if (!host_complete(r)) {
+            fail(r, 400); /* RFC 9110 7.2: not a uri-host[:port] */
+            return;
+        }
+        break;
     case H_CONTENT_LENGTH:
         if (r->cl_state == 0 || r->cl_state == 3) {
             fail(r, 400);
@@ -748,8 +888,6 @@ static size_t parse(struct ps_http_req *r, const unsigned char *buf, size_t len)
 
 void ps__http_req_init(struct ps_http_req *req)
 {
-    if (!byte_class['a'])
-        byte_classes_init();
     memset(req, 0, sizeof(*req));
     req->pstate = P_START;
     req->header = H_NONE_YET;

@@ -288,6 +288,74 @@ static void expect_split(const char *raw, int status)
         fail_msg("%s fed a byte at a time -> %d, expected %d", raw, res[0].status, status);
 }
 
+/* Host is uri-host[:port] (RFC 9110 7.2, RFC 3986 3.2.2): every valid form
+ * is taken, anything else is 400, however the bytes arrive. */
+static void test_host(void **state)
+{
+    static const char *const good[] = {
+        "t",
+        "",
+        "example.com",
+        "example.com.",
+        "a-b.example",
+        "a_b.example",
+        "a~b",
+        "%41bc",
+        "x:8080",
+        "x:",
+        ":80",
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "[::1]",
+        "[::1]:80",
+        "[2001:db8::7]",
+        "[::ffff:192.0.2.1]:443",
+        "[v1.x]",
+        "[vF.a:b]",
+        "!$&'()*+,;=",
+        "t \t",
+    };
+    static const char *const bad[] = {
+        "x y",
+        "a b:80",
+        "x:80x",
+        "x:8 0",
+        "[::1",
+        "::1",
+        "[::1]x",
+        "[]",
+        "[::g]",
+        "a@b",
+        "a/b",
+        "a%zz",
+        "a%4",
+        "\xc3\xa9",
+        "[fe80::1%25eth0]",
+        "a\"b",
+        "[v.x]",
+        "[v1]",
+        "[v1.]",
+        "a?b",
+        "a#b",
+        "[1:2:3:4:5:6:7:8:9]",
+        "x:80 x",
+    };
+    char raw[256];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < PS__ARRAY_LEN(good); i++) {
+        snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        expect_split(raw, 200);
+    }
+    for (i = 0; i < PS__ARRAY_LEN(bad); i++) {
+        snprintf(raw, sizeof(raw), "GET /a.txt HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        expect_split(raw, 400);
+        assert_false(res[0].keep_alive);
+    }
+    expect_split("GET /a.txt HTTP/1.0\r\nHost: x y\r\n\r\n", 400);
+}
+
 static void test_strict_framing(void **state)
 {
     (void)state;
@@ -628,6 +696,14 @@ static void test_ranges(void **state)
     assert_true(res[0].keep_alive);
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=-0\r\n\r\n", 416);
     expect("GET /empty.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-\r\n\r\n", 416);
+    assert_string_equal(header(&res[0], "Content-Range"), "bytes */0");
+    /* RFC 9110 14.1.1: a non-zero suffix is satisfiable on an empty file,
+     * the whole (empty) representation is the answer */
+    expect("GET /empty.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=-5\r\n\r\n", 200);
+    assert_string_equal(header(&res[0], "Content-Length"), "0");
+    assert_null(header(&res[0], "Content-Range"));
+    assert_int_equal(res[0].body_len, 0);
+    expect("GET /empty.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=-0\r\n\r\n", 416);
     /* several ranges: the whole file (documented); malformed: ignored */
     expect("GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0,2-3\r\n\r\n", 200);
     assert_int_equal(res[0].body_len, 5);
@@ -894,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_smuggling_shapes),
         cmocka_unit_test(test_strict_framing),
+        cmocka_unit_test(test_host),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_memory_per_request),
         cmocka_unit_test(test_limits),
