@@ -53,8 +53,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define PS_HTTP_MEM_MAX     16384 /* files up to this size are kept in memory */
-#define PS_HTTP_RESP_MAX    32768 /* buffer ps__http_respond() needs at least */
+#define PS_HTTP_MEM_MAX  16384 /* files up to this size are kept in memory */
+#define PS_HTTP_RESP_MAX 32768 /* buffer ps__http_respond() needs at least */
 
 /* ---- counters a worker shows on its page and reports to the supervisor -- */
 
@@ -79,6 +79,7 @@ struct ps_http_counters {
     uint64_t requests;                    /* responses produced */
     uint64_t active;                      /* connections open now */
     uint64_t closed[PS_HTTP_CLOSE_COUNT]; /* connections closed, by reason */
+    uint64_t log_dropped;                 /* access log lines dropped (full disk...) */
 };
 
 /* ---- files.c ----------------------------------------------------- */

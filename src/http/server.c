@@ -112,6 +112,9 @@ struct server {
     char *rbuf, *wbuf;
     char *log;
     size_t log_len, log_chunk;
+    int log_cut;               /* log starts with the rest of a line partly written */
+    int log_err;               /* errno of the last failed write; 0: writing works */
+    uint64_t log_dropped_said; /* counters.log_dropped when last said on stderr */
     time_t log_sec;
     char log_date[32];
 };
@@ -184,9 +187,30 @@ static int next_timeout(const struct server *s)
 
 /* ---- access log (common log format) ----------------------------------------- */
 
-/* Write the buffered lines.  Into a pipe (several workers may share one)
+/* Say on stderr, once per run of failures, how many lines it cost. */
+static void log_say_dropped(struct server *s)
+{
+    char msg[160];
+
+    if (s->counters.log_dropped == s->log_dropped_said || !s->cfg->warn)
+        return;
+    snprintf(msg, sizeof(msg), "access log: %llu lines dropped: %s",
+             (unsigned long long)(s->counters.log_dropped - s->log_dropped_said),
+             strerror(s->log_err ? s->log_err : ENOSPC));
+    s->cfg->warn(msg);
+    s->log_dropped_said = s->counters.log_dropped;
+}
+
+/*
+ * Write the buffered lines.  Into a pipe (several workers may share one)
  * in whole lines of at most PIPE_BUF bytes, which the kernel never
- * interleaves; into a file (O_APPEND) each write is whole anyway. */
+ * interleaves; into a file (O_APPEND) each write is whole anyway.  A
+ * write that fails or is short (a full disk) leaves what it did not take
+ * at the head of the buffer, to go first at the next flush: the rest of a
+ * line half written is never followed by another line, and a line is
+ * never lost in the middle.  While the buffer cannot drain, new lines are
+ * dropped whole (log_request) and counted.  One write per chunk; O(bytes).
+ */
 static void log_flush(struct server *s)
 {
     size_t off = 0;
@@ -201,11 +225,69 @@ static void log_flush(struct server *s)
         n = write(s->cfg->access_log_fd, s->log + off, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            break; /* a log that cannot be written must not stop serving */
+        if (n <= 0) {
+            /* a log that cannot be written must not stop serving: keep
+             * the rest for the next tick */
+            s->log_err = n < 0 ? errno : ENOSPC;
+            break;
+        }
         off += (size_t)n;
     }
+    if (off > 0) {
+        s->log_cut = s->log[off - 1] != '\n';
+        memmove(s->log, s->log + off, s->log_len - off);
+        s->log_len -= off;
+    }
+    if (s->log_len == 0) {
+        log_say_dropped(s); /* the failures are over: say what they cost */
+        s->log_err = 0;
+    }
+}
+
+/* A line that finds no room (the writes fail): dropped whole, counted, and
+ * the first of a run said at once. */
+static void log_drop_line(struct server *s)
+{
+    char msg[160];
+
+    if (s->counters.log_dropped++ != s->log_dropped_said || !s->cfg->warn)
+        return;
+    snprintf(msg, sizeof(msg), "access log: dropping lines until it can be written: %s",
+             strerror(s->log_err ? s->log_err : ENOSPC));
+    s->cfg->warn(msg);
+}
+
+/* At exit: what still cannot be written is lost; count its lines. */
+static void log_close(struct server *s)
+{
+    const char *p = s->log, *end = s->log + s->log_len;
+
+    if (s->cfg->access_log_fd < 0)
+        return;
+    log_flush(s);
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
+        s->counters.log_dropped++;
+        p++;
+    }
     s->log_len = 0;
+    log_say_dropped(s);
+}
+
+/* A new log file (reopen): the rest of a line whose start went to the old
+ * one would begin the new file with half a line; drop it, counted. */
+static void log_drop_cut(struct server *s)
+{
+    const char *nl;
+    size_t n;
+
+    if (!s->log_cut || s->log_len == 0)
+        return;
+    nl = memchr(s->log, '\n', s->log_len);
+    n = nl ? (size_t)(nl - s->log) + 1 : s->log_len;
+    memmove(s->log, s->log + n, s->log_len - n);
+    s->log_len -= n;
+    s->log_cut = 0;
+    s->counters.log_dropped++;
 }
 
 static void log_peer(const struct conn *c, char *buf, size_t cap)
@@ -254,7 +336,8 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
         gmtime_r(&s->log_sec, &tm);
         strftime(s->log_date, sizeof(s->log_date), "%d/%b/%Y:%H:%M:%S +0000", &tm);
     }
-    if (LOG_SIZE - s->log_len < sizeof(target) + 256)
+    /* while writes fail, the once-a-second tick retries, not every request */
+    if (LOG_SIZE - s->log_len < sizeof(target) + 256 && !s->log_err)
         log_flush(s);
     log_peer(c, peer, sizeof(peer));
     log_target(req, target, sizeof(target));
@@ -265,6 +348,8 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
                  resp->body_len ? bytes : "-");
     if (n > 0 && (size_t)n < LOG_SIZE - s->log_len)
         s->log_len += (size_t)n;
+    else
+        log_drop_line(s);
 }
 
 /* ---- connections: life and death ------------------------------------------ */
@@ -792,6 +877,8 @@ static void reopen_log(struct server *s)
     fd = open(s->cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0 && dup3(fd, s->cfg->access_log_fd, O_CLOEXEC) >= 0) {
         ps__close(fd);
+        log_drop_cut(s);
+        s->log_err = 0; /* a new file: worth trying at once */
         return;
     }
     snprintf(msg, sizeof(msg), "STATUS=cannot reopen the access log %s: %s",
@@ -826,18 +913,22 @@ static void expire(struct server *s)
             conn_close(s, c, expiry_reason(i, c));
 }
 
-/* "X_PORTSHARE_STATS=accepted=N requests=N active=N\nX_PORTSHARE_CLOSES=done=N
+/* "X_PORTSHARE_STATS=accepted=N requests=N active=N[ log_dropped=N]\nX_PORTSHARE_CLOSES=done=N
  * client=N ...": one datagram.  The closes are a field of their own so that
  * the stats line keeps what a supervisor with a small buffer shows. */
 static void format_stats(const struct ps_http_counters *c, char *buf, size_t cap)
 {
+    char dropped[40] = "";
     size_t n;
     int i, k;
 
+    /* only when there were any: the usual line stays as short as it was */
+    if (c->log_dropped)
+        snprintf(dropped, sizeof(dropped), " log_dropped=%llu", (unsigned long long)c->log_dropped);
     k = snprintf(buf, cap,
-                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu\nX_PORTSHARE_CLOSES=",
+                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu%s\nX_PORTSHARE_CLOSES=",
                  (unsigned long long)c->accepted, (unsigned long long)c->requests,
-                 (unsigned long long)c->active);
+                 (unsigned long long)c->active, dropped);
     n = k > 0 && (size_t)k < cap ? (size_t)k : cap - 1;
     for (i = 0; i < PS_HTTP_CLOSE_COUNT && n < cap - 1; i++) {
         k = snprintf(buf + n, cap - n, "%s%s=%llu", i ? " " : "", ps__http_close_names[i],
@@ -1015,6 +1106,7 @@ int ps_http_serve(const struct ps_http_server_config *cfg)
     if (r == 0) {
         ps_notify("READY=1");
         r = run(&s);
+        log_close(&s);
         s.next_tick = s.now; /* the last counts, whenever the last tick was */
         tick(&s);
     }
