@@ -56,6 +56,22 @@
 enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
 enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
 
+/* Where a connection is in its life.  The state alone says which timeout
+ * runs and what epoll waits for (conn_states[] below), and conn_enter() is
+ * the one place that changes them.  Whether the connection closes after
+ * its output (closing, linger) is a fact about the last response, not a
+ * state: it decides where CS_WRITE and CS_SENDFILE lead. */
+enum conn_state {
+    CS_HEAD,     /* reading a request: its head, or a body to skip */
+    CS_IDLE,     /* keep-alive, between requests */
+    CS_GRACE,    /* draining: was idle or fresh; one more request, briefly */
+    CS_WRITE,    /* response bytes the socket did not take yet (a file may follow) */
+    CS_SENDFILE, /* a file body the socket did not take yet */
+    CS_LINGER,   /* answered and half-closed: reading what the client still sends */
+    CS_CLOSED,   /* closed; its memory is released after the event batch */
+    CS_COUNT
+};
+
 /* What epoll's data.ptr points at: the first member of each watched thing. */
 struct item {
     enum item_kind kind;
@@ -67,7 +83,8 @@ struct conn {
     struct conn *prev, *next; /* in its timer list */
     int list;                 /* enum timer_list */
     uint64_t deadline;
-    uint32_t events;      /* EPOLLIN or EPOLLOUT, as registered */
+    uint32_t events;      /* EPOLLIN or EPOLLOUT, as registered; 0: not in the set */
+    unsigned state : 4;   /* enum conn_state */
     unsigned closing : 1; /* close when the output is out */
     unsigned linger : 1;  /* ... through a lingering close */
     unsigned served : 1;  /* has answered a request */
@@ -156,9 +173,12 @@ static void timer_unset(struct server *s, struct conn *c)
 /* (Re)arm: the connection expires timeout[list] from now.  O(1). */
 static void timer_set(struct server *s, struct conn *c, int list)
 {
-    struct list *l = &s->lists[list];
+    struct list *l;
 
     timer_unset(s, c);
+    if (list == T_NONE)
+        return;
+    l = &s->lists[list];
     c->list = list;
     c->deadline = s->now + s->timeout[list];
     c->prev = l->tail;
@@ -364,8 +384,9 @@ const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT] = {
 static void conn_close(struct server *s, struct conn *c, enum ps_http_close why)
 {
     s->counters.closed[why]++;
+    c->state = CS_CLOSED; /* its row: no timer; the close leaves the epoll set */
     timer_unset(s, c);
-    ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
+    ps__close(c->item.fd); /* nobody else holds it */
     c->item.fd = -1;
     ps__http_resp_done(&c->body);
     ps__http_req_release(&c->req);
@@ -421,6 +442,46 @@ static int watch(struct server *s, struct conn *c, uint32_t events)
     return epoll_ctl(s->ep, op, c->item.fd, &ev);
 }
 
+static void conn_readable(struct server *s, struct conn *c);
+static void conn_writable(struct server *s, struct conn *c);
+static void linger_read(struct server *s, struct conn *c);
+
+/* Each state's timeout, epoll interest, what an event means, and why the
+ * connection is closed when its timeout runs out. */
+static const struct conn_row {
+    signed char timer; /* enum timer_list */
+    uint32_t events;   /* epoll interest */
+    void (*on_event)(struct server *s, struct conn *c);
+    signed char expiry; /* enum ps_http_close; -1: the reason of its answer */
+} conn_states[CS_COUNT] = {
+    [CS_HEAD] = {T_HEADER, EPOLLIN, conn_readable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_IDLE] = {T_IDLE, EPOLLIN, conn_readable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_GRACE] = {T_GRACE, EPOLLIN, conn_readable, PS_HTTP_CLOSE_DRAIN},
+    [CS_WRITE] = {T_SEND, EPOLLOUT, conn_writable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_SENDFILE] = {T_SEND, EPOLLOUT, conn_writable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_LINGER] = {T_LINGER, EPOLLIN, linger_read, -1},
+    [CS_CLOSED] = {T_NONE, 0, NULL, -1},
+};
+
+/* Move to a state: its timeout and its epoll interest.  A state whose
+ * timeout list differs from the current one starts a fresh deadline;
+ * staying under the same list keeps it (a head arriving in pieces has
+ * header_timeout in all).  No syscall when the interest is unchanged.
+ * Returns -1 when the connection had to be closed (epoll_ctl failed). */
+static int conn_enter(struct server *s, struct conn *c, enum conn_state st)
+{
+    const struct conn_row *row = &conn_states[st];
+
+    c->state = st;
+    if (c->list != row->timer)
+        timer_set(s, c, row->timer);
+    if (watch(s, c, row->events) < 0) {
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
 static void set_nodelay(struct conn *c)
 {
     int one = 1;
@@ -438,11 +499,7 @@ static void start_linger(struct server *s, struct conn *c)
 {
     shutdown(c->item.fd, SHUT_WR);
     c->in_len = 0;
-    if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
-        return;
-    }
-    timer_set(s, c, T_LINGER);
+    conn_enter(s, c, CS_LINGER);
 }
 
 static void linger_read(struct server *s, struct conn *c)
@@ -548,13 +605,13 @@ static size_t produce(struct server *s, struct conn *c, const char **data, size_
 
 /* ---- connections: output ------------------------------------------------------ */
 
-static int wait_writable(struct server *s, struct conn *c)
+/* Output is blocked: wait for EPOLLOUT in st (CS_WRITE or CS_SENDFILE).
+ * -1: the connection was closed. */
+static int wait_writable(struct server *s, struct conn *c, enum conn_state st)
 {
     set_nodelay(c);
-    if (watch(s, c, EPOLLOUT) < 0)
-        return -1;
-    timer_set(s, c, T_SEND);
-    return 0;
+    timer_unset(s, c); /* a fresh send deadline, whatever came before */
+    return conn_enter(s, c, st);
 }
 
 /* Send the pending file range: 1 done, 0 blocked, -1 failed. */
@@ -619,7 +676,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
         memcpy(c->out, buf + n, len - (size_t)n);
         c->out_off = 0;
         c->out_len = len - (size_t)n;
-        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
+        return wait_writable(s, c, CS_WRITE);
     }
     if (!c->body.file)
         return 1;
@@ -627,7 +684,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
     if (r < 0)
         goto error;
     if (r == 0)
-        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
+        return wait_writable(s, c, CS_SENDFILE);
     return 1;
 
 error:
@@ -647,22 +704,17 @@ static void shed_memory(struct conn *c)
     }
 }
 
-/* Reading again: pick the timeout that applies now. */
+/* Reading again: in a request, or between two. */
 static void go_idle(struct server *s, struct conn *c)
 {
-    int list = c->req.started || !c->served ? T_HEADER : T_IDLE;
+    enum conn_state st = c->req.started || !c->served ? CS_HEAD : CS_IDLE;
 
     shed_memory(c);
-    if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
-        return;
-    }
-    if (s->draining && list == T_IDLE) {
+    if (s->draining && st == CS_IDLE) {
         conn_close(s, c, PS_HTTP_CLOSE_DRAIN);
         return;
     }
-    if (c->list != list)
-        timer_set(s, c, list);
+    conn_enter(s, c, st);
 }
 
 /* Answer what the input holds (data, or the kept input when data is
@@ -701,10 +753,6 @@ static void conn_readable(struct server *s, struct conn *c)
 {
     ssize_t n;
 
-    if (c->list == T_LINGER) {
-        linger_read(s, c);
-        return;
-    }
     do
         n = read(c->item.fd, s->rbuf, RBUF_SIZE);
     while (n < 0 && errno == EINTR);
@@ -717,9 +765,11 @@ static void conn_readable(struct server *s, struct conn *c)
     serve(s, c, s->rbuf, (size_t)n);
 }
 
+/* EPOLLOUT in CS_WRITE or CS_SENDFILE: send on; when all is out, close
+ * (finish) or read the next request (serve). */
 static void conn_writable(struct server *s, struct conn *c)
 {
-    if (c->out_off < c->out_len) {
+    if (c->state == CS_WRITE) {
         ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
             conn_close(s, c, send_failure());
@@ -732,8 +782,10 @@ static void conn_writable(struct server *s, struct conn *c)
         c->out_off = c->out_len = c->out_cap = 0;
         free(c->out);
         c->out = NULL;
+        if (c->body.file && conn_enter(s, c, CS_SENDFILE) < 0)
+            return;
     }
-    if (c->body.file) {
+    if (c->state == CS_SENDFILE) {
         int r = send_file(c);
         if (r < 0) {
             conn_close(s, c, send_failure());
@@ -794,13 +846,15 @@ static void accept_from(struct server *s, struct item *l)
         memcpy(&c->peer, &peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
         s->counters.accepted++;
         s->counters.active++;
-        timer_set(s, c, T_HEADER);
-        /* The request has usually arrived by now: reading at once often
-         * answers and closes a short connection before it ever needs an
-         * epoll_ctl; otherwise (EAGAIN) it joins the set here. */
+        /* CS_HEAD, not yet in the epoll set: the request has usually
+         * arrived by now, and reading at once often answers and closes a
+         * short connection before it ever needs an epoll_ctl; otherwise
+         * (EAGAIN) conn_enter puts it in the set for its state. */
+        c->state = CS_HEAD;
+        timer_set(s, c, conn_states[CS_HEAD].timer);
         conn_readable(s, c);
-        if (c->item.fd >= 0 && c->events == 0 && watch(s, c, EPOLLIN) < 0)
-            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
+        if (c->state != CS_CLOSED && c->events == 0)
+            conn_enter(s, c, (enum conn_state)c->state);
     }
 }
 
@@ -839,12 +893,12 @@ static void start_drain(struct server *s)
     /* An idle keep-alive client may be sending its next request right now:
      * closing under it would fail that request.  Answer one more (with
      * "Connection: close") within the grace period, then close. */
-    while (s->lists[T_IDLE].head)
-        timer_set(s, s->lists[T_IDLE].head, T_GRACE);
-    for (c = s->lists[T_HEADER].head; c; c = next) {
+    while (s->lists[T_IDLE].head) /* every CS_IDLE connection */
+        conn_enter(s, s->lists[T_IDLE].head, CS_GRACE);
+    for (c = s->lists[T_HEADER].head; c; c = next) { /* CS_HEAD */
         next = c->next;
         if (!c->req.started)
-            timer_set(s, c, T_GRACE);
+            conn_enter(s, c, CS_GRACE);
     }
 }
 
@@ -890,17 +944,14 @@ static void reopen_log(struct server *s)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
-/* What the expiry of each timer list means. */
-static enum ps_http_close expiry_reason(int list, const struct conn *c)
+/* Why a connection whose timeout ran out is closed: its state's row says;
+ * a lingering one closes for the reason of its answer, which had its
+ * chance. */
+static enum ps_http_close expiry_reason(const struct conn *c)
 {
-    switch (list) {
-    case T_LINGER:
-        return (enum ps_http_close)c->why; /* the answer had its chance */
-    case T_GRACE:
-        return PS_HTTP_CLOSE_DRAIN;
-    default:
-        return PS_HTTP_CLOSE_TIMEOUT;
-    }
+    int why = conn_states[c->state].expiry;
+
+    return why < 0 ? (enum ps_http_close)c->why : (enum ps_http_close)why;
 }
 
 static void expire(struct server *s)
@@ -910,7 +961,7 @@ static void expire(struct server *s)
 
     for (i = 0; i < T_COUNT; i++)
         while ((c = s->lists[i].head) && c->deadline <= s->now)
-            conn_close(s, c, expiry_reason(i, c));
+            conn_close(s, c, expiry_reason(c));
 }
 
 /* "X_PORTSHARE_STATS=accepted=N requests=N active=N[ log_dropped=N]\nX_PORTSHARE_CLOSES=done=N
@@ -960,12 +1011,9 @@ static void dispatch(struct server *s, struct epoll_event *ev)
 
     if (it->kind == ITEM_CONN) {
         struct conn *c = (struct conn *)it;
-        if (c->item.fd < 0)
-            return; /* closed earlier in this batch */
-        if (c->events & EPOLLOUT)
-            conn_writable(s, c);
-        else
-            conn_readable(s, c);
+        /* NULL for CS_CLOSED: closed earlier in this batch */
+        if (conn_states[c->state].on_event)
+            conn_states[c->state].on_event(s, c);
     } else if (it->kind == ITEM_LISTENER) {
         accept_from(s, it);
     } else {
