@@ -720,167 +720,247 @@ static size_t run_of(const unsigned char *p, const unsigned char *end, unsigned 
     return (size_t)(q - p);
 }
 
+/*
+ * The machine: one step function a state, each reading a run of bytes from
+ * p (p < end) and returning where it stopped; the state it leaves in
+ * r->pstate says which step runs next (steps[] below).  A step stops at
+ * the end of its run, so a message split anywhere resumes in the same
+ * state with the next bytes.
+ */
+typedef const unsigned char *step_fn(struct ps_http_req *r, const unsigned char *p,
+                                     const unsigned char *end);
+
+/* ---- steps: before the request line ---------------------------------------- */
+
+static const unsigned char *step_start(struct ps_http_req *r, const unsigned char *p,
+                                       const unsigned char *end)
+{
+    (void)end;
+    if (*p != '\r' && *p != '\n') {
+        message_begin(r);
+        r->pstate = P_METHOD;
+        return p;
+    }
+    if (++r->blank > PS_HTTP_BLANK_MAX)
+        fail(r, 400);
+    else if (*p == '\r')
+        r->pstate = P_START_LF;
+    return p + 1;
+}
+
+static const unsigned char *step_start_lf(struct ps_http_req *r, const unsigned char *p,
+                                          const unsigned char *end)
+{
+    (void)end;
+    if (*p != '\n')
+        fail(r, 400);
+    else
+        r->pstate = P_START;
+    return p + 1;
+}
+
+/* ---- steps: the request line ---------------------------------------------------- */
+
+static const unsigned char *step_method(struct ps_http_req *r, const unsigned char *p,
+                                        const unsigned char *end)
+{
+    struct ps_http_head *h = r->head;
+    size_t n = run_of(p, end, B_TOKEN);
+
+    if (n > (size_t)(PS_HTTP_METHOD_MAX - h->method_len)) {
+        fail(r, 400);
+        return p;
+    }
+    memcpy(h->method + h->method_len, p, n);
+    h->method_len += (unsigned char)n;
+    p += n;
+    if (p == end)
+        return p;
+    if (*p++ != ' ' || h->method_len == 0) {
+        fail(r, 400);
+        return p;
+    }
+    method_end(r);
+    if (r->pstate != P_DONE)
+        r->pstate = P_TARGET;
+    return p;
+}
+
+static const unsigned char *step_target(struct ps_http_req *r, const unsigned char *p,
+                                        const unsigned char *end)
+{
+    size_t n = run_of(p, end, B_TARGET);
+
+    if (n && url_append(r, (const char *)p, n) < 0)
+        return p;
+    p += n;
+    if (p == end)
+        return p;
+    if (*p++ != ' ' || !target_form_ok(r)) {
+        fail(r, 400);
+        return p;
+    }
+    r->vpos = 0;
+    r->pstate = P_VERSION;
+    return p;
+}
+
+static const unsigned char *step_version(struct ps_http_req *r, const unsigned char *p,
+                                         const unsigned char *end)
+{
+    /* nearly every request: the whole version at once */
+    if (r->vpos == 0 && end - p >= 8 && !memcmp(p, "HTTP/1.", 7) && (byte_class[p[7]] & B_DIGIT)) {
+        r->http_major = 1;
+        r->http_minor = (unsigned char)(p[7] - '0');
+        r->vpos = 8;
+        return p + 8;
+    }
+    version_byte(r, *p);
+    return p + 1;
+}
+
+/* A CR ended the request line or a field line. */
+static const unsigned char *step_line_lf(struct ps_http_req *r, const unsigned char *p,
+                                         const unsigned char *end)
+{
+    (void)end;
+    if (*p != '\n')
+        fail(r, 400);
+    else if (r->header == H_NONE_YET)
+        r->pstate = P_FIELD;
+    else
+        field_end(r);
+    r->header = H_NONE_YET;
+    return p + 1;
+}
+
+/* ---- steps: header fields ------------------------------------------------------- */
+
+static const unsigned char *step_field(struct ps_http_req *r, const unsigned char *p,
+                                       const unsigned char *end)
+{
+    (void)end;
+    if (*p == '\r') {
+        r->pstate = P_HEAD_LF;
+        return p + 1;
+    }
+    if (*p == '\n') {
+        head_end(r);
+        return p + 1;
+    }
+    if (byte_class[*p] & B_TOKEN) {
+        r->head->name_len = 0;
+        r->pstate = P_NAME;
+    } else {
+        fail(r, 400); /* obs-fold (RFC 9112 5.2), or not a name */
+    }
+    return p;
+}
+
+static const unsigned char *step_head_lf(struct ps_http_req *r, const unsigned char *p,
+                                         const unsigned char *end)
+{
+    (void)end;
+    if (*p != '\n')
+        fail(r, 400);
+    else
+        head_end(r);
+    return p + 1;
+}
+
+static const unsigned char *step_name(struct ps_http_req *r, const unsigned char *p,
+                                      const unsigned char *end)
+{
+    struct ps_http_head *h = r->head;
+    size_t n = run_of(p, end, B_TOKEN);
+
+    if (count_header(r, n) < 0)
+        return p;
+    if (h->name_len < sizeof(h->name)) { /* longer names just stop matching */
+        size_t room = sizeof(h->name) - h->name_len;
+        memcpy(h->name + h->name_len, p, n < room ? n : room);
+    }
+    h->name_len += n;
+    p += n;
+    if (p == end)
+        return p;
+    if (*p++ != ':') {
+        fail(r, 400); /* RFC 9112 5.1: no whitespace before the colon */
+        return p;
+    }
+    field_begin(r);
+    if (r->pstate != P_DONE)
+        r->pstate = P_OWS;
+    return p;
+}
+
+static const unsigned char *step_ows(struct ps_http_req *r, const unsigned char *p,
+                                     const unsigned char *end)
+{
+    size_t n;
+
+    for (n = 0; p + n < end && (p[n] == ' ' || p[n] == '\t'); n++)
+        ;
+    if (count_header(r, n) < 0)
+        return p;
+    if (p + n < end)
+        r->pstate = P_VALUE;
+    return p + n;
+}
+
+static const unsigned char *step_value(struct ps_http_req *r, const unsigned char *p,
+                                       const unsigned char *end)
+{
+    size_t n = run_of(p, end, B_VALUE);
+
+    if (count_header(r, n) < 0)
+        return p;
+    if (n)
+        field_value(r, (const char *)p, n);
+    p += n;
+    if (p == end)
+        return p;
+    if (*p == '\r') {
+        r->pstate = P_LINE_LF;
+        return p + 1;
+    }
+    if (*p == '\n') {
+        field_end(r);
+        r->header = H_NONE_YET;
+        return p + 1;
+    }
+    fail(r, 400); /* a control byte in a value (RFC 9112 5.5) */
+    return p;
+}
+
+/* ---- steps: the body --------------------------------------------------------------- */
+
+static const unsigned char *step_body(struct ps_http_req *r, const unsigned char *p,
+                                      const unsigned char *end)
+{
+    size_t n = (size_t)(end - p) < r->content_length ? (size_t)(end - p) : r->content_length;
+
+    r->content_length -= n;
+    if (r->content_length == 0) {
+        r->state = PS_HTTP_READY;
+        r->pstate = P_DONE;
+    }
+    return p + n;
+}
+
+static step_fn *const steps[P_DONE] = {
+    [P_START] = step_start,   [P_START_LF] = step_start_lf, [P_METHOD] = step_method,
+    [P_TARGET] = step_target, [P_VERSION] = step_version,   [P_LINE_LF] = step_line_lf,
+    [P_FIELD] = step_field,   [P_HEAD_LF] = step_head_lf,   [P_NAME] = step_name,
+    [P_OWS] = step_ows,       [P_VALUE] = step_value,       [P_BODY] = step_body,
+};
+
 static size_t parse(struct ps_http_req *r, const unsigned char *buf, size_t len)
 {
     const unsigned char *p = buf, *end = buf + len;
-    struct ps_http_head *h;
-    size_t n;
 
-    while (p < end && r->pstate != P_DONE) {
-        h = r->head;
-        switch (r->pstate) {
-        case P_START:
-            if (*p == '\r' || *p == '\n') {
-                if (++r->blank > PS_HTTP_BLANK_MAX)
-                    fail(r, 400);
-                else if (*p == '\r')
-                    r->pstate = P_START_LF;
-                p++;
-                break;
-            }
-            message_begin(r);
-            r->pstate = P_METHOD;
-            break;
-        case P_START_LF:
-            if (*p++ != '\n')
-                fail(r, 400);
-            else
-                r->pstate = P_START;
-            break;
-        case P_METHOD:
-            n = run_of(p, end, B_TOKEN);
-            if (n > (size_t)(PS_HTTP_METHOD_MAX - h->method_len)) {
-                fail(r, 400);
-                break;
-            }
-            memcpy(h->method + h->method_len, p, n);
-            h->method_len += (unsigned char)n;
-            p += n;
-            if (p == end)
-                break;
-            if (*p++ != ' ' || h->method_len == 0) {
-                fail(r, 400);
-                break;
-            }
-            method_end(r);
-            if (r->pstate != P_DONE)
-                r->pstate = P_TARGET;
-            break;
-        case P_TARGET:
-            n = run_of(p, end, B_TARGET);
-            if (n && url_append(r, (const char *)p, n) < 0)
-                break;
-            p += n;
-            if (p == end)
-                break;
-            if (*p++ != ' ' || !target_form_ok(r)) {
-                fail(r, 400);
-                break;
-            }
-            r->vpos = 0;
-            r->pstate = P_VERSION;
-            break;
-        case P_VERSION:
-            /* nearly every request: the whole version at once */
-            if (r->vpos == 0 && end - p >= 8 && !memcmp(p, "HTTP/1.", 7) &&
-                (byte_class[p[7]] & B_DIGIT)) {
-                r->http_major = 1;
-                r->http_minor = (unsigned char)(p[7] - '0');
-                r->vpos = 8;
-                p += 8;
-                break;
-            }
-            version_byte(r, *p++);
-            break;
-        case P_LINE_LF:
-            if (*p++ != '\n')
-                fail(r, 400);
-            else if (r->header == H_NONE_YET)
-                r->pstate = P_FIELD;
-            else
-                field_end(r);
-            r->header = H_NONE_YET;
-            break;
-        case P_FIELD:
-            if (*p == '\r') {
-                r->pstate = P_HEAD_LF;
-                p++;
-            } else if (*p == '\n') {
-                p++;
-                head_end(r);
-            } else if (byte_class[*p] & B_TOKEN) {
-                h->name_len = 0;
-                r->pstate = P_NAME;
-            } else {
-                fail(r, 400); /* obs-fold (RFC 9112 5.2), or not a name */
-            }
-            break;
-        case P_HEAD_LF:
-            if (*p++ != '\n')
-                fail(r, 400);
-            else
-                head_end(r);
-            break;
-        case P_NAME:
-            n = run_of(p, end, B_TOKEN);
-            if (count_header(r, n) < 0)
-                break;
-            if (h->name_len < sizeof(h->name)) { /* longer names just stop matching */
-                size_t room = sizeof(h->name) - h->name_len;
-                memcpy(h->name + h->name_len, p, n < room ? n : room);
-            }
-            h->name_len += n;
-            p += n;
-            if (p == end)
-                break;
-            if (*p++ != ':') {
-                fail(r, 400); /* RFC 9112 5.1: no whitespace before the colon */
-                break;
-            }
-            field_begin(r);
-            if (r->pstate != P_DONE)
-                r->pstate = P_OWS;
-            break;
-        case P_OWS:
-            for (n = 0; p + n < end && (p[n] == ' ' || p[n] == '\t'); n++)
-                ;
-            if (count_header(r, n) < 0)
-                break;
-            p += n;
-            if (p < end)
-                r->pstate = P_VALUE;
-            break;
-        case P_VALUE:
-            n = run_of(p, end, B_VALUE);
-            if (count_header(r, n) < 0)
-                break;
-            if (n)
-                field_value(r, (const char *)p, n);
-            p += n;
-            if (p == end)
-                break;
-            if (*p == '\r') {
-                r->pstate = P_LINE_LF;
-                p++;
-            } else if (*p == '\n') {
-                p++;
-                field_end(r);
-                r->header = H_NONE_YET;
-            } else {
-                fail(r, 400); /* a control byte in a value (RFC 9112 5.5) */
-            }
-            break;
-        case P_BODY:
-            n = (size_t)(end - p) < r->content_length ? (size_t)(end - p) : r->content_length;
-            p += n;
-            r->content_length -= n;
-            if (r->content_length == 0) {
-                r->state = PS_HTTP_READY;
-                r->pstate = P_DONE;
-            }
-            break;
-        }
-    }
+    while (p < end && r->pstate != P_DONE)
+        p = steps[r->pstate](r, p, end);
     return (size_t)(p - buf);
 }
 
