@@ -14,6 +14,12 @@
  * into one shared buffer and sent at once; only output the socket did not take, and input after a
  * request that must wait, is copied into the connection.
  *
+ * States: a connection is in one of a few states (enum conn_state: reading
+ * a request, keep-alive idle, drain grace, writing, sending a file,
+ * lingering, closed), and a table (conn_states) gives each its timeout,
+ * its epoll interest and what an event means; conn_enter() moves a
+ * connection and is the only code that changes either.
+ *
  * Timers: a connection waits under one of a few fixed timeouts (request
  * head, keep-alive idle, blocked send, lingering close, drain grace).  All
  * connections under one timeout expire in the order they joined it, so
