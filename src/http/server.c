@@ -18,7 +18,9 @@
  * a request, keep-alive idle, drain grace, writing, sending a file,
  * lingering, closed), and a table (conn_states) gives each its timeout,
  * its epoll interest and what an event means; conn_enter() moves a
- * connection and is the only code that changes either.
+ * connection between states and is the only code that changes its epoll
+ * interest or its timeout list (elsewhere a deadline is only restarted:
+ * progress while sending, a fresh head timeout after each response).
  *
  * Timers: a connection waits under one of a few fixed timeouts (request
  * head, keep-alive idle, blocked send, lingering close, drain grace).  All
