@@ -122,6 +122,16 @@ static const unsigned char byte_class[256] = {
 #undef th
 #undef dg
 
+/* Bytes from p while their class has bit b: the length of that run. */
+static size_t run_of(const unsigned char *p, const unsigned char *end, unsigned b)
+{
+    const unsigned char *q = p;
+
+    while (q < end && (byte_class[*q] & b))
+        q++;
+    return (size_t)(q - p);
+}
+
 /* Methods RFC 9110 and WebDAV name: not GET or HEAD is 405, anything else
  * a client may have meant as a method but we do not know is 400. */
 static const char *const known_methods[] = {
@@ -533,10 +543,17 @@ static unsigned char host_next(struct ps_http_head *h, unsigned char st, unsigne
 
 static void match_host(struct ps_http_req *r, const char *at, size_t len)
 {
-    size_t i;
+    const unsigned char *p = (const unsigned char *)at, *end = p + len;
 
-    for (i = 0; i < len && r->host_state != HS_BAD; i++)
-        r->host_state = host_next(r->head, r->host_state, (unsigned char)at[i]);
+    while (p < end && r->host_state != HS_BAD) {
+        if (r->host_state == HS_NAME || r->host_state == HS_PORT) {
+            /* the common case, a run of name or port bytes: one lookup each */
+            p += run_of(p, end, r->host_state == HS_NAME ? B_HOST : B_DIGIT);
+            if (p == end)
+                break;
+        }
+        r->host_state = host_next(r->head, r->host_state, *p++);
+    }
 }
 
 /* Where a Host value may end: not inside an escape or a literal. */
@@ -708,16 +725,6 @@ static int count_header(struct ps_http_req *r, size_t len)
         return -1;
     }
     return 0;
-}
-
-/* Bytes from p while their class has bit b: the length of that run. */
-static size_t run_of(const unsigned char *p, const unsigned char *end, unsigned b)
-{
-    const unsigned char *q = p;
-
-    while (q < end && (byte_class[*q] & b))
-        q++;
-    return (size_t)(q - p);
 }
 
 /*
