@@ -138,6 +138,7 @@ struct server {
     char *log;
     size_t log_len, log_chunk;
     int log_cut;               /* log starts with the rest of a line partly written */
+    int log_reserve;           /* a regular file: reserve space before writing */
     int log_err;               /* errno of the last failed write; 0: writing works */
     uint64_t log_dropped_said; /* counters.log_dropped when last said on stderr */
     time_t log_sec;
@@ -230,6 +231,31 @@ static void log_say_dropped(struct server *s)
 }
 
 /*
+ * Before writing to a regular file: reserve the disk space the buffer
+ * needs past the file's end (fallocate, size unchanged), so that a full
+ * disk refuses the whole write instead of taking half a line of it.  Other
+ * workers may append to the same file meanwhile: a buffer's worth more is
+ * reserved for them when there is room.  Returns 0 (go on; also when the
+ * file system cannot reserve: the writes then rely on log_cut) or -errno
+ * (ENOSPC, EDQUOT: write nothing now).  One fstat and one fallocate.
+ */
+static int log_reserve(struct server *s)
+{
+    int fd = s->cfg->access_log_fd;
+    struct stat st;
+
+    if (!s->log_reserve || s->log_len == 0 || fstat(fd, &st) < 0)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)(s->log_len + LOG_SIZE)) == 0 ||
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)s->log_len) == 0)
+        return 0;
+    if (errno == ENOSPC || errno == EDQUOT)
+        return -errno;
+    s->log_reserve = 0; /* EOPNOTSUPP, EBADF, ...: plain writes from now on */
+    return 0;
+}
+
+/*
  * Write the buffered lines.  Into a pipe (several workers may share one)
  * in whole lines of at most PIPE_BUF bytes, which the kernel never
  * interleaves; into a file (O_APPEND) each write is whole anyway.  A
@@ -242,7 +268,12 @@ static void log_say_dropped(struct server *s)
 static void log_flush(struct server *s)
 {
     size_t off = 0;
+    int r = log_reserve(s);
 
+    if (r < 0) {
+        s->log_err = -r; /* not even a part: everything stays for the next tick */
+        return;
+    }
     while (off < s->log_len) {
         size_t len = s->log_len - off;
         ssize_t n;
@@ -288,11 +319,13 @@ static void log_drop_line(struct server *s)
 /* At exit: what still cannot be written is lost; count its lines. */
 static void log_close(struct server *s)
 {
-    const char *p = s->log, *end = s->log + s->log_len;
+    const char *p, *end;
 
     if (s->cfg->access_log_fd < 0)
         return;
     log_flush(s);
+    p = s->log;
+    end = s->log + s->log_len;
     while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
         s->counters.log_dropped++;
         p++;
@@ -941,6 +974,7 @@ static void reopen_log(struct server *s)
         ps__close(fd);
         log_drop_cut(s);
         s->log_err = 0; /* a new file: worth trying at once */
+        s->log_reserve = 1;
         return;
     }
     snprintf(msg, sizeof(msg), "STATUS=cannot reopen the access log %s: %s",
@@ -1096,9 +1130,11 @@ static int setup(struct server *s, const struct ps_http_server_config *cfg, sigs
     }
     s->n_listen = cfg->n_listen;
     s->log_chunk = LOG_SIZE;
-    if (cfg->access_log_fd >= 0 && fstat(cfg->access_log_fd, &st) == 0 &&
-        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
-        s->log_chunk = PIPE_BUF;
+    if (cfg->access_log_fd >= 0 && fstat(cfg->access_log_fd, &st) == 0) {
+        if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+            s->log_chunk = PIPE_BUF;
+        s->log_reserve = S_ISREG(st.st_mode);
+    }
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->ep < 0)
         return ps__neg_errno();
