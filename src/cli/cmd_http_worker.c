@@ -228,6 +228,11 @@ static void raise_fd_limit(int connections)
                     (unsigned long long)rl.rlim_cur, connections);
 }
 
+static void worker_warn(const char *msg)
+{
+    ps_cli_warn("%s", msg);
+}
+
 int cmd_http_worker(int argc, char **argv)
 {
     struct ps_http_server_config cfg = {
@@ -235,6 +240,7 @@ int cmd_http_worker(int argc, char **argv)
         .idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS,
         .max_connections = DEFAULT_MAX_CONNECTIONS,
         .access_log_fd = -1,
+        .warn = worker_warn,
     };
     int *fds = NULL, n, r;
 

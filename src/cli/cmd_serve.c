@@ -224,6 +224,82 @@ static void check_log_dir_as(const struct ps_sup_config *cfg, const char *path)
                     user_name(cfg, who, sizeof(who)), dir, strerror(err));
 }
 
+/* The command line: run's options, ours, and at most one DIR.  Returns 0
+ * to go on, -1 after printing the usage (-h: exit 0), or an exit code. */
+static int serve_args(int argc, char **argv, struct run_options *o, struct http_options *h,
+                      const char **dir)
+{
+    int i, r;
+
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(serve_usage, stdout);
+            return -1;
+        }
+        r = run_option_parse(o, argc, argv, &i);
+        if (r == 0)
+            r = http_option_parse(h, argc, argv, &i);
+        if (r < 0)
+            return PS_EXIT_USAGE;
+        if (r > 0)
+            continue;
+        if (argv[i][0] == '-')
+            return ps_cli_fatal(PS_EXIT_USAGE, "unknown option '%s' (see 'portshare serve --help')",
+                                argv[i]);
+        if (*dir)
+            return ps_cli_fatal(PS_EXIT_USAGE, "more than one DIR given ('%s' and '%s')", *dir,
+                                argv[i]);
+        *dir = argv[i];
+    }
+    return 0;
+}
+
+/* The listen addresses: the default one, TCP only, deferred accept. */
+static int serve_listeners(struct run_options *o)
+{
+    int i;
+
+    if (o->cfg.nspecs == 0 && !getenv("LISTEN_FDS")) {
+        char *def[] = {"-l", DEFAULT_LISTEN};
+        int j = 0;
+        if (run_option_parse(o, 2, def, &j) <= 0)
+            return PS_EXIT_USAGE;
+    }
+    for (i = 0; i < o->cfg.nspecs; i++) {
+        if (o->cfg.specs[i].proto == PS_PROTO_UDP)
+            return ps_cli_fatal(PS_EXIT_USAGE, "serve speaks HTTP over TCP: cannot listen on %s",
+                                o->cfg.specs[i].text);
+        /* HTTP clients speak first: accept once the request is there (one
+         * wakeup and one failed read fewer per connection), as nginx's
+         * `listen ... deferred` and h2o do; ?defer=0 turns it off */
+        if (o->cfg.specs[i].proto == PS_PROTO_TCP && o->cfg.specs[i].defer_accept < 0)
+            o->cfg.specs[i].defer_accept = 1;
+    }
+    return 0;
+}
+
+/* --access-log FILE: opened here, handed to every worker, reopened on
+ * SIGUSR1. */
+static int serve_access_log(struct run_options *o)
+{
+    int r;
+
+    if (!access_log.path || !strcmp(access_log.path, "-"))
+        return 0;
+    if ((r = open_access_log(&access_log)) < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "--access-log %s: %s", access_log.path, strerror(-r));
+    access_log.uid = o->cfg.uid;
+    access_log.gid = o->cfg.gid;
+    access_log.chown = o->cfg.drop_privileges;
+    if (o->cfg.drop_privileges)
+        check_log_dir_as(&o->cfg, access_log.path);
+    o->cfg.pass_fd = access_log.fd;
+    o->cfg.pass_fd_env = "PORTSHARE_ACCESS_LOG_FD";
+    o->cfg.on_reopen = reopen_access_log;
+    o->cfg.reopen_ctx = &access_log;
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static char self[PATH_MAX], root[PATH_MAX];
@@ -236,26 +312,9 @@ int cmd_serve(int argc, char **argv)
     int i, k = 0, r;
 
     run_options_init(&o);
-    for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(serve_usage, stdout);
-            return PS_EXIT_OK;
-        }
-        r = run_option_parse(&o, argc, argv, &i);
-        if (r == 0)
-            r = http_option_parse(&h, argc, argv, &i);
-        if (r < 0)
-            return PS_EXIT_USAGE;
-        if (r > 0)
-            continue;
-        if (argv[i][0] == '-')
-            return ps_cli_fatal(PS_EXIT_USAGE, "unknown option '%s' (see 'portshare serve --help')",
-                                argv[i]);
-        if (dir)
-            return ps_cli_fatal(PS_EXIT_USAGE, "more than one DIR given ('%s' and '%s')", dir,
-                                argv[i]);
-        dir = argv[i];
-    }
+    r = serve_args(argc, argv, &o, &h, &dir);
+    if (r)
+        return r < 0 ? PS_EXIT_OK : r;
     if (dir) {
         if (stat(dir, &st) < 0)
             return ps_cli_fatal(PS_EXIT_USAGE, "DIR %s: %s", dir, strerror(errno));
@@ -264,40 +323,14 @@ int cmd_serve(int argc, char **argv)
         if (!realpath(dir, root))
             return ps_cli_fatal(PS_EXIT_USAGE, "DIR %s: %s", dir, strerror(errno));
     }
-    if (o.cfg.nspecs == 0 && !getenv("LISTEN_FDS")) {
-        char *def[] = {"-l", DEFAULT_LISTEN};
-        int j = 0;
-        if (run_option_parse(&o, 2, def, &j) <= 0)
-            return PS_EXIT_USAGE;
-    }
-    for (i = 0; i < o.cfg.nspecs; i++) {
-        if (o.cfg.specs[i].proto == PS_PROTO_UDP)
-            return ps_cli_fatal(PS_EXIT_USAGE, "serve speaks HTTP over TCP: cannot listen on %s",
-                                o.cfg.specs[i].text);
-        /* HTTP clients speak first: accept once the request is there (one
-         * wakeup and one failed read fewer per connection), as nginx's
-         * `listen ... deferred` and h2o do; ?defer=0 turns it off */
-        if (o.cfg.specs[i].proto == PS_PROTO_TCP && o.cfg.specs[i].defer_accept < 0)
-            o.cfg.specs[i].defer_accept = 1;
-    }
+    if ((r = serve_listeners(&o)) != 0)
+        return r;
     if (geteuid() == 0 && !o.cfg.drop_privileges && default_user(&o) < 0)
         return PS_EXIT_USAGE;
     if (dir && o.cfg.drop_privileges && check_dir_as(&o.cfg, root) < 0)
         return PS_EXIT_USAGE;
-    if (access_log.path && strcmp(access_log.path, "-")) {
-        if ((r = open_access_log(&access_log)) < 0)
-            return ps_cli_fatal(PS_EXIT_USAGE, "--access-log %s: %s", access_log.path,
-                                strerror(-r));
-        access_log.uid = o.cfg.uid;
-        access_log.gid = o.cfg.gid;
-        access_log.chown = o.cfg.drop_privileges;
-        if (o.cfg.drop_privileges)
-            check_log_dir_as(&o.cfg, access_log.path);
-        o.cfg.pass_fd = access_log.fd;
-        o.cfg.pass_fd_env = "PORTSHARE_ACCESS_LOG_FD";
-        o.cfg.on_reopen = reopen_access_log;
-        o.cfg.reopen_ctx = &access_log;
-    }
+    if ((r = serve_access_log(&o)) != 0)
+        return r;
     n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0)
         return ps_cli_fatal(PS_EXIT_SYSTEM, "cannot find our own binary: %s", strerror(errno));

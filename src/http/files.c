@@ -163,6 +163,7 @@ int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap)
      * judged: "" and "." vanish, ".." removes the segment before it */
     while (i < len) {
         size_t seg = o;
+        int slash = 0; /* the segment ended at a slash, written or encoded */
         while (i < len) {
             char c = raw[i++];
             if (c == '%') {
@@ -177,8 +178,10 @@ int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap)
             } else if (c == '\0') {
                 return -EINVAL;
             }
-            if (c == '/')
+            if (c == '/') {
+                slash = 1;
                 break;
+            }
             if (o + 2 >= cap)
                 return -ENAMETOOLONG;
             out[o++] = c;
@@ -191,7 +194,10 @@ int ps__http_path_normalize(const char *raw, size_t len, char *out, size_t cap)
             o = seg - 1;
             while (out[o - 1] != '/')
                 o--;
-        } else if (i < len || raw[len - 1] == '/') {
+        } else if (slash) {
+            /* the decoded path is what is served: "/a.txt%2f" is
+             * "/a.txt/" (404 for a file), never "/a.txt", which a front
+             * end matching the raw target would not have taken it for */
             out[o++] = '/';
         }
     }

@@ -14,11 +14,13 @@ struct ps_http_server_config {
     int header_timeout_ms; /* whole request head must arrive within */
     int idle_timeout_ms;   /* keep-alive connection without a request */
     int max_connections;
-    int access_log_fd;           /* -1: no access log */
-    long slot, generation;       /* for the page; -1 when unknown */
-    const char *access_log_path; /* reopened onto access_log_fd on SIGUSR1;
-                                  * NULL: SIGUSR1 only flushes */
-    int watchdog_ms;             /* > 0: send WATCHDOG=1 this often */
+    int access_log_fd;             /* -1: no access log */
+    long slot, generation;         /* for the page; -1 when unknown */
+    const char *access_log_path;   /* reopened onto access_log_fd on SIGUSR1;
+                                    * NULL: SIGUSR1 only flushes */
+    int watchdog_ms;               /* > 0: send WATCHDOG=1 this often */
+    void (*warn)(const char *msg); /* one line for the operator (stderr);
+                                    * NULL: say nothing */
 };
 
 /*

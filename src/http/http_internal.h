@@ -19,6 +19,7 @@
  *     fields and values at most PS_HTTP_HEADERS_MAX bytes in all (else 431);
  *   - GET/HEAD only (405 with "Allow: GET, HEAD"); unknown method tokens and
  *     malformed requests are 400; HTTP/1.1 without Host, two Host fields,
+ *     a Host that is not uri-host[:port] (RFC 9110 7.2),
  *     a field name with anything but token characters (whitespace before
  *     the colon: RFC 9112 5.1), an obs-fold line, a control byte in a
  *     value, a CR without its LF, two Content-Length fields, and
@@ -29,7 +30,8 @@
  *     and ignored, a larger one is 413; Transfer-Encoding on a request
  *     (chunked bodies) is 411: send a Content-Length;
  *   - a single byte range is 206 (416 when unsatisfiable), several ranges
- *     are answered 200 with the whole file (allowed by RFC 9110 14.2);
+ *     are answered 200 with the whole file (allowed by RFC 9110 14.2), a
+ *     non-zero suffix range of an empty file 200 with it (14.1.1);
  *     If-Range is honoured for an ETag equal to ours (strong comparison)
  *     or a date equal to Last-Modified;
  *   - files have a strong ETag (modification time to the nanosecond and
@@ -51,8 +53,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define PS_HTTP_MEM_MAX     16384 /* files up to this size are kept in memory */
-#define PS_HTTP_RESP_MAX    32768 /* buffer ps__http_respond() needs at least */
+#define PS_HTTP_MEM_MAX  16384 /* files up to this size are kept in memory */
+#define PS_HTTP_RESP_MAX 32768 /* buffer ps__http_respond() needs at least */
 
 /* ---- counters a worker shows on its page and reports to the supervisor -- */
 
@@ -77,6 +79,7 @@ struct ps_http_counters {
     uint64_t requests;                    /* responses produced */
     uint64_t active;                      /* connections open now */
     uint64_t closed[PS_HTTP_CLOSE_COUNT]; /* connections closed, by reason */
+    uint64_t log_dropped;                 /* access log lines dropped (full disk...) */
 };
 
 /* ---- files.c ----------------------------------------------------- */
@@ -117,7 +120,9 @@ void ps__http_files_close(struct ps_http_files *files);
 /*
  * Decode a request target's path (the part before '?', starting with '/')
  * into a normalised path: percent-escapes decoded, "." and empty segments
- * dropped, ".." applied.  Keeps one trailing '/' when the target had one.
+ * dropped, ".." applied.  Keeps one trailing '/' when the decoded target
+ * had one: an encoded slash (%2F) separates segments as a written one does
+ * (as nginx and h2o read it), so "/a.txt%2f" is "/a.txt/", not "/a.txt".
  * Returns the length written to out (NUL-terminated), -EINVAL for a bad
  * escape, a NUL byte, ".." above the root or a path not starting with '/'
  * (all 400), -ENAMETOOLONG when it does not fit.  O(len).

@@ -222,8 +222,14 @@ static int parse_range(const char *s, size_t len, off_t size, off_t *first, off_
         i++;
         if (parse_number(s, len, &i, &b) < 0 || i != len)
             return 0;
-        if (b == 0 || size == 0)
+        if (b == 0)
             return -1;
+        /* RFC 9110 14.1.1: on an empty representation a non-zero suffix is
+         * the one satisfiable range, and "the entire representation is
+         * used"; a 206 cannot name zero bytes (Content-Range first-last),
+         * so the answer is the 200 with it, as nginx sends */
+        if (size == 0)
+            return 0;
         *first = (unsigned long long)size > b ? size - (off_t)b : 0;
         *last = size - 1;
         return 1;

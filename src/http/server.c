@@ -14,6 +14,14 @@
  * into one shared buffer and sent at once; only output the socket did not take, and input after a
  * request that must wait, is copied into the connection.
  *
+ * States: a connection is in one of a few states (enum conn_state: reading
+ * a request, keep-alive idle, drain grace, writing, sending a file,
+ * lingering, closed), and a table (conn_states) gives each its timeout,
+ * its epoll interest and what an event means; conn_enter() moves a
+ * connection between states and is the only code that changes its epoll
+ * interest or its timeout list (elsewhere a deadline is only restarted:
+ * progress while sending, a fresh head timeout after each response).
+ *
  * Timers: a connection waits under one of a few fixed timeouts (request
  * head, keep-alive idle, blocked send, lingering close, drain grace).  All
  * connections under one timeout expire in the order they joined it, so
@@ -56,6 +64,22 @@
 enum item_kind { ITEM_LISTENER, ITEM_SIGNAL, ITEM_CONN };
 enum timer_list { T_NONE = -1, T_HEADER, T_IDLE, T_SEND, T_LINGER, T_GRACE, T_COUNT };
 
+/* Where a connection is in its life.  The state alone says which timeout
+ * runs and what epoll waits for (conn_states[] below), and conn_enter() is
+ * the one place that changes them.  Whether the connection closes after
+ * its output (closing, linger) is a fact about the last response, not a
+ * state: it decides where CS_WRITE and CS_SENDFILE lead. */
+enum conn_state {
+    CS_HEAD,     /* reading a request: its head, or a body to skip */
+    CS_IDLE,     /* keep-alive, between requests */
+    CS_GRACE,    /* draining: was idle or fresh; one more request, briefly */
+    CS_WRITE,    /* response bytes the socket did not take yet (a file may follow) */
+    CS_SENDFILE, /* a file body the socket did not take yet */
+    CS_LINGER,   /* answered and half-closed: reading what the client still sends */
+    CS_CLOSED,   /* closed; its memory is released after the event batch */
+    CS_COUNT
+};
+
 /* What epoll's data.ptr points at: the first member of each watched thing. */
 struct item {
     enum item_kind kind;
@@ -67,7 +91,8 @@ struct conn {
     struct conn *prev, *next; /* in its timer list */
     int list;                 /* enum timer_list */
     uint64_t deadline;
-    uint32_t events;      /* EPOLLIN or EPOLLOUT, as registered */
+    uint32_t events;      /* EPOLLIN or EPOLLOUT, as registered; 0: not in the set */
+    unsigned state : 4;   /* enum conn_state */
     unsigned closing : 1; /* close when the output is out */
     unsigned linger : 1;  /* ... through a lingering close */
     unsigned served : 1;  /* has answered a request */
@@ -112,6 +137,10 @@ struct server {
     char *rbuf, *wbuf;
     char *log;
     size_t log_len, log_chunk;
+    int log_cut;               /* log starts with the rest of a line partly written */
+    int log_reserve;           /* a regular file: reserve space before writing */
+    int log_err;               /* errno of the last failed write; 0: writing works */
+    uint64_t log_dropped_said; /* counters.log_dropped when last said on stderr */
     time_t log_sec;
     char log_date[32];
 };
@@ -153,9 +182,12 @@ static void timer_unset(struct server *s, struct conn *c)
 /* (Re)arm: the connection expires timeout[list] from now.  O(1). */
 static void timer_set(struct server *s, struct conn *c, int list)
 {
-    struct list *l = &s->lists[list];
+    struct list *l;
 
     timer_unset(s, c);
+    if (list == T_NONE)
+        return;
+    l = &s->lists[list];
     c->list = list;
     c->deadline = s->now + s->timeout[list];
     c->prev = l->tail;
@@ -184,13 +216,64 @@ static int next_timeout(const struct server *s)
 
 /* ---- access log (common log format) ----------------------------------------- */
 
-/* Write the buffered lines.  Into a pipe (several workers may share one)
+/* Say on stderr, once per run of failures, how many lines it cost. */
+static void log_say_dropped(struct server *s)
+{
+    char msg[160];
+
+    if (s->counters.log_dropped == s->log_dropped_said || !s->cfg->warn)
+        return;
+    snprintf(msg, sizeof(msg), "access log: %llu lines dropped: %s",
+             (unsigned long long)(s->counters.log_dropped - s->log_dropped_said),
+             strerror(s->log_err ? s->log_err : ENOSPC));
+    s->cfg->warn(msg);
+    s->log_dropped_said = s->counters.log_dropped;
+}
+
+/*
+ * Before writing to a regular file: reserve the disk space the buffer
+ * needs past the file's end (fallocate, size unchanged), so that a full
+ * disk refuses the whole write instead of taking half a line of it.  Other
+ * workers may append to the same file meanwhile: a buffer's worth more is
+ * reserved for them when there is room.  Returns 0 (go on; also when the
+ * file system cannot reserve: the writes then rely on log_cut) or -errno
+ * (ENOSPC, EDQUOT: write nothing now).  One fstat and one fallocate.
+ */
+static int log_reserve(struct server *s)
+{
+    int fd = s->cfg->access_log_fd;
+    struct stat st;
+
+    if (!s->log_reserve || s->log_len == 0 || fstat(fd, &st) < 0)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)(s->log_len + LOG_SIZE)) == 0 ||
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)s->log_len) == 0)
+        return 0;
+    if (errno == ENOSPC || errno == EDQUOT)
+        return -errno;
+    s->log_reserve = 0; /* EOPNOTSUPP, EBADF, ...: plain writes from now on */
+    return 0;
+}
+
+/*
+ * Write the buffered lines.  Into a pipe (several workers may share one)
  * in whole lines of at most PIPE_BUF bytes, which the kernel never
- * interleaves; into a file (O_APPEND) each write is whole anyway. */
+ * interleaves; into a file (O_APPEND) each write is whole anyway.  A
+ * write that fails or is short (a full disk) leaves what it did not take
+ * at the head of the buffer, to go first at the next flush: the rest of a
+ * line half written is never followed by another line, and a line is
+ * never lost in the middle.  While the buffer cannot drain, new lines are
+ * dropped whole (log_request) and counted.  One write per chunk; O(bytes).
+ */
 static void log_flush(struct server *s)
 {
     size_t off = 0;
+    int r = log_reserve(s);
 
+    if (r < 0) {
+        s->log_err = -r; /* not even a part: everything stays for the next tick */
+        return;
+    }
     while (off < s->log_len) {
         size_t len = s->log_len - off;
         ssize_t n;
@@ -201,11 +284,71 @@ static void log_flush(struct server *s)
         n = write(s->cfg->access_log_fd, s->log + off, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            break; /* a log that cannot be written must not stop serving */
+        if (n <= 0) {
+            /* a log that cannot be written must not stop serving: keep
+             * the rest for the next tick */
+            s->log_err = n < 0 ? errno : ENOSPC;
+            break;
+        }
         off += (size_t)n;
     }
+    if (off > 0) {
+        s->log_cut = s->log[off - 1] != '\n';
+        memmove(s->log, s->log + off, s->log_len - off);
+        s->log_len -= off;
+    }
+    if (s->log_len == 0) {
+        log_say_dropped(s); /* the failures are over: say what they cost */
+        s->log_err = 0;
+    }
+}
+
+/* A line that finds no room (the writes fail): dropped whole, counted, and
+ * the first of a run said at once. */
+static void log_drop_line(struct server *s)
+{
+    char msg[160];
+
+    if (s->counters.log_dropped++ != s->log_dropped_said || !s->cfg->warn)
+        return;
+    snprintf(msg, sizeof(msg), "access log: dropping lines until it can be written: %s",
+             strerror(s->log_err ? s->log_err : ENOSPC));
+    s->cfg->warn(msg);
+}
+
+/* At exit: what still cannot be written is lost; count its lines. */
+static void log_close(struct server *s)
+{
+    const char *p, *end;
+
+    if (s->cfg->access_log_fd < 0)
+        return;
+    log_flush(s);
+    p = s->log;
+    end = s->log + s->log_len;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
+        s->counters.log_dropped++;
+        p++;
+    }
     s->log_len = 0;
+    log_say_dropped(s);
+}
+
+/* A new log file (reopen): the rest of a line whose start went to the old
+ * one would begin the new file with half a line; drop it, counted. */
+static void log_drop_cut(struct server *s)
+{
+    const char *nl;
+    size_t n;
+
+    if (!s->log_cut || s->log_len == 0)
+        return;
+    nl = memchr(s->log, '\n', s->log_len);
+    n = nl ? (size_t)(nl - s->log) + 1 : s->log_len;
+    memmove(s->log, s->log + n, s->log_len - n);
+    s->log_len -= n;
+    s->log_cut = 0;
+    s->counters.log_dropped++;
 }
 
 static void log_peer(const struct conn *c, char *buf, size_t cap)
@@ -254,7 +397,8 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
         gmtime_r(&s->log_sec, &tm);
         strftime(s->log_date, sizeof(s->log_date), "%d/%b/%Y:%H:%M:%S +0000", &tm);
     }
-    if (LOG_SIZE - s->log_len < sizeof(target) + 256)
+    /* while writes fail, the once-a-second tick retries, not every request */
+    if (LOG_SIZE - s->log_len < sizeof(target) + 256 && !s->log_err)
         log_flush(s);
     log_peer(c, peer, sizeof(peer));
     log_target(req, target, sizeof(target));
@@ -265,6 +409,8 @@ static void log_request(struct server *s, const struct conn *c, const struct ps_
                  resp->body_len ? bytes : "-");
     if (n > 0 && (size_t)n < LOG_SIZE - s->log_len)
         s->log_len += (size_t)n;
+    else
+        log_drop_line(s);
 }
 
 /* ---- connections: life and death ------------------------------------------ */
@@ -279,8 +425,9 @@ const char *const ps__http_close_names[PS_HTTP_CLOSE_COUNT] = {
 static void conn_close(struct server *s, struct conn *c, enum ps_http_close why)
 {
     s->counters.closed[why]++;
+    c->state = CS_CLOSED; /* its row: no timer; the close leaves the epoll set */
     timer_unset(s, c);
-    ps__close(c->item.fd); /* also leaves the epoll set: nobody else holds it */
+    ps__close(c->item.fd); /* nobody else holds it */
     c->item.fd = -1;
     ps__http_resp_done(&c->body);
     ps__http_req_release(&c->req);
@@ -336,6 +483,46 @@ static int watch(struct server *s, struct conn *c, uint32_t events)
     return epoll_ctl(s->ep, op, c->item.fd, &ev);
 }
 
+static void conn_readable(struct server *s, struct conn *c);
+static void conn_writable(struct server *s, struct conn *c);
+static void linger_read(struct server *s, struct conn *c);
+
+/* Each state's timeout, epoll interest, what an event means, and why the
+ * connection is closed when its timeout runs out. */
+static const struct conn_row {
+    signed char timer; /* enum timer_list */
+    uint32_t events;   /* epoll interest */
+    void (*on_event)(struct server *s, struct conn *c);
+    signed char expiry; /* enum ps_http_close; -1: the reason of its answer */
+} conn_states[CS_COUNT] = {
+    [CS_HEAD] = {T_HEADER, EPOLLIN, conn_readable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_IDLE] = {T_IDLE, EPOLLIN, conn_readable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_GRACE] = {T_GRACE, EPOLLIN, conn_readable, PS_HTTP_CLOSE_DRAIN},
+    [CS_WRITE] = {T_SEND, EPOLLOUT, conn_writable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_SENDFILE] = {T_SEND, EPOLLOUT, conn_writable, PS_HTTP_CLOSE_TIMEOUT},
+    [CS_LINGER] = {T_LINGER, EPOLLIN, linger_read, -1},
+    [CS_CLOSED] = {T_NONE, 0, NULL, -1},
+};
+
+/* Move to a state: its timeout and its epoll interest.  A state whose
+ * timeout list differs from the current one starts a fresh deadline;
+ * staying under the same list keeps it (a head arriving in pieces has
+ * header_timeout in all).  No syscall when the interest is unchanged.
+ * Returns -1 when the connection had to be closed (epoll_ctl failed). */
+static int conn_enter(struct server *s, struct conn *c, enum conn_state st)
+{
+    const struct conn_row *row = &conn_states[st];
+
+    c->state = st;
+    if (c->list != row->timer)
+        timer_set(s, c, row->timer);
+    if (watch(s, c, row->events) < 0) {
+        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
 static void set_nodelay(struct conn *c)
 {
     int one = 1;
@@ -353,11 +540,7 @@ static void start_linger(struct server *s, struct conn *c)
 {
     shutdown(c->item.fd, SHUT_WR);
     c->in_len = 0;
-    if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
-        return;
-    }
-    timer_set(s, c, T_LINGER);
+    conn_enter(s, c, CS_LINGER);
 }
 
 static void linger_read(struct server *s, struct conn *c)
@@ -463,13 +646,13 @@ static size_t produce(struct server *s, struct conn *c, const char **data, size_
 
 /* ---- connections: output ------------------------------------------------------ */
 
-static int wait_writable(struct server *s, struct conn *c)
+/* Output is blocked: wait for EPOLLOUT in st (CS_WRITE or CS_SENDFILE).
+ * -1: the connection was closed. */
+static int wait_writable(struct server *s, struct conn *c, enum conn_state st)
 {
     set_nodelay(c);
-    if (watch(s, c, EPOLLOUT) < 0)
-        return -1;
-    timer_set(s, c, T_SEND);
-    return 0;
+    timer_unset(s, c); /* a fresh send deadline, whatever came before */
+    return conn_enter(s, c, st);
 }
 
 /* Send the pending file range: 1 done, 0 blocked, -1 failed. */
@@ -534,7 +717,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
         memcpy(c->out, buf + n, len - (size_t)n);
         c->out_off = 0;
         c->out_len = len - (size_t)n;
-        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
+        return wait_writable(s, c, CS_WRITE);
     }
     if (!c->body.file)
         return 1;
@@ -542,7 +725,7 @@ static int flush(struct server *s, struct conn *c, const char *buf, size_t len)
     if (r < 0)
         goto error;
     if (r == 0)
-        return wait_writable(s, c) < 0 ? (conn_close(s, c, PS_HTTP_CLOSE_ERROR), -1) : 0;
+        return wait_writable(s, c, CS_SENDFILE);
     return 1;
 
 error:
@@ -562,22 +745,17 @@ static void shed_memory(struct conn *c)
     }
 }
 
-/* Reading again: pick the timeout that applies now. */
+/* Reading again: in a request, or between two. */
 static void go_idle(struct server *s, struct conn *c)
 {
-    int list = c->req.started || !c->served ? T_HEADER : T_IDLE;
+    enum conn_state st = c->req.started || !c->served ? CS_HEAD : CS_IDLE;
 
     shed_memory(c);
-    if (watch(s, c, EPOLLIN) < 0) {
-        conn_close(s, c, PS_HTTP_CLOSE_ERROR);
-        return;
-    }
-    if (s->draining && list == T_IDLE) {
+    if (s->draining && st == CS_IDLE) {
         conn_close(s, c, PS_HTTP_CLOSE_DRAIN);
         return;
     }
-    if (c->list != list)
-        timer_set(s, c, list);
+    conn_enter(s, c, st);
 }
 
 /* Answer what the input holds (data, or the kept input when data is
@@ -616,10 +794,6 @@ static void conn_readable(struct server *s, struct conn *c)
 {
     ssize_t n;
 
-    if (c->list == T_LINGER) {
-        linger_read(s, c);
-        return;
-    }
     do
         n = read(c->item.fd, s->rbuf, RBUF_SIZE);
     while (n < 0 && errno == EINTR);
@@ -632,9 +806,11 @@ static void conn_readable(struct server *s, struct conn *c)
     serve(s, c, s->rbuf, (size_t)n);
 }
 
+/* EPOLLOUT in CS_WRITE or CS_SENDFILE: send on; when all is out, close
+ * (finish) or read the next request (serve). */
 static void conn_writable(struct server *s, struct conn *c)
 {
-    if (c->out_off < c->out_len) {
+    if (c->state == CS_WRITE) {
         ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
             conn_close(s, c, send_failure());
@@ -647,8 +823,10 @@ static void conn_writable(struct server *s, struct conn *c)
         c->out_off = c->out_len = c->out_cap = 0;
         free(c->out);
         c->out = NULL;
+        if (c->body.file && conn_enter(s, c, CS_SENDFILE) < 0)
+            return;
     }
-    if (c->body.file) {
+    if (c->state == CS_SENDFILE) {
         int r = send_file(c);
         if (r < 0) {
             conn_close(s, c, send_failure());
@@ -709,13 +887,15 @@ static void accept_from(struct server *s, struct item *l)
         memcpy(&c->peer, &peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
         s->counters.accepted++;
         s->counters.active++;
-        timer_set(s, c, T_HEADER);
-        /* The request has usually arrived by now: reading at once often
-         * answers and closes a short connection before it ever needs an
-         * epoll_ctl; otherwise (EAGAIN) it joins the set here. */
+        /* CS_HEAD, not yet in the epoll set: the request has usually
+         * arrived by now, and reading at once often answers and closes a
+         * short connection before it ever needs an epoll_ctl; otherwise
+         * (EAGAIN) conn_enter puts it in the set for its state. */
+        c->state = CS_HEAD;
+        timer_set(s, c, conn_states[CS_HEAD].timer);
         conn_readable(s, c);
-        if (c->item.fd >= 0 && c->events == 0 && watch(s, c, EPOLLIN) < 0)
-            conn_close(s, c, PS_HTTP_CLOSE_ERROR);
+        if (c->state != CS_CLOSED && c->events == 0)
+            conn_enter(s, c, (enum conn_state)c->state);
     }
 }
 
@@ -754,12 +934,12 @@ static void start_drain(struct server *s)
     /* An idle keep-alive client may be sending its next request right now:
      * closing under it would fail that request.  Answer one more (with
      * "Connection: close") within the grace period, then close. */
-    while (s->lists[T_IDLE].head)
-        timer_set(s, s->lists[T_IDLE].head, T_GRACE);
-    for (c = s->lists[T_HEADER].head; c; c = next) {
+    while (s->lists[T_IDLE].head) /* every CS_IDLE connection */
+        conn_enter(s, s->lists[T_IDLE].head, CS_GRACE);
+    for (c = s->lists[T_HEADER].head; c; c = next) { /* CS_HEAD */
         next = c->next;
         if (!c->req.started)
-            timer_set(s, c, T_GRACE);
+            conn_enter(s, c, CS_GRACE);
     }
 }
 
@@ -792,6 +972,9 @@ static void reopen_log(struct server *s)
     fd = open(s->cfg->access_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0 && dup3(fd, s->cfg->access_log_fd, O_CLOEXEC) >= 0) {
         ps__close(fd);
+        log_drop_cut(s);
+        s->log_err = 0; /* a new file: worth trying at once */
+        s->log_reserve = 1;
         return;
     }
     snprintf(msg, sizeof(msg), "STATUS=cannot reopen the access log %s: %s",
@@ -803,17 +986,14 @@ static void reopen_log(struct server *s)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
-/* What the expiry of each timer list means. */
-static enum ps_http_close expiry_reason(int list, const struct conn *c)
+/* Why a connection whose timeout ran out is closed: its state's row says;
+ * a lingering one closes for the reason of its answer, which had its
+ * chance. */
+static enum ps_http_close expiry_reason(const struct conn *c)
 {
-    switch (list) {
-    case T_LINGER:
-        return (enum ps_http_close)c->why; /* the answer had its chance */
-    case T_GRACE:
-        return PS_HTTP_CLOSE_DRAIN;
-    default:
-        return PS_HTTP_CLOSE_TIMEOUT;
-    }
+    int why = conn_states[c->state].expiry;
+
+    return why < 0 ? (enum ps_http_close)c->why : (enum ps_http_close)why;
 }
 
 static void expire(struct server *s)
@@ -823,21 +1003,25 @@ static void expire(struct server *s)
 
     for (i = 0; i < T_COUNT; i++)
         while ((c = s->lists[i].head) && c->deadline <= s->now)
-            conn_close(s, c, expiry_reason(i, c));
+            conn_close(s, c, expiry_reason(c));
 }
 
-/* "X_PORTSHARE_STATS=accepted=N requests=N active=N\nX_PORTSHARE_CLOSES=done=N
+/* "X_PORTSHARE_STATS=accepted=N requests=N active=N[ log_dropped=N]\nX_PORTSHARE_CLOSES=done=N
  * client=N ...": one datagram.  The closes are a field of their own so that
  * the stats line keeps what a supervisor with a small buffer shows. */
 static void format_stats(const struct ps_http_counters *c, char *buf, size_t cap)
 {
+    char dropped[40] = "";
     size_t n;
     int i, k;
 
+    /* only when there were any: the usual line stays as short as it was */
+    if (c->log_dropped)
+        snprintf(dropped, sizeof(dropped), " log_dropped=%llu", (unsigned long long)c->log_dropped);
     k = snprintf(buf, cap,
-                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu\nX_PORTSHARE_CLOSES=",
+                 "X_PORTSHARE_STATS=accepted=%llu requests=%llu active=%llu%s\nX_PORTSHARE_CLOSES=",
                  (unsigned long long)c->accepted, (unsigned long long)c->requests,
-                 (unsigned long long)c->active);
+                 (unsigned long long)c->active, dropped);
     n = k > 0 && (size_t)k < cap ? (size_t)k : cap - 1;
     for (i = 0; i < PS_HTTP_CLOSE_COUNT && n < cap - 1; i++) {
         k = snprintf(buf + n, cap - n, "%s%s=%llu", i ? " " : "", ps__http_close_names[i],
@@ -869,12 +1053,9 @@ static void dispatch(struct server *s, struct epoll_event *ev)
 
     if (it->kind == ITEM_CONN) {
         struct conn *c = (struct conn *)it;
-        if (c->item.fd < 0)
-            return; /* closed earlier in this batch */
-        if (c->events & EPOLLOUT)
-            conn_writable(s, c);
-        else
-            conn_readable(s, c);
+        /* NULL for CS_CLOSED: closed earlier in this batch */
+        if (conn_states[c->state].on_event)
+            conn_states[c->state].on_event(s, c);
     } else if (it->kind == ITEM_LISTENER) {
         accept_from(s, it);
     } else {
@@ -949,9 +1130,11 @@ static int setup(struct server *s, const struct ps_http_server_config *cfg, sigs
     }
     s->n_listen = cfg->n_listen;
     s->log_chunk = LOG_SIZE;
-    if (cfg->access_log_fd >= 0 && fstat(cfg->access_log_fd, &st) == 0 &&
-        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
-        s->log_chunk = PIPE_BUF;
+    if (cfg->access_log_fd >= 0 && fstat(cfg->access_log_fd, &st) == 0) {
+        if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+            s->log_chunk = PIPE_BUF;
+        s->log_reserve = S_ISREG(st.st_mode);
+    }
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->ep < 0)
         return ps__neg_errno();
@@ -1015,6 +1198,7 @@ int ps_http_serve(const struct ps_http_server_config *cfg)
     if (r == 0) {
         ps_notify("READY=1");
         r = run(&s);
+        log_close(&s);
         s.next_tick = s.now; /* the last counts, whenever the last tick was */
         tick(&s);
     }

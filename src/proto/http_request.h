@@ -31,6 +31,8 @@ struct ps_http_head {
     char name[24];
     size_t tok_len; /* of the Connection token being read (private) */
     char tok[12];
+    unsigned char lit_len; /* of Host's IP-literal being read (private) */
+    char lit[48];          /* an IPv6 address is at most 45 bytes */
     size_t ims_len, range_len, if_range_len;
     char ims[64];    /* If-Modified-Since */
     char range[128]; /* Range; longer values are ignored */
@@ -71,6 +73,7 @@ struct ps_http_req {
     unsigned char vpos;        /* bytes of "HTTP/D.D" read (private) */
     unsigned char cl_state;    /* how far Content-Length's value is (private) */
     unsigned char blank;       /* empty lines before the request line (private) */
+    unsigned char host_state;  /* how far Host's value is (private) */
     unsigned flags;            /* PS_HTTP_F_* */
     size_t expect;             /* bytes of "100-continue" matched (private) */
     size_t header_bytes;       /* of field names and values so far */

@@ -52,6 +52,15 @@ grep -q $'^Content-Range: bytes \*/5\r$' "$T/h" || fail "416 Content-Range"
 [ "$(curl -s -r 0-0,2-3 "$(URL /a.txt)")" = hello ] || fail "multi-range is the whole file"
 ok "304 on If-Modified-Since, 206 single ranges, 416, multi-range answered 200"
 
+# RFC 9110 14.1.1: on an empty file a non-zero suffix range is satisfiable,
+# answered with the whole (empty) file; a first-pos range is not (416)
+: >"$WWW/empty.txt"
+curl -sD "$T/h" -o /dev/null -r -5 "$(URL /empty.txt)"
+grep -q $'^HTTP/1.1 200 OK\r$' "$T/h" || fail "bytes=-5 of an empty file: $(head -1 "$T/h")"
+grep -q $'^Content-Length: 0\r$' "$T/h" || fail "bytes=-5 of an empty file: no Content-Length 0"
+expect_status 416 /empty.txt -r 0-
+ok "empty file: Range bytes=-5 is 200 with the empty body, bytes=0- 416"
+
 # ---- ETag ------------------------------------------------------------------------
 curl -sD "$T/h" -o /dev/null "$(URL /a.txt)"
 ETAG=$(sed -n 's/^ETag: \(.*\)\r$/\1/p' "$T/h")
@@ -93,6 +102,15 @@ echo "$out" | head -1 | grep -q '^HTTP/1.1 400 ' || fail "garbage: $out"
 [ "$(statuses "$out")" = "400 " ] || fail "answered after a framing error: $out"
 echo "$out" | grep -q $'^Connection: close\r$' || fail "400 does not say close"
 ok "301 400 403 404 405(+Allow) 411 413 414 431; connection closed after a framing error"
+
+# Host must be uri-host[:port] (RFC 9110 7.2): every valid form answered
+for h in example.com a-b_c~d.example %41b x:8080 127.0.0.1:80 '[::1]' '[::1]:8080' '[v1.x]'; do
+    expect_status 200 /a.txt -H "Host: $h"
+done
+for h in 'x y' 'a b:80' 'x:80x' '[::1' '::1' 'a/b' 'a@b' '[fe80::1%25lo]'; do
+    expect_status 400 /a.txt -H "Host: $h"
+done
+ok "Host: names, IPv4, [IPv6], ports, %XX taken; 'x y', bad ports, brackets, '/' '@' 400"
 
 # ---- pipelining and keep-alive -------------------------------------------------------
 out=$(raw 'GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /data.json HTTP/1.1\r\nHost: t\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /sub/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')

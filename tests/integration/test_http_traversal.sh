@@ -40,5 +40,16 @@ ok "no traversal escapes DIR: .. (plain, encoded, via %2f), NUL, symlinks out (4
 curl -s --path-as-is "$(URL /../../../../etc/passwd)" | grep -q root: && fail "/etc/passwd leaked"
 ok "curl --path-as-is /../../../../etc/passwd: 400, nothing leaked"
 
+# An encoded slash is a slash of the decoded path, never dropped: a front
+# end that blocks /a.txt by its raw target must not be walked around by
+# /a.txt%2f (nginx and h2o: 404; %00 is 400 as nginx answers).
+for p in /a.txt%2f /a.txt%2F /a.txt%2f. /a.txt/ /a.txt%5c /a.txt%5C /sub%5cindex.html; do
+    [ "$(status_of "$p")" = 404 ] || fail "curl --path-as-is $p: $(status_of "$p"), expected 404"
+    curl -s --path-as-is "$(URL "$p")" | grep -q hello && fail "$p served /a.txt"
+done
+[ "$(status_of /a.txt%00)" = 400 ] || fail "/a.txt%00: $(status_of /a.txt%00), expected 400"
+[ "$(status_of /sub%2findex.html)" = 200 ] || fail "/sub%2findex.html: not the decoded /sub/index.html"
+ok "encoded slashes: /a.txt%2f, %2F, %5c are 404 (not /a.txt), %00 400, /sub%2findex.html 200"
+
 stop_worker
 [ "$WSTATUS" = 0 ] || fail "worker exit status $WSTATUS"
