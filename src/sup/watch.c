@@ -74,10 +74,16 @@ static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *on
             return 1;
     if (sup->nwatches >= MAX_WATCHES)
         return -ENOSPC;
-    w = realloc(sup->watches, (size_t)(sup->nwatches + 1) * sizeof(*w));
-    if (!w)
-        return -ENOMEM;
-    sup->watches = w;
+    /* room doubles at each power of two: a walk of n directories copies
+     * O(n) entries, not O(n^2) (it keeps room for more than nwatches
+     * whatever entries were dropped since) */
+    if (sup->nwatches < 8 || !(sup->nwatches & (sup->nwatches - 1))) {
+        int room = sup->nwatches < 8 ? 8 : 2 * sup->nwatches;
+        w = realloc(sup->watches, (size_t)room * sizeof(*w));
+        if (!w)
+            return -ENOMEM;
+        sup->watches = w;
+    }
     w = &sup->watches[sup->nwatches];
     w->wd = wd;
     w->dir = strdup(dir);

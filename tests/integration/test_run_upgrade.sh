@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4, test 5: the supervisor re-executes its own binary under load
+# The supervisor re-executes its own binary under load
 # (control command and SIGUSR2): zero failed requests, same pid, workers
 # kept.  A failed exec leaves the old supervisor running; so does a binary
 # that reads another upgrade state format (asked before the exec).
@@ -69,7 +69,9 @@ wait "$partial" || fail "the half-command client failed"
 grep -q "ask again" "$T/partial.out" || fail "a client whose command had not arrived got no answer: '$(cat "$T/partial.out")'"
 echo "PASS: a client caught mid-command by an upgrade is told to ask again"
 
-# a broken binary: the upgrade is refused and the old image keeps running
+# a broken binary: the upgrade is refused and the old image keeps running,
+# as it was: same descriptors and generation
+fdsb=$(fds) genb=$(status_json up | jq .generation)
 printf 'not an executable\n' >"$T/portshare.bad" && chmod +x "$T/portshare.bad" && mv "$T/portshare.bad" "$T/portshare"
 if out=$(ctl up upgrade 2>&1); then fail "upgrade to a broken binary reported success: $out"; fi
 rc=0; ctl up upgrade >/dev/null 2>&1 || rc=$?
@@ -77,7 +79,9 @@ rc=0; ctl up upgrade >/dev/null 2>&1 || rc=$?
 kill -0 "$pid" || fail "supervisor died on a failed upgrade"
 curl -sf "http://127.0.0.1:$PORT/" >/dev/null || fail "not serving after a failed upgrade"
 [ "$(sup_worker_pids up | sort | tr '\n' ' ')" = "$workers" ] || fail "workers changed after a failed upgrade"
-echo "PASS: a broken binary is refused ($out); the old supervisor keeps serving"
+wait_until 5 bash -c "[ \$(ls /proc/$pid/fd | wc -l) = $fdsb ]" || fail "descriptors after a failed upgrade: $(fds), before $fdsb"
+[ "$(status_json up | jq .generation)" = "$genb" ] || fail "the generation changed after a failed upgrade"
+echo "PASS: a broken binary is refused ($out); the old supervisor keeps serving, as it was ($fdsb descriptors, generation $genb)"
 
 # a binary that reads another upgrade state format (a later version whose
 # field tables changed): refused before the exec, the old one keeps serving

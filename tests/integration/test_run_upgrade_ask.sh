@@ -88,6 +88,8 @@ grep -q -- "--version did not answer within 5 s" "$T/up2.out" || fail "unclear e
 q="$T/real\.[0-9]+ --(version|upgrade-state-format)"
 ! pgrep -f -- "$q" >/dev/null || fail "the questions still run: $(pgrep -af -- "$q")"
 wait_until 5 bash -c "[ \$(ls /proc/$pid/fd | wc -l) = $fds0 ]" || fail "descriptors: $(fds), before $fds0"
+[ "$(status_json ua | jq .generation)" = "$gen0" ] || fail "the generation changed"
+[ "$(sup_worker_pids ua | sort | tr '\n' ' ')" = "$workers" ] || fail "workers changed"
 ok "a binary that never answers: $(cat "$T/up2.out")"
 
 # 3. on a supervisor of its own, with the default control socket (no
