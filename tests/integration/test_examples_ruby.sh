@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# examples/ruby/config.ru under puma, which takes LISTEN_FDS itself
+# (--bind-to-activated-sockets=only: that socket and no bind of its own),
+# runs under portshare run with no option and loses nothing in 5 reloads
+# under connection-close load, and in 2 more under keep-alive load.
+. "$(dirname "$0")/examples_lib.sh"
+need curl jq
+command -v puma >/dev/null || skip "puma is not installed (Debian package puma)"
+
+run=(puma --bind-to-activated-sockets=only --threads 2:4 "$EX/ruby/config.ru")
+# the sd_notify gem 0.1.1 (Debian's ruby-sd-notify) cannot write to an
+# abstract NOTIFY_SOCKET (@name, which portshare gives): with it, puma
+# fails as it boots.  Without the gem, puma leaves NOTIFY_SOCKET alone.
+if ruby -e 'require "sd_notify"' 2>/dev/null; then
+    note "the sd_notify gem is installed: running puma without NOTIFY_SOCKET, as the README says"
+    run=(env -u NOTIFY_SOCKET "${run[@]}")
+fi
+sup_start rb -l 127.0.0.1:0 -w 2 -- "${run[@]}"
+answers 1 puma
+grep -q '0.0.0.0:9292' "$T/rb.log" && fail "puma bound its default 0.0.0.0:9292 besides the socket it was handed"
+reloads_under_load rb puma 5
+answers 6 puma
+reloads_under_load rb puma 2 --keepalive
+answers 8 puma
