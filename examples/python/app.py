@@ -3,8 +3,12 @@
 # binding; on SIGTERM (portshare's drain signal) it stops accepting,
 # finishes the requests in flight and exits.
 #
-#   portshare run -l :8000 -w 4 -- uvicorn --fd 3 app:app
+#   portshare run -l :8000 -w 4 --ready notify -- uvicorn --fd 3 app:app
 #   (Debian's python3-uvicorn has no uvicorn script: python3 -m uvicorn --fd 3 app:app)
+#
+# The app says READY=1 itself (below); --ready notify makes portshare wait
+# for it however long the start takes, where the default (--ready auto)
+# would count a worker still importing after 2 s as ready.
 import os
 import socket
 
@@ -29,8 +33,7 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         # uvicorn runs the startup right before it accepts on the socket,
         # which already listens: a connection that arrives in between waits
-        # in its queue.  Saying READY=1 here spares portshare the guess
-        # (--ready auto falls back to a 2 s delay, too short for a slow start).
+        # in its queue.
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
