@@ -16,8 +16,13 @@ if ruby -e 'require "sd_notify"' 2>/dev/null; then
     run=(env -u NOTIFY_SOCKET "${run[@]}")
 fi
 sup_start rb -l 127.0.0.1:0 -w 2 -- "${run[@]}"
+# without the flag, puma binds its default 0.0.0.0:9292 and closes the
+# socket it was handed: it would not answer here
 answers 1 puma
-grep -q '0.0.0.0:9292' "$T/rb.log" && fail "puma bound its default 0.0.0.0:9292 besides the socket it was handed"
+# and, once it answers, the only socket its workers listen on is that one
+pids=$(sup_worker_pids rb | paste -sd'|')
+own=$(ss -Hltnp | grep -E "pid=($pids)," | grep -v "127.0.0.1:$PORT " || true)
+[ -z "$own" ] || fail "puma listens on a socket of its own: $own"
 reloads_under_load rb puma 5
 answers 6 puma
 reloads_under_load rb puma 2 --keepalive
