@@ -10,7 +10,7 @@ command -v go >/dev/null || skip "go is not installed (Debian package golang-go)
 
 # a private cache and GOPATH; the module has no requirements, so nothing
 # is fetched (GOPROXY=off makes sure), and no newer toolchain either
-(cd "$EX/go" && HOME=$T GOCACHE=$T/gocache GOPATH=$T/gopath GOPROXY=off GOTOOLCHAIN=local GOFLAGS= \
+(cd "$EX/go" && HOME=$T GOCACHE=$T/gocache GOPATH=$T/gopath GOPROXY=off GOTOOLCHAIN=local GOFLAGS='' \
     go build -o "$T/hello" .) >"$T/gobuild.log" 2>&1 || { cat "$T/gobuild.log" >&2; fail "go build of examples/go failed"; }
 
 sup_start go -l 127.0.0.1:0 -w 2 -- "$T/hello"
