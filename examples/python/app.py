@@ -3,12 +3,15 @@
 # binding; on SIGTERM (portshare's drain signal) it stops accepting,
 # finishes the requests in flight and exits.
 #
-#   portshare run -l :8000 -w 4 --ready notify -- uvicorn --fd 3 app:app
+#   portshare run -l ':8000?defer=1' -w 4 --ready notify -- uvicorn --fd 3 app:app
 #   (Debian's python3-uvicorn has no uvicorn script: python3 -m uvicorn --fd 3 app:app)
 #
 # The app says READY=1 itself (below); --ready notify makes portshare wait
 # for it however long the start takes, where the default (--ready auto)
-# would count a worker still importing after 2 s as ready.
+# would count a worker still importing after 2 s as ready.  uvicorn's
+# graceful stop closes every connection it has accepted but not yet read a
+# request from; with defer=1 (TCP_DEFER_ACCEPT) it accepts a connection only
+# once its request has arrived, which makes that rarer (not impossible).
 import os
 import socket
 
