@@ -1,0 +1,3 @@
+module example.com/portshare-hello
+
+go 1.19
