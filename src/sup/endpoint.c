@@ -168,6 +168,10 @@ static void http_input(struct ps_sup *sup, struct ps_conn *c, const char *buf, s
     c->u.http.got += ps__http_parse(req, buf, len);
     if (req->state == PS_HTTP_READY) {
         http_request(sup, c, now);
+    } else if (req->state == PS_HTTP_ERROR && req->status == 405) {
+        /* the parser reads GET and HEAD only, as we answer them */
+        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+                  "method not allowed\n", 0, now);
     } else if (req->state == PS_HTTP_ERROR) {
         code = req->status;
         http_text(sup, c, code, error_reason(code), "", "bad request\n", 0, now);
