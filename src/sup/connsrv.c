@@ -39,8 +39,7 @@
 #define IN_CHUNK     4096
 
 const char *const ps__conn_close_names[PS_CONN_CLOSE_COUNT] = {
-    "done",    "client",  "timeout",  "bad_request", "refused",
-    "busy",    "evicted", "shutdown", "error",
+    "done", "client", "timeout", "bad_request", "refused", "busy", "evicted", "shutdown", "error",
 };
 
 /* The state table.  evict: 2 may go first to make room (already answered),
@@ -89,7 +88,9 @@ static const int ls_cap[PS_LS_COUNT] = {PS_SUP_MAX_CLIENTS, PS_EP_MAX_CONNS, PS_
 
 static int ls_fd(const struct ps_sup *sup, int k)
 {
-    return k == PS_LS_CONTROL ? sup->control_fd : k == PS_LS_METRICS ? sup->metrics_fd : sup->agent_fd;
+    return k == PS_LS_CONTROL   ? sup->control_fd
+           : k == PS_LS_METRICS ? sup->metrics_fd
+                                : sup->agent_fd;
 }
 
 static struct listener *ls_of(struct ps_sup *sup, const struct ps_conn *c)

@@ -59,8 +59,7 @@ static int check_dir(const char *dir, char *err, size_t errlen)
 /* mkdir -p for the socket's directory (the last one 0700), then with
  * strict the check that it is ours.  *made_fail: the directories could
  * not be made (a place to fall back from), as opposed to refused. */
-static int make_parent_dirs(const char *path, int strict, int *made_fail, char *err,
-                            size_t errlen)
+static int make_parent_dirs(const char *path, int strict, int *made_fail, char *err, size_t errlen)
 {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char *p;
@@ -177,8 +176,7 @@ static int open_default(struct ps_sup *sup, char *err, size_t errlen)
          i++)
         if (r == 0 && answers(path))
             return refuse_running(path, err, errlen);
-    for (i = 0; (r = ps_sup_control_candidate(cfg->name, i, path, sizeof(path))) != -ENOENT;
-         i++) {
+    for (i = 0; (r = ps_sup_control_candidate(cfg->name, i, path, sizeof(path))) != -ENOENT; i++) {
         if (r == -EINVAL) {
             ps__set_error(err, errlen, "bad supervisor name '%s'", cfg->name);
             return r;
@@ -419,8 +417,8 @@ static void run_command(struct ps_sup *sup, struct ps_conn *c, char *line)
         line[len - 5] = '\0';
     snprintf(c->u.ctl.command, sizeof(c->u.ctl.command), "%.*s", (int)strcspn(line, " "), line);
     if (!strcmp(line, "reload") || !strcmp(line, "upgrade")) {
-        if (ps__op_request(sup, line[0] == 'r' ? OP_RELOAD : OP_UPGRADE, 0, &w, err,
-                           sizeof(err)) < 0)
+        if (ps__op_request(sup, line[0] == 'r' ? OP_RELOAD : OP_UPGRADE, 0, &w, err, sizeof(err)) <
+            0)
             reply(sup, c, 0, err);
     } else if (!strncmp(line, "scale ", 6) || !strncmp(line, "stop lameduck ", 14)) {
         run_counted(sup, c, &w, line);
@@ -463,8 +461,7 @@ static void control_input(struct ps_sup *sup, struct ps_conn *c, const char *buf
 /* Before an exec: read what the client sent (a socket closed on unread
  * bytes resets its peer, and the client would see no answer at all), and
  * say why its command is not run. */
-static void control_last_call(struct ps_sup *sup, struct ps_conn *c, const char *why,
-                              uint64_t now)
+static void control_last_call(struct ps_sup *sup, struct ps_conn *c, const char *why, uint64_t now)
 {
     char buf[LINE_MAX_IN];
 

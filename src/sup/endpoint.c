@@ -88,8 +88,8 @@ static void http_answer(struct ps_sup *sup, struct ps_conn *c, int code, const c
 static void http_text(struct ps_sup *sup, struct ps_conn *c, int code, const char *reason,
                       const char *extra, const char *body, int head, uint64_t now)
 {
-    http_answer(sup, c, code, reason, extra, "text/plain; charset=utf-8", body, strlen(body),
-                head, now);
+    http_answer(sup, c, code, reason, extra, "text/plain; charset=utf-8", body, strlen(body), head,
+                now);
 }
 
 /* The parser's error statuses, as lines. */
@@ -143,14 +143,13 @@ static void http_request(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
         http_text(sup, c, 404, "Not Found", "", "not found: only /metrics and /healthz here\n",
                   head, now);
     } else if (!head && req->method != PS_HTTP_GET) {
-        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
-                  "method not allowed\n", 0, now);
+        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n",
+                  0, now);
     } else if (healthz) {
         char body[64];
         int ok = ps__sup_healthy(sup, &why);
         snprintf(body, sizeof(body), "%s\n", why);
-        http_text(sup, c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "", body, head,
-                  now);
+        http_text(sup, c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "", body, head, now);
     } else {
         http_metrics(sup, c, head, now);
     }
@@ -170,8 +169,8 @@ static void http_input(struct ps_sup *sup, struct ps_conn *c, const char *buf, s
         http_request(sup, c, now);
     } else if (req->state == PS_HTTP_ERROR && req->status == 405) {
         /* the parser reads GET and HEAD only, as we answer them */
-        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
-                  "method not allowed\n", 0, now);
+        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n",
+                  0, now);
     } else if (req->state == PS_HTTP_ERROR) {
         code = req->status;
         http_text(sup, c, code, error_reason(code), "", "bad request\n", 0, now);

@@ -420,11 +420,11 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms;       /* last check of the held sockets and strays */
-    uint64_t stall_checked_ms; /* last look at the queues for stalls */
+    uint64_t checked_ms;              /* last check of the held sockets and strays */
+    uint64_t stall_checked_ms;        /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd; /* control_fd: -1 when there is none */
     char notify_addr[108];
-    char systemd_notify[108];  /* our own NOTIFY_SOCKET from systemd, if any */
+    char systemd_notify[108]; /* our own NOTIFY_SOCKET from systemd, if any */
     int steer_dirty;
     int steer_warned;    /* the steering program could not be attached */
     int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
@@ -586,13 +586,13 @@ struct ps_conn_proto {
     const char *name;              /* "control", "metrics", "agent" */
     const char *paused_event;      /* the log event of an EMFILE pause */
     unsigned timeout_ms[CS_COUNT]; /* how long a connection may stay in a state; 0: no limit */
-    const char *busy; /* sent to a connection that finds the table full and none of it
-                       * able to go; NULL: it waits in the backlog instead */
+    /* sent to a connection that finds the table full and none of it able
+     * to go; NULL: it waits in the backlog instead */
+    const char *busy;
     /* a new connection (may answer at once: the agent) */
     void (*accepted)(struct ps_sup *sup, struct ps_conn *c, uint64_t now);
     /* bytes of a CS_READING connection's request */
-    void (*input)(struct ps_sup *sup, struct ps_conn *c, const char *buf, size_t len,
-                  uint64_t now);
+    void (*input)(struct ps_sup *sup, struct ps_conn *c, const char *buf, size_t len, uint64_t now);
     /* before an exec: answer a CS_READING connection now (why: what to say) */
     void (*last_call)(struct ps_sup *sup, struct ps_conn *c, const char *why, uint64_t now);
     /* free what input allocated (called by every close) */
