@@ -14,7 +14,8 @@ static const char control_usage[] =
     "usage: portshare status [--json] [--name NAME | --control PATH]\n"
     "       portshare reload  [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
     "       portshare scale N [--json] [--name NAME | --control PATH]\n"
-    "       portshare stop    [--lameduck DUR] [--json] [--timeout DUR] [--name NAME | --control PATH]\n"
+    "       portshare stop    [--lameduck DUR] [--json] [--timeout DUR] [--name NAME | --control "
+    "PATH]\n"
     "       portshare upgrade [--json] [--name NAME | --control PATH]\n"
     "       portshare metrics [--name NAME | --control PATH]\n"
     "\n"
@@ -94,7 +95,7 @@ int cmd_control(int argc, char **argv)
         if (strlen(path_opt) >= sizeof(path))
             return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long");
         snprintf(path, sizeof(path), "%s", path_opt);
-    } else if (ps_sup_control_path(name, path, sizeof(path)) < 0) {
+    } else if (ps_sup_control_locate(name, path, sizeof(path)) < 0) {
         return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s'", name);
     }
     if (scale > 0)

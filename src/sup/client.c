@@ -9,23 +9,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-int ps_sup_control_path(const char *name, char *buf, size_t len)
+int ps_sup_control_candidate(const char *name, int i, char *buf, size_t len)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
-    int n;
+    char dirs[3][80];
+    int n = 0, r;
 
     if (!name || !*name || strchr(name, '/'))
         return -EINVAL;
+    /* root's place, then the user's session directory, then one in /tmp:
+     * the order that a read-only / or /run falls back in */
     if (geteuid() == 0)
-        n = snprintf(buf, len, "/run/portshare/%s.sock", name);
-    else if (xdg && *xdg == '/')
-        n = snprintf(buf, len, "%s/portshare/%s.sock", xdg, name);
-    else
-        n = snprintf(buf, len, "/tmp/portshare-%lu/%s.sock", (unsigned long)geteuid(), name);
-    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+        snprintf(dirs[n++], sizeof(dirs[0]), "/run/portshare");
+    if (xdg && *xdg == '/' && strlen(xdg) < sizeof(dirs[0]) - 11)
+        snprintf(dirs[n++], sizeof(dirs[0]), "%s/portshare", xdg);
+    snprintf(dirs[n++], sizeof(dirs[0]), "/tmp/portshare-%lu", (unsigned long)geteuid());
+    if (i < 0 || i >= n)
+        return -ENOENT;
+    r = snprintf(buf, len, "%s/%s.sock", dirs[i], name);
+    return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+}
+
+int ps_sup_control_path(const char *name, char *buf, size_t len)
+{
+    return ps_sup_control_candidate(name, 0, buf, len);
+}
+
+int ps_sup_control_locate(const char *name, char *buf, size_t len)
+{
+    struct stat st;
+    int i, r;
+
+    for (i = 0; (r = ps_sup_control_candidate(name, i, buf, len)) != -ENOENT; i++)
+        if (r == 0 && lstat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
+            return 0;
+    return ps_sup_control_candidate(name, 0, buf, len);
 }
 
 int ps_sup_control_call(const char *path, const char *command, int *ok, char *out, size_t cap,

@@ -2,29 +2,26 @@
  * control.c - the control socket: `portshare status / reload / scale / stop
  * / upgrade / metrics` talk to a running supervisor through it.
  *
- * A unix stream socket, mode 0600.  Its default directory (/run/portshare,
- * $XDG_RUNTIME_DIR/portshare, /tmp/portshare-UID) must be ours, 0700 and no
- * symlink, or we refuse to start, as ssh-agent and tmux do: another user who
- * made /tmp/portshare-UID first could otherwise swap the socket.  Every
- * peer's credentials (SO_PEERCRED) are checked too: only the supervisor's
- * own uid and root may talk to it.
+ * A unix stream socket, mode 0600.  Its default directory is the first of
+ * ps_sup_control_candidate's places (/run/portshare as root,
+ * $XDG_RUNTIME_DIR/portshare, /tmp/portshare-UID) that can be written: a
+ * read-only /run (a container's read-only root) falls back to the next,
+ * and when none can, the supervisor runs without a control socket
+ * (signals still work) and says so at warning.  A default directory must
+ * be ours, 0700 and no symlink, or we refuse to start, as ssh-agent and
+ * tmux do: another user who made /tmp/portshare-UID first could otherwise
+ * swap the socket.  Every peer's credentials (SO_PEERCRED) are checked
+ * too: only the supervisor's own uid and root may talk to it.
  *
  * Protocol: one command line from the client; the reply is "ok" or "error"
  * on the first line, then free text, then the supervisor closes the
- * connection.  A reload's or a stop's reply waits for its outcome.
- *
- * An ordinary event source of the loop, never blocking it: input is
- * line-buffered (a command may arrive in pieces), replies are queued and
- * written as the socket takes them, a client that sends no command within
- * IDLE_MS or does not read its reply within WRITE_MS is dropped, and when
- * the table is full the oldest idle client makes room, so idle connections
- * cannot lock the owner out.  EMFILE on accept pauses accepting for a while
- * instead of spinning.
+ * connection.  A reload's or a stop's reply waits for its outcome.  The
+ * connections are the connection server's (connsrv.c): a client that
+ * sends no command within 10 s or does not read its reply within 10 s is
+ * dropped, the oldest idle one makes room when the table is full.
  */
 #include "sup_internal.h"
 
-#include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,43 +29,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define IDLE_MS     10000 /* a command must arrive within this */
-#define WRITE_MS    10000 /* a reply must be read within this */
-#define PAUSE_MS    100   /* EMFILE/ENFILE: stop accepting this long */
-#define LINE_MAX_IN 256
-
-enum client_state { C_FREE, C_READING, C_WAITING, C_WRITING };
-
-struct ps_client {
-    int fd;
-    unsigned serial;
-    enum client_state state;
-    uint64_t since;    /* connected (READING) */
-    uint64_t deadline; /* READING: command due; WRITING: reply read */
-    size_t inlen;
-    char in[LINE_MAX_IN];
-    char *out;
-    size_t outlen, outoff;
-    int json;         /* "COMMAND json": the outcome as one JSON object */
-    char command[16]; /* its verb, for that object */
-};
-
-int ps__control_init(struct ps_sup *sup)
-{
-    int i;
-
-    if (!sup->clients) {
-        sup->clients = calloc(PS_SUP_MAX_CLIENTS, sizeof(*sup->clients));
-        if (!sup->clients)
-            return -ENOMEM;
-    }
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
-        free(sup->clients[i].out);
-        memset(&sup->clients[i], 0, sizeof(sup->clients[i]));
-        sup->clients[i].fd = -1;
-    }
-    return 0;
-}
+#define LINE_MAX_IN (sizeof(((struct ps_conn *)0)->u.ctl.in))
 
 /* ---- the socket and its directory ----------------------------------------- */
 
@@ -95,13 +56,16 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-/* mkdir -p for the socket's directory; the last one is made 0700 */
-static int make_parent_dirs(const char *path, int strict, char *err, size_t errlen)
+/* mkdir -p for the socket's directory (the last one 0700), then with
+ * strict the check that it is ours.  *made_fail: the directories could
+ * not be made (a place to fall back from), as opposed to refused. */
+static int make_parent_dirs(const char *path, int strict, int *made_fail, char *err, size_t errlen)
 {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char *p;
     int r;
 
+    *made_fail = 0;
     snprintf(dir, sizeof(dir), "%s", path);
     p = strrchr(dir, '/');
     if (!p || p == dir)
@@ -117,52 +81,60 @@ static int make_parent_dirs(const char *path, int strict, char *err, size_t errl
     }
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         goto error;
-    if (strict)
-        return check_dir(dir, err, errlen);
-    return 0;
+    return strict ? check_dir(dir, err, errlen) : 0;
 error:
     r = ps__neg_errno();
+    *made_fail = 1;
     ps__set_error(err, errlen, "cannot create the directory of %s: %s", path, ps_strerror(r));
     return r;
 }
 
-int ps__control_open(struct ps_sup *sup, char *err, size_t errlen)
+/* Errors of a place we cannot write, where the next default place may do. */
+static int cannot_write(int r)
 {
-    struct ps_sup_config *cfg = sup->cfg;
+    return r == -EROFS || r == -EACCES || r == -EPERM || r == -ENOSPC || r == -ENOENT ||
+           r == -ENOTDIR || r == -ENAMETOOLONG || r == -EDQUOT;
+}
+
+/* 1 when a live supervisor answers at path (a dead one's socket is stale). */
+static int answers(const char *path)
+{
     struct sockaddr_storage ss;
-    int fd = -1, probe, r, strict = 0;
+    socklen_t len;
+    int fd, r = 0;
+
+    if (ps__unix_addr(path, &ss, &len) < 0)
+        return 0;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) == 0)
+        r = 1;
+    ps__close(fd);
+    return r;
+}
+
+/* Bind the control socket at path.  *fallback: the place cannot be
+ * written (try the next).  0 or -errno with err. */
+static int open_at(struct ps_sup *sup, const char *path, int strict, int *fallback, char *err,
+                   size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int fd = -1, r;
     socklen_t len;
     mode_t old;
 
-    if (!cfg->control_path[0]) {
-        r = ps_sup_control_path(cfg->name, cfg->control_path, sizeof(cfg->control_path));
-        if (r < 0) {
-            ps__set_error(err, errlen, "bad supervisor name '%s'", cfg->name);
-            return r;
-        }
-        strict = 1;
-    }
-    r = ps__unix_addr(cfg->control_path, &ss, &len);
+    *fallback = 0;
+    r = ps__unix_addr(path, &ss, &len);
     if (r < 0) {
-        ps__set_error(err, errlen, "bad control socket path '%s'", cfg->control_path);
+        ps__set_error(err, errlen, "bad control socket path '%s'", path);
         return r;
     }
-    r = make_parent_dirs(cfg->control_path, strict, err, errlen);
-    if (r < 0)
+    r = make_parent_dirs(path, strict, fallback, err, errlen);
+    if (r < 0) {
+        *fallback = *fallback && cannot_write(r);
         return r;
-    /* a live supervisor already there keeps it; a dead one's socket is stale */
-    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 && connect(probe, (struct sockaddr *)&ss, len) == 0) {
-        ps__close(probe);
-        ps__set_error(err, errlen,
-                      "another supervisor is running with control socket %s (use --name or "
-                      "--control to run a second one)",
-                      cfg->control_path);
-        return -EADDRINUSE;
     }
-    ps__close(probe);
-    if (cfg->control_path[0] == '/')
-        unlink(cfg->control_path);
+    if (path[0] == '/')
+        unlink(path); /* a dead supervisor's (a live one was looked for first) */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         goto error;
@@ -177,111 +149,149 @@ int ps__control_open(struct ps_sup *sup, char *err, size_t errlen)
 error:
     r = ps__neg_errno();
     ps__close(fd);
-    ps__set_error(err, errlen, "cannot open control socket %s: %s", cfg->control_path,
-                  ps_strerror(r));
+    *fallback = cannot_write(r);
+    ps__set_error(err, errlen, "cannot open control socket %s: %s", path, ps_strerror(r));
     return r;
 }
 
-static void client_close(struct ps_client *c)
+static int refuse_running(const char *path, char *err, size_t errlen)
 {
-    ps__close(c->fd);
-    free(c->out);
-    memset(c, 0, sizeof(*c));
-    c->fd = -1;
+    ps__set_error(err, errlen,
+                  "another supervisor is running with control socket %s (use --name or "
+                  "--control to run a second one)",
+                  path);
+    return -EADDRINUSE;
+}
+
+/* The default places, in order: the first that can be written. */
+static int open_default(struct ps_sup *sup, char *err, size_t errlen)
+{
+    struct ps_sup_config *cfg = sup->cfg;
+    char path[sizeof(cfg->control_path)], first[512] = "";
+    int i, r, fallback;
+
+    /* a live supervisor of this name at any of them keeps the name */
+    for (i = 0; (r = ps_sup_control_candidate(cfg->name, i, path, sizeof(path))) != -ENOENT &&
+                r != -EINVAL;
+         i++)
+        if (r == 0 && answers(path))
+            return refuse_running(path, err, errlen);
+    for (i = 0; (r = ps_sup_control_candidate(cfg->name, i, path, sizeof(path))) != -ENOENT; i++) {
+        if (r == -EINVAL) {
+            ps__set_error(err, errlen, "bad supervisor name '%s'", cfg->name);
+            return r;
+        }
+        if (r < 0)
+            continue;
+        r = open_at(sup, path, 1, &fallback, err, errlen);
+        if (r == 0) {
+            snprintf(cfg->control_path, sizeof(cfg->control_path), "%s", path);
+            if (first[0])
+                ps__sup_log(sup, PS_LOG_WARN, "control_fallback",
+                            "%s; the control socket is %s instead", first, path);
+            return 0;
+        }
+        if (!fallback)
+            return r;
+        if (!first[0])
+            snprintf(first, sizeof(first), "%s", err);
+    }
+    ps__sup_log(sup, PS_LOG_WARN, "control_none",
+                "%s (nor any other default place): running without a control socket; portshare "
+                "status/reload/stop cannot reach this supervisor, signals still work (HUP "
+                "reloads, TERM stops); give --control PATH in a writable place",
+                first);
+    sup->control_fd = -1;
+    return 0;
+}
+
+int ps__control_open(struct ps_sup *sup, char *err, size_t errlen)
+{
+    struct ps_sup_config *cfg = sup->cfg;
+    int fallback;
+
+    if (!cfg->control_path[0])
+        return open_default(sup, err, errlen);
+    if (answers(cfg->control_path))
+        return refuse_running(cfg->control_path, err, errlen);
+    return open_at(sup, cfg->control_path, 0, &fallback, err, errlen);
 }
 
 void ps__control_close(struct ps_sup *sup)
 {
-    int i;
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
 
-    for (i = 0; sup->clients && i < PS_SUP_MAX_CLIENTS; i++)
-        if (sup->clients[i].state != C_FREE)
-            client_close(&sup->clients[i]);
-    if (sup->control_fd >= 0) {
-        ps__close(sup->control_fd);
-        sup->control_fd = -1;
-        if (sup->cfg->control_path[0] == '/')
-            unlink(sup->cfg->control_path);
+    ps__conns_close_listener(sup, PS_LS_CONTROL);
+    if (sup->control_fd < 0)
+        return;
+    /* the path it is bound to: after an upgrade the configuration does not
+     * say it (a default place was chosen by the image before) */
+    if (getsockname(sup->control_fd, (struct sockaddr *)&sun, &len) == 0 &&
+        len > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0] == '/') {
+        sun.sun_path[sizeof(sun.sun_path) - 1] = '\0';
+        unlink(sun.sun_path);
     }
+    ps__close(sup->control_fd);
+    sup->control_fd = -1;
 }
 
 /* ---- replies -------------------------------------------------------------------- */
 
-static void client_write(struct ps_client *c)
-{
-    while (c->outoff < c->outlen) {
-        ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        if (n <= 0)
-            break; /* the client went away: its loss */
-        c->outoff += (size_t)n;
-    }
-    client_close(c);
-}
-
-static void client_reply(struct ps_client *c, int ok, const char *body, size_t len)
+static void client_reply(struct ps_sup *sup, struct ps_conn *c, int ok, const char *body,
+                         size_t len, enum ps_conn_close why)
 {
     const char *head = ok ? "ok\n" : "error\n";
     size_t hl = strlen(head), nl = len && body[len - 1] != '\n';
+    char *out = malloc(hl + len + nl);
 
-    free(c->out);
-    c->out = malloc(hl + len + nl);
-    if (!c->out) {
-        client_close(c);
-        return;
+    if (out) {
+        memcpy(out, head, hl);
+        memcpy(out + hl, body, len);
+        if (nl)
+            out[hl + len] = '\n';
     }
-    memcpy(c->out, head, hl);
-    memcpy(c->out + hl, body, len);
-    if (nl)
-        c->out[hl + len] = '\n';
-    c->outlen = hl + len + nl;
-    c->outoff = 0;
-    c->state = C_WRITING;
-    c->deadline = ps__now_ms() + WRITE_MS;
-    client_write(c);
+    ps__conn_answer(sup, c, out, hl + len + nl, why, ps__now_ms());
 }
 
-static struct ps_client *waiter_client(struct ps_sup *sup, const struct ps_waiter *w)
+static struct ps_conn *waiter_client(struct ps_sup *sup, const struct ps_waiter *w)
 {
-    struct ps_client *c;
+    struct ps_conn *c;
 
-    if (!w || w->client < 0 || w->client >= PS_SUP_MAX_CLIENTS)
+    if (!w)
         return NULL;
-    c = &sup->clients[w->client];
-    return c->state == C_WAITING && c->serial == w->serial ? c : NULL;
+    c = ps__conn_get(sup, PS_LS_CONTROL, w->client, w->serial);
+    return c && c->state == CS_WAITING ? c : NULL;
 }
 
 /* An operation's outcome: the body as it is, or for a client that asked
  * with "json" one object {"ok","command","generation","workers","message"}
  * (generation and workers as they are when the outcome is known). */
-static void reply(struct ps_sup *sup, struct ps_client *c, int ok, const char *body)
+static void reply(struct ps_sup *sup, struct ps_conn *c, int ok, const char *body)
 {
     struct ps_buf b = {0};
 
-    if (!c->json) {
-        client_reply(c, ok, body, strlen(body));
+    if (!c->u.ctl.json) {
+        client_reply(sup, c, ok, body, strlen(body), PS_CONN_DONE);
         return;
     }
     ps__buf_printf(&b, "{\"ok\":%s,\"command\":", ok ? "true" : "false");
-    ps__buf_json_string(&b, c->command);
+    ps__buf_json_string(&b, c->u.ctl.command);
     ps__buf_printf(&b,
                    ",\"generation\":%u,\"workers\":%d,\"pid\":%ld,\"message\":", sup->generation,
                    sup->target, (long)getpid());
     ps__buf_json_string(&b, body);
     ps__buf_printf(&b, "}\n");
     if (b.failed)
-        client_reply(c, 0, "out of memory", 13);
+        client_reply(sup, c, 0, "out of memory", 13, PS_CONN_ERROR);
     else
-        client_reply(c, ok, b.data, b.len);
+        client_reply(sup, c, ok, b.data, b.len, PS_CONN_DONE);
     ps__buf_free(&b);
 }
 
 void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, const char *body)
 {
-    struct ps_client *c = waiter_client(sup, w);
+    struct ps_conn *c = waiter_client(sup, w);
 
     if (c)
         reply(sup, c, ok, body);
@@ -289,100 +299,40 @@ void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, c
 
 int ps__control_client_json(struct ps_sup *sup, const struct ps_waiter *w)
 {
-    struct ps_client *c = waiter_client(sup, w);
+    struct ps_conn *c = waiter_client(sup, w);
 
-    return c ? c->json : 0;
+    return c ? c->u.ctl.json : 0;
 }
 
 int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w)
 {
-    struct ps_client *c = waiter_client(sup, w);
+    struct ps_conn *c = waiter_client(sup, w);
 
     return c ? c->fd : -1;
-}
-
-static int free_client(struct ps_sup *sup, uint64_t now)
-{
-    int i, oldest = -1;
-
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++)
-        if (sup->clients[i].state == C_FREE)
-            return i;
-    /* full: the client idle longest without a command makes room */
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++)
-        if (sup->clients[i].state == C_READING &&
-            (oldest < 0 || sup->clients[i].since < sup->clients[oldest].since))
-            oldest = i;
-    if (oldest < 0 || now - sup->clients[oldest].since < 100)
-        return -1;
-    client_close(&sup->clients[oldest]);
-    return oldest;
-}
-
-static int client_add(struct ps_sup *sup, int fd, enum client_state st, uint64_t now)
-{
-    int i = free_client(sup, now);
-    struct ps_client *c;
-
-    if (i < 0)
-        return -1;
-    c = &sup->clients[i];
-    c->fd = fd;
-    c->serial = ++sup->client_serials;
-    c->state = st;
-    c->since = now;
-    c->deadline = now + IDLE_MS;
-    return i;
 }
 
 struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command)
 {
     struct ps_waiter w = {-1, 0};
-    int i = client_add(sup, fd, C_WAITING, ps__now_ms());
+    struct ps_conn *c = ps__conns_adopt(sup, PS_LS_CONTROL, fd, ps__now_ms());
 
-    if (i < 0) {
-        ps__close(fd);
+    if (!c)
         return w;
-    }
-    sup->clients[i].json = json;
-    snprintf(sup->clients[i].command, sizeof(sup->clients[i].command), "%s", command);
-    w.client = i;
-    w.serial = sup->clients[i].serial;
+    c->u.ctl.json = json;
+    snprintf(c->u.ctl.command, sizeof(c->u.ctl.command), "%s", command);
+    w.client = ps__conn_index(sup, c);
+    w.serial = c->serial;
     return w;
 }
 
 void ps__control_refuse_unread(struct ps_sup *sup, const char *why)
 {
-    char buf[LINE_MAX_IN];
-    int i;
-
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
-        struct ps_client *c = &sup->clients[i];
-        if (c->state != C_READING)
-            continue;
-        /* read what it sent: a socket closed on unread bytes resets its
-         * peer, and the client would see no answer at all */
-        while (recv(c->fd, buf, sizeof(buf), 0) > 0)
-            ;
-        client_reply(c, 0, why, strlen(why));
-    }
+    ps__conns_last_call(sup, why);
 }
 
 void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms)
 {
-    uint64_t end = ps__now_ms() + timeout_ms;
-    int i, busy;
-
-    do {
-        busy = 0;
-        for (i = 0; i < PS_SUP_MAX_CLIENTS; i++)
-            if (sup->clients[i].state == C_WRITING) {
-                struct pollfd p = {.fd = sup->clients[i].fd, .events = POLLOUT};
-                if (poll(&p, 1, 10) > 0)
-                    client_write(&sup->clients[i]);
-                busy |= sup->clients[i].state == C_WRITING;
-            }
-    } while (busy && ps__now_ms() < end);
+    ps__conns_flush(sup, timeout_ms);
 }
 
 /* ---- commands ------------------------------------------------------------------ */
@@ -390,7 +340,7 @@ void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms)
 /* Only the supervisor's owner and root may command it.  Checked once the
  * command has arrived, so that the refusal is read by the client instead of
  * being lost to a reset. */
-static int peer_allowed(struct ps_sup *sup, struct ps_client *c)
+static int peer_allowed(struct ps_sup *sup, struct ps_conn *c)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -402,218 +352,136 @@ static int peer_allowed(struct ps_sup *sup, struct ps_client *c)
     ps__sup_log(sup, PS_LOG_WARN, "control_refused",
                 "refused a control connection from uid %lu (pid %ld)", (unsigned long)cred.uid,
                 (long)cred.pid);
-    client_reply(c, 0, no, strlen(no));
+    client_reply(sup, c, 0, no, strlen(no), PS_CONN_REFUSED);
     return 0;
 }
 
-static void reply_status(struct ps_client *c, struct ps_sup *sup, int json)
+/* status (text or JSON) or the metrics text, as the reply */
+static void reply_text(struct ps_conn *c, struct ps_sup *sup, const char *what)
 {
     struct ps_buf b = {0};
 
-    if (json)
+    if (!strcmp(what, "status json"))
         ps__status_json(sup, &b);
-    else
+    else if (!strcmp(what, "status"))
         ps__status_text(sup, &b);
+    else {
+        ps__metrics_text(sup, &b);
+        ps__conns_metrics_text(sup, &b);
+    }
     if (b.failed)
-        client_reply(c, 0, "out of memory", 13);
+        client_reply(sup, c, 0, "out of memory", 13, PS_CONN_ERROR);
     else
-        client_reply(c, 1, b.data ? b.data : "", b.len);
+        client_reply(sup, c, 1, b.data ? b.data : "", b.len, PS_CONN_DONE);
     ps__buf_free(&b);
 }
 
-static void reply_metrics(struct ps_client *c, struct ps_sup *sup)
+/* The commands with a count: "scale N", "stop lameduck MS". */
+static void run_counted(struct ps_sup *sup, struct ps_conn *c, const struct ps_waiter *w,
+                        char *line)
 {
-    struct ps_buf b = {0};
-
-    ps__metrics_text(sup, &b);
-    if (b.failed)
-        client_reply(c, 0, "out of memory", 13);
-    else
-        client_reply(c, 1, b.data ? b.data : "", b.len);
-    ps__buf_free(&b);
-}
-
-static void run_command(struct ps_sup *sup, int idx, char *line)
-{
-    struct ps_client *c = &sup->clients[idx];
-    struct ps_waiter w = {idx, c->serial};
     char err[256];
-    size_t len;
     long n;
 
-    c->state = C_WAITING; /* for ps__control_answer; replaced by any reply */
-    if (!strcmp(line, "status") || !strcmp(line, "status json")) {
-        reply_status(c, sup, line[6] != '\0');
-        return;
-    }
-    /* "reload json", "scale 4 json"...: the outcome as JSON */
-    len = strlen(line);
-    c->json = len > 5 && !strcmp(line + len - 5, " json");
-    if (c->json)
-        line[len - 5] = '\0';
-    snprintf(c->command, sizeof(c->command), "%.*s", (int)strcspn(line, " "), line);
-    if (!strcmp(line, "reload")) {
-        if (ps__op_request(sup, OP_RELOAD, 0, &w, err, sizeof(err)) < 0)
-            reply(sup, c, 0, err);
-    } else if (!strncmp(line, "scale ", 6)) {
+    if (!strncmp(line, "scale ", 6)) {
         if (ps__parse_long(line + 6, 1, PS_SUP_MAX_WORKERS, &n) < 0) {
             snprintf(err, sizeof(err), "bad worker count '%.32s' (1-%d)", line + 6,
                      PS_SUP_MAX_WORKERS);
             reply(sup, c, 0, err);
-        } else if (ps__op_request(sup, OP_SCALE, (int)n, &w, err, sizeof(err)) < 0) {
+        } else if (ps__op_request(sup, OP_SCALE, (int)n, w, err, sizeof(err)) < 0) {
             reply(sup, c, 0, err);
         }
+    } else if (ps__parse_long(line + 14, 0, 24L * 3600 * 1000, &n) < 0) {
+        snprintf(err, sizeof(err), "bad lame duck time '%.32s' (milliseconds)", line + 14);
+        reply(sup, c, 0, err);
+    } else {
+        ps__op_lameduck(sup, (unsigned)n, w);
+    }
+}
+
+static void run_command(struct ps_sup *sup, struct ps_conn *c, char *line)
+{
+    struct ps_waiter w = {ps__conn_index(sup, c), c->serial};
+    char err[256];
+    size_t len;
+
+    ps__conn_wait(sup, c, ps__now_ms()); /* for ps__control_answer; any reply moves it on */
+    if (!strcmp(line, "status") || !strcmp(line, "status json") || !strcmp(line, "metrics")) {
+        reply_text(c, sup, line);
+        return;
+    }
+    /* "reload json", "scale 4 json"...: the outcome as JSON */
+    len = strlen(line);
+    c->u.ctl.json = len > 5 && !strcmp(line + len - 5, " json");
+    if (c->u.ctl.json)
+        line[len - 5] = '\0';
+    snprintf(c->u.ctl.command, sizeof(c->u.ctl.command), "%.*s", (int)strcspn(line, " "), line);
+    if (!strcmp(line, "reload") || !strcmp(line, "upgrade")) {
+        if (ps__op_request(sup, line[0] == 'r' ? OP_RELOAD : OP_UPGRADE, 0, &w, err, sizeof(err)) <
+            0)
+            reply(sup, c, 0, err);
+    } else if (!strncmp(line, "scale ", 6) || !strncmp(line, "stop lameduck ", 14)) {
+        run_counted(sup, c, &w, line);
     } else if (!strcmp(line, "stop")) {
         ps__op_stop(sup, &w);
-    } else if (!strncmp(line, "stop lameduck ", 14)) {
-        if (ps__parse_long(line + 14, 0, 24L * 3600 * 1000, &n) < 0) {
-            snprintf(err, sizeof(err), "bad lame duck time '%.32s' (milliseconds)", line + 14);
-            reply(sup, c, 0, err);
-        } else {
-            ps__op_lameduck(sup, (unsigned)n, &w);
-        }
-    } else if (!strcmp(line, "metrics")) {
-        reply_metrics(c, sup);
-    } else if (!strcmp(line, "upgrade")) {
-        if (ps__op_request(sup, OP_UPGRADE, 0, &w, err, sizeof(err)) < 0)
-            reply(sup, c, 0, err);
     } else {
         snprintf(err, sizeof(err), "unknown command '%.64s'", line);
         reply(sup, c, 0, err);
     }
 }
 
-static void client_read(struct ps_sup *sup, int idx)
+/* Bytes of the command line: one line, maybe in pieces. */
+static void control_input(struct ps_sup *sup, struct ps_conn *c, const char *buf, size_t len,
+                          uint64_t now)
 {
-    struct ps_client *c = &sup->clients[idx];
-    char *nl, buf[LINE_MAX_IN];
-    ssize_t n;
+    size_t room = LINE_MAX_IN - 1 - c->u.ctl.len;
+    char *nl;
 
-    for (;;) {
-        if (c->state == C_READING)
-            n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen, 0);
-        else
-            n = recv(c->fd, buf, sizeof(buf), 0); /* waiting: nothing more expected */
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        if (n <= 0) {
-            client_close(c); /* gone; an answer owed to it is dropped */
-            return;
-        }
-        if (c->state != C_READING)
-            continue;
-        c->inlen += (size_t)n;
-        c->in[c->inlen] = '\0';
-        nl = strchr(c->in, '\n');
-        if (!nl && c->inlen == sizeof(c->in) - 1) {
-            if (peer_allowed(sup, c))
-                client_reply(c, 0, "command line too long", 21);
-            return;
-        }
-        if (!nl)
-            continue;
-        *nl = '\0';
-        if (nl > c->in && nl[-1] == '\r')
-            nl[-1] = '\0';
+    (void)now;
+    if (len > room)
+        len = room;
+    memcpy(c->u.ctl.in + c->u.ctl.len, buf, len);
+    c->u.ctl.len += len;
+    c->u.ctl.in[c->u.ctl.len] = '\0';
+    nl = strchr(c->u.ctl.in, '\n');
+    if (!nl && c->u.ctl.len == LINE_MAX_IN - 1) {
         if (peer_allowed(sup, c))
-            run_command(sup, idx, c->in);
+            client_reply(sup, c, 0, "command line too long", 21, PS_CONN_BAD_REQUEST);
         return;
     }
+    if (!nl)
+        return;
+    *nl = '\0';
+    if (nl > c->u.ctl.in && nl[-1] == '\r')
+        nl[-1] = '\0';
+    if (peer_allowed(sup, c))
+        run_command(sup, c, c->u.ctl.in);
 }
 
-static void accept_clients(struct ps_sup *sup, uint64_t now)
+/* Before an exec: read what the client sent (a socket closed on unread
+ * bytes resets its peer, and the client would see no answer at all), and
+ * say why its command is not run. */
+static void control_last_call(struct ps_sup *sup, struct ps_conn *c, const char *why, uint64_t now)
 {
-    int fd;
+    char buf[LINE_MAX_IN];
 
-    for (;;) {
-        fd = accept4(sup->control_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* the connection stays queued: poll would wake us at once */
-                if (!sup->control_paused_until)
-                    ps__sup_log(sup, PS_LOG_WARN, "control_paused",
-                                "cannot accept control connections: %s; pausing %d ms",
-                                strerror(errno), PAUSE_MS);
-                sup->control_paused_until = now + PAUSE_MS;
-            }
-            return;
-        }
-        if (client_add(sup, fd, C_READING, now) < 0) {
-            static const char busy[] = "error\nbusy: too many control connections\n";
-            if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-                /* it only loses its own answer */
-            }
-            ps__close(fd);
-        }
-    }
+    while (recv(c->fd, buf, sizeof(buf), 0) > 0)
+        ;
+    client_reply(sup, c, 0, why, strlen(why), PS_CONN_DONE);
+    (void)now;
 }
 
-/* ---- the loop's side ------------------------------------------------------------- */
+static const struct ps_conn_proto control_proto = {
+    .name = "control",
+    .paused_event = "control_paused",
+    /* a command within 10 s, its reply read within 10 s, the EOF after it */
+    .timeout_ms = {[CS_READING] = 10000, [CS_WRITING] = 10000, [CS_LINGER] = 1000},
+    .busy = "error\nbusy: too many control connections\n",
+    .input = control_input,
+    .last_call = control_last_call,
+};
 
-int ps__control_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now)
+int ps__control_init(struct ps_sup *sup)
 {
-    int i, n = 0;
-
-    if (sup->control_paused_until && now >= sup->control_paused_until)
-        sup->control_paused_until = 0;
-    pfd[n++] =
-        (struct pollfd){.fd = sup->control_paused_until ? -1 : sup->control_fd, .events = POLLIN};
-    /* only the clients there are: poll(2) refuses (EINVAL) more entries
-     * than RLIMIT_NOFILE, and with a limit below the table's size the loop
-     * would end at once */
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
-        const struct ps_client *c = &sup->clients[i];
-        if (c->state != C_FREE)
-            pfd[n++] =
-                (struct pollfd){.fd = c->fd, .events = c->state == C_WRITING ? POLLOUT : POLLIN};
-    }
-    return n;
-}
-
-/* The index of the client polled as pfd (by its descriptor: entries are
- * only the clients there are), or -1 when it is gone meanwhile. */
-static int polled_client(struct ps_sup *sup, const struct pollfd *pfd)
-{
-    int i;
-
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++)
-        if (sup->clients[i].state != C_FREE && sup->clients[i].fd == pfd->fd)
-            return i;
-    return -1;
-}
-
-void ps__control_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now)
-{
-    int i, k;
-
-    if (n > 0 && pfd[0].revents && pfd[0].fd >= 0)
-        accept_clients(sup, now);
-    for (k = 1; k < n; k++) {
-        if (!pfd[k].revents || (i = polled_client(sup, &pfd[k])) < 0)
-            continue;
-        if (sup->clients[i].state == C_WRITING)
-            client_write(&sup->clients[i]);
-        else
-            client_read(sup, i);
-    }
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
-        struct ps_client *c = &sup->clients[i];
-        if ((c->state == C_READING || c->state == C_WRITING) && now >= c->deadline)
-            client_close(c); /* idle, or not reading its reply */
-    }
-}
-
-uint64_t ps__control_next_deadline(const struct ps_sup *sup)
-{
-    uint64_t next = sup->control_paused_until ? sup->control_paused_until : UINT64_MAX;
-    int i;
-
-    for (i = 0; i < PS_SUP_MAX_CLIENTS; i++) {
-        const struct ps_client *c = &sup->clients[i];
-        if ((c->state == C_READING || c->state == C_WRITING) && c->deadline < next)
-            next = c->deadline;
-    }
-    return next;
+    return ps__conns_init(sup, PS_LS_CONTROL, &control_proto);
 }

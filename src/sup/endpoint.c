@@ -1,6 +1,6 @@
 /*
- * endpoint.c - the supervisor's operations listeners, each an ordinary
- * event source of its one loop (like the control socket):
+ * endpoint.c - the supervisor's operations listeners, two protocols of its
+ * connection server (connsrv.c), like the control socket:
  *
  *   --metrics HOST:PORT  a read-only HTTP/1.0-1.1 server for two resources:
  *                        GET /metrics (the Prometheus text) and GET /healthz
@@ -12,88 +12,254 @@
  *                        whatever HAProxy sends (agent-send) is read and
  *                        ignored.
  *
- * Nothing here blocks: a request is read as it comes (at most REQ_MAX
- * bytes of request line and headers, within IDLE_MS of the connection), the
- * answer is queued and written as the socket takes it (within IO_MS), then
- * the write side is shut and what the peer still sends is read until its
- * EOF (for at most LINGER_MS), so that closing never resets the connection
- * under an answer the peer has not read.  Every reply says "Connection:
- * close".  At most PS_EP_MAX_CONNS connections per endpoint: with all of
- * them busy the listener is not polled and new ones wait in its backlog
- * until a slot frees (answers take milliseconds; idle ones time out).
- * EMFILE on accept pauses accepting for PAUSE_MS instead of spinning.
+ * Requests are read with the project's strict RFC 9112 parser
+ * (src/proto/http_request.h), as the HTTP worker reads them: a malformed
+ * request line ("GET/healthz HTTP/1.1", a NUL, a bare CR) is 400 at once,
+ * a request over REQ_MAX bytes 431.  Every answer says "Connection:
+ * close"; the server shuts our side once it is written and reads until the
+ * peer's EOF, so that closing never resets the connection under an answer
+ * the peer has not read.  Timeouts: the request within 5 s, the answer
+ * read within 5 s, the EOF within 1 s; a full table makes room by closing
+ * its oldest idle connection.  An empty host (--metrics :9100) is every
+ * address: [::] with IPV6_V6ONLY off, so IPv4 and IPv6 both reach it.
  */
 #include "sup_internal.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define REQ_MAX   4096
-#define IDLE_MS   5000 /* the whole request must arrive within this */
-#define IO_MS     5000 /* the answer must be read within this */
-#define LINGER_MS 1000 /* after our answer: the peer's EOF within this */
-#define PAUSE_MS  100
+#define REQ_MAX 4096 /* request line and header fields, bytes (431 above) */
 
-enum conn_state { EC_FREE, EC_READING, EC_WRITING, EC_LINGER };
-
-struct ep_conn {
-    int fd;
-    enum conn_state state;
-    uint64_t deadline;
-    size_t inlen;
-    char in[REQ_MAX + 1];
-    char *out;
-    size_t outlen, outoff;
-};
-
-struct ps_endpoint {
-    uint64_t paused_until;
-    int polled; /* entries in the last poll: 0 for an endpoint that is off */
-    struct ep_conn conns[PS_EP_MAX_CONNS];
-};
-
-static const char *const kind_names[PS_EP_COUNT] = {"metrics", "agent"};
+static const char *const kind_names[PS_LS_COUNT] = {"control", "metrics", "agent"};
 
 static int *ep_fd(struct ps_sup *sup, int kind)
 {
-    return kind == PS_EP_METRICS ? &sup->metrics_fd : &sup->agent_fd;
+    return kind == PS_LS_METRICS ? &sup->metrics_fd : &sup->agent_fd;
 }
 
 static const struct ps_spec *ep_spec(const struct ps_sup *sup, int kind)
 {
-    return kind == PS_EP_METRICS ? &sup->cfg->metrics : &sup->cfg->agent;
+    return kind == PS_LS_METRICS ? &sup->cfg->metrics : &sup->cfg->agent;
 }
 
-static void conn_close(struct ep_conn *c)
+/* ---- answers ----------------------------------------------------------------- */
+
+/* What a connection's close counts as, by the status it was answered with:
+ * the statuses of a request we could not read are bad requests. */
+static enum ps_conn_close close_reason(int code)
 {
-    ps__close(c->fd);
-    free(c->out);
-    memset(c, 0, sizeof(*c));
-    c->fd = -1;
+    switch (code) {
+    case 400:
+    case 411:
+    case 413:
+    case 414:
+    case 431:
+    case 505:
+        return PS_CONN_BAD_REQUEST;
+    default:
+        return PS_CONN_DONE;
+    }
 }
+
+static void http_answer(struct ps_sup *sup, struct ps_conn *c, int code, const char *reason,
+                        const char *extra, const char *ctype, const char *body, size_t blen,
+                        int head, uint64_t now)
+{
+    struct ps_buf b = {0};
+
+    ps__buf_printf(&b,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+                   code, reason, ctype, blen, extra);
+    if (!head && blen) {
+        /* the body may be large (a metrics text): appended as bytes */
+        ps__buf_printf(&b, "%.*s", (int)blen, body);
+    }
+    if (b.failed)
+        ps__buf_free(&b); /* b.data NULL: out of memory, closed */
+    ps__http_req_release(&c->u.http.req);
+    ps__conn_answer(sup, c, b.data, b.len, close_reason(code), now);
+}
+
+static void http_text(struct ps_sup *sup, struct ps_conn *c, int code, const char *reason,
+                      const char *extra, const char *body, int head, uint64_t now)
+{
+    http_answer(sup, c, code, reason, extra, "text/plain; charset=utf-8", body, strlen(body), head,
+                now);
+}
+
+/* The parser's error statuses, as lines. */
+static const char *error_reason(int code)
+{
+    switch (code) {
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Bad Request";
+    }
+}
+
+static void http_metrics(struct ps_sup *sup, struct ps_conn *c, int head, uint64_t now)
+{
+    struct ps_buf m = {0};
+
+    ps__metrics_text(sup, &m);
+    ps__conns_metrics_text(sup, &m);
+    if (m.failed)
+        http_text(sup, c, 500, "Internal Server Error", "", "out of memory\n", head, now);
+    else
+        http_answer(sup, c, 200, "OK", "", "text/plain; version=0.0.4; charset=utf-8",
+                    m.data ? m.data : "", m.len, head, now);
+    ps__buf_free(&m);
+}
+
+/* A whole request has been read: answer it. */
+static void http_request(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
+{
+    const struct ps_http_req *req = &c->u.http.req;
+    const char *url = req->head->url, *why;
+    size_t plen = 0; /* of the path: url is not NUL-terminated */
+    int head = req->method == PS_HTTP_HEAD, healthz, metrics;
+
+    while (plen < req->head->url_len && url[plen] != '?')
+        plen++;
+    healthz = plen == 8 && !memcmp(url, "/healthz", 8);
+    metrics = plen == 8 && !memcmp(url, "/metrics", 8);
+    if (!healthz && !metrics) {
+        http_text(sup, c, 404, "Not Found", "", "not found: only /metrics and /healthz here\n",
+                  head, now);
+    } else if (!head && req->method != PS_HTTP_GET) {
+        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n",
+                  0, now);
+    } else if (healthz) {
+        char body[64];
+        int ok = ps__sup_healthy(sup, &why);
+        snprintf(body, sizeof(body), "%s\n", why);
+        http_text(sup, c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "", body, head, now);
+    } else {
+        http_metrics(sup, c, head, now);
+    }
+}
+
+/* Bytes of a request: to the parser, answered once whole (or wrong). */
+static void http_input(struct ps_sup *sup, struct ps_conn *c, const char *buf, size_t len,
+                       uint64_t now)
+{
+    struct ps_http_req *req = &c->u.http.req;
+    int code;
+
+    if (len > REQ_MAX - c->u.http.got)
+        len = REQ_MAX - c->u.http.got; /* what is beyond is over the limit anyway */
+    c->u.http.got += ps__http_parse(req, buf, len);
+    if (req->state == PS_HTTP_READY) {
+        http_request(sup, c, now);
+    } else if (req->state == PS_HTTP_ERROR && req->status == 405) {
+        /* the parser reads GET and HEAD only, as we answer them */
+        http_text(sup, c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n",
+                  0, now);
+    } else if (req->state == PS_HTTP_ERROR) {
+        code = req->status;
+        http_text(sup, c, code, error_reason(code), "", "bad request\n", 0, now);
+    } else if (c->u.http.got >= REQ_MAX) {
+        http_text(sup, c, 431, error_reason(431), "", "request too large\n", 0, now);
+    }
+}
+
+/* Before an exec: answer what has arrived (closing the connection at the
+ * exec would leave a request sent in time unanswered); a request not
+ * whole yet is told to come again. */
+static void http_last_call(struct ps_sup *sup, struct ps_conn *c, const char *why, uint64_t now)
+{
+    char buf[1024];
+    ssize_t n;
+
+    (void)why;
+    while (c->state == CS_READING && (n = recv(c->fd, buf, sizeof(buf), 0)) > 0)
+        http_input(sup, c, buf, (size_t)n, now);
+    if (c->state == CS_READING && c->u.http.req.started)
+        http_text(sup, c, 503, "Service Unavailable", "Retry-After: 1\r\n",
+                  "the supervisor is re-executing itself: ask again\n", 0, now);
+}
+
+static void http_release(struct ps_conn *c)
+{
+    ps__http_req_release(&c->u.http.req);
+}
+
+static void http_accepted(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
+{
+    (void)sup;
+    (void)now;
+    ps__http_req_init(&c->u.http.req);
+}
+
+static void agent_accepted(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
+{
+    char line[64];
+
+    ps__agent_text(sup, line, sizeof(line));
+    ps__conn_answer(sup, c, strdup(line), strlen(line), PS_CONN_DONE, now);
+}
+
+static const struct ps_conn_proto http_proto = {
+    .name = "metrics",
+    .paused_event = "endpoint_paused",
+    .timeout_ms = {[CS_READING] = 5000, [CS_WRITING] = 5000, [CS_LINGER] = 1000},
+    .accepted = http_accepted,
+    .input = http_input,
+    .last_call = http_last_call,
+    .release = http_release,
+};
+
+static const struct ps_conn_proto agent_proto = {
+    .name = "agent",
+    .paused_event = "endpoint_paused",
+    .timeout_ms = {[CS_READING] = 5000, [CS_WRITING] = 5000, [CS_LINGER] = 1000},
+    .accepted = agent_accepted,
+};
 
 int ps__endpoints_init(struct ps_sup *sup)
 {
-    int k, i;
+    int r = ps__conns_init(sup, PS_LS_METRICS, &http_proto);
 
-    if (!sup->endpoints) {
-        sup->endpoints = calloc(PS_EP_COUNT, sizeof(*sup->endpoints));
-        if (!sup->endpoints)
-            return -ENOMEM;
-    }
-    for (k = 0; k < PS_EP_COUNT; k++) {
-        sup->endpoints[k].paused_until = 0;
-        for (i = 0; i < PS_EP_MAX_CONNS; i++) {
-            free(sup->endpoints[k].conns[i].out);
-            memset(&sup->endpoints[k].conns[i], 0, sizeof(struct ep_conn));
-            sup->endpoints[k].conns[i].fd = -1;
-        }
-    }
-    return 0;
+    return r < 0 ? r : ps__conns_init(sup, PS_LS_AGENT, &agent_proto);
+}
+
+/* ---- the sockets --------------------------------------------------------------- */
+
+/* An empty host is every address: [::] dual-stack, where there is IPv6. */
+static int listen_any(const struct ps_spec *spec)
+{
+    struct ps_spec sp = *spec;
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sp.addr;
+    int fd;
+
+    if (spec->proto != PS_PROTO_TCP || spec->host[0])
+        return ps_listen_open(spec, PS_LISTEN_NO_REUSEPORT | PS_LISTEN_NONBLOCK);
+    memset(&sp.addr, 0, sizeof(sp.addr));
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_any;
+    a->sin6_port = htons((uint16_t)spec->port);
+    sp.addrlen = sizeof(*a);
+    sp.v6only = 0;
+    fd = ps_listen_open(&sp, PS_LISTEN_NO_REUSEPORT | PS_LISTEN_NONBLOCK);
+    if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL) /* no IPv6 here: 0.0.0.0 */
+        fd = ps_listen_open(spec, PS_LISTEN_NO_REUSEPORT | PS_LISTEN_NONBLOCK);
+    return fd;
 }
 
 static int open_one(struct ps_sup *sup, int kind, char *err, size_t errlen)
@@ -103,7 +269,7 @@ static int open_one(struct ps_sup *sup, int kind, char *err, size_t errlen)
     pid_t pid = 0;
     int fd;
 
-    fd = ps_listen_open(spec, PS_LISTEN_NO_REUSEPORT | PS_LISTEN_NONBLOCK);
+    fd = listen_any(spec);
     if (fd >= 0) {
         *ep_fd(sup, kind) = fd;
         return 0;
@@ -125,7 +291,7 @@ int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen)
     int kind, r, *fd;
 
     /* bind every one first, so that a failure logs nothing but itself */
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
+    for (kind = PS_LS_METRICS; kind <= PS_LS_AGENT; kind++) {
         fd = ep_fd(sup, kind);
         if (!ep_spec(sup, kind)->text[0]) {
             if (*fd >= 0) /* carried by an upgrade, no longer asked for */
@@ -137,7 +303,7 @@ int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen)
                 return r;
         }
     }
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
+    for (kind = PS_LS_METRICS; kind <= PS_LS_AGENT; kind++) {
         /* the real port (HOST:0 asks the kernel for one) */
         struct ps_spec sp = *ep_spec(sup, kind);
         fd = ep_fd(sup, kind);
@@ -154,279 +320,11 @@ int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen)
 
 void ps__endpoints_close(struct ps_sup *sup)
 {
-    int kind, i;
+    int kind;
 
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
-        for (i = 0; sup->endpoints && i < PS_EP_MAX_CONNS; i++)
-            if (sup->endpoints[kind].conns[i].state != EC_FREE)
-                conn_close(&sup->endpoints[kind].conns[i]);
+    for (kind = PS_LS_METRICS; kind <= PS_LS_AGENT; kind++) {
+        ps__conns_close_listener(sup, kind);
         ps__close(*ep_fd(sup, kind));
         *ep_fd(sup, kind) = -1;
     }
-}
-
-/* ---- answers ----------------------------------------------------------------- */
-
-static void conn_write(struct ep_conn *c, uint64_t now)
-{
-    while (c->outoff < c->outlen) {
-        ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        if (n <= 0) {
-            conn_close(c);
-            return;
-        }
-        c->outoff += (size_t)n;
-    }
-    /* all written: our side is done, wait for the peer's EOF */
-    shutdown(c->fd, SHUT_WR);
-    free(c->out);
-    c->out = NULL;
-    c->state = EC_LINGER;
-    c->deadline = now + LINGER_MS;
-}
-
-/* Take over text (malloc'ed, or NULL when out of memory) as the answer. */
-static void conn_answer(struct ep_conn *c, char *text, size_t len, uint64_t now)
-{
-    if (!text) {
-        conn_close(c);
-        return;
-    }
-    free(c->out);
-    c->out = text;
-    c->outlen = len;
-    c->outoff = 0;
-    c->state = EC_WRITING;
-    c->deadline = now + IO_MS;
-    conn_write(c, now);
-}
-
-static void http_answer(struct ep_conn *c, int code, const char *reason, const char *extra,
-                        const char *ctype, const char *body, size_t blen, int head, uint64_t now)
-{
-    struct ps_buf b = {0};
-
-    ps__buf_printf(&b,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-                   code, reason, ctype, blen, extra);
-    if (!head && blen) {
-        /* the body may be large (a metrics text): appended as bytes */
-        ps__buf_printf(&b, "%.*s", (int)blen, body);
-    }
-    if (b.failed) {
-        ps__buf_free(&b);
-        conn_close(c);
-        return;
-    }
-    conn_answer(c, b.data, b.len, now);
-}
-
-static void http_text(struct ep_conn *c, int code, const char *reason, const char *extra,
-                      const char *body, int head, uint64_t now)
-{
-    http_answer(c, code, reason, extra, "text/plain; charset=utf-8", body, strlen(body), head,
-                now);
-}
-
-/* A complete request head is in c->in: answer it. */
-static void http_request(struct ps_sup *sup, struct ep_conn *c, uint64_t now)
-{
-    char method[16], target[256], version[16];
-    const char *why;
-    int head, n = 0;
-    size_t plen;
-
-    if (sscanf(c->in, "%15[A-Z] %255[^ \r\n] %15[^ \r\n]%n", method, target, version, &n) != 3 ||
-        (c->in[n] != '\r' && c->in[n] != '\n') || strncmp(version, "HTTP/1.", 7) ||
-        target[0] != '/') {
-        http_text(c, 400, "Bad Request", "", "bad request\n", 0, now);
-        return;
-    }
-    plen = strcspn(target, "?");
-    target[plen] = '\0';
-    head = !strcmp(method, "HEAD");
-    if (strcmp(target, "/metrics") && strcmp(target, "/healthz")) {
-        http_text(c, 404, "Not Found", "", "not found: only /metrics and /healthz here\n", head,
-                  now);
-        return;
-    }
-    if (!head && strcmp(method, "GET")) {
-        http_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n",
-                  0, now);
-        return;
-    }
-    if (!strcmp(target, "/healthz")) {
-        char body[64];
-        int ok = ps__sup_healthy(sup, &why);
-        snprintf(body, sizeof(body), "%s\n", why);
-        http_text(c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "", body, head, now);
-        return;
-    }
-    {
-        struct ps_buf m = {0};
-        ps__metrics_text(sup, &m);
-        if (m.failed)
-            http_text(c, 500, "Internal Server Error", "", "out of memory\n", head, now);
-        else
-            http_answer(c, 200, "OK", "", "text/plain; version=0.0.4; charset=utf-8",
-                        m.data ? m.data : "", m.len, head, now);
-        ps__buf_free(&m);
-    }
-}
-
-/* ---- reading ----------------------------------------------------------------- */
-
-static void conn_read(struct ps_sup *sup, struct ep_conn *c, uint64_t now)
-{
-    char junk[512];
-    ssize_t n;
-
-    for (;;) {
-        if (c->state == EC_READING)
-            n = recv(c->fd, c->in + c->inlen, REQ_MAX - c->inlen, 0);
-        else
-            n = recv(c->fd, junk, sizeof(junk), 0); /* a body, agent-send, pipelining */
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        if (n <= 0) {
-            conn_close(c); /* EOF or error: done either way */
-            return;
-        }
-        if (c->state != EC_READING)
-            continue;
-        c->inlen += (size_t)n;
-        c->in[c->inlen] = '\0';
-        if (strstr(c->in, "\r\n\r\n") || strstr(c->in, "\n\n")) {
-            http_request(sup, c, now);
-            if (c->state != EC_LINGER)
-                return; /* still writing (or closed) */
-        } else if (c->inlen == REQ_MAX) {
-            http_text(c, 431, "Request Header Fields Too Large", "", "request too large\n", 0,
-                      now);
-            return;
-        }
-    }
-}
-
-static struct ep_conn *free_conn(struct ps_endpoint *ep)
-{
-    int i;
-
-    for (i = 0; i < PS_EP_MAX_CONNS; i++)
-        if (ep->conns[i].state == EC_FREE)
-            return &ep->conns[i];
-    return NULL;
-}
-
-static void accept_conns(struct ps_sup *sup, int kind, uint64_t now)
-{
-    struct ps_endpoint *ep = &sup->endpoints[kind];
-    struct ep_conn *c;
-    char line[64];
-    int fd;
-
-    while ((c = free_conn(ep))) {
-        fd = accept4(*ep_fd(sup, kind), NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                if (!ep->paused_until)
-                    ps__sup_log(sup, PS_LOG_WARN, "endpoint_paused",
-                                "cannot accept %s connections: %s; pausing %d ms",
-                                kind_names[kind], strerror(errno), PAUSE_MS);
-                ep->paused_until = now + PAUSE_MS;
-            }
-            return;
-        }
-        c->fd = fd;
-        c->state = EC_READING;
-        c->deadline = now + IDLE_MS;
-        c->inlen = 0;
-        if (kind == PS_EP_AGENT) {
-            ps__agent_text(sup, line, sizeof(line));
-            conn_answer(c, strdup(line), strlen(line), now);
-        }
-    }
-}
-
-/* ---- the loop's side --------------------------------------------------------- */
-
-int ps__endpoints_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now)
-{
-    int kind, i, n = 0;
-
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
-        struct ps_endpoint *ep = &sup->endpoints[kind];
-        int lfd = *ep_fd(sup, kind);
-        /* an endpoint that is off takes no entries: poll(2) refuses more
-         * entries than RLIMIT_NOFILE, which may be small (ulimit -n 32) */
-        ep->polled = lfd >= 0;
-        if (!ep->polled)
-            continue;
-        if (ep->paused_until && now >= ep->paused_until)
-            ep->paused_until = 0;
-        /* full, or paused: the listener waits (its backlog holds the rest) */
-        if (ep->paused_until || !free_conn(ep))
-            lfd = -1;
-        pfd[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
-        for (i = 0; i < PS_EP_MAX_CONNS; i++) {
-            const struct ep_conn *c = &ep->conns[i];
-            pfd[n++] = (struct pollfd){.fd = c->state == EC_FREE ? -1 : c->fd,
-                                       .events = c->state == EC_WRITING ? POLLOUT : POLLIN};
-        }
-    }
-    return n;
-}
-
-void ps__endpoints_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now)
-{
-    int kind, i;
-
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
-        struct ps_endpoint *ep = &sup->endpoints[kind];
-        const struct pollfd *p = pfd;
-        if (!ep->polled)
-            continue;
-        pfd += 1 + PS_EP_MAX_CONNS;
-        if (n > 0) {
-            for (i = 0; i < PS_EP_MAX_CONNS; i++) {
-                struct ep_conn *c = &ep->conns[i];
-                if (!p[1 + i].revents || c->state == EC_FREE || c->fd != p[1 + i].fd)
-                    continue;
-                if (c->state == EC_WRITING)
-                    conn_write(c, now);
-                else
-                    conn_read(sup, c, now);
-            }
-            if (p[0].revents && p[0].fd >= 0)
-                accept_conns(sup, kind, now);
-        }
-        for (i = 0; i < PS_EP_MAX_CONNS; i++) {
-            struct ep_conn *c = &ep->conns[i];
-            if (c->state != EC_FREE && now >= c->deadline)
-                conn_close(c); /* idle, not reading its answer, or no EOF */
-        }
-    }
-}
-
-uint64_t ps__endpoints_next_deadline(const struct ps_sup *sup)
-{
-    uint64_t next = UINT64_MAX;
-    int kind, i;
-
-    for (kind = 0; kind < PS_EP_COUNT; kind++) {
-        const struct ps_endpoint *ep = &sup->endpoints[kind];
-        if (ep->paused_until && ep->paused_until < next)
-            next = ep->paused_until;
-        for (i = 0; i < PS_EP_MAX_CONNS; i++)
-            if (ep->conns[i].state != EC_FREE && ep->conns[i].deadline < next)
-                next = ep->conns[i].deadline;
-    }
-    return next;
 }

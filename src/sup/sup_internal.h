@@ -9,12 +9,14 @@
  *   spawn.c       fork/exec of one worker
  *   tree.c        a worker is its process tree: subreaper, strays, killing
  *   group.c       the listening sockets of one spec, steering, dead listeners
- *   control.c     the control socket as an event source (server side)
+ *   connsrv.c     one connection server for the control socket, /metrics,
+ *                 /healthz and the agent: states, deadlines, closes by reason
+ *   control.c     the control socket: its place, its line commands
  *   client.c      the control socket's client side (the CLI)
  *   ready.c       --ready auto: is a starting worker waiting on its listeners?
  *   watch.c       --watch: inotify, debounced reloads
  *   endpoint.c    --metrics (HTTP /metrics, /healthz) and --agent (HAProxy
- *                 agent-check) listeners as event sources
+ *                 agent-check): their sockets and protocols
  *   metrics.c     the Prometheus text, /healthz's verdict, the agent's reply
  *   status.c      status text / JSON;  upgrade.c  re-exec in place;  log.c
  */
@@ -22,6 +24,7 @@
 #define PS_SUP_INTERNAL_H
 
 #include "core.h"
+#include "http_request.h"
 #include "supervisor.h"
 
 #include <arpa/inet.h>
@@ -31,8 +34,7 @@
 #include <time.h>
 
 struct ps_sup;
-struct ps_client;
-struct ps_endpoint;
+struct ps_conns;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
@@ -389,8 +391,6 @@ struct ps_sup_sys {
     void (*kill_tree)(struct ps_sup *sup, struct ps_worker *w);
 };
 
-#define PS_SUP_MAX_CLIENTS 64
-
 /* A question to the new binary before an upgrade (upgrade.c). */
 struct ps_upgrade_ask {
     pid_t pid;
@@ -436,14 +436,11 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms;       /* last check of the held sockets and strays */
-    uint64_t stall_checked_ms; /* last look at the queues for stalls */
-    int sigfd, notify_fd, control_fd;
-    uint64_t control_paused_until; /* EMFILE on accept: stop polling it until then */
+    uint64_t checked_ms;              /* last check of the held sockets and strays */
+    uint64_t stall_checked_ms;        /* last look at the queues for stalls */
+    int sigfd, notify_fd, control_fd; /* control_fd: -1 when there is none */
     char notify_addr[108];
-    char systemd_notify[108];  /* our own NOTIFY_SOCKET from systemd, if any */
-    struct ps_client *clients; /* PS_SUP_MAX_CLIENTS of them (control.c) */
-    unsigned client_serials;
+    char systemd_notify[108]; /* our own NOTIFY_SOCKET from systemd, if any */
     int steer_dirty;
     int steer_warned;    /* the steering program could not be attached */
     int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
@@ -463,7 +460,7 @@ struct ps_sup {
     uint64_t lameduck_until; /* the drain starts then; 0 once it has */
     /* operations endpoints (endpoint.c); -1 when off */
     int metrics_fd, agent_fd;
-    struct ps_endpoint *endpoints; /* PS_EP_COUNT of them */
+    struct ps_conns *conns; /* their connections and the control socket's (connsrv.c) */
 };
 
 /* The real world: fork/exec, kill(2). */
@@ -535,39 +532,177 @@ int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
                  ...) __attribute__((format(printf, 4, 5)));
 
-/* ---- control.c: the server side of the control socket ------------------ */
+/* ---- connsrv.c: one connection server for the control socket and endpoints --- */
+
+/*
+ * The control socket, --metrics (/metrics, /healthz) and --agent are three
+ * listeners of one server: one table of connections, one state table, one
+ * deadline scheme, one EMFILE pause, one close with a reason.  What each
+ * listener speaks is a struct ps_conn_proto (control.c, endpoint.c).  See
+ * docs/design/connection-server.md.
+ */
+enum ps_conn_listener { PS_LS_CONTROL, PS_LS_METRICS, PS_LS_AGENT, PS_LS_COUNT };
+
+#define PS_SUP_MAX_CLIENTS 64 /* control connections; a waiter's index is below this */
+#define PS_EP_MAX_CONNS    64 /* per endpoint */
+#define PS_CONN_MAX        (PS_SUP_MAX_CLIENTS + 2 * PS_EP_MAX_CONNS)
+#define PS_CONN_POLL_MAX   (PS_LS_COUNT + PS_CONN_MAX) /* what ps__conns_poll_fill may add */
+
+enum ps_conn_state {
+    CS_FREE,    /* no connection */
+    CS_READING, /* its request is being read; idle ones make room when full */
+    CS_WAITING, /* control: its command runs, the outcome is not known yet */
+    CS_WRITING, /* its answer is being written */
+    CS_LINGER,  /* answered, our side shut: reading until the peer's EOF */
+    CS_COUNT
+};
+
+/* Why a connection was closed (counted per listener; metric labels). */
+enum ps_conn_close {
+    PS_CONN_DONE,        /* answered */
+    PS_CONN_CLIENT,      /* the peer closed or reset it before its answer */
+    PS_CONN_TIMEOUT,     /* no request in time, or its answer not read in time */
+    PS_CONN_BAD_REQUEST, /* answered with an error for a malformed request */
+    PS_CONN_REFUSED,     /* a peer that may not use the control socket */
+    PS_CONN_BUSY,        /* the table was full of connections none of which could go */
+    PS_CONN_EVICTED,     /* the oldest idle one, to make room for a new one */
+    PS_CONN_SHUTDOWN,    /* the supervisor closed its server (stop, exec) */
+    PS_CONN_ERROR,       /* a system call failed, out of memory */
+    PS_CONN_CLOSE_COUNT
+};
+
+extern const char *const ps__conn_close_names[PS_CONN_CLOSE_COUNT];
+
+struct ps_conn {
+    int fd;
+    enum ps_conn_state state;
+    unsigned char listener; /* enum ps_conn_listener */
+    unsigned char why;      /* enum ps_conn_close: its reason once answered */
+    unsigned serial;        /* tells a reused entry from the connection it was */
+    int prev, next;         /* its place in its listener's list for its state */
+    uint64_t since;         /* accepted */
+    uint64_t deadline;      /* of its state; UINT64_MAX: none */
+    char *out;              /* the answer (malloc'ed) */
+    size_t outlen, outoff;
+    union {
+        struct {
+            size_t len;
+            char in[256];     /* the command line so far */
+            int json;         /* "COMMAND json": the outcome as one JSON object */
+            char command[16]; /* its verb, for that object */
+        } ctl;
+        struct {
+            struct ps_http_req req;
+            size_t got; /* request bytes so far */
+        } http;
+    } u;
+};
+
+/* What a listener speaks: hooks of the server, called from its loop. */
+struct ps_conn_proto {
+    const char *name;              /* "control", "metrics", "agent" */
+    const char *paused_event;      /* the log event of an EMFILE pause */
+    unsigned timeout_ms[CS_COUNT]; /* how long a connection may stay in a state; 0: no limit */
+    /* sent to a connection that finds the table full and none of it able
+     * to go; NULL: it waits in the backlog instead */
+    const char *busy;
+    /* a new connection (may answer at once: the agent) */
+    void (*accepted)(struct ps_sup *sup, struct ps_conn *c, uint64_t now);
+    /* bytes of a CS_READING connection's request */
+    void (*input)(struct ps_sup *sup, struct ps_conn *c, const char *buf, size_t len, uint64_t now);
+    /* before an exec: answer a CS_READING connection now (why: what to say) */
+    void (*last_call)(struct ps_sup *sup, struct ps_conn *c, const char *why, uint64_t now);
+    /* free what input allocated (called by every close) */
+    void (*release)(struct ps_conn *c);
+};
+
+/* Take listener ls (its socket in sup->control_fd / metrics_fd / agent_fd)
+ * with proto; allocates the table the first time.  0 or -ENOMEM. */
+int ps__conns_init(struct ps_sup *sup, enum ps_conn_listener ls, const struct ps_conn_proto *proto);
+
+/* Poll entries for the listeners that may accept and each open connection
+ * (at most PS_CONN_POLL_MAX, only descriptors in use: poll(2) refuses more
+ * entries than RLIMIT_NOFILE); how many were added.  O(open connections). */
+int ps__conns_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now);
+
+/* Handle the results of those n entries (0: poll woke for something else
+ * or timed out), then the deadlines that are due. */
+void ps__conns_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now);
+
+/* The nearest deadline (connections, EMFILE pause, a full table's room), or
+ * UINT64_MAX.  O(listeners x states): the lists are kept in deadline order. */
+uint64_t ps__conns_next_deadline(const struct ps_sup *sup);
+
+/* Queue out (malloc'ed, taken over; NULL: out of memory, the connection is
+ * closed) as c's answer, why its close reason once written; written as
+ * the socket takes it, then our side is shut and c lingers for the EOF. */
+void ps__conn_answer(struct ps_sup *sup, struct ps_conn *c, char *out, size_t len,
+                     enum ps_conn_close why, uint64_t now);
+
+/* c's request is taken: it waits for its answer without a deadline. */
+void ps__conn_wait(struct ps_sup *sup, struct ps_conn *c, uint64_t now);
+
+/* The one way a connection ends: close it and count why. */
+void ps__conn_close(struct ps_sup *sup, struct ps_conn *c, enum ps_conn_close why);
+
+/* Entry i of listener ls if it still is the connection of that serial (and
+ * not free), else NULL. */
+struct ps_conn *ps__conn_get(struct ps_sup *sup, enum ps_conn_listener ls, int i, unsigned serial);
+
+/* c's index within its listener's table (what ps__conn_get takes). */
+int ps__conn_index(const struct ps_sup *sup, const struct ps_conn *c);
+
+/* Take a connected descriptor (carried over an upgrade) as a connection of
+ * ls in CS_WAITING; NULL (fd closed) when the table has no room. */
+struct ps_conn *ps__conns_adopt(struct ps_sup *sup, enum ps_conn_listener ls, int fd, uint64_t now);
+
+/* Before an exec: every connection whose request is not answered yet gets
+ * its listener's last call (why: what the control socket says). */
+void ps__conns_last_call(struct ps_sup *sup, const char *why);
+
+/* Write what is queued, blocking for at most timeout_ms in all (before an
+ * exec or an exit, so that answers are not lost); requests that arrive
+ * meanwhile on open connections are answered too. */
+void ps__conns_flush(struct ps_sup *sup, unsigned timeout_ms);
+
+/* Close every connection of ls (PS_CONN_SHUTDOWN); the listening socket is
+ * its owner's to close. */
+void ps__conns_close_listener(struct ps_sup *sup, enum ps_conn_listener ls);
+
+/* The connections closed per listener and reason, as Prometheus text
+ * (portshare_supervisor_connections_closed_total{server,reason}). */
+struct ps_buf;
+void ps__conns_metrics_text(const struct ps_sup *sup, struct ps_buf *out);
+
+/* ---- control.c: the control socket ---------------------------------------- */
 
 /* Create the control socket (directory owned by us and 0700, socket 0600);
- * refuses when a live supervisor answers there.  0, or -errno with err. */
+ * refuses when a live supervisor answers there.  A default place that
+ * cannot be written (read-only file system, no permission) falls back to
+ * the next one of ps_sup_control_candidate; when none can, the supervisor
+ * runs without one (control_fd -1, logged at warning).  0, or -errno with
+ * err. */
 int ps__control_open(struct ps_sup *sup, char *err, size_t errlen);
 
-/* Allocate the client table (also after an upgrade). */
+/* Take the control listener in the connection server (also after an upgrade). */
 int ps__control_init(struct ps_sup *sup);
-
-/* Add the control descriptors to a poll set at pfd (at most
- * 1 + PS_SUP_MAX_CLIENTS entries); returns how many were added. */
-int ps__control_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now);
-
-/* Handle the poll results for the entries ps__control_poll_fill added. */
-void ps__control_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now);
-
-/* The earliest control deadline (idle clients, EMFILE pause), or UINT64_MAX. */
-uint64_t ps__control_next_deadline(const struct ps_sup *sup);
 
 /* Queue the answer to waiter w ("ok"/"error" line, then body) and close
  * the client once it is written.  A waiter whose client is gone is skipped. */
 void ps__control_answer(struct ps_sup *sup, const struct ps_waiter *w, int ok, const char *body);
 
 /* Write what is queued, blocking for at most timeout_ms in all (before an
- * exec or an exit, so that answers are not lost). */
+ * exec or an exit, so that answers are not lost): ps__conns_flush. */
 void ps__control_flush(struct ps_sup *sup, unsigned timeout_ms);
 
-/* Before an exec: every client whose command has not been read yet gets
- * why as an error (its input read first, so that closing it at the exec
- * does not reset it). */
+/* Before an exec: every control client whose command has not been read
+ * yet gets why as an error (its input read first, so that closing it at
+ * the exec does not reset it); every endpoint request already sent is
+ * answered (a complete one as usual, a partial one 503). */
 void ps__control_refuse_unread(struct ps_sup *sup, const char *why);
 
-/* Close the control socket, every client, unlink the path. */
+/* Close the control socket, every client, unlink the path (the one it was
+ * bound to, also when an upgrade carried it). */
 void ps__control_close(struct ps_sup *sup);
 
 /* Descriptor of a waiting client (for carrying it across an upgrade), or -1. */
@@ -624,24 +759,14 @@ void ps__agent_text(const struct ps_sup *sup, char *buf, size_t len);
 
 /* ---- endpoint.c: the --metrics and --agent listeners ----------------------- */
 
-enum ps_endpoint_kind { PS_EP_METRICS, PS_EP_AGENT, PS_EP_COUNT };
-
-#define PS_EP_MAX_CONNS 16 /* per endpoint; beyond, new ones wait in the backlog */
-#define PS_EP_POLL_MAX  (PS_EP_COUNT * (1 + PS_EP_MAX_CONNS))
-
-/* Allocate the connection tables (also after an upgrade). */
+/* Take the endpoints' listeners in the connection server (also after an upgrade). */
 int ps__endpoints_init(struct ps_sup *sup);
 
 /* Bind the configured endpoints that have no socket yet (a fresh start; an
- * upgrade adopts the carried ones).  0, or -errno with err naming the
- * address (the CLI exits 3). */
+ * upgrade adopts the carried ones); an empty host is every address, IPv6
+ * and IPv4 ([::] dual-stack, 0.0.0.0 where there is no IPv6).  0, or
+ * -errno with err naming the address (the CLI exits 3). */
 int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen);
-
-/* Poll entries (at most PS_EP_POLL_MAX), results, the nearest deadline
- * (UINT64_MAX when none): the same contract as the control socket's. */
-int ps__endpoints_poll_fill(struct ps_sup *sup, struct pollfd *pfd, uint64_t now);
-void ps__endpoints_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, uint64_t now);
-uint64_t ps__endpoints_next_deadline(const struct ps_sup *sup);
 
 /* Close both endpoints and their connections. */
 void ps__endpoints_close(struct ps_sup *sup);

@@ -515,9 +515,8 @@ static int next_timeout(const struct ps_sup *sup)
         earlier(&next, sup->stop_deadline);
     if (sup->lameduck_until)
         earlier(&next, sup->lameduck_until);
-    earlier(&next, ps__control_next_deadline(sup));
+    earlier(&next, ps__conns_next_deadline(sup));
     earlier(&next, ps__watch_deadline(sup));
-    earlier(&next, ps__endpoints_next_deadline(sup));
     earlier(&next, ps__upgrade_deadline(sup));
     return next <= now ? 0 : (int)(next - now);
 }
@@ -869,10 +868,31 @@ static void shutdown_all(struct ps_sup *sup)
 
 /* ---- the loop ------------------------------------------------------------------- */
 
-static void loop(struct ps_sup *sup)
+/* poll(2) failed: EINTR is nothing; EINVAL (more entries than RLIMIT_NOFILE,
+ * which polling only open descriptors rules out) and ENOMEM may pass, and
+ * the loop goes on after a pause; anything else ends the supervisor with
+ * an error (never as a clean stop).  0 to go on, or -errno. */
+static int poll_failed(struct ps_sup *sup, int *said)
 {
-    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX + PS_UPGRADE_POLL_MAX];
-    int n, nctl, nep, nup;
+    int r = -errno;
+
+    if (r == -EINTR)
+        return 0;
+    if (r != -EINVAL && r != -ENOMEM) {
+        ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(-r));
+        return r;
+    }
+    if (!*said)
+        ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; trying again", strerror(-r));
+    *said = 1;
+    poll(NULL, 0, 100);
+    return 0;
+}
+
+static int loop(struct ps_sup *sup)
+{
+    struct pollfd pfd[3 + PS_CONN_POLL_MAX + PS_UPGRADE_POLL_MAX];
+    int n, nconn, nup, said = 0;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
@@ -881,15 +901,13 @@ static void loop(struct ps_sup *sup)
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
-        nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
-        nep = ps__endpoints_poll_fill(sup, pfd + 3 + nctl, ps__now_ms());
-        nup = ps__upgrade_poll_fill(sup, pfd + 3 + nctl + nep);
-        n = poll(pfd, (nfds_t)(3 + nctl + nep + nup), next_timeout(sup));
-        if (n < 0 && errno != EINTR) {
-            ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(errno));
-            break;
-        }
+        nconn = ps__conns_poll_fill(sup, pfd + 3, ps__now_ms());
+        nup = ps__upgrade_poll_fill(sup, pfd + 3 + nconn);
+        n = poll(pfd, (nfds_t)(3 + nconn + nup), next_timeout(sup));
+        if (n < 0 && (n = poll_failed(sup, &said)) < 0)
+            return n;
         if (n > 0) {
+            said = 0;
             if (pfd[0].revents)
                 handle_signals(sup);
             if (pfd[1].revents)
@@ -897,11 +915,11 @@ static void loop(struct ps_sup *sup)
             if (pfd[2].revents)
                 ps__watch_read(sup);
         }
-        ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
-        ps__endpoints_poll_done(sup, pfd + 3 + nctl, n > 0 ? nep : 0, ps__now_ms());
-        ps__upgrade_poll_done(sup, pfd + 3 + nctl + nep, n > 0 ? nup : 0);
+        ps__conns_poll_done(sup, pfd + 3, n > 0 ? nconn : 0, ps__now_ms());
+        ps__upgrade_poll_done(sup, pfd + 3 + nconn, n > 0 ? nup : 0);
         ps__sup_run_timers(sup);
     }
+    return 0;
 }
 
 /* Whatever descriptors we inherited beyond stdio (a shell's, a CI
@@ -929,12 +947,10 @@ static void cloexec_inherited(void)
 
 void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
-    struct ps_client *clients = sup->clients;
-    struct ps_endpoint *endpoints = sup->endpoints;
+    struct ps_conns *conns = sup->conns;
 
     memset(sup, 0, sizeof(*sup));
-    sup->clients = clients;     /* allocated once (control.c) */
-    sup->endpoints = endpoints; /* and endpoint.c */
+    sup->conns = conns; /* allocated once (connsrv.c) */
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;
@@ -1073,11 +1089,15 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
             goto out;
     }
     sup.steer_dirty = 1;
-    loop(&sup);
+    r = loop(&sup);
     ps__op_finish_all(&sup);
-    ps__sup_log(&sup, PS_LOG_INFO, "stopped", "stopped");
+    if (r < 0) {
+        ps__set_error(err, errlen, "the event loop failed: poll: %s", ps_strerror(r));
+        *stage = PS_SUP_STAGE_SYSTEM;
+    } else {
+        ps__sup_log(&sup, PS_LOG_INFO, "stopped", "stopped");
+    }
     ps__control_flush(&sup, 1000);
-    r = 0;
 out:
     shutdown_all(&sup);
     restore_process(&saved);

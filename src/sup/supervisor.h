@@ -93,10 +93,21 @@ struct ps_sup_config {
 };
 
 /*
- * Default control socket path for a supervisor name: /run/portshare/NAME.sock
- * as root, $XDG_RUNTIME_DIR/portshare/NAME.sock, else /tmp/portshare-UID/NAME.sock.
+ * The default places of a supervisor's control socket, in the order the
+ * supervisor tries them (a place it cannot write, such as a read-only
+ * /run, falls back to the next) and the client looks: i = 0, 1, ...
+ * /run/portshare/NAME.sock (root only), $XDG_RUNTIME_DIR/portshare/NAME.sock
+ * (when set), /tmp/portshare-UID/NAME.sock.  0, -ENOENT past the last,
+ * -EINVAL for a bad name, -ENAMETOOLONG.
  */
+int ps_sup_control_candidate(const char *name, int i, char *buf, size_t len);
+
+/* The first of those places (where a supervisor that can write it is). */
 int ps_sup_control_path(const char *name, char *buf, size_t len);
+
+/* Where the client finds supervisor NAME: the first place in that order
+ * with a socket, or the first place when none has one.  O(places). */
+int ps_sup_control_locate(const char *name, char *buf, size_t len);
 
 /*
  * Bind (or adopt from systemd, or from the previous image after an upgrade),

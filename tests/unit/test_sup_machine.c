@@ -456,7 +456,7 @@ static void machine_init(const struct machine_opts *o)
     ps__sup_init(&sup, &cfg);
     assert_int_equal(sup.started_ms, CLOCK_START); /* the library reads our clock */
     sup.sys = &fake_sys;
-    if (!sup.clients)
+    if (!sup.conns)
         assert_int_equal(ps__control_init(&sup), 0); /* waiters are answered through it */
     for (g = 0; g < o->reuseport_groups && g < POOL_REUSEPORT; g++)
         lend_group(g);
@@ -1432,11 +1432,11 @@ static void test_default_drain_signal(void **state)
 /* One turn of the loop's control side; nothing blocks (all is local). */
 static void control_turn(void)
 {
-    struct pollfd pfd[1 + PS_SUP_MAX_CLIENTS];
-    int n = ps__control_poll_fill(&sup, pfd, clock_ms), r;
+    struct pollfd pfd[PS_CONN_POLL_MAX];
+    int n = ps__conns_poll_fill(&sup, pfd, clock_ms), r;
 
     r = poll(pfd, (nfds_t)n, 0);
-    ps__control_poll_done(&sup, pfd, r > 0 ? n : 0, clock_ms);
+    ps__conns_poll_done(&sup, pfd, r > 0 ? n : 0, clock_ms);
 }
 
 /* A client that sends one command line; the loop takes it in (accept, then
@@ -2275,8 +2275,8 @@ static int group_teardown(void **state)
     (void)state;
     machine_close();
     pool_close();
-    free(sup.clients);
-    sup.clients = NULL;
+    free(sup.conns);
+    sup.conns = NULL;
     close(sd.fd);
     return 0;
 }
