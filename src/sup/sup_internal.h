@@ -12,6 +12,8 @@
  *   control.c     the control socket as an event source (server side)
  *   client.c      the control socket's client side (the CLI)
  *   ready.c       --ready auto: is a starting worker waiting on its listeners?
+ *   health.c      the held listeners' epoll set: revived when shut down,
+ *                 queues looked at (stall.c) only once something is queued
  *   watch.c       --watch: inotify, debounced reloads
  *   endpoint.c    --metrics (HTTP /metrics, /healthz) and --agent (HAProxy
  *                 agent-check) listeners as event sources
@@ -32,6 +34,7 @@
 
 struct ps_sup;
 struct ps_client;
+struct ps_health;
 struct ps_endpoint;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
@@ -143,11 +146,14 @@ enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
 /* 1 when every steered group migrates (eBPF): retiring needs no grace. */
 int ps__sup_migrates(const struct ps_sup *sup);
 
-/* stall.c: look at the queues of the ready and stalled slots (every
- * a tenth of --stall-timeout), and feed EV_STALL / EV_RESUME.  O(slots x groups). */
+/* stall.c: look at the queues of the stalled slots and of the ready ones
+ * something was queued in (stall_busy, from health.c), every tenth of
+ * --stall-timeout, and feed EV_STALL / EV_RESUME.  O(slots) of memory,
+ * and one getsockopt per group for each slot looked at: none when idle. */
 void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
 
-/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off). */
+/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off, or
+ * no slot to look at).  O(slots). */
 uint64_t ps__stall_next(const struct ps_sup *sup);
 
 /* A stalled slot's rescue: under eBPF shut its sockets down (the queue
@@ -288,6 +294,10 @@ struct ps_slot {
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
     int stall_reload_said; /* the "not rescued during a reload" line was logged */
+    /* a connection was queued in one of its sockets since it was last seen
+     * empty (health.c's epoll set said so): stall.c looks at it every tick
+     * until it is empty again, then health.c arms its sockets again */
+    int stall_busy;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -420,7 +430,8 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms;       /* last check of the held sockets and strays */
+    uint64_t checked_ms;       /* last sweep of the held sockets (health.c) */
+    struct ps_health *health;  /* health.c: the held sockets' epoll set */
     uint64_t stall_checked_ms; /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd;
     uint64_t control_paused_until; /* EMFILE on accept: stop polling it until then */
@@ -592,6 +603,33 @@ uint64_t ps__watch_deadline(const struct ps_sup *sup);
 void ps__watch_timer(struct ps_sup *sup, uint64_t now);
 
 void ps__watch_close(struct ps_sup *sup);
+/* ---- health.c: the held listeners' epoll set ----------------------------------- */
+
+/* Everything due about the held sockets' health (called by the loop's
+ * timers): keep the epoll set in step with the groups, act on what it
+ * reported (a socket no longer listening is revived and its slots told;
+ * a queue that filled marks its slot busy for stall.c), and once a second
+ * ask what epoll does not cover (shared and unix sockets, sockets not
+ * armed).  Idle: no system call but one epoll_wait a second.  O(sockets)
+ * of memory per call; system calls only for what changed. */
+void ps__health_check(struct ps_sup *sup, uint64_t now);
+
+/* The epoll descriptor for the loop to poll (readable: call
+ * ps__health_read), or -1. */
+int ps__health_fd(const struct ps_sup *sup);
+
+/* The loop saw ps__health_fd readable: the next ps__health_check reads it. */
+void ps__health_read(struct ps_sup *sup);
+
+/* 1 when queued connections are reported (the epoll set works); else
+ * stall.c must ask every watched slot every tick. */
+int ps__health_sees_queues(const struct ps_sup *sup);
+
+/* Forget every registration and close the set (ps__sup_init: a fresh
+ * supervisor state); ps__health_close also frees it. */
+void ps__health_reset(struct ps_sup *sup);
+void ps__health_close(struct ps_sup *sup);
+
 /* ---- metrics.c: what the operations endpoints say -------------------------- */
 
 /* The Prometheus text exposition (format 0.0.4) of sup, appended to out.

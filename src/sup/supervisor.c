@@ -394,46 +394,6 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
     }
 }
 
-/* A held socket that no longer listens (a worker called shutdown(2) on its
- * copy) refuses every client of its slot, or of all slots when shared:
- * listen on it again and tell the slots. */
-static void check_listeners(struct ps_sup *sup)
-{
-    char why[320], addr[160];
-    int g, i, s, r;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        struct ps_group *gr = &sup->groups[g];
-        if (gr->spec.proto == PS_PROTO_UDP)
-            continue;
-        for (i = 0; i < gr->nfds; i++) {
-            /* shut down on purpose, for its queue to move on (slots.c) */
-            if (gr->down[i])
-                continue;
-            r = ps__group_revive(gr, i);
-            if (r == 0)
-                continue;
-            ps_spec_format(&gr->spec, addr, sizeof(addr));
-            if (r < 0) {
-                ps__sup_log(sup, PS_LOG_ERROR, "listener_dead",
-                            "socket %d of %s no longer listens and cannot listen again: %s", i,
-                            addr, ps_strerror(r));
-                continue;
-            }
-            snprintf(why, sizeof(why),
-                     "socket %d of %s had stopped listening (a worker called shutdown() on it); "
-                     "listening again",
-                     i, addr);
-            if (gr->shared) {
-                for (s = 0; s < sup->nslots; s++)
-                    ps__slot_event(sup, s, EV_LISTENER_LOST, 0, why);
-            } else if (i < sup->nslots) {
-                ps__slot_event(sup, i, EV_LISTENER_LOST, 0, why);
-            }
-        }
-    }
-}
-
 void ps__sup_run_timers(struct ps_sup *sup)
 {
     uint64_t now = ps__now_ms();
@@ -460,10 +420,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
                 ps__worker_kill(sup, &sup->workers[i]);
     ps__watch_timer(sup, now);
     ps__sup_check_stalls(sup, now);
-    if (now - sup->checked_ms >= CHECK_EVERY_MS) {
-        sup->checked_ms = now;
-        check_listeners(sup);
-    }
+    ps__health_check(sup, now);
     ps__sup_close_retired(sup);
 }
 
@@ -858,6 +815,7 @@ static void shutdown_all(struct ps_sup *sup)
     }
     ps__control_close(sup);
     ps__watch_close(sup);
+    ps__health_close(sup);
     ps__endpoints_close(sup);
     ps__close(sup->notify_fd);
     ps__close(sup->sigfd);
@@ -868,7 +826,7 @@ static void shutdown_all(struct ps_sup *sup)
 
 static void loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[3 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX];
+    struct pollfd pfd[4 + 1 + PS_SUP_MAX_CLIENTS + PS_EP_POLL_MAX];
     int n, nctl, nep;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
@@ -878,9 +836,10 @@ static void loop(struct ps_sup *sup)
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
-        nctl = ps__control_poll_fill(sup, pfd + 3, ps__now_ms());
-        nep = ps__endpoints_poll_fill(sup, pfd + 3 + nctl, ps__now_ms());
-        n = poll(pfd, (nfds_t)(3 + nctl + nep), next_timeout(sup));
+        pfd[3] = (struct pollfd){.fd = ps__health_fd(sup), .events = POLLIN};
+        nctl = ps__control_poll_fill(sup, pfd + 4, ps__now_ms());
+        nep = ps__endpoints_poll_fill(sup, pfd + 4 + nctl, ps__now_ms());
+        n = poll(pfd, (nfds_t)(4 + nctl + nep), next_timeout(sup));
         if (n < 0 && errno != EINTR) {
             ps__sup_log(sup, PS_LOG_ERROR, "poll_failed", "poll: %s; stopping", strerror(errno));
             break;
@@ -892,9 +851,11 @@ static void loop(struct ps_sup *sup)
                 handle_notify(sup);
             if (pfd[2].revents)
                 ps__watch_read(sup);
+            if (pfd[3].revents)
+                ps__health_read(sup);
         }
-        ps__control_poll_done(sup, pfd + 3, n > 0 ? nctl : 0, ps__now_ms());
-        ps__endpoints_poll_done(sup, pfd + 3 + nctl, n > 0 ? nep : 0, ps__now_ms());
+        ps__control_poll_done(sup, pfd + 4, n > 0 ? nctl : 0, ps__now_ms());
+        ps__endpoints_poll_done(sup, pfd + 4 + nctl, n > 0 ? nep : 0, ps__now_ms());
         ps__sup_run_timers(sup);
     }
 }
@@ -926,10 +887,13 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
     struct ps_client *clients = sup->clients;
     struct ps_endpoint *endpoints = sup->endpoints;
+    struct ps_health *health = sup->health;
 
+    ps__health_reset(sup);
     memset(sup, 0, sizeof(*sup));
     sup->clients = clients;     /* allocated once (control.c) */
     sup->endpoints = endpoints; /* and endpoint.c */
+    sup->health = health;       /* and health.c */
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;
