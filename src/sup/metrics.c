@@ -296,9 +296,29 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
     }
 }
 
+/* Each capability looked at: one series per state, 1 for the one it is in
+ * (alert on state!="ok" == 1). */
+static void capability_metrics(struct ps_buf *o, struct ps_sup *sup)
+{
+    int c, st;
+
+    ps__cap_refresh(sup);
+    family(o, "portshare_capability", "gauge",
+           "1 for the state each capability is in: ok, degraded (a weaker fallback), off");
+    for (c = 0; c < PS_CAP_COUNT; c++) {
+        if (sup->caps[c].state == PS_CAP_UNKNOWN)
+            continue;
+        for (st = PS_CAP_OK; st < PS_CAP_STATE_COUNT; st++)
+            put(o, "portshare_capability{name=\"%s\",state=\"%s\"} %d\n",
+                ps__cap_name((enum ps_cap)c), ps__cap_state_name((enum ps_cap_state)st),
+                sup->caps[c].state == (enum ps_cap_state)st);
+    }
+}
+
 void ps__metrics_text(struct ps_sup *sup, struct ps_buf *out)
 {
     supervisor_metrics(out, sup);
+    capability_metrics(out, sup);
     slot_metrics(out, sup);
     listener_metrics(out, sup);
     worker_metrics(out, sup);

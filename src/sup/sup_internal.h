@@ -171,10 +171,53 @@ int ps__slot_cpu(int s);
 /* In a worker's child process: run only on its slot's CPU. */
 void ps__pin_to_slot_cpu(int s);
 
-/* Log once which steering group g got, and why. */
+/* Group g's steering was decided: the capability registry says what the
+ * supervisor's steering is now (once; at warning when it falls back). */
 void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
 
 const char *ps__steer_name(enum ps_steer st);
+
+/* ---- capabilities (capability.c) ------------------------------------------ */
+
+/* What the host lets the supervisor do; each row said once when it falls back. */
+enum ps_cap {
+    PS_CAP_STEERING,       /* ebpf (ok) / cbpf (degraded) */
+    PS_CAP_MIGRATION,      /* ebpf (ok) / tcp_migrate_req (degraded) / none (off) */
+    PS_CAP_LISTENER_CHECK, /* sock_diag (ok) / /proc/net (degraded) */
+    PS_CAP_READY_VIEW,     /* --ready auto: /proc (ok) / --ready-delay (degraded) */
+    PS_CAP_UDP_FLOWS,      /* kept across reloads (ok) / same-socket (off) */
+    PS_CAP_COUNT
+};
+
+enum ps_cap_state { PS_CAP_UNKNOWN, PS_CAP_OK, PS_CAP_DEGRADED, PS_CAP_OFF, PS_CAP_STATE_COUNT };
+
+struct ps_cap_row {
+    enum ps_cap_state state; /* PS_CAP_UNKNOWN: not looked at (not shown) */
+    char how[32];            /* the mechanism in use: "ebpf", "/proc/net" */
+    char why[512];           /* what it means, and what to do */
+};
+
+/* Set row cap: a change of state or mechanism is logged, a fall back
+ * (degraded, off) at warning level and only once per row for the
+ * supervisor's life, upgrades included (caps_said). */
+void ps__cap_set(struct ps_sup *sup, enum ps_cap cap, enum ps_cap_state st, const char *how,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Steering has been decided for a group (ps__sup_steer_said): update the
+ * steering, migration and UDP rows from the groups, and the listener
+ * check's (asked of the kernel once: a sock_diag dump). */
+void ps__cap_steering(struct ps_sup *sup);
+
+/* --ready auto looked at worker pid's /proc: err 0 (it can see) or the
+ * -errno of ps__ready_visible.  Degraded stays degraded. */
+void ps__cap_ready_view(struct ps_sup *sup, pid_t pid, int err);
+
+/* Before status or metrics: rows that could not be looked at yet (after
+ * an upgrade, the readiness view) are looked at now.  O(workers). */
+void ps__cap_refresh(struct ps_sup *sup);
+
+const char *ps__cap_name(enum ps_cap cap);
+const char *ps__cap_state_name(enum ps_cap_state st);
 
 /* ---- workers ----------------------------------------------------------- */
 
@@ -205,6 +248,7 @@ struct ps_worker {
     char status[128];  /* last STATUS= */
     char stats[128];   /* last X_PORTSHARE_STATS= */
     char closes[256];  /* last X_PORTSHARE_CLOSES= (closes per reason) */
+    char ready_by[64]; /* how it became ready ("READY=1", what /proc showed, the delay) */
 };
 
 /* ---- the slot state machine (slots.c) ----------------------------------- */
@@ -440,6 +484,8 @@ struct ps_sup {
     struct ps_client *clients; /* PS_SUP_MAX_CLIENTS of them (control.c) */
     unsigned client_serials;
     int steer_dirty;
+    struct ps_cap_row caps[PS_CAP_COUNT]; /* capability.c */
+    unsigned caps_said;                   /* rows said at warning (bit 1 << cap) */
     int steer_warned;    /* the steering program could not be attached */
     int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
     int told_ready;      /* READY=1 sent to systemd after the first start */
@@ -524,6 +570,12 @@ int ps__tree_members(pid_t root, pid_t *out, int cap);
  * looked at, bounded (see ready.c).  With tree, pid's descendants are
  * looked at instead of pid itself (see ps__tree_members for the cost). */
 int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
+
+/* ready.c: 0 when /proc shows us what process pid waits on (or it is gone:
+ * nothing to see), -EACCES / -EPERM when the kernel refuses (ptrace access
+ * mode: another user without CAP_SYS_PTRACE, not dumpable), -ENOENT when
+ * /proc hides it (hidepid=) while it runs.  A readlink, and a stat. */
+int ps__ready_visible(pid_t pid);
 
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
@@ -685,6 +737,6 @@ char *ps__upgrade_serialize(struct ps_sup *sup);
  * table changes the first; tests/unit/test_sup_upgrade.c then fails until
  * the format gets a new name and this constant the new fingerprint. */
 uint32_t ps__upgrade_tables_hash(void);
-#define PS__UPGRADE_TABLES_HASH 0x92f1bc48u /* of "portshare-upgrade-2" */
+#define PS__UPGRADE_TABLES_HASH 0x0035d607u /* of "portshare-upgrade-3" */
 
 #endif

@@ -106,6 +106,7 @@ void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
         return;
     w->state = W_READY;
     w->ready_ms = w->ping_ms = ps__now_ms();
+    snprintf(w->ready_by, sizeof(w->ready_by), "%s", how);
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, how);
     switch (role_of(sup, w)) {
