@@ -85,8 +85,8 @@ static void steering(struct ps_sup *sup, int *ebpf)
                     "its queue to the serving ones");
     else if (st == PS_STEER_CBPF)
         ps__cap_set(sup, PS_CAP_STEERING, PS_CAP_DEGRADED, "cbpf",
-                    "classic BPF, eBPF not used: %s; steering follows the kernel's socket "
-                    "numbering and nothing migrates",
+                    "classic BPF steering, no migration (eBPF not used: %s): steering follows the "
+                    "kernel's socket numbering",
                     why);
 }
 

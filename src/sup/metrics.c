@@ -193,8 +193,8 @@ static void listener_metrics(struct ps_buf *o, struct ps_sup *sup)
     unsigned q, lim, drops;
     int g, i;
 
-    static const char *const protos[] = {[PS_PROTO_TCP] = "tcp", [PS_PROTO_UDP] = "udp",
-                                         [PS_PROTO_UNIX] = "unix"};
+    static const char *const protos[] = {
+        [PS_PROTO_TCP] = "tcp", [PS_PROTO_UDP] = "udp", [PS_PROTO_UNIX] = "unix"};
 
     family(o, "portshare_listener_info", "gauge",
            "1 per listener: its address, LISTEN_FDNAMES name, protocol, sockets and mode.");
@@ -286,7 +286,8 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
         const struct ps_worker *w = slot_worker(sup, s);
         for (p = w ? w->closes : ""; *p; p += strspn(p, " ")) {
             if (sscanf(p, "%31[a-z_]=%llu%n", reason, &v, &n) == 2) {
-                put(o, "portshare_worker_connections_closed_total{slot=\"%d\",reason=\"%s\"} %llu\n",
+                put(o,
+                    "portshare_worker_connections_closed_total{slot=\"%d\",reason=\"%s\"} %llu\n",
                     s, reason, v);
                 p += n;
             } else {

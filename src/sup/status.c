@@ -113,8 +113,7 @@ static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
 
     endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
     if (addr[0])
-        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503",
-            why);
+        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503", why);
     endpoint_address(sup->agent_fd, &sup->cfg->agent, addr, sizeof(addr));
     if (addr[0]) {
         ps__agent_text(sup, line, sizeof(line));
@@ -150,8 +149,8 @@ static void put_capabilities(struct ps_buf *o, struct ps_sup *sup)
         const struct ps_cap_row *r = &sup->caps[c];
         if (r->state == PS_CAP_UNKNOWN)
             continue;
-        put(o, "capability  %s %s (%s)", ps__cap_name((enum ps_cap)c),
-            ps__cap_state_name(r->state), r->how);
+        put(o, "capability  %s %s (%s)", ps__cap_name((enum ps_cap)c), ps__cap_state_name(r->state),
+            r->how);
         if (r->state != PS_CAP_OK)
             put(o, ": %s", r->why);
         put(o, "\n");

@@ -268,7 +268,7 @@ check_caps() { # check_caps WHEN
     ! grep -q "warn capability: listener_check" "$T/cap.log" || fail "$1: the listener check said degraded"
 }
 check_caps "at start"
-grep -q "warn capability: steering degraded (cbpf): classic BPF, eBPF not used: --steering cbpf" "$T/cap.log" ||
+grep -q "warn capability: steering degraded (cbpf): classic BPF steering, no migration (eBPF not used: --steering cbpf)" "$T/cap.log" ||
     fail "the classic BPF fallback does not say why: $(grep capability "$T/cap.log")"
 ctl cap upgrade >/dev/null || fail "upgrade of cap failed: $(tail -3 "$T/cap.log")"
 check_caps "after an upgrade"
