@@ -222,7 +222,7 @@ while True:
     curl -sf "http://127.0.0.1:$mport/metrics" | grep -qx 'portshare_capability{name="ready_view",state="degraded"} 1' ||
         fail "/metrics: $(curl -sf "http://127.0.0.1:$mport/metrics" | grep capability)"
     ctl np stop >/dev/null
-    sup_start vis -l 127.0.0.1:0 -w 1 --ready-delay 5s -- python3 -c "$ACC"
+    sup_start vis -l 127.0.0.1:0 -w 1 --ready-delay 15s -- python3 -c "$ACC"
     status_json vis | jq -e '(.capabilities[] | select(.name == "ready_view") | .state == "ok") and
         (.slots[0].ready_by | test("accept"))' >/dev/null || fail "seen worker: $(status_json vis | jq -c '.capabilities, .slots[0].ready_by')"
     ! grep -q 'warn capability' "$T/vis.log" || fail "a fallback was said with the view: $(grep capability "$T/vis.log")"
