@@ -385,6 +385,7 @@ write_report() {
     write_idle_memory
     write_affinity
     write_stall
+    write_sup_scale
 }
 
 # ---- scenarios 9 and 10 ---------------------------------------------------------------
@@ -419,6 +420,21 @@ write_stall() {
     echo "| server | requests | failed | timeouts | p99 ms | max ms |"
     echo "|---|---|---|---|---|---|"
     awk -F'\t' '{printf "| %s | %s | %s | %s | %.1f | %.1f |\n", $1, $2, $4, $5, $6 / 1000, $7 / 1000}' "$RAW/s10.tsv"
+    echo
+}
+
+write_sup_scale() {
+    [ -s "$RAW/s11.tsv" ] || return 0
+    echo "## 11. The supervisor at scale"
+    echo
+    echo "\`portshare run -w N\` with 4 TCP listeners (N x 4 held sockets) and \`sleep\` workers"
+    echo "(\`--ready delay --ready-delay 0\`): start until every worker is ready, one reload (the"
+    echo "command's round trip), then, with nothing queued and nothing changing, the supervisor's CPU"
+    echo "over ${SUP_IDLE_S:-10} s (utime+stime, % of one CPU) and its system calls per second (\`strace -c\`, 3 s)."
+    echo
+    echo "| slots x listeners | start ms | reload ms | idle CPU % | syscalls/s | getsockopt/s |"
+    echo "|---|---|---|---|---|---|"
+    awk -F'\t' '{printf "| %s x 4 | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$RAW/s11.tsv"
     echo
 }
 

@@ -65,6 +65,11 @@ struct ps__proc_sock {
 int ps__proc_net_each(enum ps_proto proto, unsigned port,
                       int (*fn)(const struct ps__proc_sock *sock, void *ctx), void *ctx);
 
+/* 0 when the kernel's sock_diag dump can be had (what ps__proc_net_each
+ * reads first), else -errno: ps__proc_net_each then reads /proc/net
+ * instead (slow with many sockets).  One dump of the listening sockets. */
+int ps__proc_net_diag(void);
+
 /* An address as /proc/net prints it (see struct ps__proc_sock). */
 void ps__proc_net_hex(const struct sockaddr_storage *ss, char *out, size_t len);
 

@@ -184,6 +184,21 @@ int ps__proc_net_each(enum ps_proto proto, unsigned port,
     return r;
 }
 
+static int count_none(const struct ps__proc_sock *sock, void *ctx)
+{
+    (void)sock;
+    (void)ctx;
+    return 0;
+}
+
+int ps__proc_net_diag(void)
+{
+    int r = 0;
+
+    /* port 0: no listener matches; the dump itself is the question */
+    return diag_each(AF_INET, 1, 0, count_none, NULL, &r);
+}
+
 static int hex_is_zero(const char *hex)
 {
     return hex[strspn(hex, "0")] == '\0';

@@ -193,8 +193,8 @@ static void listener_metrics(struct ps_buf *o, struct ps_sup *sup)
     unsigned q, lim, drops;
     int g, i;
 
-    static const char *const protos[] = {[PS_PROTO_TCP] = "tcp", [PS_PROTO_UDP] = "udp",
-                                         [PS_PROTO_UNIX] = "unix"};
+    static const char *const protos[] = {
+        [PS_PROTO_TCP] = "tcp", [PS_PROTO_UDP] = "udp", [PS_PROTO_UNIX] = "unix"};
 
     family(o, "portshare_listener_info", "gauge",
            "1 per listener: its address, LISTEN_FDNAMES name, protocol, sockets and mode.");
@@ -286,7 +286,8 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
         const struct ps_worker *w = slot_worker(sup, s);
         for (p = w ? w->closes : ""; *p; p += strspn(p, " ")) {
             if (sscanf(p, "%31[a-z_]=%llu%n", reason, &v, &n) == 2) {
-                put(o, "portshare_worker_connections_closed_total{slot=\"%d\",reason=\"%s\"} %llu\n",
+                put(o,
+                    "portshare_worker_connections_closed_total{slot=\"%d\",reason=\"%s\"} %llu\n",
                     s, reason, v);
                 p += n;
             } else {
@@ -296,9 +297,29 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
     }
 }
 
+/* Each capability looked at: one series per state, 1 for the one it is in
+ * (alert on state!="ok" == 1). */
+static void capability_metrics(struct ps_buf *o, struct ps_sup *sup)
+{
+    int c, st;
+
+    ps__cap_refresh(sup);
+    family(o, "portshare_capability", "gauge",
+           "1 for the state each capability is in: ok, degraded (a weaker fallback), off");
+    for (c = 0; c < PS_CAP_COUNT; c++) {
+        if (sup->caps[c].state == PS_CAP_UNKNOWN)
+            continue;
+        for (st = PS_CAP_OK; st < PS_CAP_STATE_COUNT; st++)
+            put(o, "portshare_capability{name=\"%s\",state=\"%s\"} %d\n",
+                ps__cap_name((enum ps_cap)c), ps__cap_state_name((enum ps_cap_state)st),
+                sup->caps[c].state == (enum ps_cap_state)st);
+    }
+}
+
 void ps__metrics_text(struct ps_sup *sup, struct ps_buf *out)
 {
     supervisor_metrics(out, sup);
+    capability_metrics(out, sup);
     slot_metrics(out, sup);
     listener_metrics(out, sup);
     worker_metrics(out, sup);

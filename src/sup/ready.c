@@ -27,7 +27,11 @@
  * The syscall file is exact but only shows a thread that sleeps in the call
  * at the moment we look; a thread between two calls is seen on a later
  * probe.  What cannot be read (a process already gone, EACCES) counts as
- * "not yet": the --ready-delay fallback is behind it.
+ * "not yet": the --ready-delay fallback is behind it.  When the kernel
+ * refuses to show a worker at all (the supervisor is root without
+ * CAP_SYS_PTRACE, as in Docker, and the worker another user; /proc
+ * mounted with hidepid=), the readiness view is said to be degraded, once
+ * (capability.c): every such worker waits for the delay.
  *
  * Cost: at most MAX_FDS descriptors and MAX_TASKS threads per process
  * looked at, each a readlink or a small read.  Finding a worker's
@@ -37,8 +41,10 @@
 #include "sup_internal.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +262,28 @@ static int process_probe(pid_t pid, const struct targets *t, char *how, size_t l
     return epoll_probe(pid, t, how, len) || tasks_probe(pid, t, how, len);
 }
 
+int ps__ready_visible(pid_t pid)
+{
+    char path[64], link[8];
+    struct stat st;
+    int err;
+
+    /* the exe link takes the same ptrace access check as the fd links and
+     * fdinfo the probes read; a short buffer just cuts the name */
+    snprintf(path, sizeof(path), "/proc/%ld/exe", (long)pid);
+    if (readlink(path, link, sizeof(link)) >= 0)
+        return 0;
+    err = -errno;
+    if (err == -EACCES || err == -EPERM)
+        return err;
+    /* a zombie has no exe but its directory; hidepid= hides the directory
+     * of a process that kill(2) still reaches */
+    snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
+    if (stat(path, &st) < 0 && errno == ENOENT && kill(pid, 0) == 0)
+        return -ENOENT;
+    return 0;
+}
+
 int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len)
 {
     pid_t members[MAX_TREE];
@@ -270,8 +298,11 @@ int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how
     }
     if (t.n == 0)
         return 0;
-    if (!tree)
-        return process_probe(pid, &t, how, len);
+    if (!tree) {
+        int v = ps__ready_visible(pid);
+        ps__cap_ready_view(sup, pid, v); /* said once when it cannot see */
+        return v == 0 && process_probe(pid, &t, how, len);
+    }
     n = ps__tree_members(pid, members, MAX_TREE);
     for (i = 1; i < n; i++) /* members[0] is pid: looked at without tree */
         if (process_probe(members[i], &t, how, len))

@@ -28,7 +28,12 @@
  * nothing can move: the queue waits in the socket for the fresh worker.
  *
  * The queues are looked at every timeout / 10 (20 ms to 250 ms), one
- * getsockopt per slot and group, only while the option is on.
+ * getsockopt per slot and group, only while the option is on, and only of
+ * the slots whose sockets reported a connection queued since their queue
+ * was last seen empty (stall_busy: health.c's epoll set) or that are
+ * stalled.  An idle supervisor does not look at all; a slot is looked at
+ * from the tick after its queue fills, so a stall is still seen within
+ * the timeout (plus one tick).
  */
 #include "sup_internal.h"
 
@@ -47,6 +52,15 @@ static int watched(const struct ps_sup *sup, int s)
     return sup->slots[s].state == SL_READY || sup->slots[s].state == SL_STALLED;
 }
 
+/* Is slot s looked at on the next tick? */
+static int looked_at(const struct ps_sup *sup, int s)
+{
+    const struct ps_slot *sl = &sup->slots[s];
+
+    return watched(sup, s) &&
+           (sl->stall_busy || sl->state == SL_STALLED || !ps__health_sees_queues(sup));
+}
+
 uint64_t ps__stall_next(const struct ps_sup *sup)
 {
     int s;
@@ -54,7 +68,7 @@ uint64_t ps__stall_next(const struct ps_sup *sup)
     if (!sup->cfg->stall_timeout_ms || sup->stopping)
         return UINT64_MAX;
     for (s = 0; s < sup->nslots; s++)
-        if (watched(sup, s))
+        if (looked_at(sup, s))
             return sup->stall_checked_ms + every_ms(sup);
     return UINT64_MAX;
 }
@@ -81,6 +95,8 @@ static void look(struct ps_sup *sup, int s, uint64_t now)
     struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
     char why[160];
 
+    if (q <= 0) /* empty (or not listening: health.c revives it): armed again */
+        sl->stall_busy = 0;
     if (q < 0)
         return;
     if (q == 0 || (unsigned long)q < sl->stall_q) {
@@ -133,9 +149,9 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now)
         return;
     sup->stall_checked_ms = now;
     for (s = 0; s < sup->nslots; s++) {
-        if (watched(sup, s))
+        if (looked_at(sup, s))
             look(sup, s, now);
-        else
+        else /* not ready, or seen empty since its queue last filled */
             sup->slots[s].stall_since = sup->slots[s].stall_q = 0;
     }
 }

@@ -113,8 +113,7 @@ static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
 
     endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
     if (addr[0])
-        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503",
-            why);
+        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503", why);
     endpoint_address(sup->agent_fd, &sup->cfg->agent, addr, sizeof(addr));
     if (addr[0]) {
         ps__agent_text(sup, line, sizeof(line));
@@ -140,6 +139,36 @@ static void put_steering(struct ps_buf *o, const struct ps_sup *sup)
     }
 }
 
+/* One line per capability looked at; what fell back says why. */
+static void put_capabilities(struct ps_buf *o, struct ps_sup *sup)
+{
+    int c;
+
+    ps__cap_refresh(sup);
+    for (c = 0; c < PS_CAP_COUNT; c++) {
+        const struct ps_cap_row *r = &sup->caps[c];
+        if (r->state == PS_CAP_UNKNOWN)
+            continue;
+        put(o, "capability  %s %s (%s)", ps__cap_name((enum ps_cap)c), ps__cap_state_name(r->state),
+            r->how);
+        if (r->state != PS_CAP_OK)
+            put(o, ": %s", r->why);
+        put(o, "\n");
+    }
+}
+
+/* How the worker became ready, as one word for the slot table. */
+static const char *ready_word(const struct ps_worker *w)
+{
+    if (!w || w->state == W_STARTING || !w->ready_by[0])
+        return "";
+    if (!strncmp(w->ready_by, "READY=1", 7))
+        return " ready:notify";
+    if (strstr(w->ready_by, "--ready-delay"))
+        return " ready:delay";
+    return " ready:listening";
+}
+
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -158,6 +187,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     put(o, "workers     %d (mode %s)\n", sup->target,
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
     put_steering(o, sup);
+    put_capabilities(o, sup);
     if (sup->reload_error[0])
         put(o, "last reload FAILED: %s\n", sup->reload_error);
     put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
@@ -184,7 +214,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
             put(o, " (socket stopped listening %u time(s), revived)", sl->lost);
         if (sl->stalls)
             put(o, " (stalled %u time(s), %u rescued)", sl->stalls, sl->rescues);
-        put(o, "\n");
+        put(o, "%s\n", ready_word(w));
     }
     for (i = 0; i < sup->nworkers; i++) {
         const struct ps_worker *w = &sup->workers[i];
@@ -270,6 +300,8 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
         json_counters(o, w ? w->stats : "");
         put(o, ",\"closes\":");
         json_counters(o, w ? w->closes : "");
+        put(o, ",\"ready_by\":");
+        ps__buf_json_string(o, w && w->state != W_STARTING ? w->ready_by : "");
         put(o, ",\"next_pid\":%ld}", sl->next >= 0 ? (long)sup->workers[sl->next].pid : 0L);
     }
     put(o, "]");
@@ -303,6 +335,27 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         put(o, "]}");
     }
     put(o, "]");
+}
+
+static void json_capabilities(struct ps_buf *o, struct ps_sup *sup)
+{
+    int c, first = 1;
+
+    ps__cap_refresh(sup);
+    put(o, "\"capabilities\":[");
+    for (c = 0; c < PS_CAP_COUNT; c++) {
+        const struct ps_cap_row *r = &sup->caps[c];
+        if (r->state == PS_CAP_UNKNOWN)
+            continue;
+        put(o, "%s{\"name\":\"%s\",\"state\":\"%s\",\"how\":", first ? "" : ",",
+            ps__cap_name((enum ps_cap)c), ps__cap_state_name(r->state));
+        ps__buf_json_string(o, r->how);
+        put(o, ",\"why\":");
+        ps__buf_json_string(o, r->why);
+        put(o, "}");
+        first = 0;
+    }
+    put(o, "],");
 }
 
 static void json_endpoints(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
@@ -354,6 +407,7 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         ps__buf_json_string(o, why);
         put(o, ",\"stall_timeout_ms\":%u,", sup->cfg->stall_timeout_ms);
     }
+    json_capabilities(o, sup);
     json_slots(o, sup, now);
     put(o, ",\"other_workers\":[");
     for (i = 0; i < sup->nworkers; i++) {

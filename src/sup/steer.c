@@ -27,19 +27,8 @@ const char *ps__steer_name(enum ps_steer st)
 
 void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g)
 {
-    char addr[160];
-
-    ps_spec_format(&g->spec, addr, sizeof(addr));
-    if (g->steer == PS_STEER_EBPF)
-        ps__sup_log(sup, PS_LOG_INFO, "steering",
-                    "%s: eBPF steering (SELECT_OR_MIGRATE): a closed or shut-down socket hands "
-                    "its queue to the serving ones",
-                    addr);
-    else if (g->steer == PS_STEER_CBPF)
-        ps__sup_log(sup, PS_LOG_INFO, "steering",
-                    "%s: classic BPF steering, no migration (eBPF not used: %s); a retiring "
-                    "socket waits for its queue to empty",
-                    addr, g->steer_why);
+    (void)g; /* said once for all groups, at warning when it falls back */
+    ps__cap_steering(sup);
 }
 
 enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why)

@@ -14,6 +14,8 @@
  *   control.c     the control socket: its place, its line commands
  *   client.c      the control socket's client side (the CLI)
  *   ready.c       --ready auto: is a starting worker waiting on its listeners?
+ *   health.c      the held listeners' epoll set: revived when shut down,
+ *                 queues looked at (stall.c) only once something is queued
  *   watch.c       --watch: inotify, debounced reloads
  *   endpoint.c    --metrics (HTTP /metrics, /healthz) and --agent (HAProxy
  *                 agent-check): their sockets and protocols
@@ -35,6 +37,7 @@
 
 struct ps_sup;
 struct ps_conns;
+struct ps_health;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
@@ -145,11 +148,14 @@ enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
 /* 1 when every steered group migrates (eBPF): retiring needs no grace. */
 int ps__sup_migrates(const struct ps_sup *sup);
 
-/* stall.c: look at the queues of the ready and stalled slots (every
- * a tenth of --stall-timeout), and feed EV_STALL / EV_RESUME.  O(slots x groups). */
+/* stall.c: look at the queues of the stalled slots and of the ready ones
+ * something was queued in (stall_busy, from health.c), every tenth of
+ * --stall-timeout, and feed EV_STALL / EV_RESUME.  O(slots) of memory,
+ * and one getsockopt per group for each slot looked at: none when idle. */
 void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
 
-/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off). */
+/* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off, or
+ * no slot to look at).  O(slots). */
 uint64_t ps__stall_next(const struct ps_sup *sup);
 
 /* A stalled slot's rescue: under eBPF shut its sockets down (the queue
@@ -167,10 +173,53 @@ int ps__slot_cpu(int s);
 /* In a worker's child process: run only on its slot's CPU. */
 void ps__pin_to_slot_cpu(int s);
 
-/* Log once which steering group g got, and why. */
+/* Group g's steering was decided: the capability registry says what the
+ * supervisor's steering is now (once; at warning when it falls back). */
 void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
 
 const char *ps__steer_name(enum ps_steer st);
+
+/* ---- capabilities (capability.c) ------------------------------------------ */
+
+/* What the host lets the supervisor do; each row said once when it falls back. */
+enum ps_cap {
+    PS_CAP_STEERING,       /* ebpf (ok) / cbpf (degraded) */
+    PS_CAP_MIGRATION,      /* ebpf (ok) / tcp_migrate_req (degraded) / none (off) */
+    PS_CAP_LISTENER_CHECK, /* sock_diag (ok) / /proc/net (degraded) */
+    PS_CAP_READY_VIEW,     /* --ready auto: /proc (ok) / --ready-delay (degraded) */
+    PS_CAP_UDP_FLOWS,      /* kept across reloads (ok) / same-socket (off) */
+    PS_CAP_COUNT
+};
+
+enum ps_cap_state { PS_CAP_UNKNOWN, PS_CAP_OK, PS_CAP_DEGRADED, PS_CAP_OFF, PS_CAP_STATE_COUNT };
+
+struct ps_cap_row {
+    enum ps_cap_state state; /* PS_CAP_UNKNOWN: not looked at (not shown) */
+    char how[32];            /* the mechanism in use: "ebpf", "/proc/net" */
+    char why[512];           /* what it means, and what to do */
+};
+
+/* Set row cap: a change of state or mechanism is logged, a fall back
+ * (degraded, off) at warning level and only once per row for the
+ * supervisor's life, upgrades included (caps_said). */
+void ps__cap_set(struct ps_sup *sup, enum ps_cap cap, enum ps_cap_state st, const char *how,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Steering has been decided for a group (ps__sup_steer_said): update the
+ * steering, migration and UDP rows from the groups, and the listener
+ * check's (asked of the kernel once: a sock_diag dump). */
+void ps__cap_steering(struct ps_sup *sup);
+
+/* --ready auto looked at worker pid's /proc: err 0 (it can see) or the
+ * -errno of ps__ready_visible.  Degraded stays degraded. */
+void ps__cap_ready_view(struct ps_sup *sup, pid_t pid, int err);
+
+/* Before status or metrics: rows that could not be looked at yet (after
+ * an upgrade, the readiness view) are looked at now.  O(workers). */
+void ps__cap_refresh(struct ps_sup *sup);
+
+const char *ps__cap_name(enum ps_cap cap);
+const char *ps__cap_state_name(enum ps_cap_state st);
 
 /* ---- workers ----------------------------------------------------------- */
 
@@ -201,6 +250,7 @@ struct ps_worker {
     char status[128];  /* last STATUS= */
     char stats[128];   /* last X_PORTSHARE_STATS= */
     char closes[256];  /* last X_PORTSHARE_CLOSES= (closes per reason) */
+    char ready_by[64]; /* how it became ready ("READY=1", what /proc showed, the delay) */
 };
 
 /* ---- the slot state machine (slots.c) ----------------------------------- */
@@ -290,6 +340,10 @@ struct ps_slot {
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
     int stall_reload_said; /* the "not rescued during a reload" line was logged */
+    /* a connection was queued in one of its sockets since it was last seen
+     * empty (health.c's epoll set said so): stall.c looks at it every tick
+     * until it is empty again, then health.c arms its sockets again */
+    int stall_busy;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -436,12 +490,15 @@ struct ps_sup {
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
-    uint64_t checked_ms;              /* last check of the held sockets and strays */
+    uint64_t checked_ms;              /* last sweep of the held sockets (health.c) */
+    struct ps_health *health;         /* health.c: the held sockets' epoll set */
     uint64_t stall_checked_ms;        /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd; /* control_fd: -1 when there is none */
     char notify_addr[108];
     char systemd_notify[108]; /* our own NOTIFY_SOCKET from systemd, if any */
     int steer_dirty;
+    struct ps_cap_row caps[PS_CAP_COUNT]; /* capability.c */
+    unsigned caps_said;                   /* rows said at warning (bit 1 << cap) */
     int steer_warned;    /* the steering program could not be attached */
     int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
     int told_ready;      /* READY=1 sent to systemd after the first start */
@@ -527,6 +584,12 @@ int ps__tree_members(pid_t root, pid_t *out, int cap);
  * looked at, bounded (see ready.c).  With tree, pid's descendants are
  * looked at instead of pid itself (see ps__tree_members for the cost). */
 int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
+
+/* ready.c: 0 when /proc shows us what process pid waits on (or it is gone:
+ * nothing to see), -EACCES / -EPERM when the kernel refuses (ptrace access
+ * mode: another user without CAP_SYS_PTRACE, not dumpable), -ENOENT when
+ * /proc hides it (hidepid=) while it runs.  A readlink, and a stat. */
+int ps__ready_visible(pid_t pid);
 
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
@@ -744,6 +807,33 @@ uint64_t ps__watch_deadline(const struct ps_sup *sup);
 void ps__watch_timer(struct ps_sup *sup, uint64_t now);
 
 void ps__watch_close(struct ps_sup *sup);
+/* ---- health.c: the held listeners' epoll set ----------------------------------- */
+
+/* Everything due about the held sockets' health (called by the loop's
+ * timers): keep the epoll set in step with the groups, act on what it
+ * reported (a socket no longer listening is revived and its slots told;
+ * a queue that filled marks its slot busy for stall.c), and once a second
+ * ask what epoll does not cover (shared and unix sockets, sockets not
+ * armed).  Idle: no system call but one epoll_wait a second.  O(sockets)
+ * of memory per call; system calls only for what changed. */
+void ps__health_check(struct ps_sup *sup, uint64_t now);
+
+/* The epoll descriptor for the loop to poll (readable: call
+ * ps__health_read), or -1. */
+int ps__health_fd(const struct ps_sup *sup);
+
+/* The loop saw ps__health_fd readable: the next ps__health_check reads it. */
+void ps__health_read(struct ps_sup *sup);
+
+/* 1 when queued connections are reported (the epoll set works); else
+ * stall.c must ask every watched slot every tick. */
+int ps__health_sees_queues(const struct ps_sup *sup);
+
+/* Forget every registration and close the set (ps__sup_init: a fresh
+ * supervisor state); ps__health_close also frees it. */
+void ps__health_reset(struct ps_sup *sup);
+void ps__health_close(struct ps_sup *sup);
+
 /* ---- metrics.c: what the operations endpoints say -------------------------- */
 
 /* The Prometheus text exposition (format 0.0.4) of sup, appended to out.
@@ -810,6 +900,6 @@ char *ps__upgrade_serialize(struct ps_sup *sup);
  * table changes the first; tests/unit/test_sup_upgrade.c then fails until
  * the format gets a new name and this constant the new fingerprint. */
 uint32_t ps__upgrade_tables_hash(void);
-#define PS__UPGRADE_TABLES_HASH 0x92f1bc48u /* of "portshare-upgrade-2" */
+#define PS__UPGRADE_TABLES_HASH 0x0035d607u /* of "portshare-upgrade-3" */
 
 #endif

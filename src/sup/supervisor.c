@@ -106,6 +106,7 @@ void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
         return;
     w->state = W_READY;
     w->ready_ms = w->ping_ms = ps__now_ms();
+    snprintf(w->ready_by, sizeof(w->ready_by), "%s", how);
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, how);
     switch (role_of(sup, w)) {
@@ -396,46 +397,6 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
     }
 }
 
-/* A held socket that no longer listens (a worker called shutdown(2) on its
- * copy) refuses every client of its slot, or of all slots when shared:
- * listen on it again and tell the slots. */
-static void check_listeners(struct ps_sup *sup)
-{
-    char why[320], addr[160];
-    int g, i, s, r;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        struct ps_group *gr = &sup->groups[g];
-        if (gr->spec.proto == PS_PROTO_UDP)
-            continue;
-        for (i = 0; i < gr->nfds; i++) {
-            /* shut down on purpose, for its queue to move on (slots.c) */
-            if (gr->down[i])
-                continue;
-            r = ps__group_revive(gr, i);
-            if (r == 0)
-                continue;
-            ps_spec_format(&gr->spec, addr, sizeof(addr));
-            if (r < 0) {
-                ps__sup_log(sup, PS_LOG_ERROR, "listener_dead",
-                            "socket %d of %s no longer listens and cannot listen again: %s", i,
-                            addr, ps_strerror(r));
-                continue;
-            }
-            snprintf(why, sizeof(why),
-                     "socket %d of %s had stopped listening (a worker called shutdown() on it); "
-                     "listening again",
-                     i, addr);
-            if (gr->shared) {
-                for (s = 0; s < sup->nslots; s++)
-                    ps__slot_event(sup, s, EV_LISTENER_LOST, 0, why);
-            } else if (i < sup->nslots) {
-                ps__slot_event(sup, i, EV_LISTENER_LOST, 0, why);
-            }
-        }
-    }
-}
-
 void ps__sup_run_timers(struct ps_sup *sup)
 {
     uint64_t now = ps__now_ms();
@@ -462,10 +423,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
                 ps__worker_kill(sup, &sup->workers[i]);
     ps__watch_timer(sup, now);
     ps__sup_check_stalls(sup, now);
-    if (now - sup->checked_ms >= CHECK_EVERY_MS) {
-        sup->checked_ms = now;
-        check_listeners(sup);
-    }
+    ps__health_check(sup, now);
     ps__sup_close_retired(sup);
 }
 
@@ -860,6 +818,7 @@ static void shutdown_all(struct ps_sup *sup)
     }
     ps__control_close(sup);
     ps__watch_close(sup);
+    ps__health_close(sup);
     ps__endpoints_close(sup);
     ps__close(sup->notify_fd);
     ps__close(sup->sigfd);
@@ -891,7 +850,7 @@ static int poll_failed(struct ps_sup *sup, int *said)
 
 static int loop(struct ps_sup *sup)
 {
-    struct pollfd pfd[3 + PS_CONN_POLL_MAX + PS_UPGRADE_POLL_MAX];
+    struct pollfd pfd[4 + PS_CONN_POLL_MAX + PS_UPGRADE_POLL_MAX];
     int n, nconn, nup, said = 0;
 
     while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
@@ -901,9 +860,10 @@ static int loop(struct ps_sup *sup)
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
-        nconn = ps__conns_poll_fill(sup, pfd + 3, ps__now_ms());
-        nup = ps__upgrade_poll_fill(sup, pfd + 3 + nconn);
-        n = poll(pfd, (nfds_t)(3 + nconn + nup), next_timeout(sup));
+        pfd[3] = (struct pollfd){.fd = ps__health_fd(sup), .events = POLLIN};
+        nconn = ps__conns_poll_fill(sup, pfd + 4, ps__now_ms());
+        nup = ps__upgrade_poll_fill(sup, pfd + 4 + nconn);
+        n = poll(pfd, (nfds_t)(4 + nconn + nup), next_timeout(sup));
         if (n < 0 && (n = poll_failed(sup, &said)) < 0)
             return n;
         if (n > 0) {
@@ -914,9 +874,11 @@ static int loop(struct ps_sup *sup)
                 handle_notify(sup);
             if (pfd[2].revents)
                 ps__watch_read(sup);
+            if (pfd[3].revents)
+                ps__health_read(sup);
         }
-        ps__conns_poll_done(sup, pfd + 3, n > 0 ? nconn : 0, ps__now_ms());
-        ps__upgrade_poll_done(sup, pfd + 3 + nconn, n > 0 ? nup : 0);
+        ps__conns_poll_done(sup, pfd + 4, n > 0 ? nconn : 0, ps__now_ms());
+        ps__upgrade_poll_done(sup, pfd + 4 + nconn, n > 0 ? nup : 0);
         ps__sup_run_timers(sup);
     }
     return 0;
@@ -948,9 +910,12 @@ static void cloexec_inherited(void)
 void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
     struct ps_conns *conns = sup->conns;
+    struct ps_health *health = sup->health;
 
+    ps__health_reset(sup);
     memset(sup, 0, sizeof(*sup));
-    sup->conns = conns; /* allocated once (connsrv.c) */
+    sup->conns = conns;   /* allocated once (connsrv.c) */
+    sup->health = health; /* and health.c */
     sup->cfg = cfg;
     sup->sys = &ps__sup_sys_real;
     sup->target = cfg->workers;

@@ -34,7 +34,7 @@
  * of a line).  tests/unit/test_sup_upgrade.c holds the tables' fingerprint
  * (PS__UPGRADE_TABLES_HASH) to this number, so that a table changed without
  * a new number fails a unit test instead of a user's upgrade. */
-#define STATE_MAGIC "portshare-upgrade-2"
+#define STATE_MAGIC "portshare-upgrade-3"
 
 const char *ps_sup_upgrade_state_format(void)
 {
@@ -242,6 +242,7 @@ static const struct field sup_fields[] = {
     FLD(struct ps_sup, strays_killed, F_UINT), FLD(struct ps_sup, told_ready, F_INT),
     FLD(struct ps_sup, notify_addr, F_STR),    FLD(struct ps_sup, reload_error, F_STR),
     FLD(struct ps_sup, metrics_fd, F_INT),     FLD(struct ps_sup, agent_fd, F_INT),
+    FLD(struct ps_sup, caps_said, F_UINT),
 };
 
 static const struct field group_fields[] = {
@@ -272,7 +273,7 @@ static const struct field worker_fields[] = {
     FLD(struct ps_worker, deadline_ms, F_U64),   FLD(struct ps_worker, notified, F_INT),
     FLD(struct ps_worker, hinted, F_INT),        FLD(struct ps_worker, status, F_STR),
     FLD(struct ps_worker, ready_guessed, F_INT), FLD(struct ps_worker, stats, F_STR),
-    FLD(struct ps_worker, closes, F_STR),
+    FLD(struct ps_worker, closes, F_STR),        FLD(struct ps_worker, ready_by, F_STR),
 };
 
 /* a queued operation asked by a signal (nobody waits for its answer) */

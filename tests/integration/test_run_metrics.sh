@@ -23,6 +23,11 @@
 #     flight at the upgrade is answered;
 #   - under ulimit -n 32 both endpoints serve (only descriptors in use are
 #     polled); --metrics :0 / --agent :0 answer on 127.0.0.1 and [::1];
+#   - every fallback is said once at warning and visible: with --steering
+#     cbpf and a UDP listener, steering "degraded" and migration and UDP
+#     flows "off" are each logged once (not again after an upgrade), listed
+#     in status (text and --json capabilities) and as
+#     portshare_capability{name,state} 1 in /metrics;
 #   - the supervisor stays asleep (no CPU) with the endpoints open, an idle
 #     client connected, and in lame duck.
 . "$(dirname "$0")/sup_lib.sh"
@@ -338,6 +343,38 @@ note "a request in flight during the upgrade was answered: $(head -1 "$T/partial
 [ "$(agent)" = "up ready 100%" ] || fail "agent after upgrade"
 curl -sf "$M/metrics" | prom >/dev/null || fail "/metrics after upgrade"
 ok "an upgrade keeps /metrics, /healthz and the agent on their ports, and answers a request in flight"
+
+# ---- fallbacks: said once at warning, in status and /metrics, also after an upgrade ----
+saved_pid=$SUP_PID saved_port=$PORT
+sup_start cap -l 127.0.0.1:0 -l udp://127.0.0.1:0 -w 1 --steering cbpf --metrics 127.0.0.1:0 \
+    --ready delay --ready-delay 100ms --drain-timeout 2s -- sleep 600
+CM=http://127.0.0.1:$(endpoint_port cap metrics)
+check_caps() { # check_caps WHEN
+    local j n name want
+    j=$(status_json cap)
+    for want in steering:degraded migration:off udp_flows:off listener_check:ok; do
+        name=${want%%:*}
+        jq -e --arg n "$name" --arg s "${want#*:}" '.capabilities[] | select(.name == $n) | .state == $s' \
+            <<<"$j" >/dev/null || fail "$1: status --json capability $name is not ${want#*:}: $(jq -c .capabilities <<<"$j")"
+        ctl cap status | grep -q "^capability  $name ${want#*:} " ||
+            fail "$1: status text has no '$name ${want#*:}': $(ctl cap status | grep capability)"
+        [ "$(sample "$(curl -sf "$CM/metrics" | prom)" "portshare_capability{name=$name,state=${want#*:}}")" = 1 ] ||
+            fail "$1: no portshare_capability{name=\"$name\",state=\"${want#*:}\"} 1: $(curl -sf "$CM/metrics" | grep capability)"
+    done
+    for name in steering migration udp_flows; do
+        n=$(grep -c "warn capability: $name " "$T/cap.log")
+        [ "$n" = 1 ] || fail "$1: the $name fallback was logged $n times at warning: $(grep capability "$T/cap.log")"
+    done
+    ! grep -q "warn capability: listener_check" "$T/cap.log" || fail "$1: the listener check said degraded"
+}
+check_caps "at start"
+grep -q "warn capability: steering degraded (cbpf): classic BPF steering, no migration (eBPF not used: --steering cbpf)" "$T/cap.log" ||
+    fail "the classic BPF fallback does not say why: $(grep capability "$T/cap.log")"
+ctl cap upgrade >/dev/null || fail "upgrade of cap failed: $(tail -3 "$T/cap.log")"
+check_caps "after an upgrade"
+ok "--steering cbpf, a UDP listener: steering degraded, migration and UDP flows off, each logged once at warning (also across an upgrade), in status, status --json and /metrics"
+ctl cap stop >/dev/null
+SUP_PID=$saved_pid PORT=$saved_port
 
 # ---- lame duck: stop --lameduck -------------------------------------------------
 t0=$(now_ms)

@@ -187,6 +187,49 @@ ms=$(ready_ms dl)
 ok "--ready delay: ready after $ms ms by the delay, though it waited in accept before"
 ctl dl stop >/dev/null
 
+# ---- no view of the workers' /proc: said once, at warning, and shown ----
+# Root without CAP_SYS_PTRACE (Docker's default) and workers of another
+# user (--user): the kernel refuses the supervisor their /proc, so a worker
+# blocked in accept() is ready only after --ready-delay.  That is said once
+# at warning, with why, whatever the number of workers, reloads and
+# upgrades; status --json and /metrics show it, and each slot how its
+# worker became ready.  Without the user switch the same worker is seen.
+if [ "$(id -u)" != 0 ] || ! command -v capsh >/dev/null || ! id nobody >/dev/null 2>&1; then
+    note "not root, or no capsh or user nobody: the CAP_SYS_PTRACE case is not run"
+else
+    ACC='import socket
+s = socket.socket(fileno=3)
+while True:
+    s.accept()[0].close()'
+    capsh --drop=cap_sys_ptrace -- -c 'exec "$0" "$@"' "$PORTSHARE" run --name np --control "$T/np.sock" \
+        -l 127.0.0.1:0 -w 2 --user nobody --ready-delay 500ms --metrics 127.0.0.1:0 -- python3 -c "$ACC" 2>"$T/np.log" &
+    SUP_PIDS+=($!)
+    wait_until 20 grep -q 'ready: all' "$T/np.log" || fail "np did not get ready: $(cat "$T/np.log")"
+    ctl np reload >/dev/null || fail "reload of np failed"
+    ctl np upgrade >/dev/null || fail "upgrade of np failed"
+    ctl np reload >/dev/null || fail "reload of np after the upgrade failed"
+    n=$(grep -c 'warn capability: ready_view degraded' "$T/np.log")
+    [ "$n" = 1 ] || fail "the readiness view's fallback was said $n times: $(grep capability "$T/np.log")"
+    grep 'warn capability: ready_view degraded' "$T/np.log" | grep -q 'without CAP_SYS_PTRACE' ||
+        fail "the fallback does not say why: $(grep ready_view "$T/np.log")"
+    j=$(status_json np)
+    jq -e '.capabilities[] | select(.name == "ready_view") | .state == "degraded"' <<<"$j" >/dev/null ||
+        fail "status --json: $(jq -c .capabilities <<<"$j")"
+    jq -e '[.slots[].ready_by] | all(. == "alive for --ready-delay")' <<<"$j" >/dev/null ||
+        fail "status --json ready_by: $(jq -c '[.slots[].ready_by]' <<<"$j")"
+    ctl np status | grep -q '^capability  ready_view degraded' || fail "status text: $(ctl np status | head)"
+    mport=$(grep -o 'metrics endpoint on tcp://[^ ]*' "$T/np.log" | tail -1 | sed 's/.*://')
+    curl -sf "http://127.0.0.1:$mport/metrics" | grep -qx 'portshare_capability{name="ready_view",state="degraded"} 1' ||
+        fail "/metrics: $(curl -sf "http://127.0.0.1:$mport/metrics" | grep capability)"
+    ctl np stop >/dev/null
+    sup_start vis -l 127.0.0.1:0 -w 1 --ready-delay 15s -- python3 -c "$ACC"
+    status_json vis | jq -e '(.capabilities[] | select(.name == "ready_view") | .state == "ok") and
+        (.slots[0].ready_by | test("accept"))' >/dev/null || fail "seen worker: $(status_json vis | jq -c '.capabilities, .slots[0].ready_by')"
+    ! grep -q 'warn capability' "$T/vis.log" || fail "a fallback was said with the view: $(grep capability "$T/vis.log")"
+    ctl vis stop >/dev/null
+    ok "root without CAP_SYS_PTRACE, --user workers: ready by the delay, said once at warning (2 reloads, an upgrade), in status and /metrics; with the view: ready by accept, ok"
+fi
+
 # ---- bad input ----
 rc=0; out=$("$PORTSHARE" run -l 127.0.0.1:0 --ready sometimes -- true 2>&1) || rc=$?
 [ $rc -eq 2 ] || fail "--ready sometimes: exit $rc, want 2"

@@ -14,11 +14,11 @@ st=$(status_json a)
 case $(jq -r .steering <<<"$st") in
 ebpf) ok "root, default: ebpf" ;;
 cbpf) note "this kernel cannot load the eBPF program: $(jq -r .steering_reason <<<"$st")"
-      grep -q 'classic BPF steering, no migration (eBPF not used: ' "$T/a.log" || fail "the fallback was not logged: $(cat "$T/a.log")" ;;
+      grep -q 'warn capability: steering degraded (cbpf): classic BPF steering, no migration (eBPF not used: ' "$T/a.log" || fail "the fallback was not logged: $(cat "$T/a.log")" ;;
 *) fail "unexpected steering: $(jq -c '{steering, steering_reason}' <<<"$st")" ;;
 esac
 [ "$(jq -r '.listeners[0].steering' <<<"$st")" = "$(jq -r .steering <<<"$st")" ] || fail "listener steering differs: $st"
-[ "$(grep -c 'info steering:' "$T/a.log")" = 1 ] || fail "the steering is not logged exactly once: $(grep steering "$T/a.log")"
+[ "$(grep -c 'capability: steering' "$T/a.log")" = 1 ] || fail "the steering is not logged exactly once: $(grep steering "$T/a.log")"
 
 sup_start c -l 127.0.0.1:0 -w 2 --steering cbpf -- "$TESTWORKER"
 st=$(status_json c)

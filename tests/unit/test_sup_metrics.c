@@ -6,7 +6,11 @@
  *     stopping, and with no slot ready; /healthz's verdict and its reason;
  *   - the Prometheus text: label values with '"', '\' and a newline come
  *     out escaped; the workers' counters and close reasons become samples;
- *     every family has HELP then TYPE, once, before its samples.
+ *     every family has HELP then TYPE, once, before its samples;
+ *   - capabilities: a fallback is logged once at warning, however often it
+ *     is set again, also after a re-exec that carried what was said
+ *     (caps_said); each capability looked at is one series per state,
+ *     1 for the one it is in; one never looked at has no series.
  */
 #include "ps_test.h"
 #include "sup_internal.h"
@@ -114,8 +118,7 @@ static void test_worker_counters(void **state)
 
     (void)state;
     setup_sup(2, 2);
-    snprintf(sup.workers[0].stats, sizeof(sup.workers[0].stats),
-             "accepted=5 requests=17 active=2");
+    snprintf(sup.workers[0].stats, sizeof(sup.workers[0].stats), "accepted=5 requests=17 active=2");
     snprintf(sup.workers[0].closes, sizeof(sup.workers[0].closes), "done=3 client=1 bogus");
     sup.slots[1].restarts = 4;
     sup.reloads_ok = 2;
@@ -127,8 +130,8 @@ static void test_worker_counters(void **state)
     assert_non_null(strstr(text, "\nportshare_worker_connections_accepted_total{slot=\"0\"} 5\n"));
     assert_non_null(strstr(text, "\nportshare_worker_connections_active{slot=\"0\"} 2\n"));
     assert_null(strstr(text, "portshare_worker_requests_total{slot=\"1\"}")); /* sent nothing */
-    assert_non_null(
-        strstr(text, "\nportshare_worker_connections_closed_total{slot=\"0\",reason=\"done\"} 3\n"));
+    assert_non_null(strstr(
+        text, "\nportshare_worker_connections_closed_total{slot=\"0\",reason=\"done\"} 3\n"));
     assert_non_null(strstr(
         text, "\nportshare_worker_connections_closed_total{slot=\"0\",reason=\"client\"} 1\n"));
     assert_null(strstr(text, "bogus"));
@@ -175,13 +178,60 @@ static void test_families_well_formed(void **state)
     free(text);
 }
 
+static int warnings;
+static char last_warning[1024];
+
+static void count_warnings(void *ctx, enum ps_log_level level, const char *event, const char *msg)
+{
+    (void)ctx;
+    if (level == PS_LOG_WARN && !strcmp(event, "capability")) {
+        warnings++;
+        snprintf(last_warning, sizeof(last_warning), "%s", msg);
+    }
+}
+
+static void test_capabilities(void **state)
+{
+    unsigned said;
+    char *text;
+
+    (void)state;
+    setup_sup(2, 2);
+    cfg.log = count_warnings;
+    warnings = 0;
+    ps__cap_set(&sup, PS_CAP_STEERING, PS_CAP_DEGRADED, "cbpf", "eBPF not used: %s", "no CAP_BPF");
+    ps__cap_set(&sup, PS_CAP_STEERING, PS_CAP_DEGRADED, "cbpf", "eBPF not used: %s", "no CAP_BPF");
+    ps__cap_set(&sup, PS_CAP_MIGRATION, PS_CAP_OFF, "none", "nothing moves");
+    ps__cap_set(&sup, PS_CAP_MIGRATION, PS_CAP_OK, "ebpf", "moves");
+    ps__cap_set(&sup, PS_CAP_MIGRATION, PS_CAP_OFF, "none", "nothing moves");
+    assert_int_equal(warnings, 2); /* each row once, however often set */
+    assert_string_equal(last_warning, "migration off (none): nothing moves");
+    text = metrics_of(&sup);
+    assert_non_null(strstr(text, "portshare_capability{name=\"steering\",state=\"degraded\"} 1\n"));
+    assert_non_null(strstr(text, "portshare_capability{name=\"steering\",state=\"ok\"} 0\n"));
+    assert_non_null(strstr(text, "portshare_capability{name=\"migration\",state=\"off\"} 1\n"));
+    assert_null(strstr(text, "name=\"listener_check\"")); /* never looked at */
+    free(text);
+
+    /* a re-exec: the new image starts blank but for what was said */
+    said = sup.caps_said;
+    setup_sup(2, 2);
+    cfg.log = count_warnings;
+    sup.caps_said = said;
+    ps__cap_set(&sup, PS_CAP_STEERING, PS_CAP_DEGRADED, "cbpf", "eBPF not used: no CAP_BPF");
+    assert_int_equal(warnings, 2);
+    assert_int_equal(sup.caps[PS_CAP_STEERING].state, PS_CAP_DEGRADED); /* still shown */
+    ps__cap_set(&sup, PS_CAP_LISTENER_CHECK, PS_CAP_DEGRADED, "/proc/net", "no sock_diag");
+    assert_int_equal(warnings, 3);
+    cfg.log = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_agent_lines),
-        cmocka_unit_test(test_label_escaping),
-        cmocka_unit_test(test_worker_counters),
-        cmocka_unit_test(test_families_well_formed),
+        cmocka_unit_test(test_agent_lines),     cmocka_unit_test(test_label_escaping),
+        cmocka_unit_test(test_worker_counters), cmocka_unit_test(test_families_well_formed),
+        cmocka_unit_test(test_capabilities),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
