@@ -183,6 +183,24 @@ int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen)
     return 0;
 }
 
+int ps__groups_grow(struct ps_group *groups, int ngroups, int nslots, char *err, size_t errlen)
+{
+    int before[PS_SUP_MAX_LISTENERS], g, r = 0;
+
+    for (g = 0; g < ngroups; g++)
+        before[g] = groups[g].nfds;
+    for (g = 0; g < ngroups && r == 0; g++)
+        r = ps__group_grow(&groups[g], nslots, err, errlen);
+    if (r == 0)
+        return 0;
+    /* newest first: each is the last of the kernel's group when it leaves,
+     * so nothing moves and order[] is what it was */
+    for (g = 0; g < ngroups; g++)
+        while (groups[g].nfds > before[g])
+            ps__group_close_last(&groups[g]);
+    return r;
+}
+
 void ps__group_close_last(struct ps_group *g)
 {
     if (g->shared || g->nfds <= 1)
