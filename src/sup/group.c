@@ -30,10 +30,13 @@
  */
 #include "sup_internal.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <linux/filter.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +65,143 @@ long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
     return sum;
 }
 
+/* ---- the open-file limit ---------------------------------------------------- */
+
+/*
+ * What the supervisor holds besides its listeners: its signalfd, notify and
+ * control sockets (and --watch's inotify descriptor, an endpoint's listener);
+ * a spawn needs a pipe for a moment and a control client one descriptor.
+ * Beyond that minimum, every control client and endpoint connection the
+ * tables hold, and an eBPF program with its three maps per steered group,
+ * are what it takes to never run out.
+ */
+#define NOFILE_OWN     3
+#define NOFILE_RESERVE 3
+#define NOFILE_EBPF    4
+
+/* Descriptors open in this process now; -1 when /proc cannot tell. */
+static long open_fds(void)
+{
+    struct dirent *de;
+    DIR *d = opendir("/proc/self/fd");
+    long n = 0;
+
+    if (!d)
+        return -1;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static int nendpoints(const struct ps_sup_config *cfg)
+{
+    return (cfg->metrics.text[0] != '\0') + (cfg->agent.text[0] != '\0');
+}
+
+/* The soft and hard RLIMIT_NOFILE as longs (RLIM_INFINITY: LONG_MAX). */
+static void nofile_limits(long *soft, long *hard)
+{
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    *soft = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+    *hard = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > LONG_MAX ? LONG_MAX : (long)rl.rlim_max;
+}
+
+/* "the limit is N (hard M): about X needed, Y with room for every
+ * connection; raise ..." appended to what went before in err */
+static void nofile_say(char *err, size_t errlen, long need, long want)
+{
+    char head[300];
+    long soft, hard;
+
+    nofile_limits(&soft, &hard);
+    snprintf(head, sizeof(head), "%s", err ? err : "");
+    ps__set_error(err, errlen,
+                  "%s: that takes about %ld open files (%ld with room for every control and "
+                  "endpoint connection), and the open-file limit is %ld (hard %ld); raise it "
+                  "(LimitNOFILE= in the unit, ulimit -n) or use fewer workers",
+                  head, need, want, soft, hard);
+}
+
+/* Room for every connection the tables hold, beyond need. */
+static long nofile_extra(const struct ps_sup_config *cfg, int steered)
+{
+    return PS_SUP_MAX_CLIENTS + (long)nendpoints(cfg) * PS_EP_MAX_CONNS +
+           (long)steered * NOFILE_EBPF;
+}
+
+/* "...: the open-file limit is N (hard M)" for an EMFILE/ENFILE in err */
+static void nofile_limit_said(char *err, size_t errlen)
+{
+    char head[300];
+    long soft, hard;
+
+    nofile_limits(&soft, &hard);
+    snprintf(head, sizeof(head), "%s", err ? err : "");
+    ps__set_error(err, errlen, "%s (the open-file limit is %ld, hard %ld)", head, soft, hard);
+}
+
+/* Refuse a scale to nslots whose new sockets cannot fit under the soft
+ * limit, before opening any.  O(open descriptors). */
+static int nofile_fits(struct ps_sup *sup, int nslots, char *err, size_t errlen)
+{
+    long open = open_fds(), soft, hard, more = 0, need;
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (!sup->groups[g].shared && sup->groups[g].nfds < nslots)
+            more += nslots - sup->groups[g].nfds;
+    nofile_limits(&soft, &hard);
+    need = open + more + NOFILE_RESERVE;
+    if (open < 0 || more == 0 || need <= soft)
+        return 0;
+    ps__set_error(err, errlen, "%d workers need %ld more sockets", nslots, more);
+    nofile_say(err, errlen, need, need + nofile_extra(sup->cfg, 0));
+    return -EMFILE;
+}
+
+int ps_sup_nofile_check(const struct ps_sup_config *cfg, char *err, size_t errlen)
+{
+    long open = open_fds(), soft, hard, sockets = 0, need;
+    int i, steered = 0;
+
+    for (i = 0; i < cfg->nspecs; i++) {
+        int shared = cfg->mode == PS_REUSE_SHARED || cfg->specs[i].reuse != PS_REUSE_PORT ||
+                     cfg->specs[i].proto == PS_PROTO_UNIX;
+        sockets += shared ? 1 : cfg->workers;
+        steered += !shared && cfg->specs[i].proto == PS_PROTO_TCP;
+    }
+    nofile_limits(&soft, &hard);
+    need = open + sockets + NOFILE_OWN + NOFILE_RESERVE + nendpoints(cfg) + (cfg->nwatch > 0);
+    if (open < 0 || need <= soft)
+        return 0;
+    ps__set_error(err, errlen, "cannot start %d worker%s on %d listener%s", cfg->workers,
+                  cfg->workers == 1 ? "" : "s", cfg->nspecs, cfg->nspecs == 1 ? "" : "s");
+    nofile_say(err, errlen, need, need + nofile_extra(cfg, steered));
+    return -EMFILE;
+}
+
+int ps_sup_nofile_raise(long *from, long *to)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return ps__neg_errno();
+    *from = *to = rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max)
+        return 0;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return ps__neg_errno();
+    *to = rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
+    return 1;
+}
+
+/* ---- sockets ------------------------------------------------------------------ */
+
 static int open_one(struct ps_group *g, char *err, size_t errlen)
 {
     char addr[160];
@@ -77,6 +217,8 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
                           ps_strerror(fd), (long)pid, comm);
         else
             ps__set_error(err, errlen, "cannot bind %s: %s", addr, ps_strerror(fd));
+        if (fd == -EMFILE || fd == -ENFILE)
+            nofile_limit_said(err, errlen);
         return fd;
     }
     if (g->nfds == 0 && g->spec.proto != PS_PROTO_UNIX && g->spec.port == 0) {
@@ -183,21 +325,24 @@ int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen)
     return 0;
 }
 
-int ps__groups_grow(struct ps_group *groups, int ngroups, int nslots, char *err, size_t errlen)
+int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen)
 {
-    int before[PS_SUP_MAX_LISTENERS], g, r = 0;
+    int before[PS_SUP_MAX_LISTENERS], g, r;
 
-    for (g = 0; g < ngroups; g++)
-        before[g] = groups[g].nfds;
-    for (g = 0; g < ngroups && r == 0; g++)
-        r = ps__group_grow(&groups[g], nslots, err, errlen);
+    r = nofile_fits(sup, nslots, err, errlen);
+    if (r < 0)
+        return r;
+    for (g = 0; g < sup->ngroups; g++)
+        before[g] = sup->groups[g].nfds;
+    for (g = 0; g < sup->ngroups && r == 0; g++)
+        r = ps__group_grow(&sup->groups[g], nslots, err, errlen);
     if (r == 0)
         return 0;
     /* newest first: each is the last of the kernel's group when it leaves,
      * so nothing moves and order[] is what it was */
-    for (g = 0; g < ngroups; g++)
-        while (groups[g].nfds > before[g])
-            ps__group_close_last(&groups[g]);
+    for (g = 0; g < sup->ngroups; g++)
+        while (sup->groups[g].nfds > before[g])
+            ps__group_close_last(&sup->groups[g]);
     return r;
 }
 

@@ -164,7 +164,7 @@ static int apply_scale(struct ps_sup *sup, int n, char *err, size_t errlen)
     int s, r;
 
     /* all groups or none: a failed scale leaves no socket behind */
-    r = ps__groups_grow(sup->groups, sup->ngroups, n, err, errlen);
+    r = ps__groups_grow(sup, n, err, errlen);
     if (r < 0)
         return r;
     ps__sup_log(sup, PS_LOG_INFO, "scale", "scaling from %d to %d workers", sup->target, n);

@@ -73,10 +73,13 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen);
 /* Add sockets at the end until g has nslots (no-op when shared). */
 int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen);
 
-/* ps__group_grow for every group, all or nothing: when one cannot grow,
- * the sockets this call opened in every group are closed again (newest
- * first, so the kernel's order is as before) and err says why.  0 or -errno. */
-int ps__groups_grow(struct ps_group *groups, int ngroups, int nslots, char *err, size_t errlen);
+/* ps__group_grow for every group of sup, all or nothing: refused before
+ * anything is opened (-EMFILE, err naming the open-file limit and what it
+ * takes) when the new sockets cannot fit under the soft RLIMIT_NOFILE; when
+ * one group still cannot grow, the sockets this call opened in every group
+ * are closed again (newest first, so the kernel's order is as before) and
+ * err says why.  0 or -errno.  O(open descriptors + new sockets). */
+int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen);
 
 /* Close the last socket (scale-down). */
 void ps__group_close_last(struct ps_group *g);
