@@ -87,6 +87,15 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
 int ps__reuseport_foreign(const struct ps_spec *spec, const int *fds, int n, unsigned long *first);
 
 /*
+ * The same from our sockets' inodes (ours[0..nours-1]): how many sockets
+ * bound to exactly spec's address and port are not ours; the first max of
+ * their inodes go to foreign[].  One sock_diag dump per family (or a read
+ * of /proc/net/PROTO{,6}); O(listeners on the port x nours).
+ */
+int ps__reuseport_members(const struct ps_spec *spec, const unsigned long *ours, int nours,
+                          unsigned long *foreign, int max);
+
+/*
  * Platform layer (os_linux.c): the few places where what a socket option
  * does differs by operating system.  Returns 0 or -errno.
  */

@@ -205,6 +205,7 @@ int ps_sup_nofile_raise(long *from, long *to)
 static int open_one(struct ps_group *g, char *err, size_t errlen)
 {
     char addr[160];
+    struct stat st;
     int fd;
 
     fd = ps_listen_open(&g->spec, g->shared ? PS_LISTEN_NO_REUSEPORT : 0);
@@ -258,21 +259,150 @@ static int open_one(struct ps_group *g, char *err, size_t errlen)
     }
     /* listen() put it at the end of the kernel's group */
     g->order[g->nfds] = g->nfds;
+    g->ino[g->nfds] = fstat(fd, &st) == 0 ? (unsigned long)st.st_ino : 0;
     g->fds[g->nfds++] = fd;
     return 0;
 }
 
-/* The kernel's bookkeeping when socket `slot` leaves the group: the last
- * one moves into its place (reuseport_detach_sock). */
-static void order_leave(struct ps_group *g, int n, int slot)
-{
-    int k;
+/* ---- the kernel's order of the group's sockets ------------------------------ */
 
-    for (k = 0; k < n; k++)
-        if (g->order[k] == slot) {
-            g->order[k] = g->order[n - 1];
-            return;
+/* Members of the kernel's group we know of: ours and the tracked foreign. */
+static int kernel_len(const struct ps_group *g)
+{
+    return g->nfds + g->ntracked;
+}
+
+/* The tracked foreign member at kernel index p, or -1. */
+static int foreign_at(const struct ps_group *g, int p)
+{
+    int j;
+
+    for (j = 0; j < g->ntracked; j++)
+        if (g->fpos[j] == p)
+            return j;
+    return -1;
+}
+
+/* kidx[k]: the kernel's index of our k-th socket (order[k]): the k-th
+ * index that no foreign member holds.  O(nfds + foreign). */
+static void kernel_indexes(const struct ps_group *g, int *kidx)
+{
+    unsigned char taken[PS_SUP_MAX_WORKERS + PS_GROUP_FOREIGN_MAX];
+    int len = kernel_len(g), p, j, k = 0;
+
+    memset(taken, 0, sizeof(taken));
+    for (j = 0; j < g->ntracked; j++)
+        if (g->fpos[j] < len)
+            taken[g->fpos[j]] = 1;
+    for (p = 0; p < len && k < g->nfds; p++)
+        if (!taken[p])
+            kidx[k++] = p;
+}
+
+/* Our socket `slot` leaves the kernel's group: the last member moves into
+ * its place (reuseport_detach_sock).  order[] then holds nfds - 1 entries:
+ * the caller drops the last or appends the socket again. */
+static void order_leave(struct ps_group *g, int slot)
+{
+    int kidx[PS_SUP_MAX_WORKERS], n = g->nfds, k, j;
+
+    for (k = 0; k < n && g->order[k] != slot; k++)
+        ;
+    if (k == n)
+        return;
+    j = foreign_at(g, kernel_len(g) - 1);
+    if (j < 0) {
+        g->order[k] = g->order[n - 1]; /* our last one takes its place */
+        return;
+    }
+    /* a foreign member takes its place; ours keep their order */
+    kernel_indexes(g, kidx);
+    g->fpos[j] = kidx[k];
+    memmove(&g->order[k], &g->order[k + 1], (size_t)(n - k - 1) * sizeof(g->order[0]));
+}
+
+/* Tracked foreign member j left the kernel's group: the last member moves
+ * into its place. */
+static void foreign_leave(struct ps_group *g, int j)
+{
+    int p = g->fpos[j], last = kernel_len(g) - 1, i, r, slot;
+
+    memmove(&g->fpos[j], &g->fpos[j + 1], (size_t)(g->ntracked - j - 1) * sizeof(g->fpos[0]));
+    memmove(&g->foreign[j], &g->foreign[j + 1],
+            (size_t)(g->ntracked - j - 1) * sizeof(g->foreign[0]));
+    g->ntracked--;
+    if (p == last)
+        return;
+    i = foreign_at(g, last);
+    if (i >= 0) {
+        g->fpos[i] = p;
+        return;
+    }
+    /* our last socket moves to p: after the ours that sit before p */
+    for (r = p, i = 0; i < g->ntracked; i++)
+        if (g->fpos[i] < p)
+            r--;
+    if (r < 0 || r >= g->nfds)
+        return;
+    slot = g->order[g->nfds - 1];
+    memmove(&g->order[r + 1], &g->order[r], (size_t)(g->nfds - 1 - r) * sizeof(g->order[0]));
+    g->order[r] = slot;
+}
+
+static int tracked(const struct ps_group *g, unsigned long inode)
+{
+    int j;
+
+    for (j = 0; j < g->ntracked; j++)
+        if (g->foreign[j] == inode)
+            return 1;
+    return 0;
+}
+
+int ps__group_foreign_sync(struct ps_group *g)
+{
+    unsigned long now[PS_GROUP_FOREIGN_MAX];
+    int n, m, i, j, changed = 0;
+    struct stat st;
+
+    if (g->shared || g->nfds == 0 || g->spec.proto == PS_PROTO_UNIX)
+        return 0;
+    for (i = 0; i < g->nfds; i++)
+        if (!g->ino[i] && fstat(g->fds[i], &st) == 0)
+            g->ino[i] = (unsigned long)st.st_ino; /* adopted, or carried over an upgrade */
+    n = ps__reuseport_members(&g->spec, g->ino, g->nfds, now, PS_GROUP_FOREIGN_MAX);
+    if (n < 0)
+        return 0;
+    m = n < PS_GROUP_FOREIGN_MAX ? n : PS_GROUP_FOREIGN_MAX;
+    for (j = g->ntracked - 1; j >= 0; j--) {
+        for (i = 0; i < m && now[i] != g->foreign[j]; i++)
+            ;
+        if (i == m) {
+            foreign_leave(g, j);
+            changed = 1;
         }
+    }
+    /* one that joined since the last look sits at the end */
+    for (i = 0; i < m && g->ntracked < PS_GROUP_FOREIGN_MAX; i++)
+        if (!tracked(g, now[i])) {
+            g->foreign[g->ntracked] = now[i];
+            g->fpos[g->ntracked] = kernel_len(g);
+            g->ntracked++;
+            changed = 1;
+        }
+    changed |= n != g->nforeign;
+    g->nforeign = n;
+    g->order_changed |= changed;
+    return changed;
+}
+
+/* Before a change of our own to a group steered by socket index, the
+ * foreign members that came or went since the last look: the change then
+ * lands where the kernel puts it. */
+static void sync_before_change(struct ps_group *g)
+{
+    if (g->steer == PS_STEER_CBPF)
+        ps__group_foreign_sync(g);
 }
 
 int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
@@ -317,6 +447,8 @@ int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen)
 
     if (g->shared)
         return 0;
+    if (g->nfds < nslots)
+        sync_before_change(g);
     while (g->nfds < nslots) {
         r = open_one(g, err, errlen);
         if (r < 0)
@@ -350,11 +482,13 @@ void ps__group_close_last(struct ps_group *g)
 {
     if (g->shared || g->nfds <= 1)
         return;
+    sync_before_change(g);
     if (g->steer == PS_STEER_EBPF)
         ps__rp_bpf_forget(&g->bpf, g->nfds - 1);
-    order_leave(g, g->nfds, g->nfds - 1);
+    order_leave(g, g->nfds - 1);
     ps__close(g->fds[--g->nfds]);
     g->fds[g->nfds] = -1;
+    g->ino[g->nfds] = 0;
     g->down[g->nfds] = 0;
 }
 
@@ -365,9 +499,11 @@ void ps__group_close(struct ps_group *g)
     for (i = 0; i < g->nfds; i++) {
         ps__close(g->fds[i]);
         g->fds[i] = -1;
+        g->ino[i] = 0;
         g->down[i] = 0;
     }
     g->nfds = 0;
+    g->nforeign = g->ntracked = 0;
     if (g->steer == PS_STEER_EBPF)
         ps__rp_bpf_close(&g->bpf);
     g->steer = PS_STEER_UNSET;
@@ -422,10 +558,15 @@ int ps__group_migrates(const struct ps_group *g)
 static int steer_ebpf(struct ps_group *g, const unsigned char *serving, const int *cpu_slot,
                       int ncpu)
 {
-    int slotfds[PS_SUP_MAX_WORKERS], s, c, r;
+    int slotfds[PS_SUP_MAX_WORKERS], s, c, r, n = 0;
 
     for (s = 0; s < g->nfds; s++)
-        slotfds[s] = serving[s] ? g->fds[s] : -1;
+        n += (slotfds[s] = serving[s] ? g->fds[s] : -1) >= 0;
+    /* no slot serves: still one of ours, where the connection waits for
+     * the next worker; an empty list would let the kernel hash over every
+     * member of the group, a foreign one too */
+    for (s = 0; n == 0 && s < g->nfds; s++)
+        slotfds[s] = g->down[s] ? -1 : g->fds[s];
     r = ps__rp_bpf_set(&g->bpf, slotfds, g->nfds);
     for (c = 0; r == 0 && cpu_slot && c < ncpu && c < PS__RP_BPF_CPUS; c++)
         r = ps__rp_bpf_set_cpu(&g->bpf, (unsigned)c, cpu_slot[c] < g->nfds ? cpu_slot[c] : -1);
@@ -442,20 +583,23 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int 
 {
     struct sock_filter code[4 + 4 * PS_SUP_MAX_WORKERS];
     struct sock_fprog prog;
-    int idx[PS_SUP_MAX_WORKERS];
+    int idx[PS_SUP_MAX_WORKERS], kidx[PS_SUP_MAX_WORKERS];
     int n = 0, k, i, len = 0;
 
     if (!ps__group_can_steer(g) || g->nfds == 0)
         return 0;
+    g->order_changed = 0;
     if (g->steer == PS_STEER_EBPF)
         return steer_ebpf(g, serving, cpu_slot, ncpu);
-    /* the program returns the kernel's index of a socket, not our slot */
+    /* the program returns the kernel's index of a socket, not our slot;
+     * the indexes foreign members hold are never among them */
+    kernel_indexes(g, kidx);
     for (k = 0; k < g->nfds; k++)
         if (serving[g->order[k]])
-            idx[n++] = k;
+            idx[n++] = kidx[k];
     if (n == 0)
         for (k = 0; k < g->nfds; k++)
-            idx[n++] = k;
+            idx[n++] = kidx[k];
     /* --cpu-affinity: if (cpu == c) return the index of c's slot */
     if (cpu_slot && ncpu > 0) {
         code[len++] =
@@ -465,9 +609,11 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int 
                 continue;
             for (k = 0; k < g->nfds && g->order[k] != cpu_slot[i]; k++)
                 ;
+            if (k == g->nfds)
+                continue;
             code[len++] =
                 (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)i, 0, 1);
-            code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)k);
+            code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)kidx[k]);
         }
     }
     code[len++] =
@@ -527,6 +673,7 @@ static int relisten(struct ps_group *g, int i)
      * reply): connect(AF_UNSPEC) clears them (tcp_disconnect) and keeps the
      * port. */
     (void)connect(g->fds[i], &(struct sockaddr){.sa_family = AF_UNSPEC}, sizeof(struct sockaddr));
+    sync_before_change(g);
     if (listen(g->fds[i], g->spec.backlog) < 0)
         return ps__neg_errno();
     if (getsockname(g->fds[i], (struct sockaddr *)&ss, &len) < 0 ||
@@ -537,7 +684,7 @@ static int relisten(struct ps_group *g, int i)
         return -EADDRNOTAVAIL; /* it had lost its port: listening elsewhere now */
     if (!g->shared) {
         /* it left the kernel's group and joined again at the end */
-        order_leave(g, g->nfds, i);
+        order_leave(g, i);
         g->order[g->nfds - 1] = i;
     }
     g->down[i] = 0;
@@ -549,10 +696,12 @@ static int relisten(struct ps_group *g, int i)
 
 int ps__group_replace(struct ps_group *g, int i)
 {
+    struct stat st;
     int fd;
 
     if (g->shared || i >= g->nfds)
         return -EINVAL;
+    sync_before_change(g);
     fd = ps_listen_open(&g->spec, 0);
     if (fd < 0) {
         relisten(g, i);
@@ -560,12 +709,13 @@ int ps__group_replace(struct ps_group *g, int i)
     }
     /* the old one left the kernel's group when it was shut down; the new
      * one joined at the end */
-    order_leave(g, g->nfds, i);
+    order_leave(g, i);
     g->order[g->nfds - 1] = i;
     if (g->steer == PS_STEER_EBPF)
         ps__rp_bpf_forget(&g->bpf, i);
     ps__close(g->fds[i]);
     g->fds[i] = fd;
+    g->ino[i] = fstat(fd, &st) == 0 ? (unsigned long)st.st_ino : 0;
     g->down[i] = 0;
     return 0;
 }

@@ -113,8 +113,7 @@ static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
 
     endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
     if (addr[0])
-        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503",
-            why);
+        put(o, "metrics     %s /metrics, /healthz (%s: %s)\n", addr, healthy ? "200" : "503", why);
     endpoint_address(sup->agent_fd, &sup->cfg->agent, addr, sizeof(addr));
     if (addr[0]) {
         ps__agent_text(sup, line, sizeof(line));
@@ -207,6 +206,9 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
                 put(o, gr->spec.proto == PS_PROTO_TCP ? " NOT-LISTENING" : " -");
         }
         put(o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
+        if (gr->nforeign)
+            put(o, "  WARNING: %d foreign socket(s) in this reuseport group (another process)\n",
+                gr->nforeign);
     }
 }
 
@@ -288,9 +290,11 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         ps__buf_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
         ps__buf_json_string(o, addr);
-        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"sockets\":[",
+        put(o,
+            ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"foreign\":%d,"
+            "\"sockets\":[",
             gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens,
-            ps__steer_name(gr->steer));
+            ps__steer_name(gr->steer), gr->nforeign);
         for (i = 0; i < gr->nfds; i++) {
             unsigned q = 0, lim = 0;
             int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;

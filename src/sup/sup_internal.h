@@ -51,11 +51,24 @@ struct ps_group {
     int inherited; /* received from systemd (LISTEN_FDS): never re-bound */
     int nfds;
     int fds[PS_SUP_MAX_WORKERS];
-    /* order[k]: the slot whose socket the kernel holds at index k of the
-     * reuseport group (what a CBPF program's return value means).  Kept in
-     * step with the kernel's rule: a socket joins at the end; one that
-     * leaves is replaced by the last (net/core/sock_reuseport.c). */
+    /* order[k]: the slot of our k-th socket in the kernel's reuseport
+     * group; with fpos[] (where the foreign members sit) the kernel's index
+     * of each (what a CBPF program's return value means).  Kept in step
+     * with the kernel's rule: a socket joins at the end; one that leaves
+     * is replaced by the last (net/core/sock_reuseport.c). */
     int order[PS_SUP_MAX_WORKERS];
+    unsigned long ino[PS_SUP_MAX_WORKERS]; /* fds[i]'s inode (0: not looked up yet) */
+    /* Foreign members: sockets of another process (same uid) that joined
+     * the group after us.  nforeign of them now (status, metrics: a number
+     * that is not 0 is a warning); the first PS_GROUP_FOREIGN_MAX tracked
+     * with their inode and their index in the kernel's group. */
+#define PS_GROUP_FOREIGN_MAX 16
+    int nforeign;
+    int ntracked;
+    unsigned long foreign[PS_GROUP_FOREIGN_MAX];
+    int fpos[PS_GROUP_FOREIGN_MAX];
+    int foreign_said;   /* nforeign when the log last said it */
+    int order_changed;  /* a foreign member came or went: steer again */
     unsigned relistens; /* times a dead socket of this group was revived */
     enum ps_steer steer;
     char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
@@ -80,6 +93,10 @@ int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen);
  * are closed again (newest first, so the kernel's order is as before) and
  * err says why.  0 or -errno.  O(open descriptors + new sockets). */
 int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen);
+
+/* Look at who else listens in g's reuseport group (one sock_diag dump):
+ * update nforeign and the kernel's order; 1 when that changed, else 0. */
+int ps__group_foreign_sync(struct ps_group *g);
 
 /* Close the last socket (scale-down). */
 void ps__group_close_last(struct ps_group *g);
@@ -143,6 +160,11 @@ int ps__group_revive(struct ps_group *g, int i);
  * group's steering first if it is not decided yet); keeps steer_dirty set
  * when it must be tried again. */
 void ps__sup_steer(struct ps_sup *sup);
+
+/* Look for foreign members in every group (one sock_diag dump each): log
+ * one that came (warning) or went, and steer again when the kernel's
+ * numbering changed.  Called every second. */
+void ps__sup_check_foreign(struct ps_sup *sup);
 
 /* The steering of the supervisor's groups as one word: cbpf if any group
  * has it (why: the reason), else ebpf if any, else none. */

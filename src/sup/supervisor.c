@@ -463,6 +463,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
     if (now - sup->checked_ms >= CHECK_EVERY_MS) {
         sup->checked_ms = now;
         check_listeners(sup);
+        ps__sup_check_foreign(sup);
     }
     ps__sup_close_retired(sup);
 }
