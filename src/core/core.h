@@ -44,6 +44,15 @@ int ps__parse_long(const char *s, long min, long max, long *out);
 #define PS__SPEC_NUMERIC 0x1
 int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err, size_t errlen);
 
+/*
+ * What spec a socket answers to: its address (getsockname), proto (family
+ * and SO_TYPE), host and port as a spec writes them, reuse (SO_REUSEPORT),
+ * v6only, backlog (a TCP listener's TCP_INFO; else the default) and text
+ * (ps_spec_format); name empty, defer_accept 0.  0, or -errno
+ * (-EAFNOSUPPORT: not an inet or unix socket).  A few syscalls.
+ */
+int ps__spec_of_fd(int fd, struct ps_spec *spec);
+
 /* Fill a sockaddr_un from "path" or "@abstract" and its length into *len.
  * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
@@ -75,6 +84,94 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
 
 /* The most sockets one reuseport group can have (one per worker slot). */
 #define PS__GROUP_MAX 1024
+
+/*
+ * A listener group: the sockets bound for one spec, one per slot in a
+ * SO_REUSEPORT group, or one shared socket; what ps_listen_group_open and
+ * the supervisor build on.  It knows the kernel's order of the group's
+ * members (a classic BPF program selects by that index): a socket joins at
+ * the end, and one that leaves is replaced by the last
+ * (net/core/sock_reuseport.c); members of another process (foreign: the
+ * kernel lets a socket of the same uid join) are tracked there too.
+ *
+ * The fields are a macro so that the supervisor's group can hold them as
+ * its own members (an anonymous struct in a union with the named one):
+ * its modules read g->fds, g->nfds... while only the functions below
+ * change them.
+ */
+#define PS__FOREIGN_MAX 16
+#define PS__LGROUP_FIELDS                                                                          \
+    struct ps_spec spec; /* its port is the kernel's pick once a port-0 spec is open */            \
+    int shared;          /* one socket without SO_REUSEPORT, for every slot */                     \
+    int flags;           /* PS_LISTEN_* for every socket it opens */                               \
+    int by_index;        /* steered by kernel index: look for foreign members before a change */   \
+    int nfds;                                                                                      \
+    int fds[PS__GROUP_MAX];                                                                        \
+    unsigned long ino[PS__GROUP_MAX];  /* fds[i]'s inode; 0: not looked up yet */                  \
+    unsigned char down[PS__GROUP_MAX]; /* shut down by ps__lgroup_shutdown, not listening */       \
+    /* order[]: our slots, the listening ones first, in the kernel's order */                      \
+    int order[PS__GROUP_MAX];                                                                      \
+    int nforeign; /* foreign members now (the first PS__FOREIGN_MAX tracked) */                    \
+    int ntracked;                                                                                  \
+    unsigned long foreign[PS__FOREIGN_MAX]; /* their inodes, in join order */                      \
+    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */
+struct ps__lgroup {
+    PS__LGROUP_FIELDS
+};
+
+/* An empty group for spec (shared: one socket, no SO_REUSEPORT). */
+void ps__lgroup_init(struct ps__lgroup *g, const struct ps_spec *spec, int shared);
+
+/*
+ * Bind n sockets (1 when shared).  A port-0 spec gets the kernel's port,
+ * pinned: the first socket is bound again by number, so that it keeps the
+ * port when it stops listening (ps__lgroup_relisten relies on that).  With
+ * refuse_foreign, a port where another process already listens in the
+ * reuseport group is refused (-EADDRINUSE, err naming it when visible).
+ * 0, or -errno with err naming the address; nothing stays open.
+ * O(n) sockets, plus one sock_diag dump with refuse_foreign.
+ */
+int ps__lgroup_open(struct ps__lgroup *g, int n, int refuse_foreign, char *err, size_t errlen);
+
+/* Add sockets at the end until g has n (no-op when shared); all or
+ * nothing: on failure what this call opened is closed again and err says
+ * why.  0 or -errno. */
+int ps__lgroup_grow(struct ps__lgroup *g, int n, char *err, size_t errlen);
+
+/* Close the last socket (never the only one); ps__lgroup_shrink: until
+ * g has n. */
+void ps__lgroup_close_last(struct ps__lgroup *g);
+void ps__lgroup_shrink(struct ps__lgroup *g, int n);
+
+/* Close every socket. */
+void ps__lgroup_close(struct ps__lgroup *g);
+
+/* shutdown(2) socket i: it stops listening for every holder (what it had
+ * queued is reset, or migrated by an eBPF program); *queued gets what was
+ * queued.  0 or -errno. */
+int ps__lgroup_shutdown(struct ps__lgroup *g, int i, unsigned *queued);
+
+/* listen(2) again, in place, on socket i if it stopped (ours, or a holder
+ * called shutdown(2) on its copy): 1 when it listens again, 0 when it was
+ * listening (or is not a TCP socket), -errno when it cannot; a socket that
+ * lost its port is left as it is (-EADDRNOTAVAIL), never listening on
+ * another one. */
+int ps__lgroup_relisten(struct ps__lgroup *g, int i);
+
+/* Socket i, shut down, is replaced by a new one bound to the same address
+ * (copies of the old one never see a connection again).  0, or -errno and
+ * socket i listens again in place if it can. */
+int ps__lgroup_replace(struct ps__lgroup *g, int i);
+
+/* Look at who else listens in the reuseport group (one sock_diag dump):
+ * nforeign and the kernel's order updated; 1 when they changed, else 0. */
+int ps__lgroup_foreign_sync(struct ps__lgroup *g);
+
+/* Our sockets in the kernel's group (the listening ones): order[0..n-1];
+ * kidx[k] gets the kernel's index of order[k], foreign members counted.
+ * O(nfds + foreign). */
+int ps__lgroup_listening(const struct ps__lgroup *g);
+void ps__lgroup_kernel_indexes(const struct ps__lgroup *g, int *kidx);
 
 /*
  * How many TCP/UDP sockets bound to exactly spec's address and port are not

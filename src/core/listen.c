@@ -120,53 +120,29 @@ error:
     return r;
 }
 
-/* Write the port the kernel picked back into the spec. */
-static int learn_port(int fd, struct ps_spec *spec)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return ps__neg_errno();
-    if (ss.ss_family == AF_INET) {
-        ((struct sockaddr_in *)&spec->addr)->sin_port = ((struct sockaddr_in *)&ss)->sin_port;
-        spec->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        ((struct sockaddr_in6 *)&spec->addr)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
-        spec->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    return 0;
-}
-
 int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags)
 {
+    struct ps__lgroup *g;
     int i, r;
 
-    if (n < 1)
+    if (n < 1 || n > PS__GROUP_MAX ||
+        (n > 1 && (spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT))))
         return -EINVAL;
-    if (n > 1 && spec->reuse != PS_REUSE_PORT)
-        return -EINVAL;
+    g = malloc(sizeof(*g)); /* 17 KiB: not for an embedder's small stack */
+    if (!g)
+        return -ENOMEM;
+    ps__lgroup_init(g, spec, spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT));
+    g->flags = flags & ~PS_LISTEN_NO_REUSEPORT;
+    r = ps__lgroup_open(g, n, 1, NULL, 0);
     for (i = 0; i < n; i++)
-        fds[i] = -1;
-    for (i = 0; i < n; i++) {
-        fds[i] = ps_listen_open(spec, flags);
-        if (fds[i] < 0) {
-            r = fds[i];
-            goto error;
-        }
-        if (i == 0 && spec->proto != PS_PROTO_UNIX && spec->port == 0) {
-            r = learn_port(fds[0], spec);
-            if (r < 0)
-                goto error;
-        }
+        fds[i] = r == 0 && i < g->nfds ? g->fds[i] : -1;
+    if (r == 0) {
+        /* the port the kernel picked, for the caller's later sockets */
+        spec->addr = g->spec.addr;
+        spec->addrlen = g->spec.addrlen;
+        spec->port = g->spec.port;
     }
-    return 0;
-
-error:
-    for (i = 0; i < n; i++) {
-        ps__close(fds[i]);
-        fds[i] = -1;
-    }
+    free(g);
     return r;
 }
 

@@ -46,36 +46,24 @@ enum ps_steer {
 };
 
 struct ps_group {
-    struct ps_spec spec;
-    int shared;    /* one socket for every slot */
-    int inherited; /* received from systemd (LISTEN_FDS): never re-bound */
-    int nfds;
-    int fds[PS_SUP_MAX_WORKERS];
-    /* order[k]: the slot of our k-th socket in the kernel's reuseport
-     * group; with fpos[] (where the foreign members sit) the kernel's index
-     * of each (what a CBPF program's return value means).  Kept in step
-     * with the kernel's rule: a socket joins at the end; one that leaves
-     * is replaced by the last (net/core/sock_reuseport.c). */
-    int order[PS_SUP_MAX_WORKERS];
-    unsigned long ino[PS_SUP_MAX_WORKERS]; /* fds[i]'s inode (0: not looked up yet) */
-    /* Foreign members: sockets of another process (same uid) that joined
-     * the group after us.  nforeign of them now (status, metrics: a number
-     * that is not 0 is a warning); the first PS_GROUP_FOREIGN_MAX tracked
-     * with their inode and their index in the kernel's group. */
-#define PS_GROUP_FOREIGN_MAX 16
-    int nforeign;
-    int ntracked;
-    unsigned long foreign[PS_GROUP_FOREIGN_MAX];
-    int fpos[PS_GROUP_FOREIGN_MAX];
-    int foreign_said;   /* nforeign when the log last said it */
-    int order_changed;  /* a foreign member came or went: steer again */
+    /* The sockets: a core listener group (src/core/listen_group.c), whose
+     * fields the modules here read as the group's own (g->fds, g->nfds,
+     * g->spec...); only the ps__group_* functions below change them. */
+    union {
+        struct ps__lgroup lg;
+        struct {
+            PS__LGROUP_FIELDS
+        };
+    };
+    int inherited;      /* received from systemd (LISTEN_FDS): never re-bound */
     unsigned relistens; /* times a dead socket of this group was revived */
     enum ps_steer steer;
     char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
     struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
     unsigned steer_busy;   /* map updates refused with EBUSY in a row */
-    /* down[i]: socket i was shut down by ps__group_shutdown (not revived) */
-    unsigned char down[PS_SUP_MAX_WORKERS];
+    /* foreign members (nforeign: status, metrics; not 0 is a warning) */
+    int foreign_said;  /* nforeign when the log last said it */
+    int order_changed; /* a foreign member came or went: steer again */
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
