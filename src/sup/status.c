@@ -93,15 +93,13 @@ static double lameduck_left(const struct ps_sup *sup, uint64_t now)
 /* An endpoint's address as bound (its real port), or "" when off. */
 static void endpoint_address(int fd, const struct ps_spec *spec, char *buf, size_t len)
 {
-    struct ps_spec sp = *spec;
+    struct ps_spec sp;
 
     buf[0] = '\0';
     if (fd < 0)
         return;
-    sp.addrlen = sizeof(sp.addr);
-    if (getsockname(fd, (struct sockaddr *)&sp.addr, &sp.addrlen) < 0 ||
-        ps_spec_format(&sp, buf, len) < 0)
-        snprintf(buf, len, "%.*s", (int)(len ? len - 1 : 0), spec->text);
+    snprintf(buf, len, "%.*s", (int)(len ? len - 1 : 0),
+             ps__spec_of_fd(fd, &sp) == 0 ? sp.text : spec->text);
 }
 
 static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)

@@ -22,6 +22,7 @@
 #define PS_SUP_INTERNAL_H
 
 #include "core.h"
+#include "reuseport_bpf.h"
 #include "supervisor.h"
 
 #include <arpa/inet.h>
