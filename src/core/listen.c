@@ -83,10 +83,36 @@ static int configure(int fd, const struct ps_spec *spec, int flags)
     return 0;
 }
 
+/*
+ * A unix socket's mode=, set on its path between bind(2) and listen(2):
+ * nobody can connect before it listens, and connect(2) checks the mode the
+ * path has then, so nobody ever connects under another one.  umask(2)
+ * around bind() did the same by changing the whole process's umask for a
+ * moment, under an embedder's other threads creating files.  The path is
+ * changed without following a symlink (glibc does that through the
+ * descriptor of the node itself) and only while it is a socket.
+ */
+static int set_unix_mode(const struct ps_spec *spec)
+{
+    struct stat st;
+
+    if (!spec->unix_mode || spec->host[0] == '@')
+        return 0;
+    if (fchmodat(AT_FDCWD, spec->host, spec->unix_mode & 07777, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+    if (errno != ENOTSUP && errno != EOPNOTSUPP)
+        return ps__neg_errno();
+    /* a symlink, or no /proc for glibc to go through: only a socket */
+    if (lstat(spec->host, &st) < 0)
+        return ps__neg_errno();
+    if (!S_ISSOCK(st.st_mode))
+        return -ENOTSOCK;
+    return chmod(spec->host, spec->unix_mode & 07777) < 0 ? ps__neg_errno() : 0;
+}
+
 int ps_listen_open(const struct ps_spec *spec, int flags)
 {
     int type = socket_type(spec) | SOCK_CLOEXEC;
-    mode_t old_umask = 0;
     int fd, r;
 
     if (flags & PS_LISTEN_NONBLOCK)
@@ -97,17 +123,18 @@ int ps_listen_open(const struct ps_spec *spec, int flags)
     r = configure(fd, spec, flags);
     if (r < 0)
         goto error;
-    if (spec->proto == PS_PROTO_UNIX) {
+    if (spec->proto == PS_PROTO_UNIX)
         remove_stale_unix(spec);
-        if (spec->unix_mode)
-            old_umask = umask(0777 & ~spec->unix_mode);
-    }
-    r = bind(fd, (const struct sockaddr *)&spec->addr, spec->addrlen);
-    if (spec->proto == PS_PROTO_UNIX && spec->unix_mode)
-        umask(old_umask);
-    if (r < 0) {
+    if (bind(fd, (const struct sockaddr *)&spec->addr, spec->addrlen) < 0) {
         r = ps__neg_errno();
         goto error;
+    }
+    if (spec->proto == PS_PROTO_UNIX) {
+        /* on failure the path stays: not listening, it is stale for the
+         * next bind, and it may no longer be ours to remove */
+        r = set_unix_mode(spec);
+        if (r < 0)
+            goto error;
     }
     if (spec->proto != PS_PROTO_UDP && listen(fd, spec->backlog) < 0) {
         r = ps__neg_errno();

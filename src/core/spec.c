@@ -10,12 +10,19 @@
 #include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
 #define DEFAULT_BACKLOG 4096
+
+/* struct ps_spec grows into its reserved bytes, never past them: the
+ * fields before keep the offsets programs were built with */
+_Static_assert(offsetof(struct ps_spec, reserved) ==
+                   offsetof(struct ps_spec, defer_accept) + sizeof(int),
+               "a new field of struct ps_spec goes into reserved[], not before it");
 
 static int valid_name(const char *name)
 {

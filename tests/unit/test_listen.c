@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -513,6 +514,60 @@ static void test_unix_abstract(void **state)
     close(fd);
 }
 
+/* Thread: files created while unix sockets with mode= are bound get this
+ * process's umask (022), never the socket's: counts the ones that did not. */
+static void *create_files(void *arg)
+{
+    const char *dir = arg;
+    char path[160];
+    struct stat st;
+    long wrong = 0;
+    int i, fd;
+
+    for (i = 0; i < 3000; i++) {
+        snprintf(path, sizeof(path), "%s/f", dir);
+        fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) != 0644)
+            wrong++;
+        if (fd >= 0)
+            close(fd);
+        unlink(path);
+    }
+    return (void *)wrong;
+}
+
+/* mode= changes nothing process-wide: another thread's files keep the
+ * umask (it was set around bind(2), and a file created meanwhile got the
+ * socket's mode). */
+static void test_unix_mode_leaves_umask(void **state)
+{
+    char dir[64], text[200];
+    struct ps_spec spec;
+    struct stat st;
+    pthread_t t;
+    void *wrong;
+    mode_t old = umask(022);
+    int i, fd;
+
+    (void)state;
+    make_temp_dir(dir, sizeof(dir));
+    snprintf(text, sizeof(text), "unix:%s/m.sock?mode=0600", dir);
+    parse(text, &spec);
+    assert_int_equal(pthread_create(&t, NULL, create_files, dir), 0);
+    for (i = 0; i < 3000; i++) {
+        fd = ps_listen_open(&spec, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(stat(spec.host, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        close(fd);
+        unlink(spec.host);
+    }
+    assert_int_equal(pthread_join(t, &wrong), 0);
+    assert_int_equal((long)wrong, 0);
+    assert_int_equal(umask(old), 022);
+    rm_tree(dir);
+}
+
 /* ---- the core's listener group ------------------------------------------------ */
 
 /* Which of fds[0..n-1] holds the connection just made (-1: none). */
@@ -714,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_listen_queue),
         cmocka_unit_test(test_unix_path),
         cmocka_unit_test(test_unix_abstract),
+        cmocka_unit_test(test_unix_mode_leaves_umask),
         cmocka_unit_test(test_lgroup_foreign_order),
         cmocka_unit_test(test_lgroup_grow_all_or_nothing),
         cmocka_unit_test(test_group_refuses_foreign),
