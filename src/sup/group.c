@@ -134,26 +134,37 @@ static long nofile_extra(const struct ps_sup_config *cfg, int steered)
 }
 
 /* "...: the open-file limit is N (hard M)" for an EMFILE/ENFILE in err */
-static void nofile_limit_said(char *err, size_t errlen)
+static void nofile_limit_said(char *err, size_t errlen, long more)
 {
     char head[300];
-    long soft, hard;
+    long soft, hard, open = open_fds();
 
     nofile_limits(&soft, &hard);
     snprintf(head, sizeof(head), "%s", err ? err : "");
-    ps__set_error(err, errlen, "%s (the open-file limit is %ld, hard %ld)", head, soft, hard);
+    ps__set_error(err, errlen,
+                  "%s (the open-file limit is %ld, hard %ld; %ld open, about %ld needed: raise "
+                  "LimitNOFILE= or ulimit -n)",
+                  head, soft, hard, open, open + more + NOFILE_RESERVE);
+}
+
+/* The sockets growing sup's groups to nslots adds. */
+static long more_sockets(const struct ps_sup *sup, int nslots)
+{
+    long more = 0;
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (!sup->groups[g].shared && sup->groups[g].nfds < nslots)
+            more += nslots - sup->groups[g].nfds;
+    return more;
 }
 
 /* Refuse a scale to nslots whose new sockets cannot fit under the soft
  * limit, before opening any.  O(open descriptors). */
 static int nofile_fits(struct ps_sup *sup, int nslots, char *err, size_t errlen)
 {
-    long open = open_fds(), soft, hard, more = 0, need;
-    int g;
+    long open = open_fds(), soft, hard, more = more_sockets(sup, nslots), need;
 
-    for (g = 0; g < sup->ngroups; g++)
-        if (!sup->groups[g].shared && sup->groups[g].nfds < nslots)
-            more += nslots - sup->groups[g].nfds;
     nofile_limits(&soft, &hard);
     need = open + more + NOFILE_RESERVE;
     if (open < 0 || more == 0 || need <= soft)
@@ -210,7 +221,7 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen)
     ps__lgroup_init(&g->lg, &spec, shared);
     r = ps__lgroup_open(&g->lg, nslots, 1, err, errlen);
     if (r == -EMFILE || r == -ENFILE)
-        nofile_limit_said(err, errlen);
+        nofile_limit_said(err, errlen, shared ? 1 : nslots);
     return r;
 }
 
@@ -225,6 +236,7 @@ int ps__group_foreign_sync(struct ps_group *g)
 int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen)
 {
     int before[PS_SUP_MAX_LISTENERS], g, r;
+    long more = more_sockets(sup, nslots);
 
     r = nofile_fits(sup, nslots, err, errlen);
     if (r < 0)
@@ -235,13 +247,13 @@ int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen)
         r = ps__group_grow(&sup->groups[g], nslots, err, errlen);
     if (r == 0)
         return 0;
-    if (r == -EMFILE || r == -ENFILE)
-        nofile_limit_said(err, errlen);
     /* the failed group closed its own; newest first in the others, so the
      * kernel's order is as it was */
     for (g = 0; g < sup->ngroups; g++)
         while (sup->groups[g].nfds > before[g])
             ps__group_close_last(&sup->groups[g]);
+    if (r == -EMFILE || r == -ENFILE)
+        nofile_limit_said(err, errlen, more);
     return r;
 }
 
