@@ -163,8 +163,9 @@ int ps__lgroup_relisten(struct ps__lgroup *g, int i);
  * socket i listens again in place if it can. */
 int ps__lgroup_replace(struct ps__lgroup *g, int i);
 
-/* Look at who else listens in the reuseport group (one sock_diag dump):
- * nforeign and the kernel's order updated; 1 when they changed, else 0. */
+/* Look at who else listens in a TCP reuseport group (one sock_diag dump):
+ * nforeign and the kernel's order updated; 1 when they changed, else 0.
+ * O(listeners on the port x nfds). */
 int ps__lgroup_foreign_sync(struct ps__lgroup *g);
 
 /* Our sockets in the kernel's group (the listening ones): order[0..n-1];

@@ -170,7 +170,9 @@ int ps__lgroup_foreign_sync(struct ps__lgroup *g)
     int n, m, i, j, changed = 0;
     struct stat st;
 
-    if (g->shared || g->nfds == 0 || g->spec.proto == PS_PROTO_UNIX)
+    /* TCP listeners only: a UDP server may bind sockets of its own to the
+     * port (connected ones, one per peer), and nothing steers datagrams */
+    if (g->shared || g->nfds == 0 || g->spec.proto != PS_PROTO_TCP)
         return 0;
     for (i = 0; i < g->nfds; i++)
         if (!g->ino[i] && fstat(g->fds[i], &st) == 0)
