@@ -79,6 +79,11 @@ struct ps_spec {
      * for ps_listen_open; `portshare serve` then takes 1, as nginx's
      * `deferred`).  At the end, so the fields above keep their offsets. */
     int defer_accept;
+    /* Room to grow: options added before 1.0 take these bytes, so the
+     * struct's size and every field's offset stay as they are now, and a
+     * program built against this header works with a newer library.  Zero
+     * after ps_spec_parse(); never written by the library otherwise. */
+    unsigned char reserved[120];
 };
 
 /*
@@ -110,15 +115,23 @@ PS_EXTERN int ps_sockaddr_format(const struct sockaddr *sa, socklen_t salen, int
  * spec: SO_REUSEADDR on every TCP socket, SO_REUSEPORT unless the spec is
  * shared or flags has PS_LISTEN_NO_REUSEPORT, IPV6_V6ONLY as the spec says,
  * close-on-exec.  Returns the descriptor or -errno.  A unix socket path that
- * exists and is a socket nobody listens on is removed first (stale).
+ * exists and is a socket nobody listens on is removed first (stale); a
+ * mode= is set on the new path before it listens (chmod, not the umask:
+ * nothing process-wide changes), so nobody connects under another mode.
  */
 PS_EXTERN int ps_listen_open(const struct ps_spec *spec, int flags);
 
 /*
- * Open the n sockets of a reuseport group (n >= 1) into fds[0..n-1].  When
- * the spec's port is 0 the first socket's kernel-chosen port is written
- * back into spec so that the others (and later additions) join the same
- * group.  On failure nothing stays open and -errno is returned.
+ * Open the n sockets of a reuseport group (1 <= n <= 1024) into
+ * fds[0..n-1].  When the spec's port is 0 the first socket's kernel-chosen
+ * port is written back into spec so that the others (and later additions)
+ * join the same group; the first socket is bound to it by number, so that
+ * it keeps the port if it stops listening.  A port where a socket of
+ * another process already listens with SO_REUSEPORT is refused with
+ * -EADDRINUSE: it would get a share of the group's connections.  On
+ * failure nothing stays open and -errno is returned.  One sock_diag dump
+ * (or a read of /proc/net) and n sockets; allocates about 17 KiB for the
+ * call.
  */
 PS_EXTERN int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags);
 

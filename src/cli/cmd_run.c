@@ -539,6 +539,31 @@ static void default_drain_signal(struct run_options *o)
     log_line(o, PS_LOG_INFO, "drain_signal", msg);
 }
 
+/* The supervisor holds slots x listeners sockets, more than the 1024 most
+ * sessions and services start with: the soft open-file limit goes up to
+ * the hard one (said once; an upgraded image finds it raised already), and
+ * a configuration that still cannot fit is refused before anything is
+ * bound.  Workers inherit the raised limit, as under LimitNOFILE=. */
+static int nofile_setup(struct run_options *o)
+{
+    char msg[600];
+    long from = 0, to = 0;
+    int r = ps_sup_nofile_raise(&from, &to);
+
+    if (r > 0) {
+        snprintf(msg, sizeof(msg), "open-file limit raised from %ld to %ld (the hard limit)", from,
+                 to);
+        log_line(o, PS_LOG_INFO, "nofile", msg);
+    } else if (r < 0) {
+        snprintf(msg, sizeof(msg), "cannot raise the open-file limit from %ld: %s", from,
+                 strerror(-r));
+        log_line(o, PS_LOG_WARN, "nofile", msg);
+    }
+    if (ps_sup_nofile_check(&o->cfg, msg, sizeof(msg)) < 0)
+        return ps_cli_fatal(PS_EXIT_SYSTEM, "%s", msg);
+    return 0;
+}
+
 int run_supervisor(struct run_options *o)
 {
     static char self[PATH_MAX];
@@ -562,6 +587,8 @@ int run_supervisor(struct run_options *o)
     o->cfg.log_ctx = o;
     o->journal = ps_cli_stderr_is_journal();
     default_drain_signal(o);
+    if (!getenv("PORTSHARE_UPGRADE_STATE") && nofile_setup(o))
+        return PS_EXIT_SYSTEM;
     r = ps_sup_run(&o->cfg, err, sizeof(err), &stage);
     if (r == 0)
         return PS_EXIT_OK;

@@ -44,6 +44,15 @@ int ps__parse_long(const char *s, long min, long max, long *out);
 #define PS__SPEC_NUMERIC 0x1
 int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err, size_t errlen);
 
+/*
+ * What spec a socket answers to: its address (getsockname), proto (family
+ * and SO_TYPE), host and port as a spec writes them, reuse (SO_REUSEPORT),
+ * v6only, backlog (a TCP listener's TCP_INFO; else the default) and text
+ * (ps_spec_format); name empty, defer_accept 0.  0, or -errno
+ * (-EAFNOSUPPORT: not an inet or unix socket).  A few syscalls.
+ */
+int ps__spec_of_fd(int fd, struct ps_spec *spec);
+
 /* Fill a sockaddr_un from "path" or "@abstract" and its length into *len.
  * Returns 0, -EINVAL (empty, or "@" alone) or -ENAMETOOLONG. */
 int ps__unix_addr(const char *address, struct sockaddr_storage *ss, socklen_t *len);
@@ -82,6 +91,95 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
 #define PS__GROUP_MAX 1024
 
 /*
+ * A listener group: the sockets bound for one spec, one per slot in a
+ * SO_REUSEPORT group, or one shared socket; what ps_listen_group_open and
+ * the supervisor build on.  It knows the kernel's order of the group's
+ * members (a classic BPF program selects by that index): a socket joins at
+ * the end, and one that leaves is replaced by the last
+ * (net/core/sock_reuseport.c); members of another process (foreign: the
+ * kernel lets a socket of the same uid join) are tracked there too.
+ *
+ * The fields are a macro so that the supervisor's group can hold them as
+ * its own members (an anonymous struct in a union with the named one):
+ * its modules read g->fds, g->nfds... while only the functions below
+ * change them.
+ */
+#define PS__FOREIGN_MAX 16
+#define PS__LGROUP_FIELDS                                                                          \
+    struct ps_spec spec; /* its port is the kernel's pick once a port-0 spec is open */            \
+    int shared;          /* one socket without SO_REUSEPORT, for every slot */                     \
+    int flags;           /* PS_LISTEN_* for every socket it opens */                               \
+    int by_index;        /* steered by kernel index: look for foreign members before a change */   \
+    int nfds;                                                                                      \
+    int fds[PS__GROUP_MAX];                                                                        \
+    unsigned long ino[PS__GROUP_MAX];  /* fds[i]'s inode; 0: not looked up yet */                  \
+    unsigned char down[PS__GROUP_MAX]; /* shut down by ps__lgroup_shutdown, not listening */       \
+    /* order[]: our slots, the listening ones first, in the kernel's order */                      \
+    int order[PS__GROUP_MAX];                                                                      \
+    int nforeign; /* foreign members now (the first PS__FOREIGN_MAX tracked) */                    \
+    int ntracked;                                                                                  \
+    unsigned long foreign[PS__FOREIGN_MAX]; /* their inodes, in join order */                      \
+    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */
+struct ps__lgroup {
+    PS__LGROUP_FIELDS
+};
+
+/* An empty group for spec (shared: one socket, no SO_REUSEPORT). */
+void ps__lgroup_init(struct ps__lgroup *g, const struct ps_spec *spec, int shared);
+
+/*
+ * Bind n sockets (1 when shared).  A port-0 spec gets the kernel's port,
+ * pinned: the first socket is bound again by number, so that it keeps the
+ * port when it stops listening (ps__lgroup_relisten relies on that).  With
+ * refuse_foreign, a port where another process already listens in the
+ * reuseport group is refused (-EADDRINUSE, err naming it when visible).
+ * 0, or -errno with err naming the address; nothing stays open.
+ * O(n) sockets, plus one sock_diag dump with refuse_foreign.
+ */
+int ps__lgroup_open(struct ps__lgroup *g, int n, int refuse_foreign, char *err, size_t errlen);
+
+/* Add sockets at the end until g has n (no-op when shared); all or
+ * nothing: on failure what this call opened is closed again and err says
+ * why.  0 or -errno. */
+int ps__lgroup_grow(struct ps__lgroup *g, int n, char *err, size_t errlen);
+
+/* Close the last socket (never the only one); ps__lgroup_shrink: until
+ * g has n. */
+void ps__lgroup_close_last(struct ps__lgroup *g);
+void ps__lgroup_shrink(struct ps__lgroup *g, int n);
+
+/* Close every socket. */
+void ps__lgroup_close(struct ps__lgroup *g);
+
+/* shutdown(2) socket i: it stops listening for every holder (what it had
+ * queued is reset, or migrated by an eBPF program); *queued gets what was
+ * queued.  0 or -errno. */
+int ps__lgroup_shutdown(struct ps__lgroup *g, int i, unsigned *queued);
+
+/* listen(2) again, in place, on socket i if it stopped (ours, or a holder
+ * called shutdown(2) on its copy): 1 when it listens again, 0 when it was
+ * listening (or is not a TCP socket), -errno when it cannot; a socket that
+ * lost its port is left as it is (-EADDRNOTAVAIL), never listening on
+ * another one. */
+int ps__lgroup_relisten(struct ps__lgroup *g, int i);
+
+/* Socket i, shut down, is replaced by a new one bound to the same address
+ * (copies of the old one never see a connection again).  0, or -errno and
+ * socket i listens again in place if it can. */
+int ps__lgroup_replace(struct ps__lgroup *g, int i);
+
+/* Look at who else listens in a TCP reuseport group (one sock_diag dump):
+ * nforeign and the kernel's order updated; 1 when they changed, else 0.
+ * O(listeners on the port x nfds). */
+int ps__lgroup_foreign_sync(struct ps__lgroup *g);
+
+/* Our sockets in the kernel's group (the listening ones): order[0..n-1];
+ * kidx[k] gets the kernel's index of order[k], foreign members counted.
+ * O(nfds + foreign). */
+int ps__lgroup_listening(const struct ps__lgroup *g);
+void ps__lgroup_kernel_indexes(const struct ps__lgroup *g, int *kidx);
+
+/*
  * How many TCP/UDP sockets bound to exactly spec's address and port are not
  * among fds[0..n-1] (a reuseport group's own sockets): another process of
  * the same uid that joined the group would silently get a share of its
@@ -90,6 +188,15 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
  * One read of /proc/net/PROTO{,6}.
  */
 int ps__reuseport_foreign(const struct ps_spec *spec, const int *fds, int n, unsigned long *first);
+
+/*
+ * The same from our sockets' inodes (ours[0..nours-1]): how many sockets
+ * bound to exactly spec's address and port are not ours; the first max of
+ * their inodes go to foreign[].  One sock_diag dump per family (or a read
+ * of /proc/net/PROTO{,6}); O(listeners on the port x nours).
+ */
+int ps__reuseport_members(const struct ps_spec *spec, const unsigned long *ours, int nours,
+                          unsigned long *foreign, int max);
 
 /*
  * Platform layer (os_linux.c): the few places where what a socket option
@@ -102,51 +209,5 @@ int ps__os_set_reuseport(int fd);
 /* 1 if a reuseport group balances new connections on this OS, else 0
  * (macOS, OpenBSD: the last socket gets them all; use shared mode). */
 int ps__os_reuseport_balances(void);
-
-/*
- * The eBPF reuseport steering program (reuseport_bpf.c): SK_REUSEPORT,
- * SELECT_OR_MIGRATE (Linux >= 5.14, CAP_BPF or root), hand-assembled.  It
- * sends each new connection, and each connection that a closed or shut-down
- * listener of the group had queued or in its handshake, to the serving
- * socket of the receiving CPU's slot if one is set (ps__rp_bpf_set_cpu),
- * else to a serving socket by flow hash (ps__rp_bpf_set), else lets the
- * kernel hash.  Descriptors are -1 when closed.
- */
-#define PS__RP_BPF_CPUS 1024
-struct ps__rp_bpf {
-    int prog, socks, list, bycpu;
-    int nlist;                 /* serving slots in the list */
-    int slotfd[PS__GROUP_MAX]; /* what socks holds per slot, -1: nothing */
-};
-
-/* All descriptors -1 (nothing open). */
-void ps__rp_bpf_init(struct ps__rp_bpf *b);
-
-/* Create the maps and load the program.  0, or -errno with err saying which
- * step failed (EPERM: not privileged; EINVAL: a kernel without
- * SELECT_OR_MIGRATE, or the verifier's reason); nothing stays open. */
-int ps__rp_bpf_open(struct ps__rp_bpf *b, char *err, size_t errlen);
-
-/* Attach b's program to fd's reuseport group (replacing any program). */
-int ps__rp_bpf_attach(const struct ps__rp_bpf *b, int fd);
-
-/* The slots new connections go to: slot s serves when slotfds[s] >= 0 (a
- * listening member of the group); none serving: the kernel's hash over all.
- * -EBUSY: a socket is still in another sockarray (the previous image's,
- * after an upgrade, until the kernel frees it): try again later.
- * O(PS__GROUP_MAX) work, one syscall per change. */
-int ps__rp_bpf_set(struct ps__rp_bpf *b, const int *slotfds, int nslots);
-
-/* Slot s's socket stops listening (closed, shut down, or found so): the
- * kernel took it out of the sockarray; forget it, so that the next
- * ps__rp_bpf_set puts the slot's socket (maybe a new one) in again. */
-void ps__rp_bpf_forget(struct ps__rp_bpf *b, int slot);
-
-/* The slot for connections received on cpu (-1: none, use the hash). */
-int ps__rp_bpf_set_cpu(struct ps__rp_bpf *b, unsigned cpu, int slot);
-
-/* Close what b holds (an attached program stays with the group until it is
- * replaced or the group's last socket closes). */
-void ps__rp_bpf_close(struct ps__rp_bpf *b);
 
 #endif

@@ -83,10 +83,36 @@ static int configure(int fd, const struct ps_spec *spec, int flags)
     return 0;
 }
 
+/*
+ * A unix socket's mode=, set on its path between bind(2) and listen(2):
+ * nobody can connect before it listens, and connect(2) checks the mode the
+ * path has then, so nobody ever connects under another one.  umask(2)
+ * around bind() did the same by changing the whole process's umask for a
+ * moment, under an embedder's other threads creating files.  The path is
+ * changed without following a symlink (glibc does that through the
+ * descriptor of the node itself) and only while it is a socket.
+ */
+static int set_unix_mode(const struct ps_spec *spec)
+{
+    struct stat st;
+
+    if (!spec->unix_mode || spec->host[0] == '@')
+        return 0;
+    if (fchmodat(AT_FDCWD, spec->host, spec->unix_mode & 07777, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+    if (errno != ENOTSUP && errno != EOPNOTSUPP)
+        return ps__neg_errno();
+    /* a symlink, or no /proc for glibc to go through: only a socket */
+    if (lstat(spec->host, &st) < 0)
+        return ps__neg_errno();
+    if (!S_ISSOCK(st.st_mode))
+        return -ENOTSOCK;
+    return chmod(spec->host, spec->unix_mode & 07777) < 0 ? ps__neg_errno() : 0;
+}
+
 int ps_listen_open(const struct ps_spec *spec, int flags)
 {
     int type = socket_type(spec) | SOCK_CLOEXEC;
-    mode_t old_umask = 0;
     int fd, r;
 
     if (flags & PS_LISTEN_NONBLOCK)
@@ -97,17 +123,18 @@ int ps_listen_open(const struct ps_spec *spec, int flags)
     r = configure(fd, spec, flags);
     if (r < 0)
         goto error;
-    if (spec->proto == PS_PROTO_UNIX) {
+    if (spec->proto == PS_PROTO_UNIX)
         remove_stale_unix(spec);
-        if (spec->unix_mode)
-            old_umask = umask(0777 & ~spec->unix_mode);
-    }
-    r = bind(fd, (const struct sockaddr *)&spec->addr, spec->addrlen);
-    if (spec->proto == PS_PROTO_UNIX && spec->unix_mode)
-        umask(old_umask);
-    if (r < 0) {
+    if (bind(fd, (const struct sockaddr *)&spec->addr, spec->addrlen) < 0) {
         r = ps__neg_errno();
         goto error;
+    }
+    if (spec->proto == PS_PROTO_UNIX) {
+        /* on failure the path stays: not listening, it is stale for the
+         * next bind, and it may no longer be ours to remove */
+        r = set_unix_mode(spec);
+        if (r < 0)
+            goto error;
     }
     if (spec->proto != PS_PROTO_UDP && listen(fd, spec->backlog) < 0) {
         r = ps__neg_errno();
@@ -120,53 +147,29 @@ error:
     return r;
 }
 
-/* Write the port the kernel picked back into the spec. */
-static int learn_port(int fd, struct ps_spec *spec)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return ps__neg_errno();
-    if (ss.ss_family == AF_INET) {
-        ((struct sockaddr_in *)&spec->addr)->sin_port = ((struct sockaddr_in *)&ss)->sin_port;
-        spec->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        ((struct sockaddr_in6 *)&spec->addr)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
-        spec->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    return 0;
-}
-
 int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags)
 {
+    struct ps__lgroup *g;
     int i, r;
 
-    if (n < 1)
+    if (n < 1 || n > PS__GROUP_MAX ||
+        (n > 1 && (spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT))))
         return -EINVAL;
-    if (n > 1 && spec->reuse != PS_REUSE_PORT)
-        return -EINVAL;
+    g = malloc(sizeof(*g)); /* 17 KiB: not for an embedder's small stack */
+    if (!g)
+        return -ENOMEM;
+    ps__lgroup_init(g, spec, spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT));
+    g->flags = flags & ~PS_LISTEN_NO_REUSEPORT;
+    r = ps__lgroup_open(g, n, 1, NULL, 0);
     for (i = 0; i < n; i++)
-        fds[i] = -1;
-    for (i = 0; i < n; i++) {
-        fds[i] = ps_listen_open(spec, flags);
-        if (fds[i] < 0) {
-            r = fds[i];
-            goto error;
-        }
-        if (i == 0 && spec->proto != PS_PROTO_UNIX && spec->port == 0) {
-            r = learn_port(fds[0], spec);
-            if (r < 0)
-                goto error;
-        }
+        fds[i] = r == 0 && i < g->nfds ? g->fds[i] : -1;
+    if (r == 0) {
+        /* the port the kernel picked, for the caller's later sockets */
+        spec->addr = g->spec.addr;
+        spec->addrlen = g->spec.addrlen;
+        spec->port = g->spec.port;
     }
-    return 0;
-
-error:
-    for (i = 0; i < n; i++) {
-        ps__close(fds[i]);
-        fds[i] = -1;
-    }
+    free(g);
     return r;
 }
 

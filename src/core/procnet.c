@@ -314,11 +314,12 @@ int ps_port_owner(const struct ps_spec *spec, pid_t *pid, char *comm, size_t com
 /* --- reuseport group members that are not ours --------------------------- */
 
 struct member_search {
-    char want[40];                     /* our address, as /proc/net prints it */
-    unsigned long ours[PS__GROUP_MAX]; /* inodes of our own sockets */
+    char want[40];             /* our address, as /proc/net prints it */
+    const unsigned long *ours; /* inodes of our own sockets */
     int nours;
     int foreign;
-    unsigned long first; /* the first foreign inode */
+    unsigned long *found; /* the first max foreign inodes */
+    int max;
 };
 
 static int count_foreign(const struct ps__proc_sock *sock, void *ctx)
@@ -332,29 +333,46 @@ static int count_foreign(const struct ps__proc_sock *sock, void *ctx)
     for (k = 0; k < m->nours; k++)
         if (m->ours[k] == sock->inode)
             return 0;
-    if (!m->foreign++)
-        m->first = sock->inode;
+    /* a dump that broke off and was read again from /proc may show a
+     * socket twice: count it once */
+    for (k = 0; k < m->foreign && k < m->max; k++)
+        if (m->found[k] == sock->inode)
+            return 0;
+    if (m->foreign < m->max)
+        m->found[m->foreign] = sock->inode;
+    m->foreign++;
     return 0;
+}
+
+int ps__reuseport_members(const struct ps_spec *spec, const unsigned long *ours, int nours,
+                          unsigned long *foreign, int max)
+{
+    struct member_search m;
+
+    if (spec->proto == PS_PROTO_UNIX)
+        return 0;
+    memset(&m, 0, sizeof(m));
+    ps__proc_net_hex(&spec->addr, m.want, sizeof(m.want));
+    m.ours = ours;
+    m.nours = nours;
+    m.found = foreign;
+    m.max = max;
+    ps__proc_net_each(spec->proto, spec->port, count_foreign, &m);
+    return m.foreign;
 }
 
 int ps__reuseport_foreign(const struct ps_spec *spec, const int *fds, int n, unsigned long *first)
 {
-    struct member_search m; /* 8 KiB: fine on a stack, and thread-safe */
-    int k;
+    unsigned long ours[PS__GROUP_MAX]; /* 8 KiB: fine on a stack, and thread-safe */
+    int k, nours = 0;
 
     *first = 0;
-    if (spec->proto == PS_PROTO_UNIX)
-        return 0;
-    if (n > (int)PS__ARRAY_LEN(m.ours))
+    if (n > (int)PS__ARRAY_LEN(ours))
         return -E2BIG;
-    memset(&m, 0, sizeof(m));
-    ps__proc_net_hex(&spec->addr, m.want, sizeof(m.want));
     for (k = 0; k < n; k++) {
         struct stat st;
         if (fstat(fds[k], &st) == 0)
-            m.ours[m.nours++] = (unsigned long)st.st_ino;
+            ours[nours++] = (unsigned long)st.st_ino;
     }
-    ps__proc_net_each(spec->proto, spec->port, count_foreign, &m);
-    *first = m.first;
-    return m.foreign;
+    return ps__reuseport_members(spec, ours, nours, first, 1);
 }

@@ -10,12 +10,19 @@
 #include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
 #define DEFAULT_BACKLOG 4096
+
+/* struct ps_spec grows into its reserved bytes, never past them: the
+ * fields before keep the offsets programs were built with */
+_Static_assert(offsetof(struct ps_spec, reserved) ==
+                   offsetof(struct ps_spec, defer_accept) + sizeof(int),
+               "a new field of struct ps_spec goes into reserved[], not before it");
 
 static int valid_name(const char *name)
 {
@@ -89,8 +96,8 @@ static int parse_option(char *opt, struct ps_spec *spec, char *err, size_t errle
         if (spec->unix_mode > 0777)
             goto bad_value;
     } else {
-        ps__set_error(err, errlen, "unknown option '%s' (known: backlog, v6only, reuse, defer, mode)",
-                      opt);
+        ps__set_error(err, errlen,
+                      "unknown option '%s' (known: backlog, v6only, reuse, defer, mode)", opt);
         return -EINVAL;
     }
     return 0;
@@ -368,4 +375,80 @@ int ps_spec_format(const struct ps_spec *spec, char *buf, size_t len)
 {
     return ps_sockaddr_format((const struct sockaddr *)&spec->addr, spec->addrlen,
                               spec->proto == PS_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM, buf, len);
+}
+
+/* The host part of an address as a spec writes it: "127.0.0.1", "::1" (no
+ * brackets), "/path" or "@abstract". */
+static void host_of(const struct sockaddr_storage *ss, socklen_t len, char *host, size_t cap)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
+    size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                   ? len - offsetof(struct sockaddr_un, sun_path)
+                   : 0;
+
+    host[0] = '\0';
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, host, (socklen_t)cap);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, host, (socklen_t)cap);
+    else if (n && un->sun_path[0] == '\0') /* abstract: "@name" */
+        snprintf(host, cap, "@%.*s", (int)(n - 1), un->sun_path + 1);
+    else if (n)
+        snprintf(host, cap, "%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+}
+
+/* What a spec would have said for the options the socket has. */
+static void options_of(int fd, struct ps_spec *spec)
+{
+    unsigned queued = 0, limit = 0;
+    socklen_t len;
+    int on = 0;
+
+    len = sizeof(on);
+    spec->reuse = spec->proto != PS_PROTO_UNIX &&
+                          getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == 0 && on
+                      ? PS_REUSE_PORT
+                      : PS_REUSE_SHARED;
+    if (spec->addr.ss_family == AF_INET6) {
+        len = sizeof(spec->v6only);
+        getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &spec->v6only, &len);
+    }
+    /* a listener's TCP_INFO says its backlog (systemd's Backlog=, say) */
+    spec->backlog =
+        spec->proto == PS_PROTO_TCP && ps_listen_queue(fd, &queued, &limit) == 0 && limit
+            ? (int)limit
+            : DEFAULT_BACKLOG;
+}
+
+int ps__spec_of_fd(int fd, struct ps_spec *spec)
+{
+    socklen_t len = sizeof(int);
+    int type = 0;
+
+    memset(spec, 0, sizeof(*spec));
+    spec->addrlen = sizeof(spec->addr);
+    if (getsockname(fd, (struct sockaddr *)&spec->addr, &spec->addrlen) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return ps__neg_errno();
+    switch (spec->addr.ss_family) {
+    case AF_UNIX:
+        spec->proto = PS_PROTO_UNIX;
+        break;
+    case AF_INET:
+        spec->port = ntohs(((const struct sockaddr_in *)&spec->addr)->sin_port);
+        spec->proto = type == SOCK_DGRAM ? PS_PROTO_UDP : PS_PROTO_TCP;
+        break;
+    case AF_INET6:
+        spec->port = ntohs(((const struct sockaddr_in6 *)&spec->addr)->sin6_port);
+        spec->proto = type == SOCK_DGRAM ? PS_PROTO_UDP : PS_PROTO_TCP;
+        break;
+    default:
+        return -EAFNOSUPPORT;
+    }
+    if (spec->proto != PS_PROTO_UNIX && type != SOCK_STREAM && type != SOCK_DGRAM)
+        return -ESOCKTNOSUPPORT;
+    host_of(&spec->addr, spec->addrlen, spec->host, sizeof(spec->host));
+    options_of(fd, spec);
+    ps_spec_format(spec, spec->text, sizeof(spec->text));
+    return 0;
 }

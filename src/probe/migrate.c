@@ -3,7 +3,7 @@
  * its connections (SELECT_OR_MIGRATE, Linux >= 5.14), and how many?
  *
  * Two listeners of one reuseport group on 127.0.0.1; the program (the very
- * one the supervisor loads, src/core/reuseport_bpf.c) sends every
+ * one the supervisor loads, src/bpf/reuseport_bpf.c) sends every
  * connection to the first.  Then it is told to serve only the second, and
  * the first is closed:
  *   - queued: q connections wait in the first's accept queue;
@@ -16,6 +16,7 @@
  * network namespace; outside one, the host's value is reported).
  */
 #include "probe_internal.h"
+#include "reuseport_bpf.h"
 
 #include <errno.h>
 #include <fcntl.h>

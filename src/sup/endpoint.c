@@ -305,14 +305,12 @@ int ps__endpoints_open(struct ps_sup *sup, char *err, size_t errlen)
     }
     for (kind = PS_LS_METRICS; kind <= PS_LS_AGENT; kind++) {
         /* the real port (HOST:0 asks the kernel for one) */
-        struct ps_spec sp = *ep_spec(sup, kind);
+        struct ps_spec sp;
         fd = ep_fd(sup, kind);
         if (*fd < 0)
             continue;
-        sp.addrlen = sizeof(sp.addr);
-        if (getsockname(*fd, (struct sockaddr *)&sp.addr, &sp.addrlen) < 0 ||
-            ps_spec_format(&sp, addr, sizeof(addr)) < 0)
-            snprintf(addr, sizeof(addr), "%.159s", sp.text);
+        snprintf(addr, sizeof(addr), "%.159s",
+                 ps__spec_of_fd(*fd, &sp) == 0 ? sp.text : ep_spec(sup, kind)->text);
         ps__sup_log(sup, PS_LOG_INFO, "listening", "%s endpoint on %s", kind_names[kind], addr);
     }
     return 0;

@@ -333,6 +333,7 @@ void ps__health_check(struct ps_sup *sup, uint64_t now)
     if (second) {
         sup->checked_ms = now;
         sweep(sup);
+        ps__sup_check_foreign(sup);
     }
     sync_regs(sup);
 }

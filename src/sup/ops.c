@@ -161,14 +161,12 @@ void ps__reload_next_failed(struct ps_sup *sup, int s, const char *why)
 
 static int apply_scale(struct ps_sup *sup, int n, char *err, size_t errlen)
 {
-    int s, g, r;
+    int s, r;
 
-    if (n > sup->nslots)
-        for (g = 0; g < sup->ngroups; g++) {
-            r = ps__group_grow(&sup->groups[g], n, err, errlen);
-            if (r < 0)
-                return r;
-        }
+    /* all groups or none: a failed scale leaves no socket behind */
+    r = ps__groups_grow(sup, n, err, errlen);
+    if (r < 0)
+        return r;
     ps__sup_log(sup, PS_LOG_INFO, "scale", "scaling from %d to %d workers", sup->target, n);
     sup->target = n;
     for (s = 0; s < n; s++) {

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <stddef.h>
 #include <sys/prctl.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,31 +35,20 @@ static int free_worker_entry(struct ps_sup *sup)
  * a socket in SERVER_STARTER_PORT: the address its --port/--path said. */
 static void starter_name(int fd, char *buf, size_t len)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
+    struct ps_spec sp;
+    int n;
 
     buf[0] = '\0';
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+    if (ps__spec_of_fd(fd, &sp) < 0)
         return;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        snprintf(buf, len, "%s:%u", host, ntohs(in->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
-    } else if (ss.ss_family == AF_UNIX) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-        size_t n = sl > offsetof(struct sockaddr_un, sun_path)
-                       ? sl - offsetof(struct sockaddr_un, sun_path)
-                       : 0;
-        if (n && un->sun_path[0] == '\0') /* abstract: "@name" */
-            snprintf(buf, len, "@%.*s", (int)(n - 1), un->sun_path + 1);
-        else
-            snprintf(buf, len, "%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
-    }
+    if (sp.proto == PS_PROTO_UNIX)
+        n = snprintf(buf, len, "%s", sp.host);
+    else if (sp.addr.ss_family == AF_INET6)
+        n = snprintf(buf, len, "[%s]:%u", sp.host, sp.port);
+    else
+        n = snprintf(buf, len, "%s:%u", sp.host, sp.port);
+    if (n < 0 || (size_t)n >= len)
+        buf[0] = '\0'; /* a cut address would name another one */
 }
 
 /* The legacy hand-offs (--handoff), for n descriptors at 3..3+n-1. */

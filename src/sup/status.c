@@ -93,15 +93,13 @@ static double lameduck_left(const struct ps_sup *sup, uint64_t now)
 /* An endpoint's address as bound (its real port), or "" when off. */
 static void endpoint_address(int fd, const struct ps_spec *spec, char *buf, size_t len)
 {
-    struct ps_spec sp = *spec;
+    struct ps_spec sp;
 
     buf[0] = '\0';
     if (fd < 0)
         return;
-    sp.addrlen = sizeof(sp.addr);
-    if (getsockname(fd, (struct sockaddr *)&sp.addr, &sp.addrlen) < 0 ||
-        ps_spec_format(&sp, buf, len) < 0)
-        snprintf(buf, len, "%.*s", (int)(len ? len - 1 : 0), spec->text);
+    snprintf(buf, len, "%.*s", (int)(len ? len - 1 : 0),
+             ps__spec_of_fd(fd, &sp) == 0 ? sp.text : spec->text);
 }
 
 static void text_endpoints(struct ps_buf *o, struct ps_sup *sup)
@@ -237,6 +235,9 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
                 put(o, gr->spec.proto == PS_PROTO_TCP ? " NOT-LISTENING" : " -");
         }
         put(o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
+        if (gr->nforeign)
+            put(o, "  WARNING: %d foreign socket(s) in this reuseport group (another process)\n",
+                gr->nforeign);
     }
 }
 
@@ -320,9 +321,11 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
         ps__buf_json_string(o, gr->spec.name);
         put(o, ",\"address\":");
         ps__buf_json_string(o, addr);
-        put(o, ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"sockets\":[",
+        put(o,
+            ",\"shared\":%s,\"inherited\":%s,\"revived\":%u,\"steering\":\"%s\",\"foreign\":%d,"
+            "\"sockets\":[",
             gr->shared ? "true" : "false", gr->inherited ? "true" : "false", gr->relistens,
-            ps__steer_name(gr->steer));
+            ps__steer_name(gr->steer), gr->nforeign);
         for (i = 0; i < gr->nfds; i++) {
             unsigned q = 0, lim = 0;
             int have = ps_listen_queue(gr->fds[i], &q, &lim) == 0;

@@ -7,10 +7,18 @@
  * once per group and said once in the log, and status shows it.  With eBPF
  * a socket that stops listening hands its queue over to the serving ones,
  * which is what lets a retiring slot close at once.
+ *
+ * A socket of another process of our uid may join a reuseport group after
+ * we bound it (the kernel allows that, and refusing it at start is all we
+ * can do).  Neither program ever selects it: the eBPF one always picks one
+ * of our sockets, the classic one counts it in the kernel's numbering
+ * (group.c).  It is looked for every second, said at warning level when it
+ * comes, and shown in status for as long as it is there.
  */
 #include "sup_internal.h"
 
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const steer_names[PS_STEER_COUNT] = {
@@ -162,5 +170,50 @@ void ps__sup_steer(struct ps_sup *sup)
                         "cannot set the reuseport steering (%s): %s; connections may queue on a "
                         "socket whose worker is restarting",
                         ps__steer_name(gr->steer), ps_strerror(r));
+    }
+}
+
+/* "pid 123, socat" for g's first foreign member, or "" when not visible. */
+static void foreign_holder(const struct ps_group *g, char *out, size_t len)
+{
+    char comm[64] = "";
+    pid_t pid = 0;
+
+    out[0] = '\0';
+    if (g->ntracked && ps__inode_owner(g->foreign[0], &pid, comm, sizeof(comm)) == 0)
+        snprintf(out, len, " (pid %ld, %s)", (long)pid, comm);
+}
+
+void ps__sup_check_foreign(struct ps_sup *sup)
+{
+    /* one group a call: an idle supervisor makes a few system calls a
+     * second whatever its number of listeners (health.c) */
+    static int next;
+    char addr[160], who[100];
+    int g;
+
+    if (sup->ngroups == 0)
+        return;
+    next = (next + 1) % sup->ngroups;
+    for (g = next; g == next; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        ps__group_foreign_sync(gr);
+        if (gr->order_changed)
+            sup->steer_dirty = 1;
+        if (gr->nforeign == gr->foreign_said)
+            continue;
+        ps_spec_format(&gr->spec, addr, sizeof(addr));
+        if (gr->nforeign) {
+            foreign_holder(gr, who, sizeof(who));
+            ps__sup_log(sup, PS_LOG_WARN, "foreign_member",
+                        "%s: %d socket(s) of another process joined our reuseport group%s; we "
+                        "steer no connection to it, but the kernel may hand it one that no "
+                        "steering program places: stop it",
+                        addr, gr->nforeign, who);
+        } else {
+            ps__sup_log(sup, PS_LOG_INFO, "foreign_member_gone",
+                        "%s: no foreign socket in our reuseport group any more", addr);
+        }
+        gr->foreign_said = gr->nforeign;
     }
 }

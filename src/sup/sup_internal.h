@@ -27,6 +27,7 @@
 
 #include "core.h"
 #include "http_request.h"
+#include "reuseport_bpf.h"
 #include "supervisor.h"
 
 #include <arpa/inet.h>
@@ -51,23 +52,24 @@ enum ps_steer {
 };
 
 struct ps_group {
-    struct ps_spec spec;
-    int shared;    /* one socket for every slot */
-    int inherited; /* received from systemd (LISTEN_FDS): never re-bound */
-    int nfds;
-    int fds[PS_SUP_MAX_WORKERS];
-    /* order[k]: the slot whose socket the kernel holds at index k of the
-     * reuseport group (what a CBPF program's return value means).  Kept in
-     * step with the kernel's rule: a socket joins at the end; one that
-     * leaves is replaced by the last (net/core/sock_reuseport.c). */
-    int order[PS_SUP_MAX_WORKERS];
+    /* The sockets: a core listener group (src/core/listen_group.c), whose
+     * fields the modules here read as the group's own (g->fds, g->nfds,
+     * g->spec...); only the ps__group_* functions below change them. */
+    union {
+        struct ps__lgroup lg;
+        struct {
+            PS__LGROUP_FIELDS
+        };
+    };
+    int inherited;      /* received from systemd (LISTEN_FDS): never re-bound */
     unsigned relistens; /* times a dead socket of this group was revived */
     enum ps_steer steer;
     char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
     struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
     unsigned steer_busy;   /* map updates refused with EBUSY in a row */
-    /* down[i]: socket i was shut down by ps__group_shutdown (not revived) */
-    unsigned char down[PS_SUP_MAX_WORKERS];
+    /* foreign members (nforeign: status, metrics; not 0 is a warning) */
+    int foreign_said;  /* nforeign when the log last said it */
+    int order_changed; /* a foreign member came or went: steer again */
 };
 
 /* Bind g's sockets: nslots of them (one when shared), refusing a port where
@@ -77,6 +79,18 @@ int ps__group_open(struct ps_group *g, int nslots, char *err, size_t errlen);
 
 /* Add sockets at the end until g has nslots (no-op when shared). */
 int ps__group_grow(struct ps_group *g, int nslots, char *err, size_t errlen);
+
+/* ps__group_grow for every group of sup, all or nothing: refused before
+ * anything is opened (-EMFILE, err naming the open-file limit and what it
+ * takes) when the new sockets cannot fit under the soft RLIMIT_NOFILE; when
+ * one group still cannot grow, the sockets this call opened in every group
+ * are closed again (newest first, so the kernel's order is as before) and
+ * err says why.  0 or -errno.  O(open descriptors + new sockets). */
+int ps__groups_grow(struct ps_sup *sup, int nslots, char *err, size_t errlen);
+
+/* Look at who else listens in g's reuseport group (one sock_diag dump):
+ * update nforeign and the kernel's order; 1 when that changed, else 0. */
+int ps__group_foreign_sync(struct ps_group *g);
 
 /* Close the last socket (scale-down). */
 void ps__group_close_last(struct ps_group *g);
@@ -140,6 +154,13 @@ int ps__group_revive(struct ps_group *g, int i);
  * group's steering first if it is not decided yet); keeps steer_dirty set
  * when it must be tried again. */
 void ps__sup_steer(struct ps_sup *sup);
+
+/* Look for foreign members in the next group, round robin (one sock_diag
+ * dump): log one that came (warning) or went, and steer again when the
+ * kernel's numbering changed.  Called every second (health.c's sweep), so
+ * each group is looked at every N seconds for N groups; a group is also
+ * looked at right before each change of our own to it. */
+void ps__sup_check_foreign(struct ps_sup *sup);
 
 /* The steering of the supervisor's groups as one word: cbpf if any group
  * has it (why: the reason), else ebpf if any, else none. */

@@ -590,31 +590,14 @@ static void adopt_reuseport(struct ps_sup *sup, struct ps_group *g)
 {
     struct ps_spec *sp = &g->spec;
     char err[256], addr[160];
-    unsigned queued = 0, limit = 0;
     int on = 0, r;
     socklen_t len = sizeof(on);
 
+    /* host, port, v6only and the backlog systemd gave it (Backlog=) are
+     * in the spec already (ps__spec_of_fd) */
     if (sp->proto == PS_PROTO_UNIX || sup->cfg->mode == PS_REUSE_SHARED ||
         getsockopt(g->fds[0], SOL_SOCKET, SO_REUSEPORT, &on, &len) < 0 || !on)
         return;
-    if (sp->addr.ss_family == AF_INET) {
-        sp->port = ntohs(((struct sockaddr_in *)&sp->addr)->sin_port);
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&sp->addr)->sin_addr, sp->host,
-                  sizeof(sp->host));
-    } else if (sp->addr.ss_family == AF_INET6) {
-        sp->port = ntohs(((struct sockaddr_in6 *)&sp->addr)->sin6_port);
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sp->addr)->sin6_addr, sp->host,
-                  sizeof(sp->host));
-        len = sizeof(sp->v6only);
-        getsockopt(g->fds[0], IPPROTO_IPV6, IPV6_V6ONLY, &sp->v6only, &len);
-    } else {
-        return;
-    }
-    /* the backlog systemd gave it (Backlog=): a listener's TCP_INFO says */
-    sp->backlog =
-        sp->proto == PS_PROTO_TCP && ps_listen_queue(g->fds[0], &queued, &limit) == 0 && limit
-            ? (int)limit
-            : 4096;
     sp->reuse = PS_REUSE_PORT;
     g->shared = 0;
     g->order[0] = 0;
@@ -647,25 +630,19 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
     for (i = 0; i < n && sup->ngroups < PS_SUP_MAX_LISTENERS; i++) {
         struct ps_group *g = &sup->groups[sup->ngroups++];
         struct ps_spec *sp = &g->spec;
-        int type = 0;
-        socklen_t len = sizeof(type);
+        int r;
         memset(g, 0, sizeof(*g));
-        sp->addrlen = sizeof(sp->addr);
-        if (getsockname(PS_LISTEN_FDS_START + i, (struct sockaddr *)&sp->addr, &sp->addrlen) < 0) {
-            n = ps__neg_errno();
+        r = ps__spec_of_fd(PS_LISTEN_FDS_START + i, sp);
+        if (r < 0) {
+            n = r;
             ps__set_error(err, errlen, "LISTEN_FDS: descriptor %d is not a socket: %s",
                           PS_LISTEN_FDS_START + i, ps_strerror(n));
             sup->ngroups--;
             break;
         }
-        getsockopt(PS_LISTEN_FDS_START + i, SOL_SOCKET, SO_TYPE, &type, &len);
-        sp->proto = sp->addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
-                    : type == SOCK_DGRAM          ? PS_PROTO_UDP
-                                                  : PS_PROTO_TCP;
-        sp->reuse = PS_REUSE_SHARED;
+        sp->reuse = PS_REUSE_SHARED; /* until adopt_reuseport finds company for it */
         if (names && strcmp(names[i], "unknown"))
             snprintf(sp->name, sizeof(sp->name), "%s", names[i]);
-        ps_spec_format(sp, sp->text, sizeof(sp->text));
         g->shared = 1;
         g->inherited = 1;
         g->nfds = 1;

@@ -129,6 +129,17 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
  * back as it was when it returns. */
 
 /*
+ * The open-file limit (group.c).  ps_sup_nofile_raise sets the soft
+ * RLIMIT_NOFILE to the hard one: 1 when it changed (*from, *to: before and
+ * after), 0 when it was already there, -errno.  ps_sup_nofile_check, before
+ * anything is bound: 0 when cfg's listeners and the supervisor's own
+ * descriptors fit under the soft limit, else -EMFILE and one line in err
+ * naming the limit and what it takes.  O(open descriptors).
+ */
+int ps_sup_nofile_raise(long *from, long *to);
+int ps_sup_nofile_check(const struct ps_sup_config *cfg, char *err, size_t errlen);
+
+/*
  * Client side of the control socket: send one command line ("status",
  * "status json", "reload", "scale 4", "stop", "stop lameduck 5000", "upgrade",
  * "metrics") and collect the

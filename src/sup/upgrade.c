@@ -722,8 +722,9 @@ static int parse_list(const char *v, int *dst, int n, int min, int max)
 static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
 {
     struct ps_group *g;
+    struct ps_spec real;
     char *tok, *save = NULL, *fds = NULL, *order = NULL, name[PS_SPEC_NAME_MAX] = "";
-    int i;
+    int i, r;
 
     if (sup->ngroups >= PS_SUP_MAX_LISTENERS)
         return -EINVAL;
@@ -756,23 +757,17 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
         g->spec = sup->cfg->specs[(*next_spec)++];
     snprintf(g->spec.name, sizeof(g->spec.name), "%s", name);
     /* the real address (a port 0 spec got its port at the first start) */
-    g->spec.addrlen = sizeof(g->spec.addr);
-    if (getsockname(g->fds[0], (struct sockaddr *)&g->spec.addr, &g->spec.addrlen) < 0)
-        return ps__neg_errno();
+    r = ps__spec_of_fd(g->fds[0], &real);
+    if (r < 0)
+        return r;
+    g->spec.addr = real.addr;
+    g->spec.addrlen = real.addrlen;
+    g->spec.port = real.port;
     if (g->inherited) {
-        int type = 0;
-        socklen_t len = sizeof(type);
-        getsockopt(g->fds[0], SOL_SOCKET, SO_TYPE, &type, &len);
-        g->spec.proto = g->spec.addr.ss_family == AF_UNIX ? PS_PROTO_UNIX
-                        : type == SOCK_DGRAM              ? PS_PROTO_UDP
-                                                          : PS_PROTO_TCP;
+        snprintf(real.name, sizeof(real.name), "%s", g->spec.name);
+        g->spec = real;
         g->spec.reuse = g->shared ? PS_REUSE_SHARED : PS_REUSE_PORT; /* ReusePort=yes */
-        ps_spec_format(&g->spec, g->spec.text, sizeof(g->spec.text));
     }
-    if (g->spec.addr.ss_family == AF_INET)
-        g->spec.port = ntohs(((struct sockaddr_in *)&g->spec.addr)->sin_port);
-    else if (g->spec.addr.ss_family == AF_INET6)
-        g->spec.port = ntohs(((struct sockaddr_in6 *)&g->spec.addr)->sin6_port);
     sup->ngroups++;
     return 0;
 }

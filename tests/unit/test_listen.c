@@ -8,10 +8,12 @@
 #include "portshare.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -512,6 +514,246 @@ static void test_unix_abstract(void **state)
     close(fd);
 }
 
+/* Thread: files created while unix sockets with mode= are bound get this
+ * process's umask (022), never the socket's: counts the ones that did not. */
+static void *create_files(void *arg)
+{
+    const char *dir = arg;
+    char path[160];
+    struct stat st;
+    long wrong = 0;
+    int i, fd;
+
+    for (i = 0; i < 3000; i++) {
+        snprintf(path, sizeof(path), "%s/f", dir);
+        fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) != 0644)
+            wrong++;
+        if (fd >= 0)
+            close(fd);
+        unlink(path);
+    }
+    return (void *)wrong;
+}
+
+/* mode= changes nothing process-wide: another thread's files keep the
+ * umask (it was set around bind(2), and a file created meanwhile got the
+ * socket's mode). */
+static void test_unix_mode_leaves_umask(void **state)
+{
+    char dir[64], text[200];
+    struct ps_spec spec;
+    struct stat st;
+    pthread_t t;
+    void *wrong;
+    mode_t old = umask(022);
+    int i, fd;
+
+    (void)state;
+    make_temp_dir(dir, sizeof(dir));
+    snprintf(text, sizeof(text), "unix:%s/m.sock?mode=0600", dir);
+    parse(text, &spec);
+    assert_int_equal(pthread_create(&t, NULL, create_files, dir), 0);
+    for (i = 0; i < 3000; i++) {
+        fd = ps_listen_open(&spec, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(stat(spec.host, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        close(fd);
+        unlink(spec.host);
+    }
+    assert_int_equal(pthread_join(t, &wrong), 0);
+    assert_int_equal((long)wrong, 0);
+    assert_int_equal(umask(old), 022);
+    rm_tree(dir);
+}
+
+/* ---- the core's listener group ------------------------------------------------ */
+
+/* Which of fds[0..n-1] holds the connection just made (-1: none). */
+static int landed(const int *fds, int n)
+{
+    struct pollfd p[8];
+    int i;
+
+    for (i = 0; i < n; i++)
+        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    if (poll(p, (nfds_t)n, 2000) != 1)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (p[i].revents) {
+            int c = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0)
+                close(c);
+            return i;
+        }
+    return -1;
+}
+
+/* A classic BPF program that returns the kernel's index idx, then one
+ * client: the socket it lands on is the kernel's member idx. */
+static int member_at(const struct ps__lgroup *g, unsigned idx, const int *all, int nall)
+{
+    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, idx)};
+    struct sock_fprog prog = {1, code};
+    int c;
+
+    assert_int_equal(
+        setsockopt(g->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)), 0);
+    c = connect_to(AF_INET, g->spec.port);
+    idx = (unsigned)landed(all, nall);
+    close(c);
+    return (int)idx;
+}
+
+/* slot's kernel index as the group models it */
+static unsigned kindex(const struct ps__lgroup *g, int slot)
+{
+    int kidx[PS__GROUP_MAX], k;
+
+    ps__lgroup_kernel_indexes(g, kidx);
+    for (k = 0; k < ps__lgroup_listening(g) && g->order[k] != slot; k++)
+        ;
+    assert_true(k < ps__lgroup_listening(g));
+    return (unsigned)kidx[k];
+}
+
+static void test_lgroup_foreign_order(void **state)
+{
+    static struct ps__lgroup g;
+    struct ps_spec spec;
+    int all[8], foreign, i;
+
+    (void)state;
+    parse("tcp://127.0.0.1:0", &spec);
+    ps__lgroup_init(&g, &spec, 0);
+    g.by_index = 1;
+    assert_int_equal(ps__lgroup_open(&g, 2, 1, err, sizeof(err)), 0);
+    /* another socket joins the port (ours here, but not the group's) */
+    foreign = ps_listen_open(&g.spec, 0);
+    assert_true(foreign >= 0);
+    assert_int_equal(ps__lgroup_foreign_sync(&g), 1);
+    assert_int_equal(g.nforeign, 1);
+    /* a new slot's socket joins after it: index 3, not 2 */
+    assert_int_equal(ps__lgroup_grow(&g, 3, err, sizeof(err)), 0);
+    for (i = 0; i < 3; i++)
+        all[i] = g.fds[i];
+    all[3] = foreign;
+    assert_int_equal(kindex(&g, 2), 3);
+    assert_int_equal(member_at(&g, kindex(&g, 2), all, 4), 2);
+    assert_int_equal(member_at(&g, kindex(&g, 0), all, 4), 0);
+    /* it leaves: the last member (slot 2) takes its index */
+    close(foreign);
+    assert_int_equal(ps__lgroup_foreign_sync(&g), 1);
+    assert_int_equal(g.nforeign, 0);
+    assert_int_equal(kindex(&g, 2), 2);
+    assert_int_equal(member_at(&g, 2, all, 3), 2);
+    /* one of ours shut down and listening again: it left, the last took
+     * its place, and it joined again at the end */
+    {
+        unsigned queued;
+        assert_int_equal(ps__lgroup_shutdown(&g, 0, &queued), 0);
+        assert_int_equal(ps__lgroup_listening(&g), 2);
+        assert_int_equal(ps__lgroup_relisten(&g, 0), 1);
+    }
+    assert_int_equal(kindex(&g, 0), 2);
+    assert_int_equal(member_at(&g, kindex(&g, 0), all, 3), 0);
+    assert_int_equal(member_at(&g, kindex(&g, 2), all, 3), 2);
+    ps__lgroup_close(&g);
+}
+
+/* Child: a grow that runs out of descriptors half way closes what it
+ * opened; with the soft limit raised the same grow succeeds. */
+static void grow_halfway(void *arg)
+{
+    static struct ps__lgroup g;
+    struct ps_spec spec;
+    struct rlimit rl;
+    int before, probe;
+
+    (void)arg;
+    CHILD_CHECK(ps_spec_parse("tcp://127.0.0.1:0", &spec, NULL, 0) == 0);
+    ps__lgroup_init(&g, &spec, 0);
+    CHILD_CHECK(ps__lgroup_open(&g, 2, 0, NULL, 0) == 0);
+    before = count_open_fds();
+    probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHILD_CHECK(probe >= 0);
+    close(probe);
+    CHILD_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    rl.rlim_cur = (rlim_t)probe + 2; /* two more, not four */
+    CHILD_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    CHILD_CHECK(ps__lgroup_grow(&g, 6, NULL, 0) == -EMFILE);
+    CHILD_CHECK(g.nfds == 2 && g.order[0] == 0 && g.order[1] == 1);
+    CHILD_CHECK(count_open_fds() == before);
+    rl.rlim_cur = rl.rlim_max;
+    CHILD_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    CHILD_CHECK(ps__lgroup_grow(&g, 6, NULL, 0) == 0 && g.nfds == 6);
+    ps__lgroup_close(&g);
+}
+
+static void test_lgroup_grow_all_or_nothing(void **state)
+{
+    (void)state;
+    run_in_child(grow_halfway, NULL);
+}
+
+/* A port where another socket already listens with SO_REUSEPORT is
+ * refused: it would get a share of the group's connections. */
+static void test_group_refuses_foreign(void **state)
+{
+    struct ps_spec spec;
+    int fds[2], other, before;
+
+    (void)state;
+    parse("tcp://127.0.0.1:0", &spec);
+    other = ps_listen_open(&spec, 0);
+    assert_true(other >= 0);
+    spec.port = bound_port(other);
+    ((struct sockaddr_in *)&spec.addr)->sin_port = htons((uint16_t)spec.port);
+    before = count_open_fds();
+    assert_int_equal(ps_listen_group_open(&spec, 2, fds, 0), -EADDRINUSE);
+    assert_int_equal(count_open_fds(), before);
+    close(other);
+}
+
+/* What spec a socket answers to, from the socket alone. */
+static void test_spec_of_fd(void **state)
+{
+    struct ps_spec spec, got;
+    int fd;
+
+    (void)state;
+    parse("tcp://127.0.0.1:0?backlog=77", &spec);
+    fd = ps_listen_open(&spec, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(ps__spec_of_fd(fd, &got), 0);
+    assert_int_equal(got.proto, PS_PROTO_TCP);
+    assert_string_equal(got.host, "127.0.0.1");
+    assert_int_equal(got.port, bound_port(fd));
+    assert_int_equal(got.reuse, PS_REUSE_PORT);
+    assert_int_equal(got.backlog, 77);
+    assert_true(strncmp(got.text, "tcp://127.0.0.1:", 16) == 0);
+    close(fd);
+    parse("udp://[::1]:0?v6only=on&reuse=shared", &spec);
+    fd = ps_listen_open(&spec, 0);
+    if (fd >= 0) { /* no IPv6 here: skipped */
+        assert_int_equal(ps__spec_of_fd(fd, &got), 0);
+        assert_int_equal(got.proto, PS_PROTO_UDP);
+        assert_string_equal(got.host, "::1");
+        assert_int_equal(got.v6only, 1);
+        assert_int_equal(got.reuse, PS_REUSE_SHARED);
+        close(fd);
+    }
+    parse("unix:@ps-unit-specfd", &spec);
+    fd = ps_listen_open(&spec, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(ps__spec_of_fd(fd, &got), 0);
+    assert_int_equal(got.proto, PS_PROTO_UNIX);
+    assert_string_equal(got.host, "@ps-unit-specfd");
+    assert_string_equal(got.text, "unix:@ps-unit-specfd");
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +769,11 @@ int main(void)
         cmocka_unit_test(test_listen_queue),
         cmocka_unit_test(test_unix_path),
         cmocka_unit_test(test_unix_abstract),
+        cmocka_unit_test(test_unix_mode_leaves_umask),
+        cmocka_unit_test(test_lgroup_foreign_order),
+        cmocka_unit_test(test_lgroup_grow_all_or_nothing),
+        cmocka_unit_test(test_group_refuses_foreign),
+        cmocka_unit_test(test_spec_of_fd),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

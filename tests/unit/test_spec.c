@@ -4,6 +4,8 @@
  */
 #include "ps_test.h"
 
+#include <stddef.h>
+
 #include "core.h"
 #include "portshare.h"
 
@@ -418,6 +420,24 @@ static void test_errno_names(void **state)
     assert_string_equal(ps_strerror(ENOENT), strerror(ENOENT));
 }
 
+/* The reserved bytes: zero after a parse, even over a dirty struct, and
+ * after the last field (the fields keep the offsets programs were built
+ * with: defer_accept was the last one in 0.1.0). */
+static void test_reserved_room(void **state)
+{
+    struct ps_spec sp;
+    size_t i;
+
+    (void)state;
+    memset(&sp, 0xa5, sizeof(sp));
+    assert_int_equal(ps_spec_parse("tcp://127.0.0.1:80?defer=3", &sp, NULL, 0), 0);
+    for (i = 0; i < sizeof(sp.reserved); i++)
+        assert_int_equal(sp.reserved[i], 0);
+    assert_int_equal(offsetof(struct ps_spec, reserved),
+                     offsetof(struct ps_spec, defer_accept) + sizeof(int));
+    assert_true(sizeof(sp.reserved) >= 64);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_errno_names),
+        cmocka_unit_test(test_reserved_room),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

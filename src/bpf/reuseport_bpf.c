@@ -28,14 +28,18 @@
  *   2. socks[list[1 + hash % n]]: a serving slot by the flow hash;
  *   3. socks[list[1]] (the entry picked was being replaced);
  *   4. nothing: SK_PASS without a selection is the kernel's own hash over
- *      the group's listening sockets (what happens while nobody serves).
+ *      the group's listening sockets, a foreign member's too: the
+ *      supervisor never leaves the list empty while a socket of its own
+ *      listens (with no slot ready it lists them all, and connections
+ *      wait there for the next worker), so this is only an entry being
+ *      replaced twice over, or no socket of ours listening at all.
  *
  * The hash is the kernel's flow hash (for a migration, the migrating
  * request's), so a SYN-cookie ACK looked up again lands where its SYN did.
  * A socket that stops listening leaves the sockarray by itself, so a
  * migration never picks the socket being closed.
  */
-#include "core.h"
+#include "reuseport_bpf.h"
 
 #ifdef __linux__
 #include <linux/bpf.h>
