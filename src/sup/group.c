@@ -407,6 +407,35 @@ int ps__group_replace(struct ps_group *g, int i)
     return 0;
 }
 
+int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
+{
+    unsigned limit = 0;
+    int fd;
+
+    *queued = 0;
+    if (g->shared || i >= g->nfds || g->down[i] || g->steer != PS_STEER_EBPF)
+        return -EINVAL;
+    /* the fresh one first: it joins the kernel's group at the end, so that
+     * what the old one hands over always has a listener to go to */
+    fd = ps_listen_open(&g->spec, 0);
+    if (fd < 0)
+        return fd;
+    ps_listen_queue(g->fds[i], queued, &limit);
+    ps__rp_bpf_forget(&g->bpf, i);
+    /* at once: every holder's copy stops listening now and the queue moves
+     * (the old one leaves and the fresh one takes its index in the group).
+     * Else only our copy goes: the old socket leaves when its last holder
+     * closes it, and its queue moves then */
+    if (at_once && shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN) {
+        int r = ps__neg_errno();
+        ps__close(fd);
+        return r;
+    }
+    ps__close(g->fds[i]);
+    g->fds[i] = fd;
+    return 0;
+}
+
 int ps__group_listen_again(struct ps_group *g, int i)
 {
     return relisten(g, i);
