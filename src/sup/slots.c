@@ -95,7 +95,7 @@ const char *ps__worker_state_name(enum ps_worker_state st)
 
 int ps__slot_serving(const struct ps_sup *sup, int s)
 {
-    return s < sup->nslots && sup->slots[s].state == SL_READY;
+    return s < sup->nslots && sup->slots[s].state == SL_READY && !sup->slots[s].leaving_shares;
 }
 
 const char *ps__exit_text(int status, char *buf, size_t len)
@@ -148,6 +148,13 @@ static struct ps_worker *detach_current(struct ps_sup *sup, struct ps_slot *sl)
     return w;
 }
 
+/* A worker that was ready for a second (or up for ten) was no crash loop. */
+static int stable(const struct ps_worker *w, uint64_t now)
+{
+    return w && (now - w->started_ms >= STABLE_UPTIME_MS ||
+                 (w->ready_ms && now - w->ready_ms >= STABLE_READY_MS));
+}
+
 /* Count a failure of the slot's worker and schedule its restart: at once the
  * first time, then 100 ms, 200 ms... up to 30 s while it keeps failing
  * before it was ready for a second (or up for ten). */
@@ -159,8 +166,7 @@ static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_
 
     sl->restarts++;
     sl->last_exit = status;
-    if (w && (now - w->started_ms >= STABLE_UPTIME_MS ||
-              (w->ready_ms && now - w->ready_ms >= STABLE_READY_MS)))
+    if (stable(w, now))
         sl->crashes = 0;
     sl->crashes++;
     delay = sl->crashes == 1 ? 0 : BACKOFF_FIRST_MS << (sl->crashes > 10 ? 9 : sl->crashes - 2);
@@ -217,6 +223,100 @@ static void listen_again(struct ps_sup *sup, int s)
         }
 }
 
+long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once)
+{
+    unsigned queued;
+    long moved = 0;
+    int g, r;
+
+    if (!ps__sup_migrates(sup))
+        return -1; /* classic BPF somewhere: a closed socket would reset its queue */
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (!ps__group_migrates(gr) || s >= gr->nfds)
+            continue;
+        r = ps__group_renew(gr, s, at_once, &queued);
+        if (r < 0) {
+            ps__sup_log(sup, PS_LOG_ERROR, "slot_socket",
+                        "slot %d: cannot give it a fresh socket: %s", s, ps_strerror(r));
+            moved = -1;
+        } else if (moved >= 0) {
+            moved += queued;
+        }
+    }
+    sup->steer_dirty = 1;
+    return moved;
+}
+
+/*
+ * The slot's worker w leaves while it still holds the slot's socket: it
+ * said STOPPING=1 (and may go on accepting), or a stall rescue drains it.
+ * It never shares that socket with its successor: with eBPF the slot gets
+ * a fresh one now (ps__slot_renew_sockets) and the old one is never steered
+ * to again; what is queued on it moves to the serving sockets when w lets
+ * it go (closes it, or exits), or at once for a rescue (stall.c: a stalled
+ * worker accepts nothing; renewed says how that went).  With classic BPF
+ * nothing can move, so the old socket stays the slot's, keeps its queue
+ * for the successor, and the slot is not
+ * steered to until w is gone (ps__slot_serving).  A slot keeps one leaving
+ * worker: an earlier one still there has had its time and is killed, so
+ * that a program saying STOPPING=1 again and again never piles up workers.
+ */
+static void leave(struct ps_sup *sup, int s, struct ps_worker *w, long renewed)
+{
+    struct ps_slot *sl = &sup->slots[s];
+    struct ps_worker *old = sl->leaving >= 0 ? &sup->workers[sl->leaving] : NULL;
+
+    if (old && old->pid && old != w) {
+        ps__sup_log(sup, PS_LOG_WARN, "worker_killed",
+                    "slot %d: worker %ld, still leaving when its successor %ld leaves too, is "
+                    "killed (a slot keeps one leaving worker)",
+                    s, (long)old->pid, w ? (long)w->pid : 0L);
+        ps__worker_kill(sup, old);
+    }
+    sl->leaving = w ? (int)(w - sup->workers) : -1;
+    sl->leaving_shares = w && renewed < 0;
+    sup->steer_dirty = 1;
+}
+
+void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w)
+{
+    struct ps_slot *sl;
+
+    if (w->slot < 0 || w->slot >= PS_SUP_MAX_WORKERS)
+        return;
+    sl = &sup->slots[w->slot];
+    if (sl->leaving != (int)(w - sup->workers))
+        return;
+    sl->leaving = -1;
+    sl->leaving_shares = 0;
+    sup->steer_dirty = 1;
+}
+
+/* It said STOPPING=1 (the caller made it W_DRAINING): its successor starts
+ * on a socket of its own (leave), at once when it had served for a while,
+ * else after the back-off of a quick exit, counted as one: a program that
+ * says it and exits, or keeps saying it, is a crash loop like any other. */
+static void release(struct ps_sup *sup, int s, struct ps_worker *w)
+{
+    struct ps_slot *sl = &sup->slots[s];
+    char what[160];
+
+    detach_current(sup, sl);
+    leave(sup, s, w, ps__slot_renew_sockets(sup, s, 0));
+    if (stable(w, ps__now_ms())) {
+        sl->crashes = 0;
+        sl->backoff_until = 0;
+        ps__sup_log(sup, PS_LOG_INFO, "worker_stopping",
+                    "worker %ld (slot %d) said STOPPING=1: steered away, replaced", (long)w->pid,
+                    s);
+        return;
+    }
+    snprintf(what, sizeof(what), "said STOPPING=1 %llu ms after it started",
+             (unsigned long long)(ps__now_ms() - w->started_ms));
+    count_crash(sup, sl, w, sl->last_exit, what);
+}
+
 static void all_ready_check(struct ps_sup *sup)
 {
     int s;
@@ -238,6 +338,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
     struct ps_slot *sl = &sup->slots[s];
     struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
     char what[256], how[96];
+    long renewed;
     int idx;
 
     switch (t->action) {
@@ -257,13 +358,7 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
         sup->steer_dirty = 1; /* systemd hears of it once the state is set */
         return t->next;
     case A_RELEASE:
-        /* it said STOPPING=1 (the caller made it W_DRAINING): start its
-         * successor at once, not counted as a crash */
-        detach_current(sup, sl);
-        sl->backoff_until = 0;
-        ps__sup_log(sup, PS_LOG_INFO, "worker_stopping",
-                    "worker %ld (slot %d) said STOPPING=1: steered away, replaced", (long)w->pid,
-                    s);
+        release(sup, s, w);
         return t->next;
     case A_CRASH:
         detach_current(sup, sl);
@@ -369,13 +464,15 @@ static enum ps_slot_state act(struct ps_sup *sup, int s, const struct ps_slot_tr
         /* the queue moves first (eBPF), then the stalled tree goes */
         sl->rescues++;
         sl->restarts++;
-        ps__stall_rescue_sockets(sup, s);
         /* drained rather than killed at once: a worker that was only paused
          * (SIGSTOP, a frozen cgroup, a long GC) still answers what it had
          * accepted when it comes back; one that does not is killed, its whole
          * tree, after the drain timeout like any draining worker */
-        if (w)
+        renewed = ps__stall_rescue_sockets(sup, s);
+        if (w) {
+            leave(sup, s, w, renewed);
             ps__worker_drain(sup, detach_current(sup, sl), why);
+        }
         sl->backoff_until = 0;
         sl->stall_since = sl->stall_q = 0;
         return t->next;
@@ -416,7 +513,7 @@ void ps__slot_open(struct ps_sup *sup, int s)
     struct ps_slot *sl = &sup->slots[s];
 
     memset(sl, 0, sizeof(*sl));
-    sl->current = sl->next = -1;
+    sl->current = sl->next = sl->leaving = -1;
     sl->state = SL_BACKOFF;
     sl->backoff_until = 0;
     sup->steer_dirty = 1;

@@ -163,10 +163,11 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
 /* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off). */
 uint64_t ps__stall_next(const struct ps_sup *sup);
 
-/* A stalled slot's rescue: under eBPF shut its sockets down (the queue
- * moves to the serving slots) and give it fresh ones; under CBPF the
- * queue stays for its next worker.  Logs what moved. */
-void ps__stall_rescue_sockets(struct ps_sup *sup, int s);
+/* A stalled slot's rescue: under eBPF give it fresh sockets, the queue of
+ * the old ones moving to the serving slots (or to the fresh one when none
+ * serves); under CBPF the queue stays for its next worker.  Logs what
+ * moved; returns it, or -1 when the old sockets stay (ps__slot_renew_sockets). */
+long ps__stall_rescue_sockets(struct ps_sup *sup, int s);
 
 /* --cpu-affinity: the CPUs we may run on (sched_getaffinity), at most max of
  * them, in order; 0 when unknown. */
@@ -301,6 +302,12 @@ struct ps_slot {
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
     int stall_reload_said; /* the "not rescued during a reload" line was logged */
+    /* the worker that left the slot while holding its socket (it said
+     * STOPPING=1, or a stall rescue drains it) and still runs, or -1; and
+     * whether it still shares the slot's socket (classic BPF, or a fresh
+     * socket could not be had): the slot is then not steered to */
+    int leaving;
+    int leaving_shares;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -332,8 +339,22 @@ void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w);
  * a while later. */
 void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w);
 
-/* 1 when slot s gets new connections (its worker is ready). */
+/* 1 when slot s gets new connections: its worker is ready, and no leaving
+ * worker shares its socket. */
 int ps__slot_serving(const struct ps_sup *sup, int s);
+
+/* Slot s's socket in every eBPF-steered group is replaced by a fresh one
+ * (ps__group_renew, at_once as there): a worker holding a copy of the old
+ * one is never steered to again, and what the old one holds moves to the
+ * serving sockets, at once or when its last holder lets it go.  Returns
+ * what was queued in the old ones, or -1 when a socket of the slot stays
+ * as it was (classic BPF: nothing can move; or no fresh socket could be
+ * had).  O(groups). */
+long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once);
+
+/* Worker w was reaped: when it was a slot's leaving worker, that slot's
+ * socket is its successor's alone again. */
+void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w);
 
 /* ---- operations (ops.c) -------------------------------------------------- */
 
@@ -660,6 +681,6 @@ char *ps__upgrade_serialize(struct ps_sup *sup);
  * table changes the first; tests/unit/test_sup_upgrade.c then fails until
  * the format gets a new name and this constant the new fingerprint. */
 uint32_t ps__upgrade_tables_hash(void);
-#define PS__UPGRADE_TABLES_HASH 0x92f1bc48u /* of "portshare-upgrade-2" */
+#define PS__UPGRADE_TABLES_HASH 0x66ee2d2du /* of "portshare-upgrade-3" */
 
 #endif

@@ -203,6 +203,7 @@ void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
                     w->generation, how);
         break;
     }
+    ps__slot_leaver_gone(sup, w);
     w->pid = 0;
     sup->steer_dirty = 1;
 }

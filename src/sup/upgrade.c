@@ -26,7 +26,7 @@
  * of a line).  tests/unit/test_sup_upgrade.c holds the tables' fingerprint
  * (PS__UPGRADE_TABLES_HASH) to this number, so that a table changed without
  * a new number fails a unit test instead of a user's upgrade. */
-#define STATE_MAGIC "portshare-upgrade-2"
+#define STATE_MAGIC "portshare-upgrade-3"
 
 const char *ps_sup_upgrade_state_format(void)
 {
@@ -209,6 +209,8 @@ static const struct field slot_fields[] = {
     FLD(struct ps_slot, lost, F_UINT),
     FLD(struct ps_slot, stalls, F_UINT),
     FLD(struct ps_slot, rescues, F_UINT),
+    FLD(struct ps_slot, leaving, F_INT),
+    FLD(struct ps_slot, leaving_shares, F_INT),
 };
 
 static const struct field worker_fields[] = {
@@ -682,6 +684,7 @@ static int validate(const struct ps_sup *sup, int nslots_seen)
     for (s = 0; s < sup->nslots; s++) {
         const struct ps_slot *sl = &sup->slots[s];
         if (sl->current >= sup->nworkers || sl->next >= sup->nworkers ||
+            sl->leaving >= sup->nworkers || (sl->leaving >= 0 && !sup->workers[sl->leaving].pid) ||
             (sl->current >= 0 && !sup->workers[sl->current].pid) ||
             (sl->next >= 0 && !sup->workers[sl->next].pid))
             return -EINVAL;

@@ -1100,15 +1100,24 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(fake.ncalls, 0);
         assert_true(sup.steer_dirty);
         break;
-    case A_RELEASE:
-        /* it leaves by itself: replaced at once, not a crash, not signalled */
+    case A_RELEASE: {
+        /* it leaves by itself, not signalled, the slot's leaving worker:
+         * replaced at once when it had served for a while, else counted and
+         * backed off as a quick exit */
+        const struct ps_worker *lw = &b->workers[cur];
+        int quick = !(t0 - lw->started_ms >= 10000 || (lw->ready_ms && t0 - lw->ready_ms >= 1000));
         assert_int_equal(sl->current, -1);
         assert_true(sup.workers[cur].pid && sup.workers[cur].state == W_DRAINING);
-        assert_int_equal(sl->backoff_until, 0);
-        assert_int_equal(sl->restarts, b->sl[1].restarts);
-        assert_int_equal(sl->crashes, b->sl[1].crashes);
+        assert_int_equal(sl->leaving, cur);
+        assert_int_equal(sl->restarts, b->sl[1].restarts + quick);
+        assert_int_equal(sl->crashes, quick ? b->sl[1].crashes + 1 : 0);
+        if (!quick)
+            assert_int_equal(sl->backoff_until, 0);
+        else
+            assert_true(sl->backoff_until >= t0 && sl->backoff_until <= t1 + 30000);
         assert_int_equal(fake.ncalls, 0);
         break;
+    }
     case A_CRASH:
         assert_int_equal(sl->current, -1);
         assert_int_equal(sl->restarts, b->sl[1].restarts + 1);
@@ -1216,6 +1225,7 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(sl->backoff_until, 0);
         expect_drained(cur, t0, t1, cfg.drain_timeout_ms);
         expect_one_signal(cur, DRAIN_SIG);
+        assert_int_equal(sl->leaving, cur);
         break;
     case A_COUNT:
         fail_msg("row with action A_COUNT");
