@@ -252,23 +252,27 @@ enum ps_slot_event {
     EV_COUNT
 };
 
-/* The actions of the table; each row's action runs before the slot moves to
- * the row's state (an action may pick the documented alternative). */
+/* The actions of the table: each is one small function of slots.c that
+ * does what the change means and picks one of its row's targets (the first,
+ * unless it names an alternative: a start that fails backs off). */
 enum ps_slot_action {
-    A_IGNORE,   /* cannot happen in this state, or means nothing here */
+    A_NONE,     /* no row: the event means nothing in this state */
+    A_IGNORE,   /* a row that only moves the slot (or keeps it where it is) */
     A_SPAWN,    /* start a worker of the serving generation (fails: back-off) */
     A_READY,    /* steer to it; maybe tell systemd everything is ready */
-    A_RELEASE,  /* it leaves by itself: steer away, replace at once (no crash) */
+    A_RELEASE,  /* it leaves by itself: steer away, fresh socket, successor (a
+                   quick one counts as a crash) */
     A_CRASH,    /* count the exit, schedule the restart with back-off */
     A_LATE,     /* drain it (not ready in time), count as a crash */
     A_ABORT,    /* SIGABRT (watchdog), count as a crash */
     A_RETIRE,   /* steer away; wait for its queue */
-    A_KEEP,     /* back to serving; a worker of an older generation is replaced */
+    A_KEEP,     /* back to serving: its own worker (ready, or starting), or a
+                   worker of an older generation replaced (alternatives) */
     A_DRAIN,    /* drain signal to its worker */
     A_HANDOVER, /* retired: under eBPF shut its sockets down (the queue moves), drain */
     A_LOSE,     /* its worker is gone while retiring: close when idle (or, with
                    connections still queued in its socket, a new worker empties
-                   it first and the slot stays retiring) */
+                   it first and the slot stays retiring: the alternative) */
     A_SWAP,     /* drain the old worker, the next one becomes the slot's */
     A_REVIVE,   /* listen() again on its socket, log it */
     A_STALL,    /* steer away from it, count the stall */
@@ -277,9 +281,12 @@ enum ps_slot_action {
     A_COUNT
 };
 
+/* One row: the action, the state it moves to, and the alternatives the
+ * action may pick instead (SL_STATE_COUNT: none). */
 struct ps_slot_transition {
     enum ps_slot_action action;
     enum ps_slot_state next;
+    enum ps_slot_state alt, alt2;
 };
 
 /* The table itself (slots.c). */
