@@ -31,23 +31,26 @@
 /* A row of the table: action, target, and the alternatives the action may
  * pick (a row without them has SL_STATE_COUNT there).  A cell with no row
  * is zero: A_NONE, the event means nothing in that state. */
-#define R(a, to)                                                                                   \
-    {                                                                                              \
-        a, to, SL_STATE_COUNT, SL_STATE_COUNT                                                      \
-    }
-#define R2(a, to, alt)                                                                             \
-    {                                                                                              \
-        a, to, alt, SL_STATE_COUNT                                                                 \
-    }
-#define R3(a, to, alt, alt2)                                                                       \
-    {                                                                                              \
-        a, to, alt, alt2                                                                           \
-    }
+/* clang-format off */
+#define R(a, to)             {a, to, SL_STATE_COUNT, SL_STATE_COUNT, NULL}
+#define R2(a, to, alt)       {a, to, alt, SL_STATE_COUNT, NULL}
+#define R3(a, to, alt, alt2) {a, to, alt, alt2, NULL}
+#define RG(a, to, alt, when) {a, to, alt, SL_STATE_COUNT, when}
+/* clang-format on */
+
+/* The back-off's end starts no worker while a reload's new worker starts on
+ * the slot's socket (the reload decides: it commits, and that worker is the
+ * slot's, or rolls back, and the slot starts one of the serving generation
+ * then), nor once the supervisor stops. */
+static int no_successor_starting(const struct ps_sup *sup, int s)
+{
+    return sup->slots[s].next < 0 && !sup->stopping;
+}
 
 /* clang-format off */
 const struct ps_slot_transition ps__slot_table[SL_STATE_COUNT][EV_COUNT] = {
     /* no worker: the next one starts at backoff_until */
-    [SL_BACKOFF][EV_START]          = R2(A_SPAWN,    SL_STARTING, SL_BACKOFF),
+    [SL_BACKOFF][EV_START]          = RG(A_SPAWN,    SL_STARTING, SL_BACKOFF, no_successor_starting),
     [SL_BACKOFF][EV_RETIRE]         = R2(A_LOSE,     SL_CLOSING, SL_RETIRING),
     [SL_BACKOFF][EV_REPLACE]        = R(A_SWAP,      SL_READY),
     [SL_BACKOFF][EV_STOP]           = R(A_IGNORE,    SL_STOPPING),
@@ -641,9 +644,9 @@ enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event 
 
     if (from >= SL_STATE_COUNT || ev >= EV_COUNT)
         return from;
-    t = &ps__slot_table[from][ev];
-    if (t->action == A_NONE || t->action >= A_COUNT)
+    if (!ps__slot_can(sup, s, ev))
         return from;
+    t = &ps__slot_table[from][ev];
     w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
     pick = actions[t->action](sup, s, t, w, status, why ? why : ps__slot_event_name(ev));
     to = pick == 2 ? t->alt2 : pick == 1 ? t->alt : t->next;
@@ -656,6 +659,16 @@ enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event 
         ps__sup_log(sup, PS_LOG_DEBUG, "slot_state", "slot %d: %s --%s--> %s", s,
                     ps__slot_state_name(from), ps__slot_event_name(ev), ps__slot_state_name(to));
     return to;
+}
+
+int ps__slot_can(const struct ps_sup *sup, int s, enum ps_slot_event ev)
+{
+    const struct ps_slot_transition *t;
+
+    if (sup->slots[s].state >= SL_STATE_COUNT || ev >= EV_COUNT)
+        return 0;
+    t = &ps__slot_table[sup->slots[s].state][ev];
+    return t->action != A_NONE && t->action < A_COUNT && (!t->guard || t->guard(sup, s));
 }
 
 /* A slot comes into existence (start, scale-up) with no worker and a start

@@ -287,6 +287,9 @@ struct ps_slot_transition {
     enum ps_slot_action action;
     enum ps_slot_state next;
     enum ps_slot_state alt, alt2;
+    /* NULL, or when the row applies: while it says 0 the event means
+     * nothing (the slot stays, nothing is done) */
+    int (*guard)(const struct ps_sup *sup, int s);
 };
 
 /* The table itself (slots.c). */
@@ -322,6 +325,11 @@ struct ps_slot {
  * Returns the new state. */
 enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event ev, int status,
                                   const char *why);
+
+/* 1 when event ev would do something to slot s now: its state has a row
+ * for it and the row's guard lets it through (the loop asks before it
+ * waits for a back-off to end).  O(1). */
+int ps__slot_can(const struct ps_sup *sup, int s, enum ps_slot_event ev);
 
 /* Slot s comes into existence (start, scale-up): SL_BACKOFF, no worker,
  * its first start due at once. */

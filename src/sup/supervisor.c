@@ -88,6 +88,103 @@ static enum role role_of(const struct ps_sup *sup, const struct ps_worker *w)
     return ROLE_OTHER;
 }
 
+/* ---- what a worker's event means, by what it is to its slot --------------------- */
+
+/* The reload's new worker failed (it left, exited, was late or hung): it
+ * is no longer the slot's next, and the reload rolls back. */
+static void next_failed(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status;
+    sup->slots[w->slot].next = -1;
+    ps__reload_next_failed(sup, w->slot, why);
+}
+
+static void next_stopping(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char text[160];
+
+    (void)why;
+    snprintf(text, sizeof(text), "new worker %ld of slot %d said STOPPING=1", (long)w->pid,
+             w->slot);
+    next_failed(sup, w, status, text);
+}
+
+static void next_exited(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char text[192], how[96];
+
+    (void)why;
+    snprintf(text, sizeof(text), "new worker %ld of slot %d exited with %s", (long)w->pid, w->slot,
+             ps__exit_text(status, how, sizeof(how)));
+    next_failed(sup, w, status, text);
+}
+
+static void next_ready(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status, (void)why;
+    ps__reload_next_ready(sup, w->slot);
+}
+
+static void next_late(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    ps__worker_drain(sup, w, "not ready in time");
+    next_failed(sup, w, status, why);
+}
+
+static void next_hung(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
+    ps__worker_abort(sup, w);
+    next_failed(sup, w, status, why);
+}
+
+static void other_late(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status, (void)why;
+    ps__worker_drain(sup, w, "not ready in time");
+}
+
+static void other_exited(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char how[96];
+
+    (void)why;
+    ps__sup_log(sup, PS_LOG_INFO, "worker_exited",
+                "worker %ld (slot %d, generation %u) exited with %s", (long)w->pid, w->slot,
+                w->generation, ps__exit_text(status, how, sizeof(how)));
+}
+
+/*
+ * The slot's own worker's events are its slot's (the table in slots.c);
+ * those of the reload's new worker are the reload's, and those of any
+ * other worker (an old generation draining, a leaving one) are these rows.
+ * A pair without a row means nothing.
+ */
+typedef void route_fn(struct ps_sup *sup, struct ps_worker *w, int status, const char *why);
+
+/* clang-format off */
+static route_fn *const routes[ROLE_OTHER + 1][EV_COUNT] = {
+    [ROLE_NEXT][EV_READY]       = next_ready,
+    [ROLE_NEXT][EV_STOPPING]    = next_stopping,
+    [ROLE_NEXT][EV_EXIT]        = next_exited,
+    [ROLE_NEXT][EV_READY_LATE]  = next_late,
+    [ROLE_NEXT][EV_WATCHDOG]    = next_hung,
+    [ROLE_OTHER][EV_EXIT]       = other_exited,
+    [ROLE_OTHER][EV_READY_LATE] = other_late,
+};
+/* clang-format on */
+
+static void worker_event(struct ps_sup *sup, struct ps_worker *w, enum ps_slot_event ev, int status,
+                         const char *why)
+{
+    enum role r = role_of(sup, w);
+
+    if (r == ROLE_CURRENT)
+        ps__slot_event(sup, w->slot, ev, status, why);
+    else if (routes[r][ev])
+        routes[r][ev](sup, w, status, why);
+}
+
 static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 {
     int i;
@@ -108,40 +205,17 @@ void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
     w->ready_ms = w->ping_ms = ps__now_ms();
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, how);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_READY, 0, how);
-        break;
-    case ROLE_NEXT:
-        ps__reload_next_ready(sup, w->slot);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_READY, 0, how);
 }
 
 void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w)
 {
-    char why[160];
-
     if (w->state != W_STARTING && w->state != W_READY)
         return;
     w->state = W_DRAINING;
     w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
     sup->steer_dirty = 1;
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_STOPPING, 0, "it said STOPPING=1");
-        break;
-    case ROLE_NEXT:
-        snprintf(why, sizeof(why), "new worker %ld of slot %d said STOPPING=1", (long)w->pid,
-                 w->slot);
-        sup->slots[w->slot].next = -1;
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_STOPPING, 0, "it said STOPPING=1");
 }
 
 static void handle_notify(struct ps_sup *sup)
@@ -183,26 +257,7 @@ static void handle_notify(struct ps_sup *sup)
 
 void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
 {
-    char why[192], how[96];
-    pid_t pid = w->pid;
-
-    ps__exit_text(status, how, sizeof(how));
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_EXIT, status, "its worker exited");
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        snprintf(why, sizeof(why), "new worker %ld of slot %d exited with %s", (long)pid, w->slot,
-                 how);
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        ps__sup_log(sup, PS_LOG_INFO, "worker_exited",
-                    "worker %ld (slot %d, generation %u) exited with %s", (long)pid, w->slot,
-                    w->generation, how);
-        break;
-    }
+    worker_event(sup, w, EV_EXIT, status, "its worker exited");
     ps__slot_leaver_gone(sup, w);
     w->pid = 0;
     sup->steer_dirty = 1;
@@ -261,19 +316,7 @@ static void ready_late(struct ps_sup *sup, struct ps_worker *w)
 
     snprintf(why, sizeof(why), "worker %ld of slot %d not ready within %u ms", (long)w->pid,
              w->slot, sup->cfg->ready_timeout_ms);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_READY_LATE, 0, why);
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        ps__worker_drain(sup, w, "not ready in time");
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        ps__worker_drain(sup, w, "not ready in time");
-        break;
-    }
+    worker_event(sup, w, EV_READY_LATE, 0, why);
 }
 
 static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
@@ -282,19 +325,7 @@ static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
 
     snprintf(why, sizeof(why), "worker %ld of slot %d sent no WATCHDOG=1 for %u ms", (long)w->pid,
              w->slot, sup->cfg->watchdog_ms);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_WATCHDOG, 0, why);
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
-        ps__worker_abort(sup, w);
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_WATCHDOG, 0, why);
 }
 
 /* Which readiness rules apply to a starting worker (--ready): a worker that
@@ -445,7 +476,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
             worker_timers(sup, &sup->workers[i], now);
     for (i = 0; i < sup->nslots; i++) {
         const struct ps_slot *sl = &sup->slots[i];
-        if (sl->state == SL_BACKOFF && now >= sl->backoff_until && sl->next < 0 && !sup->stopping)
+        if (sl->state == SL_BACKOFF && now >= sl->backoff_until)
             ps__slot_event(sup, i, EV_START, 0, "start");
         else if (sl->state == SL_RETIRING && retire_done(sup, i, now))
             ps__slot_event(sup, i, EV_QUEUE_EMPTY, 0, "scaled down");
@@ -501,8 +532,8 @@ static int next_timeout(const struct ps_sup *sup)
     }
     for (i = 0; i < sup->nslots; i++) {
         const struct ps_slot *sl = &sup->slots[i];
-        /* only a back-off the timer can act on (see ps__sup_run_timers) */
-        if (sl->state == SL_BACKOFF && !sup->stopping && sl->next < 0)
+        /* only a back-off the timer can act on (the row's guard) */
+        if (sl->state == SL_BACKOFF && ps__slot_can(sup, i, EV_START))
             earlier(&next, sl->backoff_until);
         if (sl->state == SL_RETIRING)
             earlier(&next, now + 50);
