@@ -6,8 +6,8 @@
  * what the change means (start, drain, count a crash...) and picks one of
  * the row's targets: its own, or an alternative the row names (a start that
  * fails backs off; a retiring slot kept by a scale-up serves, starts or gets
- * a fresh worker).  Nothing else assigns sl->state but ps__slot_open (a slot
- * comes into existence) and ps__sup_close_retired (its socket is closed).
+ * a fresh worker), or a guard says when a row applies.  Nothing else
+ * assigns sl->state: opening and closing a slot are events too.
  * Events about workers that are not a slot's current one (old generations
  * draining, the reloading generation) are not slot events: ops.c handles
  * the reloading generation, the loop logs the rest.  The worker's own state
@@ -45,6 +45,21 @@
 static int no_successor_starting(const struct ps_sup *sup, int s)
 {
     return sup->slots[s].next < 0 && !sup->stopping;
+}
+
+/* A retired slot's socket closes once no worker of the slot is left, and
+ * only the last slot's: sockets leave a group from the end, so that the
+ * others keep their place in it. */
+static int closable(const struct ps_sup *sup, int s)
+{
+    int i;
+
+    if (s != sup->nslots - 1 || sup->nslots <= sup->target || sup->nslots <= 1)
+        return 0;
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid && sup->workers[i].slot == s)
+            return 0;
+    return 1;
 }
 
 /* clang-format off */
@@ -97,7 +112,10 @@ const struct ps_slot_transition ps__slot_table[SL_STATE_COUNT][EV_COUNT] = {
     [SL_CLOSING][EV_KEEP]           = R3(A_KEEP,     SL_READY, SL_STARTING, SL_BACKOFF),
     [SL_CLOSING][EV_STOP]           = R(A_IGNORE,    SL_STOPPING),
     [SL_CLOSING][EV_LISTENER_LOST]  = R(A_REVIVE,    SL_CLOSING),
-    /* SL_STOPPING and SL_CLOSED: the end, no row */
+    [SL_CLOSING][EV_CLOSE]          = RG(A_CLOSE,    SL_CLOSED, SL_STATE_COUNT, closable),
+    /* gone: only a scale-up brings it back */
+    [SL_CLOSED][EV_OPEN]            = R(A_OPEN,      SL_BACKOFF),
+    /* SL_STOPPING: the end, no row */
 };
 /* clang-format on */
 
@@ -122,6 +140,8 @@ static const char *const event_names[EV_COUNT] = {
     [EV_LISTENER_LOST] = "listener-lost",
     [EV_STALL] = "stall",
     [EV_RESUME] = "resume",
+    [EV_OPEN] = "open",
+    [EV_CLOSE] = "close",
 };
 
 static const char *const worker_state_names[W_STATE_COUNT] = {
@@ -624,14 +644,64 @@ static int a_rescue(struct ps_sup *sup, int s, const struct ps_slot_transition *
     return 0;
 }
 
+static int a_open(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
+                  struct ps_worker *w, int status, const char *why)
+{
+    struct ps_slot *sl = &sup->slots[s];
+    enum ps_slot_state st = sl->state;
+
+    (void)t, (void)w, (void)status, (void)why;
+    memset(sl, 0, sizeof(*sl));
+    sl->state = st; /* the dispatcher moves it */
+    sl->current = sl->next = sl->leaving = -1;
+    sup->steer_dirty = 1;
+    return 0;
+}
+
+/* What waits in its sockets moves with eBPF, is reset without (the retire
+ * waited for it to empty, as long as it could). */
+static int a_close(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
+                   struct ps_worker *w, int status, const char *why)
+{
+    unsigned queued, limit;
+    int g, fd;
+
+    (void)t, (void)w, (void)status, (void)why;
+    for (g = 0; g < sup->ngroups; g++) {
+        queued = limit = 0;
+        fd = ps__group_fd(&sup->groups[g], s);
+        if (!sup->groups[g].shared && ps_listen_queue(fd, &queued, &limit) == 0 && queued) {
+            if (ps__group_migrates(&sup->groups[g]))
+                ps__sup_log(sup, PS_LOG_INFO, "retire_moved",
+                            "closing slot %d's socket moves %u queued connection(s) to the "
+                            "serving slots",
+                            s, queued);
+            else
+                ps__sup_log(sup, PS_LOG_WARN, "retire_reset",
+                            "closing slot %d's socket resets %u queued connection(s)", s, queued);
+        }
+        ps__group_close_last(&sup->groups[g]);
+    }
+    sup->nslots--;
+    ps__sup_log(sup, PS_LOG_INFO, "slot_closed", "slot %d closed", s);
+    sup->steer_dirty = 1;
+    return 0;
+}
+
+/* clang-format off */
 static action_fn *const actions[A_COUNT] = {
-    [A_NONE] = a_ignore, [A_IGNORE] = a_ignore,   [A_SPAWN] = a_spawn,
-    [A_READY] = a_steer, [A_RELEASE] = a_release, [A_CRASH] = a_crash,
-    [A_LATE] = a_late,   [A_ABORT] = a_abort,     [A_RETIRE] = a_retire,
-    [A_KEEP] = a_keep,   [A_DRAIN] = a_drain,     [A_HANDOVER] = a_handover,
-    [A_LOSE] = a_lose,   [A_SWAP] = a_swap,       [A_REVIVE] = a_revive,
-    [A_STALL] = a_stall, [A_RESUME] = a_resume,   [A_RESCUE] = a_rescue,
+    [A_NONE]     = a_ignore,   [A_IGNORE]   = a_ignore,
+    [A_SPAWN]    = a_spawn,    [A_READY]    = a_steer,
+    [A_RELEASE]  = a_release,  [A_CRASH]    = a_crash,
+    [A_LATE]     = a_late,     [A_ABORT]    = a_abort,
+    [A_RETIRE]   = a_retire,   [A_KEEP]     = a_keep,
+    [A_DRAIN]    = a_drain,    [A_HANDOVER] = a_handover,
+    [A_LOSE]     = a_lose,     [A_SWAP]     = a_swap,
+    [A_REVIVE]   = a_revive,   [A_STALL]    = a_stall,
+    [A_RESUME]   = a_resume,   [A_RESCUE]   = a_rescue,
+    [A_OPEN]     = a_open,     [A_CLOSE]    = a_close,
 };
+/* clang-format on */
 
 enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event ev, int status,
                                   const char *why)
@@ -671,60 +741,18 @@ int ps__slot_can(const struct ps_sup *sup, int s, enum ps_slot_event ev)
     return t->action != A_NONE && t->action < A_COUNT && (!t->guard || t->guard(sup, s));
 }
 
-/* A slot comes into existence (start, scale-up) with no worker and a start
- * due at once: the timer's EV_START takes it from there. */
 void ps__slot_open(struct ps_sup *sup, int s)
 {
-    struct ps_slot *sl = &sup->slots[s];
-
-    memset(sl, 0, sizeof(*sl));
-    sl->current = sl->next = sl->leaving = -1;
-    sl->state = SL_BACKOFF;
-    sl->backoff_until = 0;
-    sup->steer_dirty = 1;
-}
-
-static int slot_has_workers(const struct ps_sup *sup, int s)
-{
-    int i;
-
-    for (i = 0; i < sup->nworkers; i++)
-        if (sup->workers[i].pid && sup->workers[i].slot == s)
-            return 1;
-    return 0;
+    ps__slot_event(sup, s, EV_OPEN, 0, "opened");
 }
 
 void ps__sup_close_retired(struct ps_sup *sup)
 {
-    int g, closed = 0;
+    int closed = 0;
 
-    /* sockets leave the group from the end only: the others keep their place */
-    while (sup->nslots > sup->target && sup->nslots > 1) {
-        int s = sup->nslots - 1;
-        if (sup->slots[s].state != SL_CLOSING || slot_has_workers(sup, s))
-            break;
-        for (g = 0; g < sup->ngroups; g++) {
-            unsigned queued = 0, limit = 0;
-            int fd = ps__group_fd(&sup->groups[g], s);
-            if (!sup->groups[g].shared && ps_listen_queue(fd, &queued, &limit) == 0 && queued) {
-                if (ps__group_migrates(&sup->groups[g]))
-                    ps__sup_log(sup, PS_LOG_INFO, "retire_moved",
-                                "closing slot %d's socket moves %u queued connection(s) to the "
-                                "serving slots",
-                                s, queued);
-                else
-                    ps__sup_log(sup, PS_LOG_WARN, "retire_reset",
-                                "closing slot %d's socket resets %u queued connection(s)", s,
-                                queued);
-            }
-            ps__group_close_last(&sup->groups[g]);
-        }
-        sup->slots[s].state = SL_CLOSED;
-        sup->nslots--;
-        ps__sup_log(sup, PS_LOG_INFO, "slot_closed", "slot %d closed", s);
-        sup->steer_dirty = 1;
+    while (sup->nslots > 1 &&
+           ps__slot_event(sup, sup->nslots - 1, EV_CLOSE, 0, "retired") == SL_CLOSED)
         closed = 1;
-    }
     /* the slot that kept systemd waiting may be the one that went (a start
      * that failed, scaled away): no slot becomes ready to say so */
     if (closed)

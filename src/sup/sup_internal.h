@@ -249,6 +249,8 @@ enum ps_slot_event {
     EV_LISTENER_LOST, /* its socket stopped listening (a worker's shutdown(2)) */
     EV_STALL,         /* its queue has not drained for --stall-timeout (again: rescue) */
     EV_RESUME,        /* stalled, its queue drains again */
+    EV_OPEN,          /* it comes into existence (start, scale-up) */
+    EV_CLOSE,         /* retired and without workers, the last slot: its socket closes */
     EV_COUNT
 };
 
@@ -278,6 +280,8 @@ enum ps_slot_action {
     A_STALL,    /* steer away from it, count the stall */
     A_RESUME,   /* steer to it again */
     A_RESCUE,   /* still stalled: queue moves (eBPF), fresh socket, worker drained */
+    A_OPEN,     /* a fresh slot: no worker, counters zero, its start due at once */
+    A_CLOSE,    /* close its socket in every group (the last one), one slot less */
     A_COUNT
 };
 
@@ -331,8 +335,8 @@ enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event 
  * waits for a back-off to end).  O(1). */
 int ps__slot_can(const struct ps_sup *sup, int s, enum ps_slot_event ev);
 
-/* Slot s comes into existence (start, scale-up): SL_BACKOFF, no worker,
- * its first start due at once. */
+/* Slot s, closed, comes into existence (start, scale-up): its EV_OPEN, to
+ * SL_BACKOFF with no worker and its first start due at once. */
 void ps__slot_open(struct ps_sup *sup, int s);
 
 /* A wait status as words: "exit code 3", "signal 6 (Aborted)". */
@@ -507,7 +511,8 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg);
 /* Tell systemd (when we run under it) READY=1, RELOADING=1, STOPPING=1. */
 void ps__sup_tell_systemd(struct ps_sup *sup, const char *state);
 
-/* Close slots at the end that are closing and have no worker left. */
+/* Close slots at the end that are closing and have no worker left (their
+ * EV_CLOSE). */
 void ps__sup_close_retired(struct ps_sup *sup);
 
 /* Workers alive (entries with a pid). */

@@ -958,6 +958,7 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
 {
     struct ps_client *clients = sup->clients;
     struct ps_endpoint *endpoints = sup->endpoints;
+    int s;
 
     memset(sup, 0, sizeof(*sup));
     sup->clients = clients;     /* allocated once (control.c) */
@@ -968,6 +969,10 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
     sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
     sup->metrics_fd = sup->agent_fd = -1;
     sup->upgrade_client = -1;
+    for (s = 0; s < PS_SUP_MAX_WORKERS; s++) { /* none exists until it is opened */
+        sup->slots[s].state = SL_CLOSED;
+        sup->slots[s].current = sup->slots[s].next = sup->slots[s].leaving = -1;
+    }
     sup->started_ms = sup->checked_ms = ps__now_ms();
     sup->started_wall = time(NULL);
 }

@@ -1228,6 +1228,22 @@ static void expect_action(const struct pair_run *r)
         expect_one_signal(cur, DRAIN_SIG);
         assert_int_equal(sl->leaving, cur);
         break;
+    case A_OPEN:
+        /* a fresh slot: nothing of its past, its start due at once */
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(sl->next, -1);
+        assert_int_equal(sl->leaving, -1);
+        assert_int_equal(sl->restarts, 0);
+        assert_int_equal(sl->crashes, 0);
+        assert_int_equal(sl->backoff_until, 0);
+        assert_int_equal(fake.ncalls, 0);
+        break;
+    case A_CLOSE:
+        /* the last slot's socket closes: one slot less */
+        assert_int_equal(sup.nslots, b->nslots - 1);
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(fake.ncalls, 0);
+        break;
     case A_COUNT:
         fail_msg("row with action A_COUNT");
     }
@@ -1240,9 +1256,12 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     struct ps_slot *sl = &sup.slots[SUBJECT];
     struct snap *before = &r.before;
     enum ps_slot_state got;
+    int guarded;
 
     pair_setup(st, v);
     r.cur = sl->current;
+    /* a row whose guard says no now: the event means nothing */
+    guarded = !is_no(r.t) && !ps__slot_can(&sup, SUBJECT, ev);
     if (!is_no(r.t) && !consistent(ev, r.cur >= 0 ? &sup.workers[r.cur] : NULL))
         return 0;
     if (ev == EV_REPLACE && reloadable(st)) {
@@ -1270,8 +1289,8 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     if (ev == EV_EXIT && r.cur >= 0)
         sup.workers[r.cur].pid = 0; /* the reaper frees the entry after the event */
 
-    r.want = is_no(r.t) || r.t->next == SL_STATE_COUNT ? st : r.t->next;
-    if (r.t->action == A_KEEP) /* the row's alternatives */
+    r.want = is_no(r.t) || guarded || r.t->next == SL_STATE_COUNT ? st : r.t->next;
+    if (r.t->action == A_KEEP && !guarded) /* the row's alternatives */
         r.want = st == SL_CLOSING || v == V_OLD_WORKER ? r.t->alt2
                  : v == V_STARTING_WORKER              ? r.t->alt
                                                        : r.t->next;
@@ -1283,7 +1302,7 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     assert_memory_equal(&sup.slots[0], &before->sl[0], sizeof(before->sl[0]));
     assert_memory_equal(&sup.workers[sup.slots[0].current], &before->workers[before->sl[0].current],
                         sizeof(struct ps_worker));
-    if (is_no(r.t)) {
+    if (is_no(r.t) || guarded) {
         /* nothing at all happens */
         assert_memory_equal(sl, &before->sl[1], sizeof(*sl));
         if (ev != EV_EXIT)
@@ -1293,6 +1312,8 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
         return 1;
     }
     expect_action(&r);
+    if (r.t->action == A_OPEN) /* beyond nslots until the scale-up counts it */
+        return 1;
     check_slot(SUBJECT);
     check_status();
     return 1;
@@ -1334,8 +1355,11 @@ static void test_table_shape(void **state)
             assert_true(t->next <= SL_STATE_COUNT);
             assert_true(t->next < SL_STATE_COUNT || is_no(t));
             /* stopping and closed are the end */
-            if (st == SL_STOPPING || st == SL_CLOSED)
+            if (st == SL_STOPPING || (st == SL_CLOSED && ev != EV_OPEN))
                 assert_true(is_no(t));
+            /* a slot comes into existence and goes only by its events */
+            assert_true((t->action == A_OPEN) == (st == SL_CLOSED && ev == EV_OPEN));
+            assert_true((t->action == A_CLOSE) == (st == SL_CLOSING && ev == EV_CLOSE));
             /* a slot without a worker hears nothing from one */
             if ((st == SL_BACKOFF || st == SL_CLOSING || st == SL_STOPPING || st == SL_CLOSED) &&
                 (ev == EV_READY || ev == EV_STOPPING || ev == EV_EXIT || ev == EV_READY_LATE ||
@@ -2058,6 +2082,13 @@ static void step_slot_event(void)
                 break;
             }
         break;
+    case EV_OPEN: /* a scale-up opens the slots beyond the last */
+        if (sup.nslots < MAX_SCALE)
+            request(OP_SCALE, sup.nslots + 1, rnd(2));
+        break;
+    case EV_CLOSE: /* a retired slot closes when the loop finds it idle */
+        timers();
+        break;
     }
 }
 
@@ -2126,7 +2157,7 @@ static void step(void)
 }
 
 /* States the loop can never leave, except CLOSED by a scale-up reopening
- * the slot (ps__slot_open, not a row of the table). */
+ * the slot (its EV_OPEN). */
 static void check_absorbing(const enum ps_slot_state *before, int target_before)
 {
     int s;
