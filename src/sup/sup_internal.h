@@ -3,6 +3,7 @@
  * src/sup includes it.
  *
  *   supervisor.c  the event loop: signals, notify messages, timers, reaping
+ *   start.c       start (bind or adopt, first workers) and the end (shutdown)
  *   slots.c       the slot life cycle: one state x event table and its actions
  *   ops.c         operations (reload, scale, stop, upgrade): queued and merged
  *                 by rule, each requester answered with its own outcome
@@ -505,8 +506,12 @@ struct ps_sup {
 /* The real world: fork/exec, kill(2). */
 extern const struct ps_sup_sys ps__sup_sys_real;
 
-/* Start sup's bookkeeping for cfg (no sockets, no processes). */
+/* start.c: start sup's bookkeeping for cfg (no sockets, no processes). */
 void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg);
+
+/* supervisor.c: the event loop, until the supervisor stops and its last
+ * worker is gone (or poll fails). */
+void ps__sup_loop(struct ps_sup *sup);
 
 /* Tell systemd (when we run under it) READY=1, RELOADING=1, STOPPING=1. */
 void ps__sup_tell_systemd(struct ps_sup *sup, const char *state);
