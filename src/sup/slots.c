@@ -25,8 +25,6 @@
 #define BACKOFF_MAX_MS   30000
 #define STABLE_READY_MS  1000  /* ready this long: its exit is not a crash loop */
 #define STABLE_UPTIME_MS 10000 /* up this long, ready or not: likewise */
-#define WATCHDOG_KILL_MS 2000  /* SIGABRT, then SIGKILL after this */
-#define KILL_RECHECK_MS  5000  /* SIGKILL sent and still there: send again */
 
 /* A row of the table: action, target, and the alternatives the action may
  * pick (a row without them has SL_STATE_COUNT there).  A cell with no row
@@ -180,34 +178,6 @@ const char *ps__exit_text(int status, char *buf, size_t len)
     else
         snprintf(buf, len, "status 0x%x", status);
     return buf;
-}
-
-void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
-{
-    if (!w->pid || w->state == W_DRAINING || w->state == W_KILLED)
-        return;
-    w->state = W_DRAINING;
-    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
-    sup->sys->signal(sup, w, sup->cfg->drain_signal ? sup->cfg->drain_signal : SIGTERM);
-    ps__sup_log(sup, PS_LOG_INFO, "worker_draining",
-                "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
-                w->generation, why);
-    sup->steer_dirty = 1;
-}
-
-void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w)
-{
-    w->state = W_DRAINING;
-    w->deadline_ms = ps__now_ms() + WATCHDOG_KILL_MS;
-    sup->sys->signal(sup, w, SIGABRT);
-    sup->steer_dirty = 1;
-}
-
-void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w)
-{
-    w->state = W_KILLED;
-    w->deadline_ms = ps__now_ms() + KILL_RECHECK_MS;
-    sup->sys->kill_tree(sup, w);
 }
 
 /* The slot's current worker stops being its own (it exited, or drains as an

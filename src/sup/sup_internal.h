@@ -195,6 +195,16 @@ enum ps_worker_state {
     W_STATE_COUNT
 };
 
+/* What happens to a worker (worker.c's table). */
+enum ps_worker_event {
+    WE_READY,    /* it said READY=1, or --ready auto / --ready-delay say so */
+    WE_STOPPING, /* it said STOPPING=1: it leaves by itself */
+    WE_DRAIN,    /* we send it the drain signal */
+    WE_ABORT,    /* it missed its watchdog: SIGABRT, SIGKILL later */
+    WE_KILL,     /* SIGKILL to its process tree (again later if it stays) */
+    WE_COUNT
+};
+
 struct ps_worker {
     pid_t pid; /* 0: entry free */
     int slot;
@@ -347,6 +357,16 @@ const char *ps__exit_text(int status, char *buf, size_t len);
 const char *ps__slot_state_name(enum ps_slot_state st);
 const char *ps__slot_event_name(enum ps_slot_event ev);
 const char *ps__worker_state_name(enum ps_worker_state st);
+
+/* worker.c: feed event ev to worker w (why: for the log): the row of its
+ * state does what the event means and sets the worker's next state.
+ * Returns 1, or 0 when the event means nothing in its state (or the entry
+ * is free).  O(1). */
+int ps__worker_step(struct ps_sup *sup, struct ps_worker *w, enum ps_worker_event ev,
+                    const char *why);
+
+/* 1 when ev would do something to worker w now. */
+int ps__worker_can(const struct ps_worker *w, enum ps_worker_event ev);
 
 /* Send the drain signal to worker w (no-op unless starting or ready). */
 void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why);

@@ -196,22 +196,15 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 
 void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
 {
-    if (w->state != W_STARTING)
+    if (!ps__worker_step(sup, w, WE_READY, how))
         return;
-    w->state = W_READY;
-    w->ready_ms = w->ping_ms = ps__now_ms();
-    ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
-                (long)w->pid, w->slot, w->generation, how);
     worker_event(sup, w, EV_READY, 0, how);
 }
 
 void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w)
 {
-    if (w->state != W_STARTING && w->state != W_READY)
+    if (!ps__worker_step(sup, w, WE_STOPPING, "it said STOPPING=1"))
         return;
-    w->state = W_DRAINING;
-    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
-    sup->steer_dirty = 1;
     worker_event(sup, w, EV_STOPPING, 0, "it said STOPPING=1");
 }
 

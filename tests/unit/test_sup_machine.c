@@ -2,7 +2,8 @@
  * test_sup_machine.c - the supervisor's state machine, without a single
  * process.
  *
- * First every row of the slot table (slots.c): a slot is brought to the
+ * First every row of the slot table (slots.c) and of the worker's
+ * (worker.c): a slot is brought to the
  * state the way the loop brings it there, its worker in the condition the
  * event implies, the event is fired through ps__slot_event() and the new
  * state and what the row's action did to the world are checked.  Then
@@ -1382,6 +1383,74 @@ static void test_table_shape(void **state)
                         (st == SL_BACKOFF && ev == EV_START));
 }
 
+/* Every row of the worker's table (worker.c), and every pair without one:
+ * the state it moves to and what it does to the world. */
+static void test_worker_rows(void **state)
+{
+    static const int want[W_STATE_COUNT][WE_COUNT] = {
+        /* READY, STOPPING, DRAIN, ABORT, KILL; -1: no row */
+        [W_STARTING] = {W_READY, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
+        [W_READY] = {-1, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
+        [W_DRAINING] = {-1, -1, -1, W_DRAINING, W_KILLED},
+        [W_KILLED] = {-1, -1, -1, -1, W_KILLED},
+    };
+    struct machine_opts o = {.workers = 1, .drain_signal = DRAIN_SIG};
+    struct ps_worker *w;
+    int st, ev, idx, moved;
+
+    (void)state;
+    for (st = 0; st < W_STATE_COUNT; st++)
+        for (ev = 0; ev < WE_COUNT; ev++) {
+            machine_init(&o);
+            idx = fake_spawn(&sup, 0, 1);
+            assert_true(idx >= 0);
+            w = &sup.workers[idx];
+            w->state = (enum ps_worker_state)st;
+            w->deadline_ms = w->ready_ms = 0;
+            fake_calls_reset();
+            assert_int_equal(ps__worker_can(w, ev), want[st][ev] >= 0);
+            moved = ps__worker_step(&sup, w, (enum ps_worker_event)ev, "test");
+            assert_int_equal(moved, want[st][ev] >= 0);
+            if (!moved) {
+                assert_int_equal(w->state, st);
+                assert_int_equal(fake.ncalls, 0);
+                continue;
+            }
+            assert_int_equal(w->state, want[st][ev]);
+            switch (ev) {
+            case WE_READY:
+                assert_int_equal(w->ready_ms, clock_ms);
+                assert_int_equal(fake.ncalls, 0);
+                break;
+            case WE_STOPPING: /* it goes by itself: no signal, a deadline */
+                assert_int_equal(fake.ncalls, 0);
+                assert_int_equal(w->deadline_ms, clock_ms + cfg.drain_timeout_ms);
+                break;
+            case WE_DRAIN:
+                expect_one_signal(idx, DRAIN_SIG);
+                assert_int_equal(w->deadline_ms, clock_ms + cfg.drain_timeout_ms);
+                break;
+            case WE_ABORT:
+                expect_one_signal(idx, SIGABRT);
+                assert_int_equal(w->deadline_ms, clock_ms + 2000);
+                break;
+            case WE_KILL:
+                assert_int_equal(fake.ncalls, 1);
+                assert_int_equal(fake.calls[0].kind, CALL_KILL_TREE);
+                assert_int_equal(w->deadline_ms, clock_ms + 5000);
+                break;
+            }
+            w->pid = 0;
+            machine_close();
+        }
+    /* a free entry hears nothing */
+    machine_init(&o);
+    idx = fake_spawn(&sup, 0, 1);
+    sup.workers[idx].pid = 0;
+    assert_int_equal(ps__worker_step(&sup, &sup.workers[idx], WE_KILL, "test"), 0);
+    machine_close();
+}
+
 static void test_names(void **state)
 {
     int i, j;
@@ -2331,6 +2400,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_table_shape),
         cmocka_unit_test(test_every_row),
+        cmocka_unit_test(test_worker_rows),
         cmocka_unit_test(test_start_fails),
         cmocka_unit_test(test_default_drain_signal),
         cmocka_unit_test(test_each_requester_gets_its_own_outcome),
