@@ -65,7 +65,9 @@ srv.serve_forever()
 EOS
 export T
 
-sup_start st -l 127.0.0.1:0 -w 2 --drain-timeout 10s -- python3 "$T/stopper.py"
+# --ready notify: a python that takes longer than --ready-delay to import
+# (a loaded machine) must not be guessed ready while it cannot answer yet
+sup_start st -l 127.0.0.1:0 -w 2 --drain-timeout 10s --ready notify -- python3 "$T/stopper.py"
 victim=$(status_json st | jq -r '.slots[0].pid')
 load_start load --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --duration 60
 touch "$T/slow"
