@@ -421,15 +421,21 @@ int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
     if (fd < 0)
         return fd;
     ps_listen_queue(g->fds[i], queued, &limit);
-    ps__rp_bpf_forget(&g->bpf, i);
     /* at once: every holder's copy stops listening now and the queue moves
      * (the old one leaves and the fresh one takes its index in the group).
      * Else only our copy goes: the old socket leaves when its last holder
-     * closes it, and its queue moves then */
-    if (at_once && shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN) {
-        int r = ps__neg_errno();
-        ps__close(fd);
-        return r;
+     * closes it, and its queue moves then; until the next steering update
+     * the map still sends the slot's share to it, whose holder still
+     * accepts (forgetting it now would leave the slot in the map's list
+     * with no socket, and the kernel would hash that share over every
+     * listener, the fresh one too, which nobody accepts from yet) */
+    if (at_once) {
+        ps__rp_bpf_forget(&g->bpf, i);
+        if (shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN) {
+            int r = ps__neg_errno();
+            ps__close(fd);
+            return r;
+        }
     }
     ps__close(g->fds[i]);
     g->fds[i] = fd;

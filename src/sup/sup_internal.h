@@ -121,16 +121,14 @@ int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
 int ps__group_replace(struct ps_group *g, int i);
 
 /* eBPF groups: socket i, listening, is replaced by a fresh socket bound to
- * the same address, which joins the group first; the steering forgets the
- * old one and we close our copy of it.  With at_once it is shut down first:
- * every holder's copy stops listening and what it held (queue, handshakes)
- * moves now to the serving sockets, or by the kernel's hash to any
- * listening one (the fresh one included) when none serves.  Without, the
- * copies others hold keep listening, never chosen by the steering (unless
- * no slot serves), and the queue moves when the last of them is closed.
- * *queued gets what was queued.  0 or -errno (-EINVAL: not an eBPF group,
- * or socket i is down; socket i is then unchanged).  A bind and a few
- * syscalls. */
+ * the same address, which joins the group first, and we close our copy of
+ * the old one (the next ps__group_steer takes it out of the steering).  With at_once it is shut
+ * down first: every holder's copy stops listening and what it held (queue, handshakes) moves now to
+ * the serving sockets, or by the kernel's hash to any listening one (the fresh one included) when
+ * none serves.  Without, the copies others hold keep listening, never chosen by the steering
+ * (unless no slot serves), and the queue moves when the last of them is closed. *queued gets what
+ * was queued.  0 or -errno (-EINVAL: not an eBPF group, or socket i is down; socket i is then
+ * unchanged).  A bind and a few syscalls. */
 int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued);
 
 /* listen(2) again on socket i after ps__group_shutdown (scale back up):
