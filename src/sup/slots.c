@@ -337,9 +337,12 @@ void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w)
 }
 
 /* It said STOPPING=1 (the caller made it W_DRAINING): its successor starts
- * on a socket of its own (leave), at once when it had served for a while,
- * else after the back-off of a quick exit, counted as one: a program that
- * says it and exits, or keeps saying it, is a crash loop like any other. */
+ * on a socket of its own (leave), at once, unless it follows another quick
+ * failure of the slot: a worker that says it before it has served for a
+ * second (or run for ten) and exits, or keeps saying it, is a crash loop
+ * like any other (back-off, restarts, the crash-loop line).  The first
+ * quick one is only remembered (crashes), not counted as a restart: a
+ * program may have its reasons to go once. */
 static void release(struct ps_sup *sup, int s, struct ps_worker *w)
 {
     struct ps_slot *sl = &sup->slots[s];
@@ -347,8 +350,8 @@ static void release(struct ps_sup *sup, int s, struct ps_worker *w)
 
     detach_current(sup, sl);
     leave(sup, s, w, ps__slot_renew_sockets(sup, s, 0));
-    if (stable(w, ps__now_ms())) {
-        sl->crashes = 0;
+    if (stable(w, ps__now_ms()) || sl->crashes == 0) {
+        sl->crashes = !stable(w, ps__now_ms());
         sl->backoff_until = 0;
         ps__sup_log(sup, PS_LOG_INFO, "worker_stopping",
                     "worker %ld (slot %d) said STOPPING=1: steered away, replaced", (long)w->pid,
