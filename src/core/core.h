@@ -119,7 +119,11 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
     int nforeign; /* foreign members now (the first PS__FOREIGN_MAX tracked) */                    \
     int ntracked;                                                                                  \
     unsigned long foreign[PS__FOREIGN_MAX]; /* their inodes, in join order */                      \
-    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */
+    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */   \
+    /* sockets we let go while a worker still holds them (ps__lgroup_renew):    \
+     * still members of the kernel's group, but ours, never foreign */          \
+    unsigned long retired[PS__FOREIGN_MAX];                                     \
+    int nretired; /* entries used in retired[], a ring once full */
 struct ps__lgroup {
     PS__LGROUP_FIELDS
 };
@@ -167,6 +171,16 @@ int ps__lgroup_relisten(struct ps__lgroup *g, int i);
  * (copies of the old one never see a connection again).  0, or -errno and
  * socket i listens again in place if it can. */
 int ps__lgroup_replace(struct ps__lgroup *g, int i);
+
+/* Socket i, still listening, gets a fresh socket that joins the group
+ * first (so that what the old one hands over has a listener to go to);
+ * *queued gets what waited in the old one.  With at_once the old one is
+ * shut down now (every holder's copy stops, its queue moves where a
+ * migrating program sends it); else only our descriptor is closed, and the
+ * old socket stays a member of the kernel's group until its last holder (a
+ * leaving worker) closes it: it is remembered as ours, never reported as
+ * foreign.  0 or -errno (nothing changed). */
+int ps__lgroup_renew(struct ps__lgroup *g, int i, int at_once, unsigned *queued);
 
 /* Look at who else listens in a TCP reuseport group (one sock_diag dump):
  * nforeign and the kernel's order updated; 1 when they changed, else 0.

@@ -164,9 +164,20 @@ static int tracked(const struct ps__lgroup *g, unsigned long inode)
     return 0;
 }
 
+/* Our members' inodes: the sockets we hold and those we let go to a
+ * leaving worker (still in the kernel's group); how many. */
+static int ours_of(const struct ps__lgroup *g, unsigned long *ours)
+{
+    int n = g->nretired < PS__FOREIGN_MAX ? g->nretired : PS__FOREIGN_MAX;
+
+    memcpy(ours, g->ino, (size_t)g->nfds * sizeof(ours[0]));
+    memcpy(ours + g->nfds, g->retired, (size_t)n * sizeof(ours[0]));
+    return g->nfds + n;
+}
+
 int ps__lgroup_foreign_sync(struct ps__lgroup *g)
 {
-    unsigned long now[PS__FOREIGN_MAX];
+    unsigned long now[PS__FOREIGN_MAX], ours[PS__GROUP_MAX + PS__FOREIGN_MAX];
     int n, m, i, j, changed = 0;
     struct stat st;
 
@@ -177,7 +188,7 @@ int ps__lgroup_foreign_sync(struct ps__lgroup *g)
     for (i = 0; i < g->nfds; i++)
         if (!g->ino[i] && fstat(g->fds[i], &st) == 0)
             g->ino[i] = (unsigned long)st.st_ino; /* adopted, or carried over an upgrade */
-    n = ps__reuseport_members(&g->spec, g->ino, g->nfds, now, PS__FOREIGN_MAX);
+    n = ps__reuseport_members(&g->spec, ours, ours_of(g, ours), now, PS__FOREIGN_MAX);
     m = n < PS__FOREIGN_MAX ? n : PS__FOREIGN_MAX;
     for (j = g->ntracked - 1; j >= 0; j--) {
         for (i = 0; i < m && now[i] != g->foreign[j]; i++)
@@ -453,5 +464,35 @@ int ps__lgroup_replace(struct ps__lgroup *g, int i)
     g->fds[i] = fd;
     g->ino[i] = inode_of(fd);
     g->down[i] = 0;
+    return 0;
+}
+
+int ps__lgroup_renew(struct ps__lgroup *g, int i, int at_once, unsigned *queued)
+{
+    unsigned limit = 0;
+    int fd;
+
+    *queued = 0;
+    if (g->shared || i < 0 || i >= g->nfds || g->down[i])
+        return -EINVAL;
+    sync_before_change(g);
+    fd = ps_listen_open(&g->spec, g->flags); /* joins the kernel's group at the end */
+    if (fd < 0)
+        return fd;
+    ps_listen_queue(g->fds[i], queued, &limit);
+    if (at_once && shutdown(g->fds[i], SHUT_RD) < 0 && errno != ENOTCONN) {
+        int r = ps__neg_errno();
+        ps__close(fd);
+        return r;
+    }
+    if (!at_once) /* it stays a member while its holder keeps it */
+        g->retired[g->nretired++ % PS__FOREIGN_MAX] = g->ino[i] ? g->ino[i] : inode_of(g->fds[i]);
+    /* the model: the old one leaves (the last takes its place), the fresh
+     * one is at the end; exact for a steering that selects by index only
+     * when at_once, and by-index groups do not renew (no migration) */
+    order_leave(g, i);
+    ps__close(g->fds[i]);
+    g->fds[i] = fd;
+    g->ino[i] = inode_of(fd);
     return 0;
 }

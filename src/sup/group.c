@@ -449,3 +449,22 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int 
         return ps__neg_errno();
     return 0;
 }
+
+int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
+{
+    int r;
+
+    *queued = 0;
+    if (g->steer != PS_STEER_EBPF)
+        return -EINVAL;
+    r = ps__lgroup_renew(&g->lg, i, at_once, queued);
+    /* at once, the old socket left the map's list with its listening;
+     * else the map keeps sending the slot's share to it until the next
+     * steering update (its holder still accepts): forgetting it now would
+     * leave the slot in the list with no socket, and the kernel would hash
+     * that share over every listener, the fresh one too, which nobody
+     * accepts from yet */
+    if (r == 0 && at_once)
+        ps__rp_bpf_forget(&g->bpf, i);
+    return r;
+}

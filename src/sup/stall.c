@@ -156,52 +156,19 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now)
     }
 }
 
-/* Another socket of g listens: somewhere for a migration to go (with none,
- * the kernel would reset what moves). */
-static int other_listener(const struct ps_group *g, int s)
+long ps__stall_rescue_sockets(struct ps_sup *sup, int s)
 {
-    unsigned q, limit;
-    int i;
+    long moved = ps__slot_renew_sockets(sup, s, 1);
 
-    for (i = 0; i < g->nfds; i++)
-        if (i != s && ps_listen_queue(g->fds[i], &q, &limit) == 0)
-            return 1;
-    return 0;
-}
-
-void ps__stall_rescue_sockets(struct ps_sup *sup, int s)
-{
-    unsigned queued, moved = 0;
-    int g, r, kept = 0;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        struct ps_group *gr = &sup->groups[g];
-        if (!ps__group_migrates(gr) || s >= gr->nfds)
-            continue;
-        if (!other_listener(gr, s)) {
-            kept = 1; /* the queue stays for the fresh worker */
-            continue;
-        }
-        r = ps__group_shutdown(gr, s, &queued);
-        if (r == 0) {
-            moved += queued;
-            r = ps__group_replace(gr, s);
-        }
-        if (r < 0)
-            ps__sup_log(sup, PS_LOG_ERROR, "stall_socket",
-                        "slot %d: cannot give it a fresh socket: %s", s, ps_strerror(r));
-    }
-    if (kept)
+    if (moved >= 0)
         ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
-                    "slot %d: fresh worker (no other socket to move its queue to: it waits for "
-                    "that worker)",
-                    s);
-    else if (ps__sup_migrates(sup))
-        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
-                    "slot %d: %u queued connection(s) moved to the serving slots; fresh "
+                    "slot %d: %ld queued connection(s) moved to the serving slots; fresh "
                     "socket, fresh worker",
                     s, moved);
     else
         ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
-                    "slot %d: fresh worker (classic BPF: its queue waits for it)", s);
+                    "slot %d: fresh worker (its queue waits for it in the same socket; the slot "
+                    "is steered to again once the stalled worker is gone)",
+                    s);
+    return moved;
 }

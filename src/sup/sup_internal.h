@@ -3,6 +3,7 @@
  * src/sup includes it.
  *
  *   supervisor.c  the event loop: signals, notify messages, timers, reaping
+ *   start.c       start (bind or adopt, first workers) and the end (shutdown)
  *   slots.c       the slot life cycle: one state x event table and its actions
  *   ops.c         operations (reload, scale, stop, upgrade): queued and merged
  *                 by rule, each requester answered with its own outcome
@@ -138,6 +139,17 @@ int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
  * socket i listens again in place, if it can). */
 int ps__group_replace(struct ps_group *g, int i);
 
+/* eBPF groups: socket i, listening, is replaced by a fresh socket bound to
+ * the same address, which joins the group first, and we close our copy of
+ * the old one (the next ps__group_steer takes it out of the steering).  With at_once it is shut
+ * down first: every holder's copy stops listening and what it held (queue, handshakes) moves now to
+ * the serving sockets, or by the kernel's hash to any listening one (the fresh one included) when
+ * none serves.  Without, the copies others hold keep listening, never chosen by the steering
+ * (unless no slot serves), and the queue moves when the last of them is closed. *queued gets what
+ * was queued.  0 or -errno (-EINVAL: not an eBPF group, or socket i is down; socket i is then
+ * unchanged).  A bind and a few syscalls. */
+int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued);
+
 /* listen(2) again on socket i after ps__group_shutdown (scale back up):
  * 1 when it listens again, 0 when it was listening, or -errno. */
 int ps__group_listen_again(struct ps_group *g, int i);
@@ -179,10 +191,11 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
  * no slot to look at).  O(slots). */
 uint64_t ps__stall_next(const struct ps_sup *sup);
 
-/* A stalled slot's rescue: under eBPF shut its sockets down (the queue
- * moves to the serving slots) and give it fresh ones; under CBPF the
- * queue stays for its next worker.  Logs what moved. */
-void ps__stall_rescue_sockets(struct ps_sup *sup, int s);
+/* A stalled slot's rescue: under eBPF give it fresh sockets, the queue of
+ * the old ones moving to the serving slots (or to the fresh one when none
+ * serves); under CBPF the queue stays for its next worker.  Logs what
+ * moved; returns it, or -1 when the old sockets stay (ps__slot_renew_sockets). */
+long ps__stall_rescue_sockets(struct ps_sup *sup, int s);
 
 /* --cpu-affinity: the CPUs we may run on (sched_getaffinity), at most max of
  * them, in order; 0 when unknown. */
@@ -252,6 +265,16 @@ enum ps_worker_state {
     W_STATE_COUNT
 };
 
+/* What happens to a worker (worker.c's table). */
+enum ps_worker_event {
+    WE_READY,    /* it said READY=1, or --ready auto / --ready-delay say so */
+    WE_STOPPING, /* it said STOPPING=1: it leaves by itself */
+    WE_DRAIN,    /* we send it the drain signal */
+    WE_ABORT,    /* it missed its watchdog: SIGABRT, SIGKILL later */
+    WE_KILL,     /* SIGKILL to its process tree (again later if it stays) */
+    WE_COUNT
+};
+
 struct ps_worker {
     pid_t pid; /* 0: entry free */
     int slot;
@@ -308,37 +331,51 @@ enum ps_slot_event {
     EV_LISTENER_LOST, /* its socket stopped listening (a worker's shutdown(2)) */
     EV_STALL,         /* its queue has not drained for --stall-timeout (again: rescue) */
     EV_RESUME,        /* stalled, its queue drains again */
+    EV_OPEN,          /* it comes into existence (start, scale-up) */
+    EV_CLOSE,         /* retired and without workers, the last slot: its socket closes */
     EV_COUNT
 };
 
-/* The actions of the table; each row's action runs before the slot moves to
- * the row's state (an action may pick the documented alternative). */
+/* The actions of the table: each is one small function of slots.c that
+ * does what the change means and picks one of its row's targets (the first,
+ * unless it names an alternative: a start that fails backs off). */
 enum ps_slot_action {
-    A_IGNORE,   /* cannot happen in this state, or means nothing here */
+    A_NONE,     /* no row: the event means nothing in this state */
+    A_IGNORE,   /* a row that only moves the slot (or keeps it where it is) */
     A_SPAWN,    /* start a worker of the serving generation (fails: back-off) */
     A_READY,    /* steer to it; maybe tell systemd everything is ready */
-    A_RELEASE,  /* it leaves by itself: steer away, replace at once (no crash) */
+    A_RELEASE,  /* it leaves by itself: steer away, fresh socket, successor (a
+                   quick one counts as a crash) */
     A_CRASH,    /* count the exit, schedule the restart with back-off */
     A_LATE,     /* drain it (not ready in time), count as a crash */
     A_ABORT,    /* SIGABRT (watchdog), count as a crash */
     A_RETIRE,   /* steer away; wait for its queue */
-    A_KEEP,     /* back to serving; a worker of an older generation is replaced */
+    A_KEEP,     /* back to serving: its own worker (ready, or starting), or a
+                   worker of an older generation replaced (alternatives) */
     A_DRAIN,    /* drain signal to its worker */
     A_HANDOVER, /* retired: under eBPF shut its sockets down (the queue moves), drain */
     A_LOSE,     /* its worker is gone while retiring: close when idle (or, with
                    connections still queued in its socket, a new worker empties
-                   it first and the slot stays retiring) */
+                   it first and the slot stays retiring: the alternative) */
     A_SWAP,     /* drain the old worker, the next one becomes the slot's */
     A_REVIVE,   /* listen() again on its socket, log it */
     A_STALL,    /* steer away from it, count the stall */
     A_RESUME,   /* steer to it again */
     A_RESCUE,   /* still stalled: queue moves (eBPF), fresh socket, worker drained */
+    A_OPEN,     /* a fresh slot: no worker, counters zero, its start due at once */
+    A_CLOSE,    /* close its socket in every group (the last one), one slot less */
     A_COUNT
 };
 
+/* One row: the action, the state it moves to, and the alternatives the
+ * action may pick instead (SL_STATE_COUNT: none). */
 struct ps_slot_transition {
     enum ps_slot_action action;
     enum ps_slot_state next;
+    enum ps_slot_state alt, alt2;
+    /* NULL, or when the row applies: while it says 0 the event means
+     * nothing (the slot stays, nothing is done) */
+    int (*guard)(const struct ps_sup *sup, int s);
 };
 
 /* The table itself (slots.c). */
@@ -365,6 +402,12 @@ struct ps_slot {
      * empty (health.c's epoll set said so): stall.c looks at it every tick
      * until it is empty again, then health.c arms its sockets again */
     int stall_busy;
+    /* the worker that left the slot while holding its socket (it said
+     * STOPPING=1, or a stall rescue drains it) and still runs, or -1; and
+     * whether it still shares the slot's socket (classic BPF, or a fresh
+     * socket could not be had): the slot is then not steered to */
+    int leaving;
+    int leaving_shares;
 };
 
 /* Feed one event to slot s; why says what caused it (for the log), status is
@@ -373,8 +416,13 @@ struct ps_slot {
 enum ps_slot_state ps__slot_event(struct ps_sup *sup, int s, enum ps_slot_event ev, int status,
                                   const char *why);
 
-/* Slot s comes into existence (start, scale-up): SL_BACKOFF, no worker,
- * its first start due at once. */
+/* 1 when event ev would do something to slot s now: its state has a row
+ * for it and the row's guard lets it through (the loop asks before it
+ * waits for a back-off to end).  O(1). */
+int ps__slot_can(const struct ps_sup *sup, int s, enum ps_slot_event ev);
+
+/* Slot s, closed, comes into existence (start, scale-up): its EV_OPEN, to
+ * SL_BACKOFF with no worker and its first start due at once. */
 void ps__slot_open(struct ps_sup *sup, int s);
 
 /* A wait status as words: "exit code 3", "signal 6 (Aborted)". */
@@ -384,6 +432,16 @@ const char *ps__exit_text(int status, char *buf, size_t len);
 const char *ps__slot_state_name(enum ps_slot_state st);
 const char *ps__slot_event_name(enum ps_slot_event ev);
 const char *ps__worker_state_name(enum ps_worker_state st);
+
+/* worker.c: feed event ev to worker w (why: for the log): the row of its
+ * state does what the event means and sets the worker's next state.
+ * Returns 1, or 0 when the event means nothing in its state (or the entry
+ * is free).  O(1). */
+int ps__worker_step(struct ps_sup *sup, struct ps_worker *w, enum ps_worker_event ev,
+                    const char *why);
+
+/* 1 when ev would do something to worker w now. */
+int ps__worker_can(const struct ps_worker *w, enum ps_worker_event ev);
 
 /* Send the drain signal to worker w (no-op unless starting or ready). */
 void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why);
@@ -396,8 +454,22 @@ void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w);
  * a while later. */
 void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w);
 
-/* 1 when slot s gets new connections (its worker is ready). */
+/* 1 when slot s gets new connections: its worker is ready, and no leaving
+ * worker shares its socket. */
 int ps__slot_serving(const struct ps_sup *sup, int s);
+
+/* Slot s's socket in every eBPF-steered group is replaced by a fresh one
+ * (ps__group_renew, at_once as there): a worker holding a copy of the old
+ * one is never steered to again, and what the old one holds moves to the
+ * serving sockets, at once or when its last holder lets it go.  Returns
+ * what was queued in the old ones, or -1 when a socket of the slot stays
+ * as it was (classic BPF: nothing can move; or no fresh socket could be
+ * had).  O(groups). */
+long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once);
+
+/* Worker w was reaped: when it was a slot's leaving worker, that slot's
+ * socket is its successor's alone again. */
+void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w);
 
 /* ---- operations (ops.c) -------------------------------------------------- */
 
@@ -544,13 +616,18 @@ struct ps_sup {
 /* The real world: fork/exec, kill(2). */
 extern const struct ps_sup_sys ps__sup_sys_real;
 
-/* Start sup's bookkeeping for cfg (no sockets, no processes). */
+/* start.c: start sup's bookkeeping for cfg (no sockets, no processes). */
 void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg);
+
+/* supervisor.c: the event loop, until the supervisor stops and its last
+ * worker is gone (or poll fails). */
+int ps__sup_loop(struct ps_sup *sup);
 
 /* Tell systemd (when we run under it) READY=1, RELOADING=1, STOPPING=1. */
 void ps__sup_tell_systemd(struct ps_sup *sup, const char *state);
 
-/* Close slots at the end that are closing and have no worker left. */
+/* Close slots at the end that are closing and have no worker left (their
+ * EV_CLOSE). */
 void ps__sup_close_retired(struct ps_sup *sup);
 
 /* Workers alive (entries with a pid). */
@@ -921,6 +998,6 @@ char *ps__upgrade_serialize(struct ps_sup *sup);
  * table changes the first; tests/unit/test_sup_upgrade.c then fails until
  * the format gets a new name and this constant the new fingerprint. */
 uint32_t ps__upgrade_tables_hash(void);
-#define PS__UPGRADE_TABLES_HASH 0x0035d607u /* of "portshare-upgrade-3" */
+#define PS__UPGRADE_TABLES_HASH 0x81f75d78u /* of "portshare-upgrade-3" */
 
 #endif

@@ -12,14 +12,11 @@
  */
 #include "sup_internal.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -88,6 +85,103 @@ static enum role role_of(const struct ps_sup *sup, const struct ps_worker *w)
     return ROLE_OTHER;
 }
 
+/* ---- what a worker's event means, by what it is to its slot --------------------- */
+
+/* The reload's new worker failed (it left, exited, was late or hung): it
+ * is no longer the slot's next, and the reload rolls back. */
+static void next_failed(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status;
+    sup->slots[w->slot].next = -1;
+    ps__reload_next_failed(sup, w->slot, why);
+}
+
+static void next_stopping(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char text[160];
+
+    (void)why;
+    snprintf(text, sizeof(text), "new worker %ld of slot %d said STOPPING=1", (long)w->pid,
+             w->slot);
+    next_failed(sup, w, status, text);
+}
+
+static void next_exited(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char text[192], how[96];
+
+    (void)why;
+    snprintf(text, sizeof(text), "new worker %ld of slot %d exited with %s", (long)w->pid, w->slot,
+             ps__exit_text(status, how, sizeof(how)));
+    next_failed(sup, w, status, text);
+}
+
+static void next_ready(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status, (void)why;
+    ps__reload_next_ready(sup, w->slot);
+}
+
+static void next_late(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    ps__worker_drain(sup, w, "not ready in time");
+    next_failed(sup, w, status, why);
+}
+
+static void next_hung(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
+    ps__worker_abort(sup, w);
+    next_failed(sup, w, status, why);
+}
+
+static void other_late(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    (void)status, (void)why;
+    ps__worker_drain(sup, w, "not ready in time");
+}
+
+static void other_exited(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
+{
+    char how[96];
+
+    (void)why;
+    ps__sup_log(sup, PS_LOG_INFO, "worker_exited",
+                "worker %ld (slot %d, generation %u) exited with %s", (long)w->pid, w->slot,
+                w->generation, ps__exit_text(status, how, sizeof(how)));
+}
+
+/*
+ * The slot's own worker's events are its slot's (the table in slots.c);
+ * those of the reload's new worker are the reload's, and those of any
+ * other worker (an old generation draining, a leaving one) are these rows.
+ * A pair without a row means nothing.
+ */
+typedef void route_fn(struct ps_sup *sup, struct ps_worker *w, int status, const char *why);
+
+/* clang-format off */
+static route_fn *const routes[ROLE_OTHER + 1][EV_COUNT] = {
+    [ROLE_NEXT][EV_READY]       = next_ready,
+    [ROLE_NEXT][EV_STOPPING]    = next_stopping,
+    [ROLE_NEXT][EV_EXIT]        = next_exited,
+    [ROLE_NEXT][EV_READY_LATE]  = next_late,
+    [ROLE_NEXT][EV_WATCHDOG]    = next_hung,
+    [ROLE_OTHER][EV_EXIT]       = other_exited,
+    [ROLE_OTHER][EV_READY_LATE] = other_late,
+};
+/* clang-format on */
+
+static void worker_event(struct ps_sup *sup, struct ps_worker *w, enum ps_slot_event ev, int status,
+                         const char *why)
+{
+    enum role r = role_of(sup, w);
+
+    if (r == ROLE_CURRENT)
+        ps__slot_event(sup, w->slot, ev, status, why);
+    else if (routes[r][ev])
+        routes[r][ev](sup, w, status, why);
+}
+
 static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 {
     int i;
@@ -102,47 +196,16 @@ static struct ps_worker *worker_by_pid(struct ps_sup *sup, pid_t pid)
 
 void ps__worker_ready(struct ps_sup *sup, struct ps_worker *w, const char *how)
 {
-    if (w->state != W_STARTING)
+    if (!ps__worker_step(sup, w, WE_READY, how))
         return;
-    w->state = W_READY;
-    w->ready_ms = w->ping_ms = ps__now_ms();
-    snprintf(w->ready_by, sizeof(w->ready_by), "%s", how);
-    ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
-                (long)w->pid, w->slot, w->generation, how);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_READY, 0, how);
-        break;
-    case ROLE_NEXT:
-        ps__reload_next_ready(sup, w->slot);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_READY, 0, how);
 }
 
 void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w)
 {
-    char why[160];
-
-    if (w->state != W_STARTING && w->state != W_READY)
+    if (!ps__worker_step(sup, w, WE_STOPPING, "it said STOPPING=1"))
         return;
-    w->state = W_DRAINING;
-    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
-    sup->steer_dirty = 1;
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_STOPPING, 0, "it said STOPPING=1");
-        break;
-    case ROLE_NEXT:
-        snprintf(why, sizeof(why), "new worker %ld of slot %d said STOPPING=1", (long)w->pid,
-                 w->slot);
-        sup->slots[w->slot].next = -1;
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_STOPPING, 0, "it said STOPPING=1");
 }
 
 static void handle_notify(struct ps_sup *sup)
@@ -184,26 +247,8 @@ static void handle_notify(struct ps_sup *sup)
 
 void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
 {
-    char why[192], how[96];
-    pid_t pid = w->pid;
-
-    ps__exit_text(status, how, sizeof(how));
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_EXIT, status, "its worker exited");
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        snprintf(why, sizeof(why), "new worker %ld of slot %d exited with %s", (long)pid, w->slot,
-                 how);
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        ps__sup_log(sup, PS_LOG_INFO, "worker_exited",
-                    "worker %ld (slot %d, generation %u) exited with %s", (long)pid, w->slot,
-                    w->generation, how);
-        break;
-    }
+    worker_event(sup, w, EV_EXIT, status, "its worker exited");
+    ps__slot_leaver_gone(sup, w);
     w->pid = 0;
     sup->steer_dirty = 1;
 }
@@ -263,19 +308,7 @@ static void ready_late(struct ps_sup *sup, struct ps_worker *w)
 
     snprintf(why, sizeof(why), "worker %ld of slot %d not ready within %u ms", (long)w->pid,
              w->slot, sup->cfg->ready_timeout_ms);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_READY_LATE, 0, why);
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        ps__worker_drain(sup, w, "not ready in time");
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        ps__worker_drain(sup, w, "not ready in time");
-        break;
-    }
+    worker_event(sup, w, EV_READY_LATE, 0, why);
 }
 
 static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
@@ -284,19 +317,7 @@ static void watchdog_late(struct ps_sup *sup, struct ps_worker *w)
 
     snprintf(why, sizeof(why), "worker %ld of slot %d sent no WATCHDOG=1 for %u ms", (long)w->pid,
              w->slot, sup->cfg->watchdog_ms);
-    switch (role_of(sup, w)) {
-    case ROLE_CURRENT:
-        ps__slot_event(sup, w->slot, EV_WATCHDOG, 0, why);
-        break;
-    case ROLE_NEXT:
-        sup->slots[w->slot].next = -1;
-        ps__sup_log(sup, PS_LOG_ERROR, "watchdog", "%s: SIGABRT", why);
-        ps__worker_abort(sup, w);
-        ps__reload_next_failed(sup, w->slot, why);
-        break;
-    case ROLE_OTHER:
-        break;
-    }
+    worker_event(sup, w, EV_WATCHDOG, 0, why);
 }
 
 /* Which readiness rules apply to a starting worker (--ready): a worker that
@@ -407,7 +428,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
             worker_timers(sup, &sup->workers[i], now);
     for (i = 0; i < sup->nslots; i++) {
         const struct ps_slot *sl = &sup->slots[i];
-        if (sl->state == SL_BACKOFF && now >= sl->backoff_until && sl->next < 0 && !sup->stopping)
+        if (sl->state == SL_BACKOFF && now >= sl->backoff_until)
             ps__slot_event(sup, i, EV_START, 0, "start");
         else if (sl->state == SL_RETIRING && retire_done(sup, i, now))
             ps__slot_event(sup, i, EV_QUEUE_EMPTY, 0, "scaled down");
@@ -460,8 +481,8 @@ static int next_timeout(const struct ps_sup *sup)
     }
     for (i = 0; i < sup->nslots; i++) {
         const struct ps_slot *sl = &sup->slots[i];
-        /* only a back-off the timer can act on (see ps__sup_run_timers) */
-        if (sl->state == SL_BACKOFF && !sup->stopping && sl->next < 0)
+        /* only a back-off the timer can act on (the row's guard) */
+        if (sl->state == SL_BACKOFF && ps__slot_can(sup, i, EV_START))
             earlier(&next, sl->backoff_until);
         if (sl->state == SL_RETIRING)
             earlier(&next, now + 50);
@@ -480,29 +501,6 @@ static int next_timeout(const struct ps_sup *sup)
 }
 
 /* ---- signals ------------------------------------------------------------------ */
-
-static void signal_set(sigset_t *set)
-{
-    sigemptyset(set);
-    sigaddset(set, SIGCHLD);
-    sigaddset(set, SIGHUP);
-    sigaddset(set, SIGTERM);
-    sigaddset(set, SIGINT);
-    sigaddset(set, SIGQUIT);
-    sigaddset(set, SIGUSR2);
-    sigaddset(set, SIGUSR1);
-    sigaddset(set, SIGTTIN);
-    sigaddset(set, SIGTTOU);
-}
-
-static int open_signals(struct ps_sup *sup)
-{
-    sigset_t set;
-
-    signal_set(&set);
-    sup->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    return sup->sigfd < 0 ? ps__neg_errno() : 0;
-}
 
 /* SIGUSR1: the configuration's hook (portshare serve reopens its access
  * log), then every live worker gets SIGUSR1 to do the same.  Without a hook
@@ -579,229 +577,6 @@ static void handle_signals(struct ps_sup *sup)
     }
 }
 
-/* ---- startup -------------------------------------------------------------------- */
-
-/* An adopted socket with SO_REUSEPORT (a .socket unit with ReusePort=yes):
- * open the other slots' sockets beside it, same address and options, so
- * that each worker keeps its own queue and the kernel balances, as in
- * reuseport mode.  The kernel lets them join its group only when we have
- * the uid that created it; if not, it stays one shared socket (logged). */
-static void adopt_reuseport(struct ps_sup *sup, struct ps_group *g)
-{
-    struct ps_spec *sp = &g->spec;
-    char err[256], addr[160];
-    int on = 0, r;
-    socklen_t len = sizeof(on);
-
-    /* host, port, v6only and the backlog systemd gave it (Backlog=) are
-     * in the spec already (ps__spec_of_fd) */
-    if (sp->proto == PS_PROTO_UNIX || sup->cfg->mode == PS_REUSE_SHARED ||
-        getsockopt(g->fds[0], SOL_SOCKET, SO_REUSEPORT, &on, &len) < 0 || !on)
-        return;
-    sp->reuse = PS_REUSE_PORT;
-    g->shared = 0;
-    g->order[0] = 0;
-    r = ps__group_grow(g, sup->target, err, sizeof(err));
-    if (r == 0)
-        return;
-    while (g->nfds > 1)
-        ps__group_close_last(g);
-    g->shared = 1;
-    sp->reuse = PS_REUSE_SHARED;
-    ps_spec_format(sp, addr, sizeof(addr));
-    ps__sup_log(sup, PS_LOG_WARN, "adopt_shared",
-                "the socket for %s from systemd has SO_REUSEPORT, but no socket can join it "
-                "(%s; the kernel wants the uid that created it): one shared socket",
-                addr, err);
-}
-
-/* Adopt sockets systemd passed us (LISTEN_FDS): each is shared by all slots,
- * unless it has SO_REUSEPORT (adopt_reuseport). */
-static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
-{
-    char **names = NULL;
-    int n, i;
-
-    n = ps_listen_fds(1, &names);
-    if (n < 0) {
-        ps__set_error(err, errlen, "bad LISTEN_FDS from systemd: %s", ps_strerror(n));
-        return n;
-    }
-    for (i = 0; i < n && sup->ngroups < PS_SUP_MAX_LISTENERS; i++) {
-        struct ps_group *g = &sup->groups[sup->ngroups++];
-        struct ps_spec *sp = &g->spec;
-        int r;
-        memset(g, 0, sizeof(*g));
-        r = ps__spec_of_fd(PS_LISTEN_FDS_START + i, sp);
-        if (r < 0) {
-            n = r;
-            ps__set_error(err, errlen, "LISTEN_FDS: descriptor %d is not a socket: %s",
-                          PS_LISTEN_FDS_START + i, ps_strerror(n));
-            sup->ngroups--;
-            break;
-        }
-        sp->reuse = PS_REUSE_SHARED; /* until adopt_reuseport finds company for it */
-        if (names && strcmp(names[i], "unknown"))
-            snprintf(sp->name, sizeof(sp->name), "%s", names[i]);
-        g->shared = 1;
-        g->inherited = 1;
-        g->nfds = 1;
-        g->fds[0] = PS_LISTEN_FDS_START + i;
-        adopt_reuseport(sup, g);
-    }
-    ps_listen_names_free(names);
-    return n;
-}
-
-/* The same address given twice would be two groups on one port: the second
- * would join the first's reuseport group (or fail to bind).  Port 0 twice
- * is two different ports, which is fine. */
-static int check_duplicates(const struct ps_sup_config *cfg, char *err, size_t errlen)
-{
-    char a[160], b[160];
-    int i, j;
-
-    for (i = 0; i < cfg->nspecs; i++)
-        for (j = i + 1; j < cfg->nspecs; j++) {
-            if (cfg->specs[i].proto != PS_PROTO_UNIX &&
-                (cfg->specs[i].port == 0 || cfg->specs[j].port == 0))
-                continue;
-            ps_spec_format(&cfg->specs[i], a, sizeof(a));
-            ps_spec_format(&cfg->specs[j], b, sizeof(b));
-            if (!strcmp(a, b)) {
-                ps__set_error(err, errlen, "listen address %s is given twice (-l %s, -l %s)", a,
-                              cfg->specs[i].text, cfg->specs[j].text);
-                return -EINVAL;
-            }
-        }
-    return 0;
-}
-
-static int bind_all(struct ps_sup *sup, char *err, size_t errlen)
-{
-    struct ps_sup_config *cfg = sup->cfg;
-    int i, r;
-
-    for (i = 0; i < cfg->nspecs; i++) {
-        struct ps_group *g = &sup->groups[sup->ngroups];
-        memset(g, 0, sizeof(*g));
-        g->spec = cfg->specs[i];
-        g->shared = cfg->mode == PS_REUSE_SHARED || g->spec.reuse == PS_REUSE_SHARED;
-        r = ps__group_open(g, sup->target, err, errlen);
-        if (r < 0)
-            return r;
-
-        cfg->specs[i] = g->spec; /* the port the kernel chose, for status */
-        sup->ngroups++;
-    }
-    return 0;
-}
-
-/* Each group's steering, decided before any worker runs. */
-static int steer_init(struct ps_sup *sup, char *err, size_t errlen)
-{
-    int g, r;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        r = ps__group_steer_init(&sup->groups[g], sup->cfg->steering);
-        if (r < 0) {
-            ps__set_error(err, errlen, "--steering ebpf: cannot load the eBPF program: %s",
-                          sup->groups[g].steer_why);
-            return r;
-        }
-        ps__sup_steer_said(sup, &sup->groups[g]);
-    }
-    return 0;
-}
-
-static void log_listeners(struct ps_sup *sup)
-{
-    char addr[160];
-    int g;
-
-    for (g = 0; g < sup->ngroups; g++) {
-        ps_spec_format(&sup->groups[g].spec, addr, sizeof(addr));
-        ps__sup_log(sup, PS_LOG_INFO, "listening", "listening on %s (%d socket%s%s%s)", addr,
-                    sup->groups[g].nfds, sup->groups[g].nfds == 1 ? "" : "s",
-                    sup->groups[g].inherited ? ", from systemd" : "",
-                    sup->groups[g].shared ? ", shared" : ", reuseport");
-    }
-}
-
-static int open_notify(struct ps_sup *sup, char *err, size_t errlen)
-{
-    unsigned rnd = (unsigned)ps__now_ms() ^ (unsigned)getpid() * 2654435761u;
-
-    /* abstract: nothing on disk to clean up, reachable after a uid drop; a
-     * sender is identified by its kernel-checked credentials only */
-    snprintf(sup->notify_addr, sizeof(sup->notify_addr), "@portshare/%ld/%08x/notify",
-             (long)getpid(), rnd);
-    sup->notify_fd = ps_notify_listen(sup->notify_addr);
-    if (sup->notify_fd < 0) {
-        ps__set_error(err, errlen, "cannot open the notify socket: %s",
-                      ps_strerror(sup->notify_fd));
-        return sup->notify_fd;
-    }
-    return 0;
-}
-
-/* The first generation: every slot starts at once (its EV_START), and a
- * program that cannot be executed fails the start instead of a crash loop. */
-static int start_workers(struct ps_sup *sup, char *err, size_t errlen)
-{
-    int s;
-
-    sup->generation = sup->next_generation = 1;
-    sup->nslots = sup->target;
-    for (s = 0; s < sup->nslots; s++) {
-        ps__slot_open(sup, s);
-        if (ps__slot_event(sup, s, EV_START, 0, "start") != SL_STARTING) {
-            ps__set_error(err, errlen, "cannot execute %s: %s", sup->cfg->argv[0],
-                          ps_strerror(sup->spawn_error));
-            return sup->spawn_error;
-        }
-    }
-    return 0;
-}
-
-static void shutdown_all(struct ps_sup *sup)
-{
-    uint64_t end;
-    int g, i;
-
-    for (i = 0; i < sup->nworkers; i++)
-        if (sup->workers[i].pid) {
-            ps__tree_kill(sup, &sup->workers[i]);
-            waitpid(sup->workers[i].pid, NULL, 0);
-            sup->workers[i].pid = 0;
-        }
-    ps__tree_reap_strays(sup, 1);
-    /* the strays are our children (we are their subreaper): wait until
-     * they are gone, or one that still holds a listener would keep the
-     * port from the next supervisor for a moment after we exit (seen
-     * under load by test_run_tree); bounded, SIGKILL is final */
-    for (end = ps__now_ms() + 2000; ps__now_ms() < end;) {
-        pid_t r = waitpid(-1, NULL, WNOHANG);
-        if (r < 0) /* ECHILD: none left */
-            break;
-        if (r == 0) /* still dying */
-            poll(NULL, 0, 10);
-    }
-    for (g = 0; g < sup->ngroups; g++) {
-        if (sup->groups[g].spec.proto == PS_PROTO_UNIX && !sup->groups[g].inherited &&
-            sup->groups[g].spec.host[0] == '/')
-            unlink(sup->groups[g].spec.host);
-        ps__group_close(&sup->groups[g]);
-    }
-    ps__control_close(sup);
-    ps__watch_close(sup);
-    ps__health_close(sup);
-    ps__endpoints_close(sup);
-    ps__close(sup->notify_fd);
-    ps__close(sup->sigfd);
-    sup->notify_fd = sup->sigfd = -1;
-}
-
 /* ---- the loop ------------------------------------------------------------------- */
 
 /* poll(2) failed: EINTR is nothing; EINVAL (more entries than RLIMIT_NOFILE,
@@ -825,7 +600,7 @@ static int poll_failed(struct ps_sup *sup, int *said)
     return 0;
 }
 
-static int loop(struct ps_sup *sup)
+int ps__sup_loop(struct ps_sup *sup)
 {
     struct pollfd pfd[4 + PS_CONN_POLL_MAX + PS_UPGRADE_POLL_MAX];
     int n, nconn, nup, said = 0;
@@ -859,189 +634,4 @@ static int loop(struct ps_sup *sup)
         ps__sup_run_timers(sup);
     }
     return 0;
-}
-
-/* Whatever descriptors we inherited beyond stdio (a shell's, a CI
- * runner's...) must not reach the workers: a worker holds exactly its
- * listeners.  Ours are close-on-exec already; make theirs so too. */
-static void cloexec_inherited(void)
-{
-    struct dirent *de;
-    DIR *d = opendir("/proc/self/fd");
-    int self_fd, fd, flags;
-
-    if (!d)
-        return;
-    self_fd = dirfd(d);
-    while ((de = readdir(d))) {
-        fd = atoi(de->d_name);
-        if (de->d_name[0] == '.' || fd < 3 || fd == self_fd)
-            continue;
-        flags = fcntl(fd, F_GETFD);
-        if (flags >= 0 && !(flags & FD_CLOEXEC))
-            fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-    }
-    closedir(d);
-}
-
-void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
-{
-    struct ps_conns *conns = sup->conns;
-    struct ps_health *health = sup->health;
-
-    ps__health_reset(sup);
-    memset(sup, 0, sizeof(*sup));
-    sup->conns = conns;   /* allocated once (connsrv.c) */
-    sup->health = health; /* and health.c */
-    sup->cfg = cfg;
-    sup->sys = &ps__sup_sys_real;
-    sup->target = cfg->workers;
-    sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
-    sup->metrics_fd = sup->agent_fd = -1;
-    sup->upgrade_client = -1;
-    sup->started_ms = sup->checked_ms = ps__now_ms();
-    sup->started_wall = time(NULL);
-}
-
-/* What ps_sup_run changes in the process and puts back when it returns:
- * the signal mask, SIGPIPE, NOTIFY_SOCKET, the subreaper flag. */
-struct saved_process {
-    sigset_t mask;
-    struct sigaction sigpipe;
-    char *notify_socket;
-    int subreaper;
-};
-
-static void save_process(struct saved_process *p)
-{
-    sigset_t set;
-    const char *ns = getenv("NOTIFY_SOCKET");
-
-    signal_set(&set);
-    sigprocmask(SIG_BLOCK, &set, &p->mask);
-    sigaction(SIGPIPE, &(struct sigaction){.sa_handler = SIG_IGN}, &p->sigpipe);
-    p->notify_socket = ns ? strdup(ns) : NULL;
-    p->subreaper = 0;
-    prctl(PR_GET_CHILD_SUBREAPER, &p->subreaper);
-}
-
-static void restore_process(struct saved_process *p)
-{
-    if (p->notify_socket)
-        setenv("NOTIFY_SOCKET", p->notify_socket, 1);
-    free(p->notify_socket);
-    p->notify_socket = NULL;
-    prctl(PR_SET_CHILD_SUBREAPER, p->subreaper);
-    sigaction(SIGPIPE, &p->sigpipe, NULL);
-    sigprocmask(SIG_SETMASK, &p->mask, NULL);
-}
-
-static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup_stage *stage)
-{
-    int r;
-
-    r = check_duplicates(sup->cfg, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_CONFIG, r;
-    r = ps__watch_open(sup, err, errlen);
-    if (r < 0)
-        return *stage = r == -ENOENT || r == -ENOTDIR || r == -EACCES ? PS_SUP_STAGE_CONFIG
-                                                                      : PS_SUP_STAGE_SYSTEM,
-               r;
-    /* the control socket first: `status` works as soon as the port listens */
-    r = ps__control_open(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_CONTROL, r;
-    r = adopt_systemd(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_SYSTEM, r;
-    if (sup->ngroups + sup->cfg->nspecs == 0) {
-        ps__set_error(err, errlen,
-                      "nothing to listen on: give -l SPEC (or run under systemd socket "
-                      "activation)");
-        return *stage = PS_SUP_STAGE_BIND, -EINVAL;
-    }
-    r = bind_all(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_BIND, r;
-    r = ps__endpoints_open(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_BIND, r;
-    r = steer_init(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_SYSTEM, r;
-    log_listeners(sup);
-    r = open_notify(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_SYSTEM, r;
-    r = start_workers(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_EXEC, r;
-    return 0;
-}
-
-int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_stage *stage)
-{
-    static struct ps_sup sup; /* large (worker table); one per process */
-    const char *state = getenv("PORTSHARE_UPGRADE_STATE");
-    struct saved_process saved;
-    const char *ns;
-    int r;
-
-    *stage = PS_SUP_STAGE_NONE;
-    save_process(&saved);
-    ps__sup_init(&sup, cfg);
-    /* systemd's notify socket is ours; workers get our own */
-    ns = getenv("NOTIFY_SOCKET");
-    if (ns && *ns)
-        snprintf(sup.systemd_notify, sizeof(sup.systemd_notify), "%s", ns);
-    unsetenv("NOTIFY_SOCKET");
-    cloexec_inherited();
-    r = open_signals(&sup);
-    if (r == 0)
-        r = ps__control_init(&sup);
-    if (r == 0)
-        r = ps__endpoints_init(&sup);
-    if (r == 0)
-        r = ps__tree_init();
-    if (r < 0) {
-        ps__set_error(err, errlen, "cannot set up the supervisor: %s", ps_strerror(r));
-        *stage = PS_SUP_STAGE_SYSTEM;
-        goto out;
-    }
-    if (state) {
-        r = ps__upgrade_restore(&sup, state, err, errlen);
-        unsetenv("PORTSHARE_UPGRADE_STATE");
-        if (r == 0)
-            r = ps__endpoints_open(&sup, err, errlen); /* adopts what was carried */
-        if (r < 0) {
-            *stage = PS_SUP_STAGE_SYSTEM;
-            goto out;
-        }
-        if (ps__watch_open(&sup, err, errlen) < 0) /* the new image's own descriptor */
-            ps__sup_log(&sup, PS_LOG_WARN, "watch_failed", "%s", err);
-        ps__sup_log(&sup, PS_LOG_INFO, "upgraded",
-                    "supervisor re-executed in place (pid %ld), %d worker(s) kept", (long)getpid(),
-                    ps__sup_live_workers(&sup));
-        sup.told_ready = 1;
-        ps__sup_tell_systemd(&sup, "READY=1");
-    } else {
-        r = start_fresh(&sup, err, errlen, stage);
-        if (r < 0)
-            goto out;
-    }
-    sup.steer_dirty = 1;
-    r = loop(&sup);
-    ps__op_finish_all(&sup);
-    if (r < 0) {
-        ps__set_error(err, errlen, "the event loop failed: poll: %s", ps_strerror(r));
-        *stage = PS_SUP_STAGE_SYSTEM;
-    } else {
-        ps__sup_log(&sup, PS_LOG_INFO, "stopped", "stopped");
-    }
-    ps__control_flush(&sup, 1000);
-out:
-    shutdown_all(&sup);
-    restore_process(&saved);
-    return r;
 }

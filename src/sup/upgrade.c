@@ -264,6 +264,8 @@ static const struct field slot_fields[] = {
     FLD(struct ps_slot, lost, F_UINT),
     FLD(struct ps_slot, stalls, F_UINT),
     FLD(struct ps_slot, rescues, F_UINT),
+    FLD(struct ps_slot, leaving, F_INT),
+    FLD(struct ps_slot, leaving_shares, F_INT),
 };
 
 static const struct field worker_fields[] = {
@@ -845,6 +847,7 @@ static int validate(const struct ps_sup *sup, int nslots_seen)
     for (s = 0; s < sup->nslots; s++) {
         const struct ps_slot *sl = &sup->slots[s];
         if (sl->current >= sup->nworkers || sl->next >= sup->nworkers ||
+            sl->leaving >= sup->nworkers || (sl->leaving >= 0 && !sup->workers[sl->leaving].pid) ||
             (sl->current >= 0 && !sup->workers[sl->current].pid) ||
             (sl->next >= 0 && !sup->workers[sl->next].pid))
             return -EINVAL;

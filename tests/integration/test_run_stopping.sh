@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Issue 13, item 2: a worker that says STOPPING=1 by itself (and keeps
-# running, keeps accepting) is steered away at once, shown as draining,
-# and replaced in its slot without counting a restart; no request fails.
+# A worker that says STOPPING=1 by itself (and keeps running, keeps
+# accepting) is steered away at once, shown as draining, and replaced in its
+# slot without counting a restart; no request fails.  Its successor does not
+# share its socket: once the successor is ready the leaving worker gets no
+# new connection.  One that says it soon after it started counts as a quick
+# exit (back-off, crash loop), and a slot keeps one leaving worker.
 # The worker is a small python3 program speaking sd_notify's datagram
 # protocol the way sd_notify(3) does (the abstract '@' address).
 . "$(dirname "$0")/sup_lib.sh"
@@ -62,7 +65,9 @@ srv.serve_forever()
 EOS
 export T
 
-sup_start st -l 127.0.0.1:0 -w 2 --drain-timeout 10s -- python3 "$T/stopper.py"
+# --ready notify: a python that takes longer than --ready-delay to import
+# (a loaded machine) must not be guessed ready while it cannot answer yet
+sup_start st -l 127.0.0.1:0 -w 2 --drain-timeout 10s --ready notify -- python3 "$T/stopper.py"
 victim=$(status_json st | jq -r '.slots[0].pid')
 load_start load --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --duration 60
 touch "$T/slow"
@@ -96,3 +101,60 @@ s=$(status_json st)
 grep -q "said STOPPING=1: steered away, replaced" "$T/st.log" || fail "no log line for STOPPING=1"
 ok "STOPPING=1: steered away ($before requests before, $after after while it still accepted for 1.8 s), draining, replaced, 0 restarts, $(jq .sent <<<"$RES") requests 0 failed"
 echo "PASS: STOPPING=1 honoured"
+
+# a worker that says STOPPING=1 and keeps accepting for as long as it runs:
+# once its successor is ready it gets none of 200 new connections (with
+# eBPF its successor has a fresh socket; with classic BPF the slot is not
+# steered to while the two would share one)
+for want in auto cbpf; do
+    sup_start sh$want -l 127.0.0.1:0 -w 2 --drain-timeout 5s --steering "$want" -- "$TESTWORKER" --stopping-on-usr2
+    steer=$(status_json sh$want | jq -r .steering)
+    if [ "$want" = auto ] && [ "$steer" != ebpf ]; then
+        note "no eBPF steering here ($steer): the classic-BPF round only"
+        continue
+    fi
+    steer=$want
+    victim=$(status_json sh$want | jq -r '.slots[0].pid')
+    kill -USR2 "$victim"
+    wait_until 10 bash -c "'$PORTSHARE' status --json --control '$T/sh$want.sock' | jq -e '.slots[0].state == \"ready\" and .slots[0].pid != $victim'" ||
+        fail "$steer: no ready successor in slot 0: $(status_json sh$want)"
+    succ=$(status_json sh$want | jq -r '.slots[0].pid')
+    RES=$("$LOADGEN" --json --connect 127.0.0.1:$PORT --threads 1 --concurrency 4 --requests 200)
+    kill -0 "$victim" || fail "$steer: the leaving worker is gone (the test proves nothing)"
+    [ "$(jq .failed <<<"$RES")" = 0 ] || fail "$steer: requests failed: $RES"
+    got=$(jq ".by_pid[\"$victim\"] // 0" <<<"$RES")
+    [ "$got" = 0 ] || fail "$steer: the leaving worker got $got of 200 new connections after its successor was ready: $RES"
+    if [ "$steer" = ebpf ]; then
+        [ "$(jq ".by_pid[\"$succ\"] // 0" <<<"$RES")" -gt 0 ] || fail "ebpf: the successor got nothing: $RES"
+    fi
+    ok "$steer: the leaving worker got 0 of 200 once its successor was ready ($(jq -c .by_pid <<<"$RES"))"
+done
+
+# says STOPPING=1 at once and exits 300 ms later: a quick exit, backed off
+# and counted, the crash-loop line when it loops (not a successor at once,
+# again and again, with 0 restarts)
+sup_start q -l 127.0.0.1:0 -w 1 -- "$TESTWORKER" --stopping-after 0 --exit-after 300 0
+sleep 3
+s=$(status_json q)
+r=$(jq '.slots[0].restarts' <<<"$s")
+started=$(grep -c 'worker_started' "$T/q.log")
+[ "$r" -ge 3 ] || fail "STOPPING=1 then exit: $r restarts counted in 3 s: $s"
+[ "$started" -le 12 ] || fail "STOPPING=1 then exit: $started workers started in 3 s (not backed off)"
+grep -q 'crash_loop' "$T/q.log" || fail "no crash-loop line: $(tail -3 "$T/q.log")"
+ok "STOPPING=1 then exit 300 ms later: $r restarts, $started starts in 3 s, crash loop reported"
+
+# says STOPPING=1 at once and keeps running: a slot keeps one leaving worker
+# (a worker that said it is not sent the drain signal at stop: it is on its
+# way out; the short drain timeout ends it)
+sup_start k -l 127.0.0.1:0 -w 1 --drain-timeout 3s -- "$TESTWORKER" --stopping-after 0
+most=0
+for i in $(seq 1 8); do
+    n=$(status_json k | jq '[.slots[].pid, .other_workers[].pid] | map(select(. != null and . != 0)) | length')
+    [ "$n" -gt "$most" ] && most=$n
+    sleep 0.2
+done
+[ "$most" -le 3 ] || fail "STOPPING=1 at once, still running: up to $most workers for one slot: $(status_json k)"
+[ "$(status_json k | jq '.slots[0].restarts')" -ge 3 ] || fail "STOPPING=1 at once is not counted: $(status_json k)"
+grep -q 'a slot keeps one leaving worker' "$T/k.log" || fail "no line about the leaving worker killed"
+ok "STOPPING=1 at once and still running: at most $most workers for the slot"
+echo "PASS: a leaving worker never shares its socket; STOPPING=1 loops are backed off"

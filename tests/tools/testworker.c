@@ -9,6 +9,7 @@
  *   testworker [--ready-after MS] [--never-ready] [--no-notify]
  *              [--exit-after MS CODE] [--crash-on-start] [--delay-response MS]
  *              [--ignore-term] [--dump FILE] [--status TEXT] [--defer-accept SECS]
+ *              [--stopping-after MS] [--stopping-on-usr2]
  *
  * --never-ready sends only STATUS= (it speaks sd_notify, so `--ready auto`
  * waits for a READY=1 that never comes); --ready-after sends STATUS= at
@@ -31,6 +32,11 @@
  * exit 0.  Connections still queued in the listeners stay there for the
  * next worker of the slot.  Listeners are set O_NONBLOCK, which is shared
  * with every holder of the same file description (the supervisor too).
+ *
+ * --stopping-after MS sends STOPPING=1 MS after start (after READY=1 when
+ * both are due at once) and --stopping-on-usr2 on SIGUSR2: either way it
+ * keeps running and accepting as before, as a worker that announces it is
+ * leaving but has not stopped yet.
  *
  * --defer-accept SECS sets TCP_DEFER_ACCEPT on the stream listeners (the
  * socket, shared with the supervisor): a connection stays in its handshake
@@ -77,10 +83,10 @@
 #include <unistd.h>
 
 static struct {
-    long ready_after, exit_after, delay, defer_accept;
-    int never_ready, no_notify, exit_code, crash, ignore_term;
+    long ready_after, exit_after, delay, defer_accept, stopping_after;
+    int never_ready, no_notify, exit_code, crash, ignore_term, stopping_on_usr2;
     const char *dump, *status;
-} opt = {.exit_after = -1};
+} opt = {.exit_after = -1, .stopping_after = -1};
 
 enum kind { K_LISTEN, K_DGRAM, K_CONN, K_SIGNAL };
 enum cstate { S_READ, S_DELAY, S_WRITE };
@@ -119,7 +125,7 @@ static struct listener *listeners;
 static int nlisteners;
 static struct conn *conns;
 static int draining;
-static long long ready_at = -1, exit_at = -1, resume_at = -1;
+static long long ready_at = -1, exit_at = -1, resume_at = -1, stopping_at = -1;
 
 static long long now_ms(void)
 {
@@ -153,13 +159,19 @@ static long parse_ms(const char *s, const char *name)
 
 static void parse_options(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"ready-after", required_argument, 0, 'r'}, {"never-ready", no_argument, 0, 'N'},
-        {"no-notify", no_argument, 0, 'n'},         {"exit-after", required_argument, 0, 'x'},
-        {"crash-on-start", no_argument, 0, 'c'},    {"delay-response", required_argument, 0, 'd'},
-        {"ignore-term", no_argument, 0, 'i'},       {"dump", required_argument, 0, 'D'},
-        {"status", required_argument, 0, 's'},      {"defer-accept", required_argument, 0, 'A'},
-        {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"ready-after", required_argument, 0, 'r'},
+                                             {"never-ready", no_argument, 0, 'N'},
+                                             {"no-notify", no_argument, 0, 'n'},
+                                             {"exit-after", required_argument, 0, 'x'},
+                                             {"crash-on-start", no_argument, 0, 'c'},
+                                             {"delay-response", required_argument, 0, 'd'},
+                                             {"ignore-term", no_argument, 0, 'i'},
+                                             {"dump", required_argument, 0, 'D'},
+                                             {"status", required_argument, 0, 's'},
+                                             {"defer-accept", required_argument, 0, 'A'},
+                                             {"stopping-after", required_argument, 0, 'S'},
+                                             {"stopping-on-usr2", no_argument, 0, 'U'},
+                                             {0, 0, 0, 0}};
     int o;
 
     opterr = 0;
@@ -196,6 +208,12 @@ static void parse_options(int argc, char **argv)
             break;
         case 's':
             opt.status = optarg;
+            break;
+        case 'S':
+            opt.stopping_after = parse_ms(optarg, "--stopping-after");
+            break;
+        case 'U':
+            opt.stopping_on_usr2 = 1;
             break;
         case 'A': /* seconds, as TCP_DEFER_ACCEPT takes them */
             opt.defer_accept = parse_ms(optarg, "--defer-accept");
@@ -666,6 +684,8 @@ static void setup_signals(void)
     signal(SIGINT, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
+    if (opt.stopping_on_usr2)
+        sigaddset(&set, SIGUSR2);
     if (!opt.ignore_term)
         sigaddset(&set, SIGTERM);
     sigprocmask(SIG_BLOCK, &set, NULL);
@@ -691,6 +711,10 @@ static int run_timers(void)
         ready_at = -1;
         send_ready();
     }
+    if (stopping_at >= 0 && now >= stopping_at && ready_at < 0) {
+        stopping_at = -1;
+        notify("STOPPING=1"); /* and keeps serving */
+    }
     if (exit_at >= 0 && now >= exit_at)
         _exit(opt.exit_code); /* abrupt on purpose: a crash, as far as anyone can tell */
     if (resume_at >= 0 && now >= resume_at)
@@ -705,6 +729,7 @@ static int run_timers(void)
             next = earliest(next, c->respond_at);
     }
     next = earliest(earliest(next, ready_at), earliest(exit_at, resume_at));
+    next = earliest(next, stopping_at);
     return next < 0 ? -1 : (int)(next > now ? next - now : 0);
 }
 
@@ -712,8 +737,12 @@ static void on_signal(void)
 {
     struct signalfd_siginfo si;
 
-    while (read(sig_item.fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        start_drain();
+    while (read(sig_item.fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR2)
+            notify("STOPPING=1"); /* --stopping-on-usr2: and keeps serving */
+        else
+            start_drain();
+    }
 }
 
 static void serve(void)
@@ -810,6 +839,8 @@ int main(int argc, char **argv)
         exit_at = now_ms() + opt.exit_after;
     if (!opt.never_ready && !opt.no_notify)
         ready_at = now_ms() + opt.ready_after;
+    if (opt.stopping_after >= 0)
+        stopping_at = now_ms() + opt.stopping_after;
     serve();
     free(listeners);
     free(body);

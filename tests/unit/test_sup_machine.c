@@ -2,7 +2,8 @@
  * test_sup_machine.c - the supervisor's state machine, without a single
  * process.
  *
- * First every row of the slot table (slots.c): a slot is brought to the
+ * First every row of the slot table (slots.c) and of the worker's
+ * (worker.c): a slot is brought to the
  * state the way the loop brings it there, its worker in the condition the
  * event implies, the event is fired through ps__slot_event() and the new
  * state and what the row's action did to the world are checked.  Then
@@ -1022,7 +1023,7 @@ static int consistent(enum ps_slot_event ev, const struct ps_worker *w)
 
 static int is_no(const struct ps_slot_transition *t)
 {
-    return t->action == A_IGNORE && t->next == SL_STATE_COUNT;
+    return t->action == A_NONE;
 }
 
 struct snap {
@@ -1082,6 +1083,7 @@ static void expect_action(const struct pair_run *r)
 
     assert_int_equal(sl->lost, b->sl[1].lost + (t->action == A_REVIVE));
     switch (t->action) {
+    case A_NONE: /* not run here: is_no() */
     case A_IGNORE:
         assert_int_equal(sl->current, cur);
         assert_int_equal(fake.ncalls, 0);
@@ -1100,15 +1102,26 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(fake.ncalls, 0);
         assert_true(sup.steer_dirty);
         break;
-    case A_RELEASE:
-        /* it leaves by itself: replaced at once, not a crash, not signalled */
+    case A_RELEASE: {
+        /* it leaves by itself, not signalled, the slot's leaving worker:
+         * replaced at once when it had served for a while or is the first
+         * quick failure in a row (remembered, not a restart), else counted
+         * and backed off as a quick exit */
+        const struct ps_worker *lw = &b->workers[cur];
+        int quick = !(t0 - lw->started_ms >= 10000 || (lw->ready_ms && t0 - lw->ready_ms >= 1000));
+        int counted = quick && b->sl[1].crashes > 0;
         assert_int_equal(sl->current, -1);
         assert_true(sup.workers[cur].pid && sup.workers[cur].state == W_DRAINING);
-        assert_int_equal(sl->backoff_until, 0);
-        assert_int_equal(sl->restarts, b->sl[1].restarts);
-        assert_int_equal(sl->crashes, b->sl[1].crashes);
+        assert_int_equal(sl->leaving, cur);
+        assert_int_equal(sl->restarts, b->sl[1].restarts + counted);
+        assert_int_equal(sl->crashes, counted ? b->sl[1].crashes + 1 : (unsigned)quick);
+        if (!counted)
+            assert_int_equal(sl->backoff_until, 0);
+        else
+            assert_true(sl->backoff_until >= t0 && sl->backoff_until <= t1 + 30000);
         assert_int_equal(fake.ncalls, 0);
         break;
+    }
     case A_CRASH:
         assert_int_equal(sl->current, -1);
         assert_int_equal(sl->restarts, b->sl[1].restarts + 1);
@@ -1216,6 +1229,23 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(sl->backoff_until, 0);
         expect_drained(cur, t0, t1, cfg.drain_timeout_ms);
         expect_one_signal(cur, DRAIN_SIG);
+        assert_int_equal(sl->leaving, cur);
+        break;
+    case A_OPEN:
+        /* a fresh slot: nothing of its past, its start due at once */
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(sl->next, -1);
+        assert_int_equal(sl->leaving, -1);
+        assert_int_equal(sl->restarts, 0);
+        assert_int_equal(sl->crashes, 0);
+        assert_int_equal(sl->backoff_until, 0);
+        assert_int_equal(fake.ncalls, 0);
+        break;
+    case A_CLOSE:
+        /* the last slot's socket closes: one slot less */
+        assert_int_equal(sup.nslots, b->nslots - 1);
+        assert_int_equal(sl->current, -1);
+        assert_int_equal(fake.ncalls, 0);
         break;
     case A_COUNT:
         fail_msg("row with action A_COUNT");
@@ -1229,9 +1259,12 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     struct ps_slot *sl = &sup.slots[SUBJECT];
     struct snap *before = &r.before;
     enum ps_slot_state got;
+    int guarded;
 
     pair_setup(st, v);
     r.cur = sl->current;
+    /* a row whose guard says no now: the event means nothing */
+    guarded = !is_no(r.t) && !ps__slot_can(&sup, SUBJECT, ev);
     if (!is_no(r.t) && !consistent(ev, r.cur >= 0 ? &sup.workers[r.cur] : NULL))
         return 0;
     if (ev == EV_REPLACE && reloadable(st)) {
@@ -1259,9 +1292,11 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     if (ev == EV_EXIT && r.cur >= 0)
         sup.workers[r.cur].pid = 0; /* the reaper frees the entry after the event */
 
-    r.want = r.t->next == SL_STATE_COUNT ? st : r.t->next;
-    if (r.t->action == A_KEEP && st == SL_RETIRING) /* the documented alternatives */
-        r.want = v == V_OLD_WORKER ? SL_BACKOFF : v == V_STARTING_WORKER ? SL_STARTING : SL_READY;
+    r.want = is_no(r.t) || guarded || r.t->next == SL_STATE_COUNT ? st : r.t->next;
+    if (r.t->action == A_KEEP && !guarded) /* the row's alternatives */
+        r.want = st == SL_CLOSING || v == V_OLD_WORKER ? r.t->alt2
+                 : v == V_STARTING_WORKER              ? r.t->alt
+                                                       : r.t->next;
     if (got != r.want || sl->state != r.want)
         fail_msg("%s --%s--> %s (%s), the table says %s", ps__slot_state_name(st),
                  ps__slot_event_name(ev), ps__slot_state_name(got), variant_names[v],
@@ -1270,7 +1305,7 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
     assert_memory_equal(&sup.slots[0], &before->sl[0], sizeof(before->sl[0]));
     assert_memory_equal(&sup.workers[sup.slots[0].current], &before->workers[before->sl[0].current],
                         sizeof(struct ps_worker));
-    if (is_no(r.t)) {
+    if (is_no(r.t) || guarded) {
         /* nothing at all happens */
         assert_memory_equal(sl, &before->sl[1], sizeof(*sl));
         if (ev != EV_EXIT)
@@ -1280,6 +1315,8 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
         return 1;
     }
     expect_action(&r);
+    if (r.t->action == A_OPEN) /* beyond nslots until the scale-up counts it */
+        return 1;
     check_slot(SUBJECT);
     check_status();
     return 1;
@@ -1319,10 +1356,13 @@ static void test_table_shape(void **state)
             const struct ps_slot_transition *t = &ps__slot_table[st][ev];
             assert_true(t->action < A_COUNT);
             assert_true(t->next <= SL_STATE_COUNT);
-            assert_true(t->next < SL_STATE_COUNT || t->action == A_IGNORE);
+            assert_true(t->next < SL_STATE_COUNT || is_no(t));
             /* stopping and closed are the end */
-            if (st == SL_STOPPING || st == SL_CLOSED)
+            if (st == SL_STOPPING || (st == SL_CLOSED && ev != EV_OPEN))
                 assert_true(is_no(t));
+            /* a slot comes into existence and goes only by its events */
+            assert_true((t->action == A_OPEN) == (st == SL_CLOSED && ev == EV_OPEN));
+            assert_true((t->action == A_CLOSE) == (st == SL_CLOSING && ev == EV_CLOSE));
             /* a slot without a worker hears nothing from one */
             if ((st == SL_BACKOFF || st == SL_CLOSING || st == SL_STOPPING || st == SL_CLOSED) &&
                 (ev == EV_READY || ev == EV_STOPPING || ev == EV_EXIT || ev == EV_READY_LATE ||
@@ -1343,6 +1383,74 @@ static void test_table_shape(void **state)
         for (ev = 0; ev < EV_COUNT; ev++)
             assert_true((ps__slot_table[st][ev].action == A_SPAWN) ==
                         (st == SL_BACKOFF && ev == EV_START));
+}
+
+/* Every row of the worker's table (worker.c), and every pair without one:
+ * the state it moves to and what it does to the world. */
+static void test_worker_rows(void **state)
+{
+    static const int want[W_STATE_COUNT][WE_COUNT] = {
+        /* READY, STOPPING, DRAIN, ABORT, KILL; -1: no row */
+        [W_STARTING] = {W_READY, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
+        [W_READY] = {-1, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
+        [W_DRAINING] = {-1, -1, -1, W_DRAINING, W_KILLED},
+        [W_KILLED] = {-1, -1, -1, -1, W_KILLED},
+    };
+    struct machine_opts o = {.workers = 1, .drain_signal = DRAIN_SIG};
+    struct ps_worker *w;
+    int st, ev, idx, moved;
+
+    (void)state;
+    for (st = 0; st < W_STATE_COUNT; st++)
+        for (ev = 0; ev < WE_COUNT; ev++) {
+            machine_init(&o);
+            idx = fake_spawn(&sup, 0, 1);
+            assert_true(idx >= 0);
+            w = &sup.workers[idx];
+            w->state = (enum ps_worker_state)st;
+            w->deadline_ms = w->ready_ms = 0;
+            fake_calls_reset();
+            assert_int_equal(ps__worker_can(w, ev), want[st][ev] >= 0);
+            moved = ps__worker_step(&sup, w, (enum ps_worker_event)ev, "test");
+            assert_int_equal(moved, want[st][ev] >= 0);
+            if (!moved) {
+                assert_int_equal(w->state, st);
+                assert_int_equal(fake.ncalls, 0);
+                continue;
+            }
+            assert_int_equal(w->state, want[st][ev]);
+            switch (ev) {
+            case WE_READY:
+                assert_int_equal(w->ready_ms, clock_ms);
+                assert_int_equal(fake.ncalls, 0);
+                break;
+            case WE_STOPPING: /* it goes by itself: no signal, a deadline */
+                assert_int_equal(fake.ncalls, 0);
+                assert_int_equal(w->deadline_ms, clock_ms + cfg.drain_timeout_ms);
+                break;
+            case WE_DRAIN:
+                expect_one_signal(idx, DRAIN_SIG);
+                assert_int_equal(w->deadline_ms, clock_ms + cfg.drain_timeout_ms);
+                break;
+            case WE_ABORT:
+                expect_one_signal(idx, SIGABRT);
+                assert_int_equal(w->deadline_ms, clock_ms + 2000);
+                break;
+            case WE_KILL:
+                assert_int_equal(fake.ncalls, 1);
+                assert_int_equal(fake.calls[0].kind, CALL_KILL_TREE);
+                assert_int_equal(w->deadline_ms, clock_ms + 5000);
+                break;
+            }
+            w->pid = 0;
+            machine_close();
+        }
+    /* a free entry hears nothing */
+    machine_init(&o);
+    idx = fake_spawn(&sup, 0, 1);
+    sup.workers[idx].pid = 0;
+    assert_int_equal(ps__worker_step(&sup, &sup.workers[idx], WE_KILL, "test"), 0);
+    machine_close();
 }
 
 static void test_names(void **state)
@@ -2045,6 +2153,13 @@ static void step_slot_event(void)
                 break;
             }
         break;
+    case EV_OPEN: /* a scale-up opens the slots beyond the last */
+        if (sup.nslots < MAX_SCALE)
+            request(OP_SCALE, sup.nslots + 1, rnd(2));
+        break;
+    case EV_CLOSE: /* a retired slot closes when the loop finds it idle */
+        timers();
+        break;
     }
 }
 
@@ -2113,7 +2228,7 @@ static void step(void)
 }
 
 /* States the loop can never leave, except CLOSED by a scale-up reopening
- * the slot (ps__slot_open, not a row of the table). */
+ * the slot (its EV_OPEN). */
 static void check_absorbing(const enum ps_slot_state *before, int target_before)
 {
     int s;
@@ -2287,6 +2402,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_table_shape),
         cmocka_unit_test(test_every_row),
+        cmocka_unit_test(test_worker_rows),
         cmocka_unit_test(test_start_fails),
         cmocka_unit_test(test_default_drain_signal),
         cmocka_unit_test(test_each_requester_gets_its_own_outcome),

@@ -1,0 +1,120 @@
+/*
+ * worker.c - the life of one worker process, as a table.
+ *
+ * A worker is born W_STARTING (spawn.c) and its entry is freed when it is
+ * reaped (supervisor.c); in between every change of its state is a row of
+ * the table below, run by ps__worker_step().  What the change means to its
+ * slot or to the reload is decided after, by the slot's table (slots.c)
+ * and the loop's routing (supervisor.c).
+ */
+#include "sup_internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+#define WATCHDOG_KILL_MS 2000 /* SIGABRT, then SIGKILL after this */
+#define KILL_RECHECK_MS  5000 /* SIGKILL sent and still there: send again */
+
+typedef void worker_action_fn(struct ps_sup *sup, struct ps_worker *w, const char *why);
+
+struct worker_row {
+    worker_action_fn *action; /* NULL: no row, the event means nothing */
+    enum ps_worker_state next;
+};
+
+/* it said READY=1, or the kernel or the clock says it is */
+static void w_ready(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    w->ready_ms = w->ping_ms = ps__now_ms();
+    snprintf(w->ready_by, sizeof(w->ready_by), "%s", why);
+    ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
+                (long)w->pid, w->slot, w->generation, why);
+}
+
+/* it said STOPPING=1: it goes by itself (no signal), killed if it is still
+ * there after the drain timeout */
+static void w_leave(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    (void)why;
+    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
+    sup->steer_dirty = 1;
+}
+
+static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
+    sup->sys->signal(sup, w, sup->cfg->drain_signal ? sup->cfg->drain_signal : SIGTERM);
+    ps__sup_log(sup, PS_LOG_INFO, "worker_draining",
+                "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
+                w->generation, why);
+    sup->steer_dirty = 1;
+}
+
+/* a watchdog miss: SIGABRT for a core dump of the hang, as systemd does */
+static void w_abort(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    (void)why;
+    w->deadline_ms = ps__now_ms() + WATCHDOG_KILL_MS;
+    sup->sys->signal(sup, w, SIGABRT);
+    sup->steer_dirty = 1;
+}
+
+/* its whole tree, and again if it is still there a while later */
+static void w_kill(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    (void)why;
+    w->deadline_ms = ps__now_ms() + KILL_RECHECK_MS;
+    sup->sys->kill_tree(sup, w);
+}
+
+/* clang-format off */
+static const struct worker_row table[W_STATE_COUNT][WE_COUNT] = {
+    [W_STARTING][WE_READY]    = {w_ready, W_READY},
+    [W_STARTING][WE_STOPPING] = {w_leave, W_DRAINING},
+    [W_STARTING][WE_DRAIN]    = {w_drain, W_DRAINING},
+    [W_STARTING][WE_ABORT]    = {w_abort, W_DRAINING},
+    [W_STARTING][WE_KILL]     = {w_kill,  W_KILLED},
+    [W_READY][WE_STOPPING]    = {w_leave, W_DRAINING},
+    [W_READY][WE_DRAIN]       = {w_drain, W_DRAINING},
+    [W_READY][WE_ABORT]       = {w_abort, W_DRAINING},
+    [W_READY][WE_KILL]        = {w_kill,  W_KILLED},
+    [W_DRAINING][WE_ABORT]    = {w_abort, W_DRAINING},
+    [W_DRAINING][WE_KILL]     = {w_kill,  W_KILLED},
+    [W_KILLED][WE_KILL]       = {w_kill,  W_KILLED},
+};
+/* clang-format on */
+
+int ps__worker_step(struct ps_sup *sup, struct ps_worker *w, enum ps_worker_event ev,
+                    const char *why)
+{
+    const struct worker_row *r;
+
+    if (!w->pid || w->state >= W_STATE_COUNT || ev >= WE_COUNT)
+        return 0;
+    r = &table[w->state][ev];
+    if (!r->action)
+        return 0;
+    r->action(sup, w, why);
+    w->state = r->next;
+    return 1;
+}
+
+int ps__worker_can(const struct ps_worker *w, enum ps_worker_event ev)
+{
+    return w->pid && w->state < W_STATE_COUNT && ev < WE_COUNT && table[w->state][ev].action;
+}
+
+void ps__worker_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    ps__worker_step(sup, w, WE_DRAIN, why);
+}
+
+void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w)
+{
+    ps__worker_step(sup, w, WE_ABORT, "watchdog");
+}
+
+void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w)
+{
+    ps__worker_step(sup, w, WE_KILL, "kill");
+}
