@@ -6,7 +6,7 @@
  * listening sockets.  The loop turns each into what it means for one worker
  * (its W_* state), then for its slot (a slot event, slots.c) or for the
  * reload in flight (ops.c).  The listening sockets are created once and
- * held for the supervisor's whole life (DESIGN.md §1); each worker of slot
+ * held for the supervisor's whole life (docs/DESIGN.md, "Who owns a socket"); each worker of slot
  * i, of any generation, gets copies of socket i of every listener at fds 3..
  * (the systemd protocol).
  */

@@ -2,7 +2,7 @@
  * supervisor.h - the supervisor behind `portshare run` (private API).
  *
  * The supervisor owns every listening socket for its whole life and hands
- * copies to workers (DESIGN.md §1).  It is one single-threaded event loop
+ * copies to workers (docs/DESIGN.md, "Who owns a socket").  It is one single-threaded event loop
  * over a signalfd, the notify socket, the control socket and timers.
  */
 #ifndef PS_SUPERVISOR_H
@@ -70,7 +70,7 @@ struct ps_sup_config {
     char **self_argv;     /* our command line, replayed by upgrade */
     ps_sup_log_fn log;
     void *log_ctx;
-    /* Added for `portshare serve` (issue 11).  All off when zero. */
+    /* What `portshare serve` adds.  All off when zero. */
     const char *exec_path;   /* NULL: execvp(argv[0]); else this file is opened
                               * in the child before privileges are dropped
                               * and run through the descriptor (fexecve), so
@@ -86,7 +86,7 @@ struct ps_sup_config {
      * is still starting sees it pending once it reads its signals. */
     int (*on_reopen)(void *ctx, char *err, size_t errlen);
     void *reopen_ctx;
-    /* Operations endpoints (issue 13).  Off when the spec's text is empty. */
+    /* Operations endpoints (--metrics, --agent).  Off when the spec's text is empty. */
     struct ps_spec metrics; /* --metrics: GET /metrics, GET /healthz (HTTP) */
     struct ps_spec agent;   /* --agent: HAProxy agent-check */
     unsigned lameduck_ms;   /* SIGTERM: lame duck this long before draining (0: off) */

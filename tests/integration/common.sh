@@ -46,3 +46,22 @@ in_private_netns() {
     unshare -n true 2>/dev/null || return 1
     PS_NETNS=1 exec unshare -n -- bash -c 'ip link set lo up && exec bash "$@"' bash "$0" "$@"
 }
+
+# cpu_ticks PID: user+system clock ticks of a process so far (fields 14 and
+# 15 of /proc/PID/stat, counted after the command name's closing paren)
+cpu_ticks() {
+    local stat rest f
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    read -ra f <<<"$rest"
+    echo $(( f[11] + f[12] ))
+}
+
+# assert_sleeping PID WHAT: the process used at most 20 ticks (10 %) of CPU
+# over 2 s; a sleeping supervisor wakes at most a few times a second
+assert_sleeping() {
+    local a b
+    a=$(cpu_ticks "$1"); sleep 2; b=$(cpu_ticks "$1")
+    [ $((b - a)) -le 20 ] || fail "supervisor used $((b - a)) ticks of CPU in 2 s $2"
+    note "supervisor CPU over 2 s $2: $((b - a)) ticks"
+}

@@ -87,8 +87,4 @@ raw() {
 last_stats() {
     grep -o 'X_PORTSHARE_STATS=.*' "$T/$1.notify" | tail -1 | sed 's/X_PORTSHARE_STATS=//'
 }
-cpu_ticks() { # user+system clock ticks of a process so far
-    local f; read -ra f <"/proc/$1/stat"
-    echo $(( f[13] + f[14] ))
-}
 stat_field() { last_stats "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }

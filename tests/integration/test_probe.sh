@@ -16,7 +16,7 @@ PAIR="$PS_TOOLS/probe_pair"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/common.sh"
 ms() { date +%s%3N; }
 
 # ---- one full run ---------------------------------------------------------

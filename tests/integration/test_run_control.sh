@@ -143,7 +143,6 @@ chmod +x "$T/limited.sh"
 # about 12 descriptors of its own, so 8 idle clients run it out of them
 SUP_BIN=$T/limited.sh sup_start c7 -l 127.0.0.1:0 -w 16 --ready-delay 50ms -- sleep 1000
 SUP_BIN=
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 python3 -c "
 import time
 exec(open('$T/ctl.py').read())

@@ -9,15 +9,6 @@
 # fills is still noticed (a stopped worker's slot is found stalled).
 . "$(dirname "$0")/sup_lib.sh"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-assert_sleeping() { # assert_sleeping PID WHAT
-    local a b
-    a=$(cpu_ticks "$1"); sleep 2; b=$(cpu_ticks "$1")
-    # 2 s = 200 ticks; a sleeping supervisor wakes at most once a second
-    [ $((b - a)) -le 20 ] || fail "supervisor used $((b - a)) ticks of CPU in 2 s $2"
-    note "supervisor CPU over 2 s $2: $((b - a)) ticks"
-}
-
 cat >"$T/worker.sh" <<EOS
 #!/bin/sh
 exec "$TESTWORKER" \$(cat "$T/mode")

@@ -65,13 +65,6 @@ print(json.dumps({"families": fams, "samples": samples}))'
 # sample JSON KEY: the value of one sample ("null" when absent)
 sample() { jq -r --arg k "$2" '.samples[$k]' <<<"$1"; }
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-assert_sleeping() { # assert_sleeping PID WHAT
-    local a b
-    a=$(cpu_ticks "$1"); sleep 2; b=$(cpu_ticks "$1")
-    [ $((b - a)) -le 20 ] || fail "supervisor used $((b - a)) ticks of CPU in 2 s $2"
-    note "supervisor CPU over 2 s $2: $((b - a)) ticks"
-}
 
 # ---- bad input: one line, exit 2 (usage) or 3 (bind) -----------------------
 for bad in "--metrics nohost" "--metrics udp://127.0.0.1:1" "--agent unix:/tmp/x" \

@@ -61,7 +61,7 @@ if command -v prometheus-node-exporter >/dev/null; then
     reasons ne | grep -q 'epoll' || fail "node-exporter not ready through epoll: $(reasons ne)"
     ! grep -q 'ready (alive for --ready-delay)' "$T/ne.log" || fail "a node-exporter worker was ready only by the delay"
     [ "$ms" -lt 2000 ] || fail "node-exporter took $ms ms to be ready"
-    curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q '^node_load1 ' || fail "node-exporter does not serve /metrics"
+    grep -q '^node_load1 ' <<<"$(curl -sf "http://127.0.0.1:$PORT/metrics")" || fail "node-exporter does not serve /metrics"
     load_start ne --connect 127.0.0.1:$PORT --path /metrics --threads 1 --concurrency 4 --duration 120
     for i in $(seq 10); do ctl ne reload >/dev/null || fail "reload $i of node-exporter failed: $(tail -5 "$T/ne.log")"; done
     load_stop ne
@@ -134,7 +134,6 @@ ok "python server under a shell: ready in $ms ms, seen on the child ($line)"
 ctl tree stop >/dev/null
 
 # ---- a program that never waits on its listeners: --ready-delay ----
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 "$PORTSHARE" run --name sl --control "$T/sl.sock" -l 127.0.0.1:0 -w 2 --ready-delay 6s -- sleep 600 2>"$T/sl.log" &
 SUP_PIDS+=($!); sl=$!
 started_both() { [ "$(grep -c worker_started "$T/sl.log")" = 2 ]; }
@@ -219,8 +218,11 @@ while True:
         fail "status --json ready_by: $(jq -c '[.slots[].ready_by]' <<<"$j")"
     ctl np status | grep -q '^capability  ready_view degraded' || fail "status text: $(ctl np status | head)"
     mport=$(grep -o 'metrics endpoint on tcp://[^ ]*' "$T/np.log" | tail -1 | sed 's/.*://')
-    curl -sf "http://127.0.0.1:$mport/metrics" | grep -qx 'portshare_capability{name="ready_view",state="degraded"} 1' ||
-        fail "/metrics: $(curl -sf "http://127.0.0.1:$mport/metrics" | grep capability)"
+    # the text first: grep -q stops reading at its match, and curl's SIGPIPE
+    # would fail the pipeline (pipefail)
+    mtext=$(curl -sf "http://127.0.0.1:$mport/metrics")
+    grep -qx 'portshare_capability{name="ready_view",state="degraded"} 1' <<<"$mtext" ||
+        fail "/metrics: $(grep capability <<<"$mtext")"
     ctl np stop >/dev/null
     sup_start vis -l 127.0.0.1:0 -w 1 --ready-delay 15s -- python3 -c "$ACC"
     status_json vis | jq -e '(.capabilities[] | select(.name == "ready_view") | .state == "ok") and

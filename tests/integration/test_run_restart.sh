@@ -6,7 +6,7 @@
 #
 # In a network namespace of its own when root: the TIME_WAIT entries this
 # test needs are not created once the machine's table is full of other
-# loads' (issue 10: "no TIME_WAIT connections ... to test with").
+# loads' (without its own namespace the test found no TIME_WAIT connection to test with).
 . "$(dirname "$0")/common.sh"
 in_private_netns || NETNS_SHARED=1
 . "$(dirname "$0")/sup_lib.sh"

@@ -1597,7 +1597,7 @@ static void expect_no_answer(int fd)
 }
 
 /* Operations that meet are queued or merged by rule, and each requester is
- * told the outcome of the operation it asked for (DESIGN.md §3, ops.c):
+ * told the outcome of the operation it asked for (docs/DESIGN.md, "The supervisor"; ops.c):
  * here through the real control socket, with clients that are sockets of
  * this test and workers that are not processes. */
 static void test_each_requester_gets_its_own_outcome(void **state)
