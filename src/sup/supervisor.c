@@ -25,6 +25,7 @@
 #define RETIRE_GRACE_MS 500  /* handshakes in flight when steering changed */
 #define NOTIFY_HINT_MS  5000 /* say once why a worker is still not ready */
 #define CHECK_EVERY_MS  1000 /* held sockets: are they still listening? */
+#define NOTIFY_BATCH    64   /* notify datagrams read per wakeup */
 #define PROBE_EVERY_MS  50   /* --ready auto: a starting worker's kernel view */
 #define TREE_EVERY      10   /* ... its descendants', every 10th time */
 
@@ -213,8 +214,12 @@ static void handle_notify(struct ps_sup *sup)
     struct ps_notify_msg msg;
     struct ps_worker *w;
     char val[128];
+    int n;
 
-    for (;;) {
+    /* At most NOTIFY_BATCH a wakeup: the socket is an abstract one, which
+     * any local process can send to; a flood of datagrams must not keep
+     * the loop from its other events (what is left is read next turn) */
+    for (n = 0; n < NOTIFY_BATCH; n++) {
         int r = ps_notify_recv(sup->notify_fd, &msg);
         if (r == -EBADMSG)
             continue; /* no credentials or truncated: never trusted */
