@@ -14,7 +14,10 @@ run=(puma --bind-to-activated-sockets=only "$EX/ruby/config.ru")
 # fails as it boots.  Without the gem, puma leaves NOTIFY_SOCKET alone.
 ruby -e 'require "sd_notify"' 2>/dev/null &&
     skip "the sd_notify gem is installed: puma would write READY=1 itself and fail to reach portshare's abstract NOTIFY_SOCKET (see README, Examples)"
-sup_start rb -l 127.0.0.1:0 -w 2 --ready notify -- "${run[@]}"
+# ?defer=1: puma is handed a connection once its request is there; on its
+# drain signal it closes connections accepted but not read yet (1 EOF in
+# 11,621 requests over 5 reloads without it, as in the README)
+sup_start rb -l "127.0.0.1:0?defer=1" -w 2 --ready notify -- "${run[@]}"
 grep -q 'ready (READY=1)' "$T/rb.log" || fail "the puma example did not say READY=1: $(grep worker_ready "$T/rb.log")"
 # without the flag, puma binds its default 0.0.0.0:9292 and closes the
 # socket it was handed: it would not answer here
