@@ -84,18 +84,30 @@ static int socket_drops(int fd, unsigned *drops)
 }
 
 /* The value of NAME=DIGITS in a worker's "a=1 b=2" counters text. */
+/* The first well-formed NAME=DIGITS of a worker's counters (a later
+ * repeat of the name is ignored, as in the closes). */
 static int counter_of(const char *text, const char *name, unsigned long long *v)
 {
     char key[32];
-    int n;
 
-    while (*text) {
-        if (sscanf(text, "%31[a-z_]=%llu%n", key, v, &n) == 2 && !strcmp(key, name))
+    while (ps__stats_next(&text, key, sizeof(key), v))
+        if (!strcmp(key, name))
             return 0;
-        text += strcspn(text, " ");
-        text += strspn(text, " ");
-    }
     return -ENOENT;
+}
+
+/* 1 when the pair that ends at end is the first of its name in text: a
+ * worker that repeats a reason gets one series, not two with one label set
+ * (which Prometheus rejects). */
+static int first_of(const char *text, const char *end, const char *name)
+{
+    unsigned long long v;
+    char key[32];
+
+    while (ps__stats_next(&text, key, sizeof(key), &v) && text < end)
+        if (!strcmp(key, name))
+            return 0;
+    return 1;
 }
 
 static const struct ps_worker *slot_worker(const struct ps_sup *sup, int s)
@@ -272,7 +284,7 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
     char reason[32];
     unsigned long long v;
     const char *p;
-    int s, n;
+    int s;
 
     worker_counter(o, sup, "portshare_worker_connections_accepted_total", "counter", "accepted",
                    "Connections the slot's worker accepted (as it reports them).");
@@ -284,16 +296,11 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
            "Connections the slot's worker closed, by reason (as it reports them).");
     for (s = 0; s < sup->nslots; s++) {
         const struct ps_worker *w = slot_worker(sup, s);
-        for (p = w ? w->closes : ""; *p; p += strspn(p, " ")) {
-            if (sscanf(p, "%31[a-z_]=%llu%n", reason, &v, &n) == 2) {
+        for (p = w ? w->closes : ""; ps__stats_next(&p, reason, sizeof(reason), &v);)
+            if (first_of(w->closes, p, reason))
                 put(o,
                     "portshare_worker_connections_closed_total{slot=\"%d\",reason=\"%s\"} %llu\n",
                     s, reason, v);
-                p += n;
-            } else {
-                p += strcspn(p, " ");
-            }
-        }
     }
 }
 

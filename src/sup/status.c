@@ -257,20 +257,20 @@ static void json_worker(struct ps_buf *o, const struct ps_worker *w, uint64_t no
  * of numbers; only well-formed NAME=DIGITS pairs are kept. */
 static void json_counters(struct ps_buf *o, const char *stats)
 {
-    char name[32];
-    unsigned long long v;
-    int n, first = 1;
+    const char *p = stats, *q;
+    char name[32], seen[32];
+    unsigned long long v, w;
+    int first = 1, dup;
 
     put(o, "{");
-    while (*stats) {
-        if (sscanf(stats, "%31[a-z_]=%llu%n", name, &v, &n) == 2) {
-            put(o, "%s\"%s\":%llu", first ? "" : ",", name, v);
-            first = 0;
-            stats += n;
-        } else {
-            stats += strcspn(stats, " ");
-        }
-        stats += strspn(stats, " ");
+    while (ps__stats_next(&p, name, sizeof(name), &v)) {
+        /* a repeated name once (JSON objects want unique keys) */
+        for (q = stats, dup = 0; ps__stats_next(&q, seen, sizeof(seen), &w) && q < p;)
+            dup |= !strcmp(seen, name);
+        if (dup)
+            continue;
+        put(o, "%s\"%s\":%llu", first ? "" : ",", name, v);
+        first = 0;
     }
     put(o, "}");
 }

@@ -876,6 +876,15 @@ int ps__control_client_json(struct ps_sup *sup, const struct ps_waiter *w);
  * JSON, command: its verb); returns its waiter. */
 struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command);
 
+/* worker_text.c: what a worker sends about itself, made safe to show.
+ * ps__text_clean replaces control bytes (ESC, C1) and malformed UTF-8 in
+ * s with '?', in place.  ps__stats_next reads the next well-formed
+ * NAME=DIGITS pair of a worker's counters at *text (NAME of [a-z_], shorter
+ * than cap; at most 19 digits: no sign, no wrap), skipping malformed ones:
+ * 1 with name and *v set and *text moved past it, 0 at the end.  O(length). */
+void ps__text_clean(char *s);
+int ps__stats_next(const char **text, char *name, size_t cap, unsigned long long *v);
+
 /* status.c: status as text or JSON, appended to a growing buffer. */
 struct ps_buf {
     char *data;

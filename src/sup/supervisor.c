@@ -232,9 +232,12 @@ static void handle_notify(struct ps_sup *sup)
             continue;
         w->notified = 1;
         /* written only when present: an absent field keeps the last value */
-        ps_notify_field(msg.text, "STATUS", w->status, sizeof(w->status));
-        ps_notify_field(msg.text, "X_PORTSHARE_STATS", w->stats, sizeof(w->stats));
-        ps_notify_field(msg.text, "X_PORTSHARE_CLOSES", w->closes, sizeof(w->closes));
+        if (ps_notify_field(msg.text, "STATUS", w->status, sizeof(w->status)) >= 0)
+            ps__text_clean(w->status); /* shown on terminals, in JSON */
+        if (ps_notify_field(msg.text, "X_PORTSHARE_STATS", w->stats, sizeof(w->stats)) >= 0)
+            ps__text_clean(w->stats);
+        if (ps_notify_field(msg.text, "X_PORTSHARE_CLOSES", w->closes, sizeof(w->closes)) >= 0)
+            ps__text_clean(w->closes);
         if (ps_notify_field(msg.text, "WATCHDOG", val, sizeof(val)) >= 0) {
             if (!strcmp(val, "trigger")) /* sd_notify "WATCHDOG=trigger": fail now */
                 w->ping_ms = 0;
