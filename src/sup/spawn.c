@@ -193,6 +193,28 @@ fail:
 
 /* An exec failure is reported synchronously (the child writes errno into a
  * close-on-exec pipe), so "program not found" never looks like a crash. */
+/* A worker may have called listen(fd, 1) on its copy, which sets the
+ * backlog of the socket itself, for every later worker of the slot: each
+ * new worker gets the configured one back.  listen() on a listening socket
+ * only changes its backlog (it stays in its reuseport group); a socket
+ * that does not listen (shut down on purpose, for its queue to move) is
+ * left alone. */
+static void restore_backlogs(struct ps_sup *sup, int slot)
+{
+    int g, fd, on;
+    socklen_t len;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        fd = ps__group_fd(gr, slot);
+        len = sizeof(on);
+        if (fd < 0 || gr->spec.proto != PS_PROTO_TCP || gr->spec.backlog <= 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0 || !on)
+            continue;
+        (void)listen(fd, gr->spec.backlog);
+    }
+}
+
 int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
 {
     int idx = free_worker_entry(sup), pipefd[2], err = 0;
@@ -202,6 +224,7 @@ int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
 
     if (idx < 0)
         return idx;
+    restore_backlogs(sup, slot);
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return ps__neg_errno();
     pid = fork();
