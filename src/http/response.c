@@ -43,43 +43,6 @@ static void putf(struct out *o, const char *fmt, ...)
         o->len += (size_t)n < o->cap - o->len ? (size_t)n : o->cap - o->len - 1;
 }
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 206:
-        return "Partial Content";
-    case 301:
-        return "Moved Permanently";
-    case 304:
-        return "Not Modified";
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 416:
-        return "Range Not Satisfiable";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Internal Server Error";
-    }
-}
 
 /* Status line, Server and Date. */
 static void put_start(struct out *o, const struct ps_http_ctx *ctx, int status)
@@ -87,7 +50,7 @@ static void put_start(struct out *o, const struct ps_http_ctx *ctx, int status)
     if (status == 200)
         PUT_LITERAL(o, "HTTP/1.1 200 OK\r\n");
     else
-        putf(o, "HTTP/1.1 %d %s\r\n", status, reason(status));
+        putf(o, "HTTP/1.1 %d %s\r\n", status, ps__http_reason(status));
     PUT_LITERAL(o, "Server: portshare\r\n");
     put(o, ctx->date_line, ctx->date_line_len);
 }
@@ -116,7 +79,7 @@ static void simple_response(const struct ps_http_ctx *ctx, const struct ps_http_
     int n = snprintf(body, sizeof(body),
                      "<!DOCTYPE html>\n<html><head><title>%d %s</title></head>"
                      "<body><h1>%d %s</h1><hr>portshare</body></html>\n",
-                     status, reason(status), status, reason(status));
+                     status, ps__http_reason(status), status, ps__http_reason(status));
 
     resp->status = status;
     put_start(o, ctx, status);

@@ -113,4 +113,9 @@ int ps__http_keep_alive(const struct ps_http_req *req);
 /* The request's method for the access log, "-" before one was read. */
 const char *ps__http_method_name(const struct ps_http_req *req);
 
+/* The reason phrase of a status this project answers with (RFC 9110 15),
+ * "Internal Server Error" for any other.  Shared by the HTTP worker and the
+ * supervisor's endpoints. */
+const char *ps__http_reason(int status);
+
 #endif

@@ -92,27 +92,6 @@ static void http_text(struct ps_sup *sup, struct ps_conn *c, int code, const cha
                 now);
 }
 
-/* The parser's error statuses, as lines. */
-static const char *error_reason(int code)
-{
-    switch (code) {
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Bad Request";
-    }
-}
-
 static void http_metrics(struct ps_sup *sup, struct ps_conn *c, int head, uint64_t now)
 {
     struct ps_buf m = {0};
@@ -173,9 +152,9 @@ static void http_input(struct ps_sup *sup, struct ps_conn *c, const char *buf, s
                   0, now);
     } else if (req->state == PS_HTTP_ERROR) {
         code = req->status;
-        http_text(sup, c, code, error_reason(code), "", "bad request\n", 0, now);
+        http_text(sup, c, code, ps__http_reason(code), "", "bad request\n", 0, now);
     } else if (c->u.http.got >= REQ_MAX) {
-        http_text(sup, c, 431, error_reason(431), "", "request too large\n", 0, now);
+        http_text(sup, c, 431, ps__http_reason(431), "", "request too large\n", 0, now);
     }
 }
 
