@@ -40,73 +40,60 @@ static const char control_usage[] =
     "exit codes: 0 done, 1 the supervisor reported failure, 2 usage, 4 no supervisor\n"
     "answers at the control socket (or it refused us).\n";
 
-int cmd_control(int argc, char **argv)
-{
-    /* the largest status: 1024 slots with every notify field full, 32
-     * listeners of 1024 sockets: ~3 MB (BSS: only what is used is paged in) */
-    static char reply[8 * 1024 * 1024];
-    const char *verb = argv[0], *name = "default", *path_opt = NULL;
-    char path[108], command[64];
-    unsigned timeout = 0, lameduck = 0;
-    int have_lameduck = 0;
-    int i, json = 0, scale = -1, ok = 0, r;
+/* What the command line of a control subcommand asks. */
+struct control_args {
+    const char *verb, *name, *path_opt;
+    unsigned timeout, lameduck;
+    int have_lameduck, json, scale;
+};
 
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(control_usage, stdout);
-            return PS_EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(verb, "stop") &&
-                   (!strcmp(a, "--lameduck") || !strncmp(a, "--lameduck=", 11))) {
-            const char *v = a[10] == '=' ? a + 11 : i + 1 < argc ? argv[++i] : NULL;
-            if (!v || run_parse_duration(v, &lameduck) < 0)
-                return ps_cli_fatal(PS_EXIT_USAGE, "bad --lameduck '%s' (like 5s, 500ms)",
-                                    v ? v : "");
-            have_lameduck = 1;
-        } else if ((!strcmp(a, "--name") || !strcmp(a, "--control") || !strcmp(a, "--timeout")) &&
-                   i + 1 < argc) {
-            if (!strcmp(a, "--name"))
-                name = argv[++i];
-            else if (!strcmp(a, "--control"))
-                path_opt = argv[++i];
-            else if (run_parse_duration(argv[++i], &timeout) < 0 || timeout == 0)
-                return ps_cli_fatal(PS_EXIT_USAGE, "bad --timeout '%s'", argv[i]);
-        } else if (!strncmp(a, "--name=", 7)) {
-            name = a + 7;
-        } else if (!strncmp(a, "--control=", 10)) {
-            path_opt = a + 10;
-        } else if (!strcmp(verb, "scale") && scale < 0 && a[0] != '-') {
-            char *end;
-            long n = strtol(a, &end, 10);
-            if (*end || n < 1 || n > PS_SUP_MAX_WORKERS)
-                return ps_cli_fatal(PS_EXIT_USAGE, "bad worker count '%s' (1-%d)", a,
-                                    PS_SUP_MAX_WORKERS);
-            scale = (int)n;
-        } else {
-            return ps_cli_fatal(PS_EXIT_USAGE, "unknown argument '%s' (see 'portshare %s --help')",
-                                a, verb);
-        }
+/* One argument at argv[*i]: 0, -1 for --help (printed), or an exit code
+ * already said (ps_cli_fatal's). */
+static int control_arg(struct control_args *c, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+
+    if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+        return fputs(control_usage, stdout), -1;
+    if (!strcmp(a, "--json")) {
+        c->json = 1;
+    } else if (!strcmp(c->verb, "stop") &&
+               (!strcmp(a, "--lameduck") || !strncmp(a, "--lameduck=", 11))) {
+        const char *v = a[10] == '=' ? a + 11 : *i + 1 < argc ? argv[++*i] : NULL;
+        if (!v || run_parse_duration(v, &c->lameduck) < 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --lameduck '%s' (like 5s, 500ms)", v ? v : "");
+        c->have_lameduck = 1;
+    } else if ((!strcmp(a, "--name") || !strcmp(a, "--control") || !strcmp(a, "--timeout")) &&
+               *i + 1 < argc) {
+        const char *v = argv[++*i];
+        if (!strcmp(a, "--name"))
+            c->name = v;
+        else if (!strcmp(a, "--control"))
+            c->path_opt = v;
+        else if (run_parse_duration(v, &c->timeout) < 0 || c->timeout == 0)
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad --timeout '%s'", v);
+    } else if (!strncmp(a, "--name=", 7)) {
+        c->name = a + 7;
+    } else if (!strncmp(a, "--control=", 10)) {
+        c->path_opt = a + 10;
+    } else if (!strcmp(c->verb, "scale") && c->scale < 0 && a[0] != '-') {
+        char *end;
+        long n = strtol(a, &end, 10);
+        if (*end || n < 1 || n > PS_SUP_MAX_WORKERS)
+            return ps_cli_fatal(PS_EXIT_USAGE, "bad worker count '%s' (1-%d)", a,
+                                PS_SUP_MAX_WORKERS);
+        c->scale = (int)n;
+    } else {
+        return ps_cli_fatal(PS_EXIT_USAGE, "unknown argument '%s' (see 'portshare %s --help')", a,
+                            c->verb);
     }
-    if (!strcmp(verb, "scale") && scale < 0)
-        return ps_cli_fatal(PS_EXIT_USAGE, "scale needs a worker count: portshare scale N");
-    if (path_opt) {
-        if (strlen(path_opt) >= sizeof(path))
-            return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long");
-        snprintf(path, sizeof(path), "%s", path_opt);
-    } else if (ps_sup_control_locate(name, path, sizeof(path)) < 0) {
-        return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s'", name);
-    }
-    if (scale > 0)
-        snprintf(command, sizeof(command), "scale %d%s", scale, json ? " json" : "");
-    else if (have_lameduck)
-        snprintf(command, sizeof(command), "stop lameduck %u%s", lameduck, json ? " json" : "");
-    else
-        snprintf(command, sizeof(command), "%s%s", verb, json ? " json" : "");
-    if (!timeout)
-        timeout = !strcmp(verb, "reload") || !strcmp(verb, "stop") ? 600000 : 10000;
-    r = ps_sup_control_call(path, command, &ok, reply, sizeof(reply), timeout);
+    return 0;
+}
+
+/* The supervisor's answer as an exit code (and what is printed). */
+static int control_report(const struct control_args *c, const char *path, int r, int ok,
+                          char *reply)
+{
     if (r == -ENOENT || r == -ECONNREFUSED)
         return ps_cli_fatal(PS_EXIT_CONTROL,
                             "no supervisor at %s (is it running? --name/--control?)", path);
@@ -115,7 +102,7 @@ int cmd_control(int argc, char **argv)
     if (r < 0)
         return ps_cli_fatal(PS_EXIT_CONTROL, "talking to the supervisor at %s: %s", path,
                             ps_strerror(r));
-    if (!ok && json && reply[0] == '{') { /* the outcome, as asked */
+    if (!ok && c->json && reply[0] == '{') { /* the outcome, as asked */
         fputs(reply, stdout);
         return PS_EXIT_FAILURE;
     }
@@ -125,8 +112,41 @@ int cmd_control(int argc, char **argv)
             reply[n - 1] = '\0';
         if (!strncmp(reply, "permission denied", 17))
             return ps_cli_fatal(PS_EXIT_CONTROL, "%s: %s", path, reply);
-        return ps_cli_fatal(PS_EXIT_FAILURE, "%s: %s", verb, reply);
+        return ps_cli_fatal(PS_EXIT_FAILURE, "%s: %s", c->verb, reply);
     }
     fputs(reply, stdout);
     return PS_EXIT_OK;
+}
+
+int cmd_control(int argc, char **argv)
+{
+    /* the largest status: 1024 slots with every notify field full, 32
+     * listeners of 1024 sockets: ~3 MB (BSS: only what is used is paged in) */
+    static char reply[8 * 1024 * 1024];
+    struct control_args c = {.verb = argv[0], .name = "default", .scale = -1};
+    char path[108], command[64];
+    int i, ok = 0, r;
+
+    for (i = 1; i < argc; i++)
+        if ((r = control_arg(&c, argc, argv, &i)) != 0)
+            return r < 0 ? PS_EXIT_OK : r;
+    if (!strcmp(c.verb, "scale") && c.scale < 0)
+        return ps_cli_fatal(PS_EXIT_USAGE, "scale needs a worker count: portshare scale N");
+    if (c.path_opt) {
+        if (strlen(c.path_opt) >= sizeof(path))
+            return ps_cli_fatal(PS_EXIT_USAGE, "--control path too long");
+        snprintf(path, sizeof(path), "%s", c.path_opt);
+    } else if (ps_sup_control_locate(c.name, path, sizeof(path)) < 0) {
+        return ps_cli_fatal(PS_EXIT_USAGE, "bad --name '%s'", c.name);
+    }
+    if (c.scale > 0)
+        snprintf(command, sizeof(command), "scale %d%s", c.scale, c.json ? " json" : "");
+    else if (c.have_lameduck)
+        snprintf(command, sizeof(command), "stop lameduck %u%s", c.lameduck, c.json ? " json" : "");
+    else
+        snprintf(command, sizeof(command), "%s%s", c.verb, c.json ? " json" : "");
+    if (!c.timeout)
+        c.timeout = !strcmp(c.verb, "reload") || !strcmp(c.verb, "stop") ? 600000 : 10000;
+    r = ps_sup_control_call(path, command, &ok, reply, sizeof(reply), c.timeout);
+    return control_report(&c, path, r, ok, reply);
 }
