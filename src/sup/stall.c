@@ -21,11 +21,13 @@
  * another worker of the slot, a reload's new one or a draining old one,
  * shares the socket, a queue going down is not evidence of which took
  * the connection).  Nor is a slot rescued while a reload's new worker
- * starts on it: that worker takes the queue.  Else,
- * under eBPF its sockets are shut down, so what
- * they hold moves to the serving slots, and replaced by fresh ones; its
- * worker's process tree is killed and a fresh worker started.  Under CBPF
- * nothing can move: the queue waits in the socket for the fresh worker.
+ * starts on it: that worker takes the queue.  Else the stalled worker
+ * leaves its slot as a worker that said STOPPING=1 does (slots.c, leave):
+ * under eBPF the slot gets fresh sockets first (ps__group_renew) and the
+ * old ones are shut down at once, so what they hold moves to the serving
+ * slots (a one-slot group's to the fresh socket), and a fresh worker
+ * starts while the stalled one is drained; under CBPF nothing can move:
+ * the fresh worker shares the socket and takes its queue.
  *
  * The queues are looked at every timeout / 10 (20 ms to 250 ms), one
  * getsockopt per slot and group, only while the option is on, and only of

@@ -69,9 +69,9 @@ load_stop load2
 [ "$(jq ".by_pid[\"$victim\"] // 0" <<<"$RES")" -gt 0 ] || fail "the resumed worker served nothing"
 echo "PASS: a worker that resumed within the grace kept its slot and got traffic again"
 
-# one slot only: there is no other socket for its queue to move to (the
-# kernel would reset what it cannot place), so the queue stays in its socket
-# and the fresh worker serves it.  The worker is frozen before the load
+# one slot only: no other slot serves; the queue moves to the slot's fresh
+# socket, which joins the group before the old one is shut down (eBPF), or
+# stays in the shared socket (CBPF), and the fresh worker serves it.  The worker is frozen before the load
 # starts: frozen under load, it may hold every one of the client's 8
 # connections, so that none waits in the queue and there is nothing to see
 # (a stall is a queue that does not go down).
