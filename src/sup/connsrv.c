@@ -563,7 +563,7 @@ void ps__conns_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n, ui
 uint64_t ps__conns_next_deadline(const struct ps_sup *sup)
 {
     const struct ps_conns *cs = sup->conns;
-    uint64_t next = UINT64_MAX, wait, now = ps__now_ms();
+    uint64_t next = UINT64_MAX, wait, now = ps__sup_now(sup);
     int k, st;
 
     if (!cs)
@@ -587,7 +587,7 @@ uint64_t ps__conns_next_deadline(const struct ps_sup *sup)
 
 void ps__conns_last_call(struct ps_sup *sup, const char *why)
 {
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     int i;
 
     for (i = 0; sup->conns && i < PS_CONN_MAX; i++) {
@@ -611,7 +611,7 @@ static int writing(const struct ps_sup *sup)
 void ps__conns_flush(struct ps_sup *sup, unsigned timeout_ms)
 {
     static struct pollfd pfd[PS_CONN_POLL_MAX];
-    uint64_t now = ps__now_ms(), end = now + timeout_ms;
+    uint64_t now = ps__sup_now(sup), end = now + timeout_ms;
     int n, r;
 
     if (!sup->conns)
@@ -619,7 +619,7 @@ void ps__conns_flush(struct ps_sup *sup, unsigned timeout_ms)
     while (writing(sup) && now < end) {
         n = fill(sup, &sup->conns->flush, pfd, now, 0);
         r = poll(pfd, (nfds_t)n, (int)(end - now < 50 ? end - now : 50));
-        now = ps__now_ms();
+        now = ps__sup_now(sup);
         if (r > 0)
             dispatch(sup, &sup->conns->flush, pfd, n, now);
     }

@@ -251,7 +251,7 @@ static void client_reply(struct ps_sup *sup, struct ps_conn *c, int ok, const ch
         if (nl)
             out[hl + len] = '\n';
     }
-    ps__conn_answer(sup, c, out, hl + len + nl, why, ps__now_ms());
+    ps__conn_answer(sup, c, out, hl + len + nl, why, ps__sup_now(sup));
 }
 
 static struct ps_conn *waiter_client(struct ps_sup *sup, const struct ps_waiter *w)
@@ -314,7 +314,7 @@ int ps__control_client_fd(struct ps_sup *sup, const struct ps_waiter *w)
 struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const char *command)
 {
     struct ps_waiter w = {-1, 0};
-    struct ps_conn *c = ps__conns_adopt(sup, PS_LS_CONTROL, fd, ps__now_ms());
+    struct ps_conn *c = ps__conns_adopt(sup, PS_LS_CONTROL, fd, ps__sup_now(sup));
 
     if (!c)
         return w;
@@ -405,7 +405,7 @@ static void run_command(struct ps_sup *sup, struct ps_conn *c, char *line)
     char err[256];
     size_t len;
 
-    ps__conn_wait(sup, c, ps__now_ms()); /* for ps__control_answer; any reply moves it on */
+    ps__conn_wait(sup, c, ps__sup_now(sup)); /* for ps__control_answer; any reply moves it on */
     if (!strcmp(line, "status") || !strcmp(line, "status json") || !strcmp(line, "metrics")) {
         reply_text(c, sup, line);
         return;

@@ -468,3 +468,28 @@ int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
         ps__rp_bpf_forget(&g->bpf, i);
     return r;
 }
+
+enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why)
+{
+    enum ps_steer st = PS_STEER_NONE;
+    int g;
+
+    *why = "";
+    for (g = 0; g < sup->ngroups; g++) {
+        const struct ps_group *gr = &sup->groups[g];
+        if (gr->steer == PS_STEER_CBPF) {
+            *why = gr->steer_why;
+            return PS_STEER_CBPF; /* the weakest one */
+        }
+        if (gr->steer == PS_STEER_EBPF)
+            st = PS_STEER_EBPF;
+    }
+    return st;
+}
+
+int ps__sup_migrates(const struct ps_sup *sup)
+{
+    const char *why;
+
+    return ps__sup_steering(sup, &why) == PS_STEER_EBPF;
+}

@@ -310,7 +310,7 @@ static void capability_metrics(struct ps_buf *o, struct ps_sup *sup)
 {
     int c, st;
 
-    ps__cap_refresh(sup);
+    ps__ready_view_refresh(sup);
     family(o, "portshare_capability", "gauge",
            "1 for the state each capability is in: ok, degraded (a weaker fallback), off");
     for (c = 0; c < PS_CAP_COUNT; c++) {

@@ -30,7 +30,7 @@ static void answer(struct ps_sup *sup, struct ps_op *op, int ok, const char *bod
     int i;
 
     for (i = 0; i < op->nwaiters; i++)
-        ps__control_answer(sup, &op->waiters[i], ok, body);
+        sup->sys->answer(sup, &op->waiters[i], ok, body);
     op->nwaiters = 0;
 }
 
@@ -56,7 +56,7 @@ static void reload_done(struct ps_sup *sup, int ok, const char *body)
     /* the reload is over for systemd too; but not when a stop rolled it back:
      * STOPPING=1 is said already, and nothing may follow it (sd_notify(3)) */
     if (sup->told_ready && !sup->stopping)
-        ps__sup_tell_systemd(sup, "READY=1");
+        sup->sys->notify(sup, "READY=1");
     answer(sup, &sup->running, ok, body);
 }
 
@@ -127,7 +127,7 @@ static void start_reload(struct ps_sup *sup)
     sup->next_generation++;
     /* also before the first READY=1: systemd then only notes it (the unit
      * is still starting) and READY=1 ends both */
-    ps__sup_tell_systemd(sup, "RELOADING=1");
+    sup->sys->notify(sup, "RELOADING=1");
     ps__sup_log(sup, PS_LOG_INFO, "reload_started", "starting generation %u", sup->next_generation);
     for (s = 0; s < sup->nslots; s++) {
         struct ps_slot *sl = &sup->slots[s];
@@ -260,7 +260,7 @@ void ps__op_run_queue(struct ps_sup *sup)
             break;
         case OP_UPGRADE:
             /* the outcome comes later (upgrade.c), unless it cannot start */
-            if (ps__upgrade_start(sup, op.nwaiters ? &op.waiters[0] : NULL, err, sizeof(err)) < 0) {
+            if (sup->sys->upgrade(sup, op.nwaiters ? &op.waiters[0] : NULL, err, sizeof(err)) < 0) {
                 ps__sup_log(sup, PS_LOG_ERROR, "upgrade_failed", "upgrade failed: %s", err);
                 answer(sup, &op, 0, err);
             }
@@ -278,7 +278,7 @@ static void add_stop_waiter(struct ps_sup *sup, const struct ps_waiter *w)
     if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
         sup->stop_waiters[sup->nstop_waiters++] = *w;
     else
-        ps__control_answer(sup, w, 0, "too many clients waiting");
+        sup->sys->answer(sup, w, 0, "too many clients waiting");
 }
 
 void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
@@ -295,8 +295,8 @@ void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
     }
     sup->stopping = 1;
     sup->lameduck_until = 0; /* a stop during lame duck: the drain starts now */
-    sup->stop_deadline = ps__now_ms() + sup->cfg->drain_timeout_ms;
-    ps__sup_tell_systemd(sup, "STOPPING=1");
+    sup->stop_deadline = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
+    sup->sys->notify(sup, "STOPPING=1");
     ps__sup_log(sup, PS_LOG_INFO, "stopping", "stopping: draining %d worker(s)",
                 ps__sup_live_workers(sup));
     if (sup->reloading)
@@ -323,8 +323,8 @@ void ps__op_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
     }
     add_stop_waiter(sup, w);
     sup->lameduck = 1;
-    sup->lameduck_until = ps__now_ms() + ms;
-    ps__sup_tell_systemd(sup, "STATUS=lame duck: still serving, draining soon");
+    sup->lameduck_until = ps__sup_now(sup) + ms;
+    sup->sys->notify(sup, "STATUS=lame duck: still serving, draining soon");
     ps__sup_log(sup, PS_LOG_INFO, "lameduck",
                 "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
                 "keep serving, then drain",

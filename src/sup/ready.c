@@ -309,3 +309,17 @@ int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how
             return 1;
     return 0;
 }
+
+void ps__ready_view_refresh(struct ps_sup *sup)
+{
+    int i;
+
+    if (sup->cfg->ready_mode != PS_READY_AUTO || sup->caps[PS_CAP_READY_VIEW].state)
+        return;
+    /* after an upgrade no worker may be starting: ask about one that runs */
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid && !sup->workers[i].notified) {
+            ps__cap_ready_view(sup, sup->workers[i].pid, ps__ready_visible(sup->workers[i].pid));
+            return;
+        }
+}

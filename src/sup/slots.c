@@ -204,7 +204,7 @@ static int stable(const struct ps_worker *w, uint64_t now)
 static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_worker *w,
                         int status, const char *what)
 {
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     unsigned delay;
 
     sl->restarts++;
@@ -350,8 +350,8 @@ static void release(struct ps_sup *sup, int s, struct ps_worker *w)
 
     detach_current(sup, sl);
     leave(sup, s, w, ps__slot_renew_sockets(sup, s, 0));
-    if (stable(w, ps__now_ms()) || sl->crashes == 0) {
-        sl->crashes = !stable(w, ps__now_ms());
+    if (stable(w, ps__sup_now(sup)) || sl->crashes == 0) {
+        sl->crashes = !stable(w, ps__sup_now(sup));
         sl->backoff_until = 0;
         ps__sup_log(sup, PS_LOG_INFO, "worker_stopping",
                     "worker %ld (slot %d) said STOPPING=1: steered away, replaced", (long)w->pid,
@@ -359,7 +359,7 @@ static void release(struct ps_sup *sup, int s, struct ps_worker *w)
         return;
     }
     snprintf(what, sizeof(what), "said STOPPING=1 %llu ms after it started",
-             (unsigned long long)(ps__now_ms() - w->started_ms));
+             (unsigned long long)(ps__sup_now(sup) - w->started_ms));
     count_crash(sup, sl, w, sl->last_exit, what);
 }
 
@@ -373,7 +373,7 @@ static void all_ready_check(struct ps_sup *sup)
         if (sup->slots[s].state != SL_READY)
             return;
     sup->told_ready = 1;
-    ps__sup_tell_systemd(sup, "READY=1");
+    sup->sys->notify(sup, "READY=1");
     ps__sup_log(sup, PS_LOG_INFO, "ready", "all %d worker(s) ready", sup->nslots);
 }
 
@@ -473,7 +473,7 @@ static int a_retire(struct ps_sup *sup, int s, const struct ps_slot_transition *
                     struct ps_worker *w, int status, const char *why)
 {
     (void)t, (void)w, (void)status, (void)why;
-    sup->slots[s].retire_since = ps__now_ms();
+    sup->slots[s].retire_since = ps__sup_now(sup);
     sup->steer_dirty = 1;
     return 0;
 }
@@ -528,9 +528,9 @@ static int a_lose(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
         ps__sup_log(sup, PS_LOG_INFO, "worker_gone", "worker %ld of retiring slot %d: %s",
                     (long)w->pid, s, why);
     if (sl->state != SL_RETIRING)
-        sl->retire_since = ps__now_ms(); /* retired while backing off */
+        sl->retire_since = ps__sup_now(sup); /* retired while backing off */
     if (ps__slot_queued(sup, s, 0) <= 0 ||
-        ps__now_ms() - sl->retire_since >= sup->cfg->drain_timeout_ms)
+        ps__sup_now(sup) - sl->retire_since >= sup->cfg->drain_timeout_ms)
         return 0;
     idx = sup->sys->spawn(sup, s, sup->generation);
     if (idx < 0)
@@ -574,7 +574,7 @@ static int a_stall(struct ps_sup *sup, int s, const struct ps_slot_transition *t
 
     (void)t, (void)status;
     sl->stalls++;
-    sl->stalled_at = ps__now_ms();
+    sl->stalled_at = ps__sup_now(sup);
     sl->stall_reload_said = 0;
     sup->steer_dirty = 1;
     ps__sup_log(sup, PS_LOG_WARN, "stall",
@@ -593,6 +593,25 @@ static int a_resume(struct ps_sup *sup, int s, const struct ps_slot_transition *
     return 0;
 }
 
+/* A stalled slot gets a fresh socket (eBPF): what is queued on the old one
+ * moves to the serving slots. */
+static long rescue_sockets(struct ps_sup *sup, int s)
+{
+    long moved = ps__slot_renew_sockets(sup, s, 1);
+
+    if (moved >= 0)
+        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
+                    "slot %d: %ld queued connection(s) moved to the serving slots; fresh "
+                    "socket, fresh worker",
+                    s, moved);
+    else
+        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
+                    "slot %d: fresh worker (its queue waits for it in the same socket; the slot "
+                    "is steered to again once the stalled worker is gone)",
+                    s);
+    return moved;
+}
+
 /* The queue moves first (eBPF), then the stalled worker goes: drained
  * rather than killed at once, since a worker that was only paused
  * (SIGSTOP, a frozen cgroup, a long GC) still answers what it had accepted
@@ -607,7 +626,7 @@ static int a_rescue(struct ps_sup *sup, int s, const struct ps_slot_transition *
     (void)t, (void)status;
     sl->rescues++;
     sl->restarts++;
-    renewed = ps__stall_rescue_sockets(sup, s);
+    renewed = rescue_sockets(sup, s);
     if (w) {
         leave(sup, s, w, renewed);
         ps__worker_drain(sup, detach_current(sup, sl), why);

@@ -254,7 +254,7 @@ int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
     w->slot = slot;
     w->generation = gen;
     w->state = W_STARTING;
-    w->started_ms = w->ping_ms = ps__now_ms();
+    w->started_ms = w->ping_ms = ps__sup_now(sup);
     w->deadline_ms = w->started_ms + sup->cfg->ready_timeout_ms;
     ps__sup_log(sup, PS_LOG_INFO, "worker_started", "worker %ld started in slot %d (generation %u)",
                 (long)pid, slot, gen);

@@ -157,20 +157,3 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now)
             sup->slots[s].stall_since = sup->slots[s].stall_q = 0;
     }
 }
-
-long ps__stall_rescue_sockets(struct ps_sup *sup, int s)
-{
-    long moved = ps__slot_renew_sockets(sup, s, 1);
-
-    if (moved >= 0)
-        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
-                    "slot %d: %ld queued connection(s) moved to the serving slots; fresh "
-                    "socket, fresh worker",
-                    s, moved);
-    else
-        ps__sup_log(sup, PS_LOG_WARN, "stall_rescue",
-                    "slot %d: fresh worker (its queue waits for it in the same socket; the slot "
-                    "is steered to again once the stalled worker is gone)",
-                    s);
-    return moved;
-}

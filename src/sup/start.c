@@ -196,7 +196,7 @@ static void log_listeners(struct ps_sup *sup)
 
 static int open_notify(struct ps_sup *sup, char *err, size_t errlen)
 {
-    unsigned rnd = (unsigned)ps__now_ms() ^ (unsigned)getpid() * 2654435761u;
+    unsigned rnd = (unsigned)ps__sup_now(sup) ^ (unsigned)getpid() * 2654435761u;
 
     /* abstract: nothing on disk to clean up, reachable after a uid drop; a
      * sender is identified by its kernel-checked credentials only */
@@ -241,12 +241,12 @@ static void shutdown_all(struct ps_sup *sup)
             waitpid(sup->workers[i].pid, NULL, 0);
             sup->workers[i].pid = 0;
         }
-    ps__tree_reap_strays(sup, 1);
+    ps__sup_reap_strays(sup, 1);
     /* the strays are our children (we are their subreaper): wait until
      * they are gone, or one that still holds a listener would keep the
      * port from the next supervisor for a moment after we exit (seen
      * under load by test_run_tree); bounded, SIGKILL is final */
-    for (end = ps__now_ms() + 2000; ps__now_ms() < end;) {
+    for (end = ps__sup_now(sup) + 2000; ps__sup_now(sup) < end;) {
         pid_t r = waitpid(-1, NULL, WNOHANG);
         if (r < 0) /* ECHILD: none left */
             break;
@@ -291,7 +291,7 @@ static void cloexec_inherited(void)
     closedir(d);
 }
 
-void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
+void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg, const struct ps_sup_sys *sys)
 {
     struct ps_conns *conns = sup->conns;
     struct ps_health *health = sup->health;
@@ -302,12 +302,12 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg)
     sup->conns = conns;   /* allocated once (connsrv.c) */
     sup->health = health; /* and health.c */
     sup->cfg = cfg;
-    sup->sys = &ps__sup_sys_real;
+    sup->sys = sys;
     sup->target = cfg->workers;
     sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
     sup->metrics_fd = sup->agent_fd = -1;
     sup->upgrade_client = -1;
-    sup->started_ms = sup->checked_ms = ps__now_ms();
+    sup->started_ms = sup->checked_ms = ps__sup_now(sup);
     sup->started_wall = time(NULL);
     for (s = 0; s < PS_SUP_MAX_WORKERS; s++) { /* none exists until it is opened */
         sup->slots[s].state = SL_CLOSED;
@@ -402,7 +402,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
 
     *stage = PS_SUP_STAGE_NONE;
     save_process(&saved);
-    ps__sup_init(&sup, cfg);
+    ps__sup_init(&sup, cfg, &ps__sup_sys_real);
     /* systemd's notify socket is ours; workers get our own */
     ns = getenv("NOTIFY_SOCKET");
     if (ns && *ns)
@@ -436,7 +436,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
                     "supervisor re-executed in place (pid %ld), %d worker(s) kept", (long)getpid(),
                     ps__sup_live_workers(&sup));
         sup.told_ready = 1;
-        ps__sup_tell_systemd(&sup, "READY=1");
+        sup.sys->notify(&sup, "READY=1");
     } else {
         r = start_fresh(&sup, err, errlen, stage);
         if (r < 0)

@@ -12,62 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-void ps__buf_printf(struct ps_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (b->failed)
-        return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = 1;
-            return;
-        }
-        if ((size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        /* grow: doubling keeps a long status O(length) */
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap - b->len <= (size_t)n)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->failed = 1;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-}
-
-void ps__buf_free(struct ps_buf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
 #define put ps__buf_printf
-
-void ps__buf_json_string(struct ps_buf *o, const char *s)
-{
-    put(o, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            put(o, "\\%c", c);
-        else if (c < 0x20)
-            put(o, "\\u%04x", c);
-        else
-            put(o, "%c", c);
-    }
-    put(o, "\"");
-}
 
 static const char *slot_state_name(const struct ps_slot *sl)
 {
@@ -142,7 +87,7 @@ static void put_capabilities(struct ps_buf *o, struct ps_sup *sup)
 {
     int c;
 
-    ps__cap_refresh(sup);
+    ps__ready_view_refresh(sup);
     for (c = 0; c < PS_CAP_COUNT; c++) {
         const struct ps_cap_row *r = &sup->caps[c];
         if (r->state == PS_CAP_UNKNOWN)
@@ -170,7 +115,7 @@ static const char *ready_word(const struct ps_worker *w)
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     char addr[160];
     int s, g, i;
 
@@ -344,7 +289,7 @@ static void json_capabilities(struct ps_buf *o, struct ps_sup *sup)
 {
     int c, first = 1;
 
-    ps__cap_refresh(sup);
+    ps__ready_view_refresh(sup);
     put(o, "\"capabilities\":[");
     for (c = 0; c < PS_CAP_COUNT; c++) {
         const struct ps_cap_row *r = &sup->caps[c];
@@ -386,7 +331,7 @@ static void json_endpoints(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     int i, first = 1;
 
     put(o, "{\"pid\":%ld,\"name\":", (long)getpid());

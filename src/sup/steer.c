@@ -39,31 +39,6 @@ void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g)
     ps__cap_steering(sup);
 }
 
-enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why)
-{
-    enum ps_steer st = PS_STEER_NONE;
-    int g;
-
-    *why = "";
-    for (g = 0; g < sup->ngroups; g++) {
-        const struct ps_group *gr = &sup->groups[g];
-        if (gr->steer == PS_STEER_CBPF) {
-            *why = gr->steer_why;
-            return PS_STEER_CBPF; /* the weakest one */
-        }
-        if (gr->steer == PS_STEER_EBPF)
-            st = PS_STEER_EBPF;
-    }
-    return st;
-}
-
-int ps__sup_migrates(const struct ps_sup *sup)
-{
-    const char *why;
-
-    return ps__sup_steering(sup, &why) == PS_STEER_EBPF;
-}
-
 int ps__cpu_list(int *cpus, int max)
 {
     cpu_set_t set;

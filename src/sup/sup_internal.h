@@ -174,11 +174,11 @@ void ps__sup_steer(struct ps_sup *sup);
  * looked at right before each change of our own to it. */
 void ps__sup_check_foreign(struct ps_sup *sup);
 
-/* The steering of the supervisor's groups as one word: cbpf if any group
+/* group.c: the steering of the supervisor's groups as one word: cbpf if any group
  * has it (why: the reason), else ebpf if any, else none. */
 enum ps_steer ps__sup_steering(const struct ps_sup *sup, const char **why);
 
-/* 1 when every steered group migrates (eBPF): retiring needs no grace. */
+/* group.c: 1 when every steered group migrates (eBPF): retiring needs no grace. */
 int ps__sup_migrates(const struct ps_sup *sup);
 
 /* stall.c: look at the queues of the stalled slots and of the ready ones
@@ -190,12 +190,6 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now);
 /* When ps__sup_check_stalls wants to run next, or UINT64_MAX (off, or
  * no slot to look at).  O(slots). */
 uint64_t ps__stall_next(const struct ps_sup *sup);
-
-/* A stalled slot's rescue: under eBPF give it fresh sockets, the queue of
- * the old ones moving to the serving slots (or to the fresh one when none
- * serves); under CBPF the queue stays for its next worker.  Logs what
- * moved; returns it, or -1 when the old sockets stay (ps__slot_renew_sockets). */
-long ps__stall_rescue_sockets(struct ps_sup *sup, int s);
 
 /* --cpu-affinity: the CPUs we may run on (sched_getaffinity), at most max of
  * them, in order; 0 when unknown. */
@@ -247,10 +241,6 @@ void ps__cap_steering(struct ps_sup *sup);
 /* --ready auto looked at worker pid's /proc: err 0 (it can see) or the
  * -errno of ps__ready_visible.  Degraded stays degraded. */
 void ps__cap_ready_view(struct ps_sup *sup, pid_t pid, int err);
-
-/* Before status or metrics: rows that could not be looked at yet (after
- * an upgrade, the readiness view) are looked at now.  O(workers). */
-void ps__cap_refresh(struct ps_sup *sup);
 
 const char *ps__cap_name(enum ps_cap cap);
 const char *ps__cap_state_name(enum ps_cap_state st);
@@ -527,8 +517,9 @@ void ps__op_finish_all(struct ps_sup *sup);
 
 /* ---- the supervisor ------------------------------------------------------- */
 
-/* What the state machine does to the world (fork/exec, signals), behind one
- * seam so that the table can be driven without processes. */
+/* What the state machine does to the world (fork/exec, signals, the clock,
+ * systemd, the clients waiting for an answer), behind one seam so that the
+ * tables can be driven without processes, sockets or time passing. */
 struct ps_sup_sys {
     /* start a worker: its index in sup->workers, or -errno */
     int (*spawn)(struct ps_sup *sup, int slot, unsigned gen);
@@ -536,6 +527,14 @@ struct ps_sup_sys {
     void (*signal)(struct ps_sup *sup, struct ps_worker *w, int sig);
     /* SIGKILL the worker's whole process tree */
     void (*kill_tree)(struct ps_sup *sup, struct ps_worker *w);
+    /* the monotonic clock, in ms: every deadline of the supervisor */
+    uint64_t (*now)(void);
+    /* tell systemd (when it started us) READY=1, RELOADING=1, STOPPING=1... */
+    void (*notify)(struct ps_sup *sup, const char *state);
+    /* answer a client waiting for an operation's outcome (the control socket) */
+    void (*answer)(struct ps_sup *sup, const struct ps_waiter *w, int ok, const char *body);
+    /* start an upgrade (ask the new binary, then exec it); w waits for it */
+    int (*upgrade)(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen);
 };
 
 /* A question to the new binary before an upgrade (upgrade.c). */
@@ -592,9 +591,9 @@ struct ps_sup {
     int steer_dirty;
     struct ps_cap_row caps[PS_CAP_COUNT]; /* capability.c */
     unsigned caps_said;                   /* rows said at warning (bit 1 << cap) */
-    int steer_warned;    /* the steering program could not be attached */
-    int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
-    int told_ready;      /* READY=1 sent to systemd after the first start */
+    int steer_warned;                     /* the steering program could not be attached */
+    int affinity_warned;                  /* said that --cpu-affinity has more slots than CPUs */
+    int told_ready;                       /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
     /* --watch (watch.c) */
@@ -616,21 +615,32 @@ struct ps_sup {
 /* The real world: fork/exec, kill(2). */
 extern const struct ps_sup_sys ps__sup_sys_real;
 
-/* start.c: start sup's bookkeeping for cfg (no sockets, no processes). */
-void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg);
+/* The supervisor's clock (the seam's). */
+static inline uint64_t ps__sup_now(const struct ps_sup *sup)
+{
+    return sup->sys->now();
+}
+
+/* start.c: start sup's bookkeeping for cfg (no sockets, no processes), acting
+ * on the world through sys (ps__sup_sys_real, or a test's fake). */
+void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg, const struct ps_sup_sys *sys);
 
 /* supervisor.c: the event loop, until the supervisor stops and its last
  * worker is gone (or poll fails). */
 int ps__sup_loop(struct ps_sup *sup);
 
-/* Tell systemd (when we run under it) READY=1, RELOADING=1, STOPPING=1. */
-void ps__sup_tell_systemd(struct ps_sup *sup, const char *state);
+/* sdnotify.c: tell systemd (when we run under it) READY=1, RELOADING=1
+ * (with the MONOTONIC_USEC that Type=notify-reload wants), STOPPING=1. */
+void ps__sup_notify_systemd(struct ps_sup *sup, const char *state);
 
 /* Close slots at the end that are closing and have no worker left (their
  * EV_CLOSE). */
 void ps__sup_close_retired(struct ps_sup *sup);
 
-/* Workers alive (entries with a pid). */
+/* ps__tree_reap_strays, keeping the upgrade's questions. */
+void ps__sup_reap_strays(struct ps_sup *sup, int all);
+
+/* worker.c: workers alive (entries with a pid). */
 int ps__sup_live_workers(const struct ps_sup *sup);
 
 /*
@@ -666,8 +676,8 @@ void ps__tree_kill(struct ps_sup *sup, struct ps_worker *w);
 
 /* tree.c: end every process that was reparented to us and does not belong to
  * a live worker (a daemonised grandchild of a worker that is gone); with all,
- * every process reparented to us.  O(processes). */
-void ps__tree_reap_strays(struct ps_sup *sup, int all);
+ * every process reparented to us; never one of keep.  O(processes). */
+void ps__tree_reap_strays(struct ps_sup *sup, int all, const pid_t *keep, int nkeep);
 
 /* tree.c: worker root and its descendants (by parent pid), root first, at
  * most cap of them; how many.  O(processes): a pass over /proc, made at
@@ -688,6 +698,11 @@ int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how
  * mode: another user without CAP_SYS_PTRACE, not dumpable), -ENOENT when
  * /proc hides it (hidepid=) while it runs.  A readlink, and a stat. */
 int ps__ready_visible(pid_t pid);
+
+/* ready.c, before status or metrics: the readiness view's capability row,
+ * when it could not be looked at yet (after an upgrade: no worker was
+ * starting), is looked at now, on a running worker.  O(workers). */
+void ps__ready_view_refresh(struct ps_sup *sup);
 
 /* log.c: one log line through cfg->log (nothing when unset). */
 void ps__sup_log(struct ps_sup *sup, enum ps_log_level level, const char *event, const char *fmt,
@@ -885,7 +900,7 @@ struct ps_waiter ps__control_adopt(struct ps_sup *sup, int fd, int json, const c
 void ps__text_clean(char *s);
 int ps__stats_next(const char **text, char *name, size_t cap, unsigned long long *v);
 
-/* status.c: status as text or JSON, appended to a growing buffer. */
+/* buf.c: a growing text buffer (status, metrics, answers). */
 struct ps_buf {
     char *data;
     size_t len, cap;
@@ -895,6 +910,7 @@ void ps__buf_printf(struct ps_buf *b, const char *fmt, ...) __attribute__((forma
 void ps__buf_free(struct ps_buf *b);
 /* s as a JSON string, quotes included */
 void ps__buf_json_string(struct ps_buf *b, const char *s);
+/* status.c: status as text or JSON, appended to out. */
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out);
 void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
 
@@ -992,8 +1008,9 @@ uint64_t ps__upgrade_deadline(const struct ps_sup *sup);
  * status is kept), 0 when it is not ours. */
 int ps__upgrade_reaped(struct ps_sup *sup, pid_t pid, int status);
 
-/* 1 when pid is a question of the upgrade still running (not a stray). */
-int ps__upgrade_child(const struct ps_sup *sup, pid_t pid);
+/* The questions of the upgrade still running (not strays), into out (room
+ * for 2); how many. */
+int ps__upgrade_children(const struct ps_sup *sup, pid_t *out);
 
 /* In the new image: rebuild sup from the PORTSHARE_UPGRADE_STATE text. */
 int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t errlen);

@@ -40,34 +40,11 @@ const struct ps_sup_sys ps__sup_sys_real = {
     .spawn = ps__sup_spawn,
     .signal = real_signal,
     .kill_tree = ps__tree_kill,
+    .now = ps__now_ms,
+    .notify = ps__sup_notify_systemd,
+    .answer = ps__control_answer,
+    .upgrade = ps__upgrade_start,
 };
-
-void ps__sup_tell_systemd(struct ps_sup *sup, const char *state)
-{
-    char buf[256];
-
-    if (!sup->systemd_notify[0])
-        return;
-    if (!strcmp(state, "RELOADING=1")) {
-        /* Type=notify-reload wants the time the reload started */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
-                 (unsigned long long)ts.tv_sec * 1000000ull +
-                     (unsigned long long)ts.tv_nsec / 1000);
-        state = buf;
-    }
-    ps_notify_to(sup->systemd_notify, state);
-}
-
-int ps__sup_live_workers(const struct ps_sup *sup)
-{
-    int i, n = 0;
-
-    for (i = 0; i < sup->nworkers; i++)
-        n += sup->workers[i].pid != 0;
-    return n;
-}
 
 /* What a worker is to its slot. */
 enum role { ROLE_CURRENT, ROLE_NEXT, ROLE_OTHER };
@@ -242,7 +219,7 @@ static void handle_notify(struct ps_sup *sup)
             if (!strcmp(val, "trigger")) /* sd_notify "WATCHDOG=trigger": fail now */
                 w->ping_ms = 0;
             else if (!strcmp(val, "1"))
-                w->ping_ms = ps__now_ms();
+                w->ping_ms = ps__sup_now(sup);
         }
         if (ps_notify_field(msg.text, "READY", val, sizeof(val)) >= 0 && !strcmp(val, "1"))
             ps__worker_ready(sup, w, "READY=1");
@@ -281,7 +258,14 @@ static void reap(struct ps_sup *sup)
         }
     }
     if (any)
-        ps__tree_reap_strays(sup, 0);
+        ps__sup_reap_strays(sup, 0);
+}
+
+void ps__sup_reap_strays(struct ps_sup *sup, int all)
+{
+    pid_t keep[2];
+
+    ps__tree_reap_strays(sup, all, keep, ps__upgrade_children(sup, keep));
 }
 
 /* ---- timers ------------------------------------------------------------------ */
@@ -428,7 +412,7 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
 
 void ps__sup_run_timers(struct ps_sup *sup)
 {
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     int i;
 
     for (i = 0; i < sup->nworkers; i++)
@@ -465,7 +449,7 @@ static void earlier(uint64_t *next, uint64_t t)
 /* How long poll() may sleep: until the nearest deadline, at most 1 s. */
 static int next_timeout(const struct ps_sup *sup)
 {
-    uint64_t now = ps__now_ms(), next = now + CHECK_EVERY_MS;
+    uint64_t now = ps__sup_now(sup), next = now + CHECK_EVERY_MS;
     int i;
 
     for (i = 0; i < sup->nworkers; i++) {
@@ -621,7 +605,7 @@ int ps__sup_loop(struct ps_sup *sup)
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
         pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
         pfd[3] = (struct pollfd){.fd = ps__health_fd(sup), .events = POLLIN};
-        nconn = ps__conns_poll_fill(sup, pfd + 4, ps__now_ms());
+        nconn = ps__conns_poll_fill(sup, pfd + 4, ps__sup_now(sup));
         nup = ps__upgrade_poll_fill(sup, pfd + 4 + nconn);
         n = poll(pfd, (nfds_t)(4 + nconn + nup), next_timeout(sup));
         if (n < 0 && (n = poll_failed(sup, &said)) < 0)
@@ -637,7 +621,7 @@ int ps__sup_loop(struct ps_sup *sup)
             if (pfd[3].revents)
                 ps__health_read(sup);
         }
-        ps__conns_poll_done(sup, pfd + 4, n > 0 ? nconn : 0, ps__now_ms());
+        ps__conns_poll_done(sup, pfd + 4, n > 0 ? nconn : 0, ps__sup_now(sup));
         ps__upgrade_poll_done(sup, pfd + 4 + nconn, n > 0 ? nup : 0);
         ps__sup_run_timers(sup);
     }

@@ -127,9 +127,10 @@ static int origin_alive(const struct ps_sup *sup, int slot, unsigned gen)
     return 0;
 }
 
-void ps__tree_reap_strays(struct ps_sup *sup, int all)
+void ps__tree_reap_strays(struct ps_sup *sup, int all, const pid_t *keep, int nkeep)
 {
     pid_t self = getpid(), pid;
+    int k;
     struct dirent *de;
     DIR *proc = opendir("/proc");
 
@@ -143,7 +144,11 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all)
         if (parent_of(de->d_name) != self)
             continue;
         pid = (pid_t)atoi(de->d_name);
-        if (is_worker(sup, pid) || ps__upgrade_child(sup, pid))
+        if (is_worker(sup, pid))
+            continue;
+        for (k = 0; k < nkeep && keep[k] != pid; k++)
+            ;
+        if (k < nkeep)
             continue;
         if (!all && origin_of(de->d_name, &slot, &gen) == 0 && origin_alive(sup, slot, gen))
             continue;        /* its worker still runs: it goes when that one goes */

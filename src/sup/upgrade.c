@@ -144,14 +144,14 @@ int ps__upgrade_reaped(struct ps_sup *sup, pid_t pid, int status)
     return 0;
 }
 
-int ps__upgrade_child(const struct ps_sup *sup, pid_t pid)
+int ps__upgrade_children(const struct ps_sup *sup, pid_t *out)
 {
-    int i;
+    int i, n = 0;
 
     for (i = 0; sup->upgrade_asking && i < 2; i++)
-        if (sup->upgrade_asks[i].running && sup->upgrade_asks[i].pid == pid)
-            return 1;
-    return 0;
+        if (sup->upgrade_asks[i].running)
+            out[n++] = sup->upgrade_asks[i].pid;
+    return n;
 }
 
 /* What the answers say.  --version first: a missing, truncated or foreign
@@ -563,7 +563,7 @@ int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, 
         return r;
     }
     sup->upgrade_asking = 1;
-    sup->upgrade_deadline = ps__now_ms() + ASK_TIMEOUT_MS;
+    sup->upgrade_deadline = ps__sup_now(sup) + ASK_TIMEOUT_MS;
     sup->upgrade_has_waiter = w != NULL;
     if (w)
         sup->upgrade_waiter = *w;
@@ -601,7 +601,7 @@ void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n)
         if (asks[i].fd >= 0 && k < n && pfd[k++].revents)
             ask_read(&asks[i]);
     if (asks[0].running || asks[1].running) { /* reaped by the loop: ps__upgrade_reaped */
-        if (ps__now_ms() < sup->upgrade_deadline)
+        if (ps__sup_now(sup) < sup->upgrade_deadline)
             return;
         ps__set_error(err, sizeof(err), "%s %s did not answer within %d s", exe,
                       asks[0].running ? "--version" : "--upgrade-state-format",
@@ -827,7 +827,7 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
         if (restore_fields(line, worker_fields, PS__ARRAY_LEN(worker_fields), &w, &idx) < 0 ||
             idx < 0 || w.pid <= 0)
             return -EINVAL;
-        w.ping_ms = ps__now_ms(); /* the watchdog period starts anew */
+        w.ping_ms = ps__sup_now(sup); /* the watchdog period starts anew */
         sup->workers[idx] = w;
         if (idx >= sup->nworkers)
             sup->nworkers = idx + 1;

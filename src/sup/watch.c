@@ -406,7 +406,7 @@ static void rewatch(struct ps_sup *sup)
 void ps__watch_read(struct ps_sup *sup)
 {
     char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
-    uint64_t now = ps__now_ms();
+    uint64_t now = ps__sup_now(sup);
     ssize_t n;
     char *p;
 

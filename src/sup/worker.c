@@ -25,7 +25,7 @@ struct worker_row {
 /* it said READY=1, or the kernel or the clock says it is */
 static void w_ready(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
-    w->ready_ms = w->ping_ms = ps__now_ms();
+    w->ready_ms = w->ping_ms = ps__sup_now(sup);
     snprintf(w->ready_by, sizeof(w->ready_by), "%s", why);
     ps__sup_log(sup, PS_LOG_INFO, "worker_ready", "worker %ld (slot %d, generation %u) ready (%s)",
                 (long)w->pid, w->slot, w->generation, why);
@@ -36,13 +36,13 @@ static void w_ready(struct ps_sup *sup, struct ps_worker *w, const char *why)
 static void w_leave(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
     (void)why;
-    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
+    w->deadline_ms = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
     sup->steer_dirty = 1;
 }
 
 static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
-    w->deadline_ms = ps__now_ms() + sup->cfg->drain_timeout_ms;
+    w->deadline_ms = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
     sup->sys->signal(sup, w, sup->cfg->drain_signal ? sup->cfg->drain_signal : SIGTERM);
     ps__sup_log(sup, PS_LOG_INFO, "worker_draining",
                 "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
@@ -54,7 +54,7 @@ static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
 static void w_abort(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
     (void)why;
-    w->deadline_ms = ps__now_ms() + WATCHDOG_KILL_MS;
+    w->deadline_ms = ps__sup_now(sup) + WATCHDOG_KILL_MS;
     sup->sys->signal(sup, w, SIGABRT);
     sup->steer_dirty = 1;
 }
@@ -63,7 +63,7 @@ static void w_abort(struct ps_sup *sup, struct ps_worker *w, const char *why)
 static void w_kill(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
     (void)why;
-    w->deadline_ms = ps__now_ms() + KILL_RECHECK_MS;
+    w->deadline_ms = ps__sup_now(sup) + KILL_RECHECK_MS;
     sup->sys->kill_tree(sup, w);
 }
 
@@ -117,4 +117,13 @@ void ps__worker_abort(struct ps_sup *sup, struct ps_worker *w)
 void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w)
 {
     ps__worker_step(sup, w, WE_KILL, "kill");
+}
+
+int ps__sup_live_workers(const struct ps_sup *sup)
+{
+    int i, n = 0;
+
+    for (i = 0; i < sup->nworkers; i++)
+        n += sup->workers[i].pid != 0;
+    return n;
 }

@@ -104,15 +104,13 @@ static void die(const char *fmt, ...)
 
 /* ---- the clock ---------------------------------------------------------------- */
 
-/* The supervisor's clock, ps__now_ms(), is this one: the test is linked
- * with --wrap=ps__now_ms (tests/CMakeLists.txt).  Time passes only when a
- * step says so, which keeps every run of a seed the same. */
+/* The supervisor's clock (its seam's now) is this one.  Time passes only
+ * when a step says so, which keeps every run of a seed the same. */
 #define CLOCK_START 1000000
 
 static uint64_t clock_ms = CLOCK_START;
 
-uint64_t __wrap_ps__now_ms(void);
-uint64_t __wrap_ps__now_ms(void)
+static uint64_t fake_now(void)
 {
     return clock_ms;
 }
@@ -188,7 +186,7 @@ static int fake_spawn(struct ps_sup *s, int slot, unsigned gen)
     w->slot = slot;
     w->generation = gen;
     w->state = W_STARTING;
-    w->started_ms = w->ping_ms = ps__now_ms();
+    w->started_ms = w->ping_ms = fake_now();
     w->deadline_ms = w->started_ms + s->cfg->ready_timeout_ms;
     fake.spawns++;
     fake.drains[i] = fake.aborts[i] = 0;
@@ -232,6 +230,12 @@ static const struct ps_sup_sys fake_sys = {
     .spawn = fake_spawn,
     .signal = fake_signal,
     .kill_tree = fake_kill_tree,
+    .now = fake_now,
+    /* systemd is a socket of ours (sd below), whose messages are checked */
+    .notify = ps__sup_notify_systemd,
+    /* the waiters are clients of a control socket of ours (control_turn) */
+    .answer = ps__control_answer,
+    .upgrade = ps__upgrade_start,
 };
 
 static unsigned log_lines;
@@ -454,9 +458,8 @@ static void machine_init(const struct machine_opts *o)
     cfg.argv = fake_argv;
     cfg.log = test_log;
     clock_ms = CLOCK_START;
-    ps__sup_init(&sup, &cfg);
+    ps__sup_init(&sup, &cfg, &fake_sys);
     assert_int_equal(sup.started_ms, CLOCK_START); /* the library reads our clock */
-    sup.sys = &fake_sys;
     if (!sup.conns)
         assert_int_equal(ps__control_init(&sup), 0); /* waiters are answered through it */
     for (g = 0; g < o->reuseport_groups && g < POOL_REUSEPORT; g++)
@@ -706,7 +709,7 @@ static void check_upgrade_round_trip(void)
         return; /* an upgrade only runs when nothing is in flight */
     state = ps__upgrade_serialize(&sup);
     CHECK(state, "serialize");
-    ps__sup_init(&sup2, &cfg);
+    ps__sup_init(&sup2, &cfg, &fake_sys);
     i = ps__upgrade_restore(&sup2, state, err, sizeof(err));
     free(state);
     CHECK(i == 0, "restore: %s", err);
@@ -889,7 +892,7 @@ static void mark_ready(struct ps_worker *w)
 {
     /* what the notify handler does before EV_READY */
     w->state = W_READY;
-    w->ready_ms = w->ping_ms = ps__now_ms();
+    w->ready_ms = w->ping_ms = fake_now();
 }
 
 static enum ps_slot_state fire(int s, enum ps_slot_event ev)
@@ -1286,9 +1289,9 @@ static int run_pair(enum ps_slot_state st, enum ps_slot_event ev, enum variant v
         sup.workers[r.cur].state = W_DRAINING;
     take(before);
     fake_calls_reset();
-    r.t0 = ps__now_ms();
+    r.t0 = fake_now();
     got = ps__slot_event(&sup, SUBJECT, ev, ev == EV_EXIT ? r.status : 0, NULL); /* exit code 3 */
-    r.t1 = ps__now_ms();
+    r.t1 = fake_now();
     if (ev == EV_EXIT && r.cur >= 0)
         sup.workers[r.cur].pid = 0; /* the reaper frees the entry after the event */
 
@@ -1492,9 +1495,9 @@ static void test_start_fails(void **state)
     for (k = 0; k < PS__ARRAY_LEN(delays); k++) {
         fake.fail = 1;
         fake.fail_errno = k % 2 ? EAGAIN : ENOEXEC;
-        t0 = ps__now_ms();
+        t0 = fake_now();
         fire_expect(1, EV_START, SL_BACKOFF);
-        t1 = ps__now_ms();
+        t1 = fake_now();
         assert_int_equal(sup.spawn_error, -fake.fail_errno);
         assert_int_equal(sl->current, -1);
         assert_int_equal(sl->restarts, k + 1);
@@ -1511,10 +1514,10 @@ static void test_start_fails(void **state)
     mark_ready(&sup.workers[sl->current]);
     sup.workers[sl->current].ready_ms -= 1500;
     fire_expect(1, EV_READY, SL_READY);
-    t0 = ps__now_ms();
+    t0 = fake_now();
     fire_expect(1, EV_EXIT, SL_BACKOFF);
     assert_int_equal(sl->crashes, 1);
-    assert_true(sl->backoff_until >= t0 && sl->backoff_until <= ps__now_ms());
+    assert_true(sl->backoff_until >= t0 && sl->backoff_until <= fake_now());
     machine_close();
 }
 

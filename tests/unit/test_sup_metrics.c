@@ -24,7 +24,7 @@ static void setup_sup(int nslots, int ready)
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.workers = nslots;
-    ps__sup_init(&sup, &cfg);
+    ps__sup_init(&sup, &cfg, &ps__sup_sys_real);
     sup.nslots = nslots;
     sup.generation = 3;
     for (s = 0; s < nslots; s++) {
