@@ -395,7 +395,7 @@ static void run_counted(struct ps_sup *sup, struct ps_conn *c, const struct ps_w
         snprintf(err, sizeof(err), "bad lame duck time '%.32s' (milliseconds)", line + 14);
         reply(sup, c, 0, err);
     } else {
-        ps__op_lameduck(sup, (unsigned)n, w);
+        ps__life_event(sup, LIFE_LAMEDUCK, (unsigned)n, w);
     }
 }
 
@@ -423,7 +423,7 @@ static void run_command(struct ps_sup *sup, struct ps_conn *c, char *line)
     } else if (!strncmp(line, "scale ", 6) || !strncmp(line, "stop lameduck ", 14)) {
         run_counted(sup, c, &w, line);
     } else if (!strcmp(line, "stop")) {
-        ps__op_stop(sup, &w);
+        ps__life_event(sup, LIFE_STOP, 0, &w);
     } else {
         snprintf(err, sizeof(err), "unknown command '%.64s'", line);
         reply(sup, c, 0, err);

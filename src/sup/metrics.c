@@ -140,7 +140,7 @@ static void supervisor_metrics(struct ps_buf *o, struct ps_sup *sup)
            "1 while /healthz says 200 (a worker is ready, not in lame duck, not stopping).");
     put(o, "portshare_healthy %d\n", ps__sup_healthy(sup, &why));
     family(o, "portshare_lameduck", "gauge", "1 from the start of a lame duck until the exit.");
-    put(o, "portshare_lameduck %d\n", sup->lameduck);
+    put(o, "portshare_lameduck %d\n", ps__lameduck(sup));
     family(o, "portshare_start_time_seconds", "gauge", "When the supervisor started (Unix time).");
     put(o, "portshare_start_time_seconds %lld\n", (long long)sup->started_wall);
     family(o, "portshare_strays_killed_total", "counter",
@@ -346,9 +346,9 @@ int ps__sup_healthy(const struct ps_sup *sup, const char **why)
     const char *w = "ok";
     int ok = 0;
 
-    if (sup->stopping)
+    if (ps__stopping(sup))
         w = "stopping";
-    else if (sup->lameduck)
+    else if (ps__lameduck(sup))
         w = "lame duck";
     else if (!ready_slots(sup))
         w = "no worker ready";
@@ -366,7 +366,7 @@ void ps__agent_text(const struct ps_sup *sup, char *buf, size_t len)
 {
     int ready = ready_slots(sup), pct;
 
-    if (sup->lameduck || sup->stopping) {
+    if (ps__lameduck(sup) || ps__stopping(sup)) {
         snprintf(buf, len, "drain\n");
         return;
     }

@@ -46,21 +46,43 @@ static int add_waiter(struct ps_op *op, const struct ps_waiter *w)
 
 /* ---- reload ------------------------------------------------------------------ */
 
-static void reload_done(struct ps_sup *sup, int ok, const char *body)
+/*
+ * A reload is a small table of its own: idle, or starting the next
+ * generation (a worker of it in every slot, sl->next, on the slot's
+ * sockets).  Its events are what those workers do; every change of
+ * sup->reloading is a row of reload_rows, run by reload_event().
+ *
+ *   idle      start       -> starting (every slot's next is spawned), or
+ *                            idle again when one could not be (rolled back)
+ *   starting  next ready  -> starting, or idle once every next is ready
+ *                            (committed: each slot's EV_REPLACE)
+ *   starting  next failed -> idle (rolled back: the other next workers
+ *                            drain, the serving generation stays)
+ *   starting  cancel      -> idle (rolled back by a stop; systemd, told
+ *                            STOPPING=1 already, hears nothing more)
+ */
+enum reload_event { R_START, R_NEXT_READY, R_NEXT_FAILED, R_CANCEL, R_EVENT_COUNT };
+
+typedef int reload_fn(struct ps_sup *sup, int s, const char *why);
+
+struct reload_row {
+    reload_fn *act;
+    enum ps_reload_state next, alt; /* the action returns 1 to take alt */
+};
+
+static void reload_done(struct ps_sup *sup, int ok, int tell, const char *body)
 {
-    sup->reloading = 0;
     if (ok)
         sup->reloads_ok++;
     else
         sup->reloads_failed++;
-    /* the reload is over for systemd too; but not when a stop rolled it back:
-     * STOPPING=1 is said already, and nothing may follow it (sd_notify(3)) */
-    if (sup->told_ready && !sup->stopping)
+    /* the reload is over for systemd too */
+    if (sup->told_ready && tell)
         sup->sys->notify(sup, "READY=1");
     answer(sup, &sup->running, ok, body);
 }
 
-static void rollback(struct ps_sup *sup, const char *why)
+static void rollback(struct ps_sup *sup, int tell, const char *why)
 {
     char body[512];
     int s;
@@ -73,20 +95,25 @@ static void rollback(struct ps_sup *sup, const char *why)
         sl->next = -1;
     }
     snprintf(sup->reload_error, sizeof(sup->reload_error), "%s", why);
-    ps__sup_log(sup, PS_LOG_ERROR, "reload_rolled_back",
-                "reload to generation %u rolled back: %s; generation %u keeps serving",
-                sup->next_generation, why, sup->generation);
     snprintf(body, sizeof(body),
              "reload to generation %u rolled back: %s; generation %u keeps serving",
              sup->next_generation, why, sup->generation);
-    reload_done(sup, 0, body);
+    ps__sup_log(sup, PS_LOG_ERROR, "reload_rolled_back", "%s", body);
+    reload_done(sup, 0, tell, body);
 }
 
-static void commit(struct ps_sup *sup)
+/* Every next worker ready: they become their slots' own (EV_REPLACE). */
+static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
 {
     char body[128];
     int s;
 
+    (void)s_, (void)why_;
+    for (s = 0; s < sup->nslots; s++) {
+        const struct ps_slot *sl = &sup->slots[s];
+        if (sl->next >= 0 && sup->workers[sl->next].state != W_READY)
+            return 0;
+    }
     sup->generation = sup->next_generation;
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
@@ -95,21 +122,8 @@ static void commit(struct ps_sup *sup)
     sup->steer_dirty = 1;
     ps__sup_log(sup, PS_LOG_INFO, "reload_done", "generation %u is serving", sup->generation);
     snprintf(body, sizeof(body), "generation %u is serving", sup->generation);
-    reload_done(sup, 1, body);
-}
-
-static void check_commit(struct ps_sup *sup)
-{
-    int s;
-
-    if (!sup->reloading)
-        return;
-    for (s = 0; s < sup->nslots; s++) {
-        const struct ps_slot *sl = &sup->slots[s];
-        if (sl->next >= 0 && sup->workers[sl->next].state != W_READY)
-            return;
-    }
-    commit(sup);
+    reload_done(sup, 1, 1, body);
+    return 1;
 }
 
 static int reloadable(const struct ps_slot *sl)
@@ -118,12 +132,12 @@ static int reloadable(const struct ps_slot *sl)
            sl->state == SL_STALLED;
 }
 
-static void start_reload(struct ps_sup *sup)
+static int a_start(struct ps_sup *sup, int s_, const char *why_)
 {
     char why[256];
     int s, idx;
 
-    sup->reloading = 1;
+    (void)s_, (void)why_;
     sup->next_generation++;
     /* also before the first READY=1: systemd then only notes it (the unit
      * is still starting) and READY=1 ends both */
@@ -136,25 +150,57 @@ static void start_reload(struct ps_sup *sup)
         idx = sup->sys->spawn(sup, s, sup->next_generation);
         if (idx < 0) {
             snprintf(why, sizeof(why), "cannot start %s: %s", sup->cfg->argv[0], ps_strerror(idx));
-            rollback(sup, why);
-            return;
+            rollback(sup, 1, why);
+            return 1;
         }
         sl->next = idx;
     }
-    check_commit(sup);
+    return commit_when_ready(sup, -1, NULL);
+}
+
+/* Slot s's next worker left, exited, was late or hung: it is out of the
+ * reload (the caller has dealt with the process), the others drain. */
+static int a_next_failed(struct ps_sup *sup, int s, const char *why)
+{
+    sup->slots[s].next = -1;
+    rollback(sup, 1, why);
+    return 0;
+}
+
+static int a_cancel(struct ps_sup *sup, int s, const char *why)
+{
+    (void)s;
+    rollback(sup, 0, why);
+    return 0;
+}
+
+/* clang-format off */
+static const struct reload_row reload_rows[PS_RELOAD_COUNT][R_EVENT_COUNT] = {
+    [PS_RELOAD_IDLE][R_START]           = {a_start,           PS_RELOAD_STARTING, PS_RELOAD_IDLE},
+    [PS_RELOAD_STARTING][R_NEXT_READY]  = {commit_when_ready, PS_RELOAD_STARTING, PS_RELOAD_IDLE},
+    [PS_RELOAD_STARTING][R_NEXT_FAILED] = {a_next_failed,     PS_RELOAD_IDLE,     PS_RELOAD_IDLE},
+    [PS_RELOAD_STARTING][R_CANCEL]      = {a_cancel,          PS_RELOAD_IDLE,     PS_RELOAD_IDLE},
+};
+/* clang-format on */
+
+static void reload_event(struct ps_sup *sup, enum reload_event ev, int s, const char *why)
+{
+    const struct reload_row *r = &reload_rows[sup->reloading][ev];
+
+    if (r->act)
+        sup->reloading = r->act(sup, s, why) ? r->alt : r->next;
+    else if (ev == R_NEXT_FAILED && s >= 0)
+        sup->slots[s].next = -1; /* no reload to roll back: only out of it */
 }
 
 void ps__reload_next_ready(struct ps_sup *sup, int s)
 {
-    (void)s;
-    check_commit(sup);
+    reload_event(sup, R_NEXT_READY, s, NULL);
 }
 
 void ps__reload_next_failed(struct ps_sup *sup, int s, const char *why)
 {
-    (void)s; /* the caller took the failed worker out of slot s already */
-    if (sup->reloading)
-        rollback(sup, why);
+    reload_event(sup, R_NEXT_FAILED, s, why);
 }
 
 /* ---- scale --------------------------------------------------------------------- */
@@ -192,9 +238,9 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
     struct ps_op *op = NULL;
     int i;
 
-    if (sup->stopping || sup->lameduck) {
+    if (sup->life != PS_LIFE_SERVING) {
         ps__set_error(err, errlen, "the supervisor is stopping%s",
-                      sup->stopping ? "" : " (lame duck)");
+                      sup->life == PS_LIFE_LAMEDUCK ? " (lame duck)" : "");
         return -ESHUTDOWN;
     }
     if (kind == OP_SCALE && (n < 1 || n > PS_SUP_MAX_WORKERS)) {
@@ -240,14 +286,14 @@ void ps__op_run_queue(struct ps_sup *sup)
     char err[256], body[300];
     struct ps_op op;
 
-    while (!sup->reloading && !sup->upgrade_asking && !sup->stopping && !sup->lameduck &&
+    while (!sup->reloading && !sup->upgrade_asking && sup->life == PS_LIFE_SERVING &&
            sup->nqueued) {
         op = sup->queue[0];
         memmove(&sup->queue[0], &sup->queue[1], (size_t)--sup->nqueued * sizeof(sup->queue[0]));
         switch (op.kind) {
         case OP_RELOAD:
             sup->running = op;
-            start_reload(sup);
+            reload_event(sup, R_START, -1, NULL);
             break;
         case OP_SCALE:
             if (apply_scale(sup, op.n, err, sizeof(err)) < 0) {
@@ -269,80 +315,14 @@ void ps__op_run_queue(struct ps_sup *sup)
     }
 }
 
-/* ---- stop ----------------------------------------------------------------------- */
+/* ---- the end ----------------------------------------------------------------- */
 
-static void add_stop_waiter(struct ps_sup *sup, const struct ps_waiter *w)
+void ps__op_cancel_all(struct ps_sup *sup, const char *why)
 {
-    if (!w)
-        return;
-    if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
-        sup->stop_waiters[sup->nstop_waiters++] = *w;
-    else
-        sup->sys->answer(sup, w, 0, "too many clients waiting");
-}
-
-void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w)
-{
-    int i, s;
-
-    add_stop_waiter(sup, w);
-    if (sup->stopping) {
-        /* asked twice: do not wait for the drain */
-        for (i = 0; i < sup->nworkers; i++)
-            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
-                ps__worker_kill(sup, &sup->workers[i]);
-        return;
-    }
-    sup->stopping = 1;
-    sup->lameduck_until = 0; /* a stop during lame duck: the drain starts now */
-    sup->stop_deadline = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
-    sup->sys->notify(sup, "STOPPING=1");
-    ps__sup_log(sup, PS_LOG_INFO, "stopping", "stopping: draining %d worker(s)",
-                ps__sup_live_workers(sup));
-    if (sup->reloading)
-        rollback(sup, "the supervisor is stopping");
-    for (i = 0; i < sup->nqueued; i++)
-        answer(sup, &sup->queue[i], 0, "the supervisor is stopping");
-    sup->nqueued = 0;
-    for (s = 0; s < sup->nslots; s++)
-        ps__slot_event(sup, s, EV_STOP, 0, "the supervisor is stopping");
-    for (i = 0; i < sup->nworkers; i++)
-        if (sup->workers[i].pid)
-            ps__worker_drain(sup, &sup->workers[i], "the supervisor is stopping");
-}
-
-void ps__op_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
-{
-    if (sup->stopping || sup->lameduck) {
-        add_stop_waiter(sup, w); /* already on its way out: no hurry added */
-        return;
-    }
-    if (!ms) {
-        ps__op_stop(sup, w);
-        return;
-    }
-    add_stop_waiter(sup, w);
-    sup->lameduck = 1;
-    sup->lameduck_until = ps__sup_now(sup) + ms;
-    sup->sys->notify(sup, "STATUS=lame duck: still serving, draining soon");
-    ps__sup_log(sup, PS_LOG_INFO, "lameduck",
-                "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
-                "keep serving, then drain",
-                ms);
-}
-
-void ps__op_finish_all(struct ps_sup *sup)
-{
-    struct ps_op stop = {.kind = OP_RELOAD};
     int i;
 
-    if (sup->reloading)
-        rollback(sup, "the supervisor stopped");
+    reload_event(sup, R_CANCEL, -1, why);
     for (i = 0; i < sup->nqueued; i++)
-        answer(sup, &sup->queue[i], 0, "the supervisor stopped");
+        answer(sup, &sup->queue[i], 0, why);
     sup->nqueued = 0;
-    memcpy(stop.waiters, sup->stop_waiters, sizeof(stop.waiters));
-    stop.nwaiters = sup->nstop_waiters;
-    sup->nstop_waiters = 0;
-    answer(sup, &stop, 1, "stopped");
 }

@@ -42,7 +42,7 @@
  * then), nor once the supervisor stops. */
 static int no_successor_starting(const struct ps_sup *sup, int s)
 {
-    return sup->slots[s].next < 0 && !sup->stopping;
+    return sup->slots[s].next < 0 && !ps__stopping(sup);
 }
 
 /* A retired slot's socket closes once no worker of the slot is left, and

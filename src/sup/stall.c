@@ -67,7 +67,7 @@ uint64_t ps__stall_next(const struct ps_sup *sup)
 {
     int s;
 
-    if (!sup->cfg->stall_timeout_ms || sup->stopping)
+    if (!sup->cfg->stall_timeout_ms || ps__stopping(sup))
         return UINT64_MAX;
     for (s = 0; s < sup->nslots; s++)
         if (looked_at(sup, s))
@@ -147,7 +147,7 @@ void ps__sup_check_stalls(struct ps_sup *sup, uint64_t now)
 {
     int s;
 
-    if (!sup->cfg->stall_timeout_ms || sup->stopping || now < ps__stall_next(sup))
+    if (!sup->cfg->stall_timeout_ms || ps__stopping(sup) || now < ps__stall_next(sup))
         return;
     sup->stall_checked_ms = now;
     for (s = 0; s < sup->nslots; s++) {

@@ -444,7 +444,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
     }
     sup.steer_dirty = 1;
     r = ps__sup_loop(&sup);
-    ps__op_finish_all(&sup);
+    ps__life_finish(&sup);
     if (r < 0) {
         ps__set_error(err, errlen, "the event loop failed: poll: %s", ps_strerror(r));
         *stage = PS_SUP_STAGE_SYSTEM;

@@ -121,7 +121,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 
     put(o, "supervisor  pid %ld, up %.0f s, generation %u%s%s", (long)getpid(),
         seconds_since(sup->started_ms, now), sup->generation, sup->reloading ? " (reloading)" : "",
-        sup->stopping ? " (stopping)" : "");
+        ps__stopping(sup) ? " (stopping)" : "");
     if (sup->lameduck_until)
         put(o, " (LAME DUCK: unhealthy to load balancers, draining in %.1f s)",
             lameduck_left(sup, now));
@@ -313,7 +313,7 @@ static void json_endpoints(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
     int healthy = ps__sup_healthy(sup, &why);
 
     put(o, "\"lameduck\":%s,\"lameduck_left_s\":%.3f,\"healthy\":%s,\"health\":",
-        sup->lameduck ? "true" : "false", lameduck_left(sup, now), healthy ? "true" : "false");
+        ps__lameduck(sup) ? "true" : "false", lameduck_left(sup, now), healthy ? "true" : "false");
     ps__buf_json_string(o, why);
     endpoint_address(sup->metrics_fd, &sup->cfg->metrics, addr, sizeof(addr));
     put(o, ",\"metrics\":");
@@ -342,7 +342,7 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation, sup->target);
     put(o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
-        sup->reloading ? "true" : "false", sup->stopping ? "true" : "false");
+        sup->reloading ? "true" : "false", ps__stopping(sup) ? "true" : "false");
     ps__buf_json_string(o, sup->reload_error);
     put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
         sup->reloads_ok, sup->reloads_failed, sup->nqueued);

@@ -492,18 +492,6 @@ struct ps_op {
 int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct ps_waiter *w,
                    char *err, size_t errlen);
 
-/* Lame duck (`stop --lameduck`, SIGTERM with --lameduck): /healthz says
- * 503 and the agent "drain" at once, the workers keep serving for ms, then
- * ps__op_stop.  w is answered when the supervisor is gone.  ms == 0 is a
- * plain stop; asked while already in lame duck or stopping, w only joins
- * the stop's waiters (the earlier deadline stands). */
-void ps__op_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w);
-
-/* Stop: roll back a reload in flight, drain everything; w is answered when
- * the supervisor is gone (or "stopped" just before).  Asked again while
- * stopping: SIGKILL every worker tree at once. */
-void ps__op_stop(struct ps_sup *sup, const struct ps_waiter *w);
-
 /* Reload events of the next generation's worker of slot s. */
 void ps__reload_next_ready(struct ps_sup *sup, int s);
 void ps__reload_next_failed(struct ps_sup *sup, int s, const char *why);
@@ -511,9 +499,51 @@ void ps__reload_next_failed(struct ps_sup *sup, int s, const char *why);
 /* Run what is queued, if nothing is in flight; called by the loop. */
 void ps__op_run_queue(struct ps_sup *sup);
 
-/* Answer every waiter of the stop and of anything queued (the supervisor is
- * going away). */
-void ps__op_finish_all(struct ps_sup *sup);
+/* The supervisor is on its way out: roll back the reload in flight (systemd
+ * is not told READY=1) and answer everything queued with why. */
+void ps__op_cancel_all(struct ps_sup *sup, const char *why);
+
+/* ---- life.c: the supervisor's own life --------------------------------------- */
+
+/* A reload in flight (ops.c's own small table). */
+enum ps_reload_state { PS_RELOAD_IDLE, PS_RELOAD_STARTING, PS_RELOAD_COUNT };
+
+enum ps_life {
+    PS_LIFE_SERVING,  /* operations are taken */
+    PS_LIFE_LAMEDUCK, /* serving, reported unhealthy; nothing new is taken */
+    PS_LIFE_STOPPING, /* every worker drains; the loop ends with the last */
+    PS_LIFE_COUNT
+};
+
+enum ps_life_event {
+    LIFE_LAMEDUCK,      /* asked (`stop --lameduck MS`, SIGTERM with --lameduck) */
+    LIFE_LAMEDUCK_OVER, /* its time is up */
+    LIFE_STOP,          /* asked (`stop`, SIGINT, SIGQUIT, SIGTERM) */
+    LIFE_DRAIN_TIMEOUT, /* the drain took longer than --drain-timeout */
+    LIFE_EVENT_COUNT
+};
+
+/* Run ev's row.  LIFE_LAMEDUCK: /healthz says 503 and the agent "drain" at
+ * once, the workers keep serving for ms (0: a plain stop), then drain.
+ * LIFE_STOP: roll back a reload in flight, answer what is queued, drain
+ * everything; asked again while stopping: SIGKILL every worker tree at
+ * once.  w (or NULL) is answered when the supervisor is gone; asked while
+ * already on the way out it only joins (the earlier deadline stands).
+ * 1 when a row ran, 0 when the event means nothing now. */
+int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
+                   const struct ps_waiter *w);
+
+/* The lame duck's end and the drain's deadline, when due at now. */
+void ps__life_timers(struct ps_sup *sup, uint64_t now);
+
+/* When ps__life_timers has something to do next, or UINT64_MAX. */
+uint64_t ps__life_deadline(const struct ps_sup *sup);
+
+/* The supervisor is gone: cancel what is in flight or queued, answer the
+ * stop's waiters "stopped". */
+void ps__life_finish(struct ps_sup *sup);
+
+const char *ps__life_name(enum ps_life l);
 
 /* ---- the supervisor ------------------------------------------------------- */
 
@@ -560,14 +590,14 @@ struct ps_sup {
     unsigned generation;      /* the serving generation */
     unsigned next_generation; /* the last generation number handed out */
     /* operations */
-    int reloading;        /* a reload generation is starting */
-    struct ps_op running; /* the reload in flight, when reloading */
+    enum ps_life life;
+    enum ps_reload_state reloading; /* a reload generation is starting */
+    struct ps_op running;           /* the reload in flight, when reloading */
     struct ps_op queue[PS_OP_QUEUE_MAX];
     int nqueued;
     unsigned op_ids;
     unsigned reloads_ok, reloads_failed;
     char reload_error[256];
-    int stopping;
     uint64_t stop_deadline;
     struct ps_waiter stop_waiters[PS_OP_MAX_WAITERS];
     int nstop_waiters;
@@ -605,7 +635,7 @@ struct ps_sup {
     char watch_what[256]; /* the first changed path, for the log */
     int watch_full_said;  /* warned that a new directory is past the limit */
     /* lame duck: reported unhealthy / "drain" while still serving, then stop */
-    int lameduck;            /* entered (stays set while stopping) */
+    unsigned lameduck_ms;    /* how long it was asked for; 0: never entered */
     uint64_t lameduck_until; /* the drain starts then; 0 once it has */
     /* operations endpoints (endpoint.c); -1 when off */
     int metrics_fd, agent_fd;
@@ -614,6 +644,18 @@ struct ps_sup {
 
 /* The real world: fork/exec, kill(2). */
 extern const struct ps_sup_sys ps__sup_sys_real;
+
+/* Stopping: every worker drains (life.c). */
+static inline int ps__stopping(const struct ps_sup *sup)
+{
+    return sup->life == PS_LIFE_STOPPING;
+}
+
+/* A lame duck was entered: it stays so while stopping (/healthz, metrics). */
+static inline int ps__lameduck(const struct ps_sup *sup)
+{
+    return sup->lameduck_ms != 0;
+}
 
 /* The supervisor's clock (the seam's). */
 static inline uint64_t ps__sup_now(const struct ps_sup *sup)

@@ -70,7 +70,6 @@ static enum role role_of(const struct ps_sup *sup, const struct ps_worker *w)
 static void next_failed(struct ps_sup *sup, struct ps_worker *w, int status, const char *why)
 {
     (void)status;
-    sup->slots[w->slot].next = -1;
     ps__reload_next_failed(sup, w->slot, why);
 }
 
@@ -425,15 +424,7 @@ void ps__sup_run_timers(struct ps_sup *sup)
         else if (sl->state == SL_RETIRING && retire_done(sup, i, now))
             ps__slot_event(sup, i, EV_QUEUE_EMPTY, 0, "scaled down");
     }
-    if (sup->lameduck_until && now >= sup->lameduck_until) {
-        sup->lameduck_until = 0;
-        ps__sup_log(sup, PS_LOG_INFO, "lameduck_over", "lame duck over: draining");
-        ps__op_stop(sup, NULL);
-    }
-    if (sup->stopping && now >= sup->stop_deadline)
-        for (i = 0; i < sup->nworkers; i++)
-            if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
-                ps__worker_kill(sup, &sup->workers[i]);
+    ps__life_timers(sup, now);
     ps__watch_timer(sup, now);
     ps__sup_check_stalls(sup, now);
     ps__health_check(sup, now);
@@ -482,10 +473,7 @@ static int next_timeout(const struct ps_sup *sup)
     if (sup->steer_dirty) /* an eBPF map update to try again */
         earlier(&next, now + 50);
     earlier(&next, ps__stall_next(sup));
-    if (sup->stopping)
-        earlier(&next, sup->stop_deadline);
-    if (sup->lameduck_until)
-        earlier(&next, sup->lameduck_until);
+    earlier(&next, ps__life_deadline(sup));
     earlier(&next, ps__conns_next_deadline(sup));
     earlier(&next, ps__watch_deadline(sup));
     earlier(&next, ps__upgrade_deadline(sup));
@@ -531,16 +519,16 @@ static void handle_signals(struct ps_sup *sup)
         case SIGTERM:
             /* --lameduck: first tell the balancer; a second SIGTERM, or
              * SIGINT / SIGQUIT, stops at once */
-            if (sup->cfg->lameduck_ms && !sup->lameduck && !sup->stopping) {
+            if (sup->cfg->lameduck_ms && sup->life == PS_LIFE_SERVING) {
                 ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGTERM: lame duck, then stop");
-                ps__op_lameduck(sup, sup->cfg->lameduck_ms, NULL);
+                ps__life_event(sup, LIFE_LAMEDUCK, sup->cfg->lameduck_ms, NULL);
                 break;
             }
-            ps__op_stop(sup, NULL);
+            ps__life_event(sup, LIFE_STOP, 0, NULL);
             break;
         case SIGINT:
         case SIGQUIT:
-            ps__op_stop(sup, NULL);
+            ps__life_event(sup, LIFE_STOP, 0, NULL);
             break;
         case SIGUSR2:
             ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGUSR2: upgrade");
@@ -597,7 +585,7 @@ int ps__sup_loop(struct ps_sup *sup)
     struct pollfd pfd[4 + PS_CONN_POLL_MAX + PS_UPGRADE_POLL_MAX];
     int n, nconn, nup, said = 0;
 
-    while (!(sup->stopping && ps__sup_live_workers(sup) == 0)) {
+    while (!(ps__stopping(sup) && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
         if (sup->steer_dirty)
             ps__sup_steer(sup);

@@ -578,7 +578,7 @@ int ps__upgrade_poll_fill(struct ps_sup *sup, struct pollfd *pfd)
 
     if (!sup->upgrade_asking)
         return 0;
-    if (sup->stopping || sup->lameduck) {
+    if (ps__stopping(sup) || ps__lameduck(sup)) {
         upgrade_fail(sup, "the supervisor is stopping");
         return 0;
     }

@@ -443,7 +443,7 @@ void ps__watch_timer(struct ps_sup *sup, uint64_t now)
                 sup->watch_changes, sup->watch_what);
     sup->watch_first = sup->watch_last = 0;
     sup->watch_changes = 0;
-    if (sup->stopping)
+    if (ps__stopping(sup))
         return;
     if (ps__op_request(sup, OP_RELOAD, 0, NULL, err, sizeof(err)) < 0)
         ps__sup_log(sup, PS_LOG_WARN, "watch_refused", "reload refused: %s", err);

@@ -163,7 +163,7 @@ static int fake_spawn(struct ps_sup *s, int slot, unsigned gen)
     CHECK(slot >= 0 && slot < s->nslots, "spawn for slot %d of %d", slot, s->nslots);
     CHECK(gen == s->generation || gen == s->next_generation,
           "spawn of generation %u (serving %u, next %u)", gen, s->generation, s->next_generation);
-    CHECK(!s->stopping, "spawn while stopping");
+    CHECK(!ps__stopping(s), "spawn while stopping");
     /* a slot whose next generation is starting waits for it (run_timers) */
     CHECK(gen != s->generation || s->slots[slot].next < 0,
           "a worker of the old generation %u started in slot %d, whose next one is starting", gen,
@@ -559,8 +559,10 @@ static void check_queue(void)
     int i, upgrades = 0;
 
     CHECK(sup.nqueued >= 0 && sup.nqueued <= PS_OP_QUEUE_MAX, "%d operations queued", sup.nqueued);
-    /* the loop runs the queue whenever nothing is in flight */
-    CHECK(!sup.nqueued || sup.reloading, "%d operations queued, nothing in flight", sup.nqueued);
+    /* the loop runs the queue whenever nothing is in flight, but during a
+     * lame duck: what is queued then waits for the stop's answer */
+    CHECK(!sup.nqueued || sup.reloading || sup.life == PS_LIFE_LAMEDUCK,
+          "%d operations queued, nothing in flight", sup.nqueued);
     for (i = 0; i < sup.nqueued; i++) {
         const struct ps_op *op = &sup.queue[i];
         CHECK(op->kind == OP_RELOAD || op->kind == OP_SCALE || op->kind == OP_UPGRADE,
@@ -705,7 +707,7 @@ static void check_upgrade_round_trip(void)
     char err[256] = "", *state;
     int i, g, n;
 
-    if (sup.reloading || sup.stopping)
+    if (sup.reloading || ps__stopping(&sup))
         return; /* an upgrade only runs when nothing is in flight */
     state = ps__upgrade_serialize(&sup);
     CHECK(state, "serialize");
@@ -768,7 +770,7 @@ static void check_invariants(void)
           sup.generation, sup.next_generation);
     CHECK(!sup.reloading || sup.next_generation > sup.generation,
           "reloading to generation %u while %u serves", sup.next_generation, sup.generation);
-    CHECK(!sup.reloading || !sup.stopping, "reloading while stopping");
+    CHECK(!sup.reloading || !ps__stopping(&sup), "reloading while stopping");
     if (sup.nslots > hiwater)
         hiwater = sup.nslots;
     memset(refd, 0, (size_t)sup.nworkers);
@@ -776,7 +778,7 @@ static void check_invariants(void)
         const struct ps_slot *sl = &sup.slots[s];
         check_slot(s);
         CHECK(sl->state != SL_CLOSED, "slot %d of %d is closed", s, sup.nslots);
-        if (sup.stopping)
+        if (ps__stopping(&sup))
             CHECK(sl->state == SL_STOPPING, "stopping, but slot %d is %s", s,
                   ps__slot_state_name(sl->state));
         else if (s < sup.target)
@@ -817,7 +819,7 @@ static void check_invariants(void)
     for (s = 0; s < sup.nslots && sup.slots[s].state == SL_READY; s++)
         ;
     CHECK(s < sup.nslots || sup.told_ready, "every slot is ready, systemd was not told");
-    if (sup.stopping)
+    if (ps__stopping(&sup))
         for (i = 0; i < sup.nworkers; i++)
             CHECK(!sup.workers[i].pid || sup.workers[i].state == W_DRAINING ||
                       sup.workers[i].state == W_KILLED,
@@ -829,7 +831,7 @@ static void check_invariants(void)
           sup.reloads_failed, sup.reloading);
     CHECK(!sup.told_ready || sd.readies, "told_ready, but systemd never heard READY=1");
     /* a reload that ended (either way) told systemd it is ready again */
-    CHECK(sup.reloading || !sup.told_ready || sup.stopping || !sd.reloading,
+    CHECK(sup.reloading || !sup.told_ready || ps__stopping(&sup) || !sd.reloading,
           "the reload ended, systemd was not told READY=1");
 }
 
@@ -843,6 +845,9 @@ static void check_nothing_due(unsigned failed_spawns_before)
         cfg.drain_timeout_ms < RETIRE_GRACE_MS ? cfg.drain_timeout_ms : RETIRE_GRACE_MS;
     int i;
 
+    CHECK(sup.life != PS_LIFE_LAMEDUCK || now < sup.lameduck_until,
+          "the lame duck is over for %llu ms and nothing drains",
+          (unsigned long long)(now - sup.lameduck_until));
     for (i = 0; i < sup.nworkers; i++) {
         const struct ps_worker *w = &sup.workers[i];
         if (!w->pid)
@@ -855,14 +860,14 @@ static void check_nothing_due(unsigned failed_spawns_before)
               "worker %d alive for --ready-delay, still starting", i);
         CHECK(w->state != W_READY || !cfg.watchdog_ms || now - w->ping_ms < cfg.watchdog_ms,
               "worker %d missed its watchdog, still ready", i);
-        CHECK(!sup.stopping || now < sup.stop_deadline || w->state == W_KILLED,
+        CHECK(!ps__stopping(&sup) || now < sup.stop_deadline || w->state == W_KILLED,
               "stopped %llu ms ago, worker %d is still %s",
               (unsigned long long)(now - sup.stop_deadline), i, ps__worker_state_name(w->state));
     }
     for (i = 0; i < sup.nslots; i++) {
         const struct ps_slot *sl = &sup.slots[i];
-        CHECK(sl->state != SL_BACKOFF || sup.stopping || sl->next >= 0 || now < sl->backoff_until ||
-                  fake.failed_spawns > failed_spawns_before,
+        CHECK(sl->state != SL_BACKOFF || ps__stopping(&sup) || sl->next >= 0 ||
+                  now < sl->backoff_until || fake.failed_spawns > failed_spawns_before,
               "slot %d's back-off is over, it did not start", i);
         /* the test's sockets get no connections: their queues are empty */
         CHECK(sl->state != SL_RETIRING || now - sl->retire_since < grace,
@@ -984,7 +989,7 @@ static void pair_setup(enum ps_slot_state st, enum variant v)
         break;
     case SL_STOPPING:
         start_ready(SUBJECT);
-        sup.stopping = 1;
+        sup.life = PS_LIFE_STOPPING;
         fire_expect(SUBJECT, EV_STOP, SL_STOPPING);
         break;
     case SL_CLOSED:
@@ -1532,7 +1537,7 @@ static void test_default_drain_signal(void **state)
     start_ready(0);
     w = sup.slots[0].current;
     fake_calls_reset();
-    sup.stopping = 1;
+    sup.life = PS_LIFE_STOPPING;
     fire_expect(0, EV_STOP, SL_STOPPING);
     expect_one_signal(w, SIGTERM);
     machine_close();
@@ -1652,14 +1657,14 @@ static void test_each_requester_gets_its_own_outcome(void **state)
 
     /* a stop is answered when everything is gone */
     e = client("stop");
-    assert_true(sup.stopping);
+    assert_true(ps__stopping(&sup));
     a = client("reload");
     assert_string_equal(answer_of(a), "error\nthe supervisor is stopping\n");
     expect_no_answer(e);
     for (i = 0; i < sup.nworkers; i++)
         if (sup.workers[i].pid)
             ps__worker_exited(&sup, &sup.workers[i], 0);
-    ps__op_finish_all(&sup);
+    ps__life_finish(&sup);
     assert_string_equal(answer_of(e), "ok\nstopped\n");
     check_invariants();
     ps__control_close(&sup);
@@ -1711,6 +1716,123 @@ static void test_listener_revived(void **state)
     machine_close();
 }
 
+/* ---- the supervisor's life and the reload: every row -------------------------- */
+
+static uint64_t lameduck_left_ms(void)
+{
+    return sup.lameduck_until > clock_ms ? sup.lameduck_until - clock_ms : 0;
+}
+
+/* Each row of life.c's table, from each state it starts in. */
+static void test_life_rows(void **state)
+{
+    struct machine_opts o = {.workers = 2};
+    struct ps_waiter w = {0, 1};
+    int i;
+
+    (void)state;
+    /* serving: lame duck for a while, then its end drains */
+    machine_init(&o);
+    start_ready(0);
+    start_ready(1);
+    assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK_OVER, 0, NULL), 0); /* no row */
+    assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 3000, &w), 1);
+    assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
+    assert_true(ps__lameduck(&sup));
+    assert_int_equal(lameduck_left_ms(), 3000);
+    assert_int_equal(sup.slots[0].state, SL_READY); /* the workers keep serving */
+    /* asked again: joins, the earlier deadline stands */
+    clock_ms += 1000;
+    assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 60000, NULL), 1);
+    assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
+    assert_int_equal(lameduck_left_ms(), 2000);
+    assert_int_equal(sup.nstop_waiters, 1);
+    clock_ms += 2000;
+    timers();
+    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_true(ps__lameduck(&sup)); /* it stays said while stopping */
+    assert_int_equal(sup.slots[0].state, SL_STOPPING);
+    /* stopping: a lame duck only joins; the deadline kills */
+    assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 100, &w), 1);
+    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_int_equal(sup.nstop_waiters, 2);
+    clock_ms = sup.stop_deadline;
+    timers();
+    for (i = 0; i < sup.nworkers; i++)
+        assert_true(!sup.workers[i].pid || sup.workers[i].state == W_KILLED);
+    machine_close();
+
+    /* serving: a lame duck of 0 ms is a stop; a stop during lame duck
+     * starts the drain at once; a second stop kills */
+    machine_init(&o);
+    start_ready(0);
+    assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 0, NULL), 1);
+    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_false(ps__lameduck(&sup));
+    machine_close();
+    machine_init(&o);
+    start_ready(0);
+    ps__life_event(&sup, LIFE_LAMEDUCK, 5000, NULL);
+    assert_int_equal(ps__life_event(&sup, LIFE_STOP, 0, NULL), 1);
+    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_int_equal(sup.lameduck_until, 0);
+    assert_int_equal(sup.slots[0].state, SL_STOPPING);
+    assert_int_equal(ps__life_event(&sup, LIFE_STOP, 0, NULL), 1);
+    for (i = 0; i < sup.nworkers; i++)
+        assert_true(!sup.workers[i].pid || sup.workers[i].state == W_KILLED);
+    sd_drain(); /* STOPPING=1 once, nothing after it */
+    assert_true(sd.stopping);
+    machine_close();
+}
+
+/* Each row of ops.c's reload table. */
+static void test_reload_rows(void **state)
+{
+    struct machine_opts o = {.workers = 2};
+    char err[128];
+    int n0, n1;
+
+    (void)state;
+    machine_init(&o);
+    start_ready(0);
+    start_ready(1);
+    /* idle, start: a next worker in every slot */
+    assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
+    ps__op_run_queue(&sup);
+    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    n0 = sup.slots[0].next, n1 = sup.slots[1].next;
+    assert_true(n0 >= 0 && n1 >= 0);
+    /* starting, one next ready: still starting; both: committed */
+    ps__worker_ready(&sup, &sup.workers[n0], "test");
+    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    ps__worker_ready(&sup, &sup.workers[n1], "test");
+    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
+    assert_int_equal(sup.slots[0].current, n0);
+    assert_int_equal(sup.slots[1].current, n1);
+    assert_int_equal(sup.reloads_ok, 1);
+    assert_int_equal(sup.generation, sup.next_generation);
+    /* starting, a next worker fails: rolled back, the other one drains */
+    assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
+    ps__op_run_queue(&sup);
+    n0 = sup.slots[0].next, n1 = sup.slots[1].next;
+    ps__worker_exited(&sup, &sup.workers[n0], 1 << 8);
+    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
+    assert_int_equal(sup.reloads_failed, 1);
+    assert_int_equal(sup.slots[0].next, -1);
+    assert_int_equal(sup.slots[1].next, -1);
+    assert_int_equal(sup.workers[n1].state, W_DRAINING);
+    assert_true(sup.reload_error[0]);
+    /* starting, cancelled (a stop): rolled back too, no READY=1 after it */
+    assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
+    ps__op_run_queue(&sup);
+    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    ps__life_event(&sup, LIFE_STOP, 0, NULL);
+    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
+    assert_int_equal(sup.reloads_failed, 2);
+    sd_drain();
+    machine_close();
+}
+
 /* ---- regressions: sequences the random run found ---------------------------- */
 
 /* Seed 20240610, sequence 0: a stop while a reload is in flight rolls the
@@ -1730,7 +1852,7 @@ static void test_stop_during_reload_tells_systemd_nothing_after_stopping(void **
     assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
     ps__op_run_queue(&sup);
     assert_true(sup.reloading);
-    ps__op_stop(&sup, NULL);
+    ps__life_event(&sup, LIFE_STOP, 0, NULL);
     assert_false(sup.reloading);
     assert_int_equal(sup.reloads_failed, 1);
     for (s = 0; s < 2; s++) {
@@ -1924,7 +2046,7 @@ static void request(enum ps_op_kind kind, int n, int with_waiter)
 
     memcpy(before, sup.queue, sizeof(before));
     last = nbefore ? &before[nbefore - 1] : NULL;
-    if (sup.stopping)
+    if (sup.life != PS_LIFE_SERVING)
         want = -ESHUTDOWN;
     else if (kind == OP_SCALE && (n < 1 || n > PS_SUP_MAX_WORKERS))
         want = -EINVAL;
@@ -1985,10 +2107,24 @@ static void run_queue(void)
 
 static void stop(void)
 {
-    int again = sup.stopping, i;
+    int again = ps__stopping(&sup), i;
+
+    if (rnd(3) == 0) {
+        enum ps_life was = sup.life;
+        unsigned ms = rnd(4) ? 1 + (unsigned)rnd(3000) : 0;
+        trace("lame duck %u ms", ms);
+        ps__life_event(&sup, LIFE_LAMEDUCK, ms,
+                       rnd(2) ? NULL : &(struct ps_waiter){rnd(PS_SUP_MAX_CLIENTS), 1});
+        CHECK(sup.life == (was != PS_LIFE_SERVING ? was
+                           : ms                   ? PS_LIFE_LAMEDUCK
+                                                  : PS_LIFE_STOPPING),
+              "lame duck %u ms from %s: %s", ms, ps__life_name(was), ps__life_name(sup.life));
+        return;
+    }
 
     trace("stop%s", again ? " (again: kill everything)" : "");
-    ps__op_stop(&sup, rnd(2) ? NULL : &(struct ps_waiter){rnd(PS_SUP_MAX_CLIENTS), 1});
+    ps__life_event(&sup, LIFE_STOP, 0,
+                   rnd(2) ? NULL : &(struct ps_waiter){rnd(PS_SUP_MAX_CLIENTS), 1});
     for (i = 0; again && i < sup.nworkers; i++)
         CHECK(!sup.workers[i].pid || sup.workers[i].state == W_KILLED,
               "stop asked twice, worker %d is %s", i, ps__worker_state_name(sup.workers[i].state));
@@ -2310,12 +2446,12 @@ static void run_sequence(int nsteps)
             check_status();
         if (ctx.step % 25 == 0)
             check_upgrade_round_trip();
-        if (sup.stopping && live_workers() == 0)
+        if (ps__stopping(&sup) && live_workers() == 0)
             break; /* the loop ends here */
     }
     check_groups(1);
     /* the end: stop, and drive every worker out */
-    if (!sup.stopping)
+    if (!ps__stopping(&sup))
         stop();
     check_invariants();
     for (n = 0; live_workers() && n < 10 * NWORKERS; n++) {
@@ -2329,7 +2465,7 @@ static void run_sequence(int nsteps)
     }
     CHECK(live_workers() == 0, "workers left after the stop");
     check_status();
-    ps__op_finish_all(&sup);
+    ps__life_finish(&sup);
     CHECK(sup.nqueued == 0 && sup.nstop_waiters == 0 && !sup.reloading, "finish_all");
     check_invariants();
     machine_close();
@@ -2406,6 +2542,8 @@ int main(void)
         cmocka_unit_test(test_table_shape),
         cmocka_unit_test(test_every_row),
         cmocka_unit_test(test_worker_rows),
+        cmocka_unit_test(test_life_rows),
+        cmocka_unit_test(test_reload_rows),
         cmocka_unit_test(test_start_fails),
         cmocka_unit_test(test_default_drain_signal),
         cmocka_unit_test(test_each_requester_gets_its_own_outcome),

@@ -68,14 +68,15 @@ static void test_agent_lines(void **state)
     assert_string_equal(why, "no worker ready");
 
     setup_sup(2, 2);
-    sup.lameduck = 1;
+    sup.life = PS_LIFE_LAMEDUCK;
+    sup.lameduck_ms = 1000;
     ps__agent_text(&sup, line, sizeof(line));
     assert_string_equal(line, "drain\n");
     assert_int_equal(ps__sup_healthy(&sup, &why), 0);
     assert_string_equal(why, "lame duck");
 
     setup_sup(2, 2);
-    sup.stopping = 1;
+    sup.life = PS_LIFE_STOPPING;
     ps__agent_text(&sup, line, sizeof(line));
     assert_string_equal(line, "drain\n");
     assert_int_equal(ps__sup_healthy(&sup, &why), 0);

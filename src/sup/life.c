@@ -1,0 +1,170 @@
+/*
+ * life.c - the supervisor's own life, as one table: serving, lame duck,
+ * stopping.
+ *
+ *   serving    workers start, crash, reload and scale; operations are taken
+ *   lame duck  still serving, but /healthz says 503 and the agent "drain"
+ *              so that a balancer moves away; nothing new is taken (what is
+ *              queued waits and is answered by the stop)
+ *   stopping   every worker drains; the loop ends when the last one is gone
+ *
+ * A reload in flight is not part of this table (ops.c has its own): it may
+ * still commit during lame duck, and the stop rolls it back.  Every change
+ * of sup->life is a row of `rows` below, run by ps__life_event(); the row's
+ * action picks its target or the alternative the row names.
+ */
+#include "sup_internal.h"
+
+#include <stdio.h>
+
+typedef int life_fn(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w);
+
+struct life_row {
+    life_fn *act;
+    enum ps_life next, alt; /* the action returns 1 to take alt */
+};
+
+static void add_stop_waiter(struct ps_sup *sup, const struct ps_waiter *w)
+{
+    if (!w)
+        return;
+    if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
+        sup->stop_waiters[sup->nstop_waiters++] = *w;
+    else
+        sup->sys->answer(sup, w, 0, "too many clients waiting");
+}
+
+/* Drain everything: what is in flight or queued is answered first, then
+ * every slot stops and every worker is asked to finish. */
+static int a_stop(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    int i, s;
+
+    (void)ms;
+    add_stop_waiter(sup, w);
+    sup->lameduck_until = 0; /* a stop during lame duck: the drain starts now */
+    sup->stop_deadline = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
+    /* nothing may follow STOPPING=1 (sd_notify(3)): the reload rolled back
+     * just below says no READY=1 */
+    sup->sys->notify(sup, "STOPPING=1");
+    ps__sup_log(sup, PS_LOG_INFO, "stopping", "stopping: draining %d worker(s)",
+                ps__sup_live_workers(sup));
+    ps__op_cancel_all(sup, "the supervisor is stopping");
+    for (s = 0; s < sup->nslots; s++)
+        ps__slot_event(sup, s, EV_STOP, 0, "the supervisor is stopping");
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid)
+            ps__worker_drain(sup, &sup->workers[i], "the supervisor is stopping");
+    return 0;
+}
+
+/* Asked to stop again, or the drain timed out: do not wait any longer. */
+static int a_kill_all(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    int i;
+
+    (void)ms;
+    add_stop_waiter(sup, w);
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid && sup->workers[i].state != W_KILLED)
+            ps__worker_kill(sup, &sup->workers[i]);
+    return 0;
+}
+
+/* Lame duck for ms; none is a plain stop (alt). */
+static int a_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    if (!ms)
+        return a_stop(sup, ms, w), 1;
+    add_stop_waiter(sup, w);
+    sup->lameduck_ms = ms;
+    sup->lameduck_until = ps__sup_now(sup) + ms;
+    sup->sys->notify(sup, "STATUS=lame duck: still serving, draining soon");
+    ps__sup_log(sup, PS_LOG_INFO, "lameduck",
+                "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
+                "keep serving, then drain",
+                ms);
+    return 0;
+}
+
+/* Asked for a lame duck while already on the way out: no hurry added, the
+ * earlier deadline stands; w is answered with the stop. */
+static int a_join(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    (void)ms;
+    add_stop_waiter(sup, w);
+    return 0;
+}
+
+static int a_lameduck_over(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    ps__sup_log(sup, PS_LOG_INFO, "lameduck_over", "lame duck over: draining");
+    return a_stop(sup, ms, w);
+}
+
+/* clang-format off */
+static const struct life_row rows[PS_LIFE_COUNT][LIFE_EVENT_COUNT] = {
+    [PS_LIFE_SERVING][LIFE_LAMEDUCK]       = {a_lameduck,      PS_LIFE_LAMEDUCK, PS_LIFE_STOPPING},
+    [PS_LIFE_SERVING][LIFE_STOP]           = {a_stop,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_LAMEDUCK][LIFE_LAMEDUCK]      = {a_join,          PS_LIFE_LAMEDUCK, PS_LIFE_LAMEDUCK},
+    [PS_LIFE_LAMEDUCK][LIFE_LAMEDUCK_OVER] = {a_lameduck_over, PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_LAMEDUCK][LIFE_STOP]          = {a_stop,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_STOPPING][LIFE_LAMEDUCK]      = {a_join,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_STOPPING][LIFE_STOP]          = {a_kill_all,      PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_STOPPING][LIFE_DRAIN_TIMEOUT] = {a_kill_all,      PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+};
+/* clang-format on */
+
+static const char *const life_names[PS_LIFE_COUNT] = {
+    [PS_LIFE_SERVING] = "serving",
+    [PS_LIFE_LAMEDUCK] = "lameduck",
+    [PS_LIFE_STOPPING] = "stopping",
+};
+
+const char *ps__life_name(enum ps_life l)
+{
+    return l < PS_LIFE_COUNT ? life_names[l] : "?";
+}
+
+int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
+                   const struct ps_waiter *w)
+{
+    const struct life_row *r = &rows[sup->life][ev];
+
+    if (!r->act) {
+        /* an event without a row means nothing; its waiter (none can
+         * come with such an event today) is told so rather than left */
+        if (w)
+            sup->sys->answer(sup, w, 0, "not now");
+        return 0;
+    }
+    sup->life = r->act(sup, ms, w) ? r->alt : r->next;
+    return 1;
+}
+
+void ps__life_timers(struct ps_sup *sup, uint64_t now)
+{
+    if (sup->life == PS_LIFE_LAMEDUCK && now >= sup->lameduck_until)
+        ps__life_event(sup, LIFE_LAMEDUCK_OVER, 0, NULL);
+    if (sup->life == PS_LIFE_STOPPING && now >= sup->stop_deadline)
+        ps__life_event(sup, LIFE_DRAIN_TIMEOUT, 0, NULL);
+}
+
+uint64_t ps__life_deadline(const struct ps_sup *sup)
+{
+    if (sup->life == PS_LIFE_LAMEDUCK)
+        return sup->lameduck_until;
+    if (sup->life == PS_LIFE_STOPPING)
+        return sup->stop_deadline;
+    return UINT64_MAX;
+}
+
+void ps__life_finish(struct ps_sup *sup)
+{
+    int i;
+
+    ps__op_cancel_all(sup, "the supervisor stopped");
+    for (i = 0; i < sup->nstop_waiters; i++)
+        sup->sys->answer(sup, &sup->stop_waiters[i], 1, "stopped");
+    sup->nstop_waiters = 0;
+}
