@@ -129,11 +129,13 @@ kill_one() {
     local victim n
     victim=$(pick "$1" $(all_pids)) || { op "kill: no worker to kill"; return; }
     is_ours "$victim" || { op "kill: $victim is gone already"; return; }
-    kill -STOP "$victim"
+    # it may still go between the look and the signal (a draining worker's
+    # last moment, or the supervisor killing its tree)
+    kill -STOP "$victim" 2>/dev/null || { op "kill: $victim is gone already"; return; }
     # frozen, it accepts nothing more: what it holds now is what dies with it
     n=$( (ls -l /proc/$victim/fd 2>/dev/null || true) | grep -o 'socket:\[[0-9]*\]' | sort -u |
         comm -23 - <(sup_sockets) | wc -l)
-    kill -KILL "$victim"
+    kill -KILL "$victim" 2>/dev/null || { op "kill: $victim went by itself"; return; }
     HELD=$((HELD + n))
     KILLS=$((KILLS + 1))
     op "SIGKILL $victim (held $n connection(s))"
@@ -144,7 +146,7 @@ stop_one() { # stop_one R1 R2
     victim=$(pick "$1" $(all_pids)) || return 0
     is_ours "$victim" || return 0
     # (stopping a stopped one again only gives it a second thaw)
-    kill -STOP "$victim"
+    kill -STOP "$victim" 2>/dev/null || return 0
     thaw_later "$victim" "$ms"
     op "SIGSTOP $victim for $ms ms"
 }
