@@ -52,7 +52,7 @@ const char *ps__cap_state_name(enum ps_cap_state st)
 void ps__cap_set(struct ps_sup *sup, enum ps_cap cap, enum ps_cap_state st, const char *how,
                  const char *fmt, ...)
 {
-    struct ps_cap_row *c = &sup->caps[cap];
+    struct ps_cap_row *c = &sup->caps.rows[cap];
     unsigned bit = 1u << cap;
     va_list ap;
 
@@ -65,8 +65,8 @@ void ps__cap_set(struct ps_sup *sup, enum ps_cap cap, enum ps_cap_state st, cons
     va_end(ap);
     if (st == PS_CAP_OK) {
         ps__sup_log(sup, PS_LOG_INFO, "capability", "%s: %s (%s)", cap_names[cap], how, c->why);
-    } else if (!(sup->caps_said & bit)) {
-        sup->caps_said |= bit;
+    } else if (!(sup->caps.said & bit)) {
+        sup->caps.said |= bit;
         ps__sup_log(sup, PS_LOG_WARN, "capability", "%s %s (%s): %s", cap_names[cap],
                     state_names[st], how, c->why);
     }
@@ -137,7 +137,7 @@ void ps__cap_steering(struct ps_sup *sup)
         ps__cap_set(sup, PS_CAP_UDP_FLOWS, PS_CAP_OFF, "same-socket",
                     "UDP is not steered: a reload hands the same UDP sockets to the new "
                     "generation, so datagrams of a flow in progress may reach a new worker");
-    if (sup->caps[PS_CAP_LISTENER_CHECK].state != PS_CAP_UNKNOWN)
+    if (sup->caps.rows[PS_CAP_LISTENER_CHECK].state != PS_CAP_UNKNOWN)
         return;
     r = ps__proc_net_diag();
     if (r == 0)
@@ -169,7 +169,7 @@ static int have_ptrace_cap(void)
 
 void ps__cap_ready_view(struct ps_sup *sup, pid_t pid, int err)
 {
-    struct ps_cap_row *c = &sup->caps[PS_CAP_READY_VIEW];
+    struct ps_cap_row *c = &sup->caps.rows[PS_CAP_READY_VIEW];
     char path[64], who[64] = "", after[96];
     struct stat st;
     int cap;

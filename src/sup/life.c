@@ -10,7 +10,7 @@
  *
  * A reload in flight is not part of this table (ops.c has its own): it may
  * still commit during lame duck, and the stop rolls it back.  Every change
- * of sup->life is a row of `rows` below, run by ps__life_event(); the row's
+ * of sup->life.state is a row of `rows` below, run by ps__life_event(); the row's
  * action picks its target or the alternative the row names.
  */
 #include "sup_internal.h"
@@ -28,8 +28,8 @@ static void add_stop_waiter(struct ps_sup *sup, const struct ps_waiter *w)
 {
     if (!w)
         return;
-    if (sup->nstop_waiters < PS_OP_MAX_WAITERS)
-        sup->stop_waiters[sup->nstop_waiters++] = *w;
+    if (sup->life.nwaiters < PS_OP_MAX_WAITERS)
+        sup->life.waiters[sup->life.nwaiters++] = *w;
     else
         sup->sys->answer(sup, w, 0, "too many clients waiting");
 }
@@ -42,8 +42,8 @@ static int a_stop(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
 
     (void)ms;
     add_stop_waiter(sup, w);
-    sup->lameduck_until = 0; /* a stop during lame duck: the drain starts now */
-    sup->stop_deadline = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
+    sup->life.lameduck_until = 0; /* a stop during lame duck: the drain starts now */
+    sup->life.stop_deadline = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
     /* nothing may follow STOPPING=1 (sd_notify(3)): the reload rolled back
      * just below says no READY=1 */
     sup->sys->notify(sup, "STOPPING=1");
@@ -77,8 +77,8 @@ static int a_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w
     if (!ms)
         return a_stop(sup, ms, w), 1;
     add_stop_waiter(sup, w);
-    sup->lameduck_ms = ms;
-    sup->lameduck_until = ps__sup_now(sup) + ms;
+    sup->life.lameduck_ms = ms;
+    sup->life.lameduck_until = ps__sup_now(sup) + ms;
     sup->sys->notify(sup, "STATUS=lame duck: still serving, draining soon");
     ps__sup_log(sup, PS_LOG_INFO, "lameduck",
                 "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
@@ -129,7 +129,7 @@ const char *ps__life_name(enum ps_life l)
 int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
                    const struct ps_waiter *w)
 {
-    const struct life_row *r = &rows[sup->life][ev];
+    const struct life_row *r = &rows[sup->life.state][ev];
 
     if (!r->act) {
         /* an event without a row means nothing; its waiter (none can
@@ -138,24 +138,24 @@ int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
             sup->sys->answer(sup, w, 0, "not now");
         return 0;
     }
-    sup->life = r->act(sup, ms, w) ? r->alt : r->next;
+    sup->life.state = r->act(sup, ms, w) ? r->alt : r->next;
     return 1;
 }
 
 void ps__life_timers(struct ps_sup *sup, uint64_t now)
 {
-    if (sup->life == PS_LIFE_LAMEDUCK && now >= sup->lameduck_until)
+    if (sup->life.state == PS_LIFE_LAMEDUCK && now >= sup->life.lameduck_until)
         ps__life_event(sup, LIFE_LAMEDUCK_OVER, 0, NULL);
-    if (sup->life == PS_LIFE_STOPPING && now >= sup->stop_deadline)
+    if (sup->life.state == PS_LIFE_STOPPING && now >= sup->life.stop_deadline)
         ps__life_event(sup, LIFE_DRAIN_TIMEOUT, 0, NULL);
 }
 
 uint64_t ps__life_deadline(const struct ps_sup *sup)
 {
-    if (sup->life == PS_LIFE_LAMEDUCK)
-        return sup->lameduck_until;
-    if (sup->life == PS_LIFE_STOPPING)
-        return sup->stop_deadline;
+    if (sup->life.state == PS_LIFE_LAMEDUCK)
+        return sup->life.lameduck_until;
+    if (sup->life.state == PS_LIFE_STOPPING)
+        return sup->life.stop_deadline;
     return UINT64_MAX;
 }
 
@@ -164,7 +164,7 @@ void ps__life_finish(struct ps_sup *sup)
     int i;
 
     ps__op_cancel_all(sup, "the supervisor stopped");
-    for (i = 0; i < sup->nstop_waiters; i++)
-        sup->sys->answer(sup, &sup->stop_waiters[i], 1, "stopped");
-    sup->nstop_waiters = 0;
+    for (i = 0; i < sup->life.nwaiters; i++)
+        sup->sys->answer(sup, &sup->life.waiters[i], 1, "stopped");
+    sup->life.nwaiters = 0;
 }

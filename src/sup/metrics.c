@@ -134,8 +134,8 @@ static void supervisor_metrics(struct ps_buf *o, struct ps_sup *sup)
         if (st != SL_CLOSED)
             put(o, "portshare_workers{state=\"%s\"} %u\n", ps__slot_state_name(st), count[st]);
     family(o, "portshare_reloads_total", "counter", "Reloads by outcome.");
-    put(o, "portshare_reloads_total{result=\"done\"} %u\n", sup->reloads_ok);
-    put(o, "portshare_reloads_total{result=\"rolled_back\"} %u\n", sup->reloads_failed);
+    put(o, "portshare_reloads_total{result=\"done\"} %u\n", sup->ops.reloads_ok);
+    put(o, "portshare_reloads_total{result=\"rolled_back\"} %u\n", sup->ops.reloads_failed);
     family(o, "portshare_healthy", "gauge",
            "1 while /healthz says 200 (a worker is ready, not in lame duck, not stopping).");
     put(o, "portshare_healthy %d\n", ps__sup_healthy(sup, &why));
@@ -314,12 +314,12 @@ static void capability_metrics(struct ps_buf *o, struct ps_sup *sup)
     family(o, "portshare_capability", "gauge",
            "1 for the state each capability is in: ok, degraded (a weaker fallback), off");
     for (c = 0; c < PS_CAP_COUNT; c++) {
-        if (sup->caps[c].state == PS_CAP_UNKNOWN)
+        if (sup->caps.rows[c].state == PS_CAP_UNKNOWN)
             continue;
         for (st = PS_CAP_OK; st < PS_CAP_STATE_COUNT; st++)
             put(o, "portshare_capability{name=\"%s\",state=\"%s\"} %d\n",
                 ps__cap_name((enum ps_cap)c), ps__cap_state_name((enum ps_cap_state)st),
-                sup->caps[c].state == (enum ps_cap_state)st);
+                sup->caps.rows[c].state == (enum ps_cap_state)st);
     }
 }
 

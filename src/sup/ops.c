@@ -50,7 +50,7 @@ static int add_waiter(struct ps_op *op, const struct ps_waiter *w)
  * A reload is a small table of its own: idle, or starting the next
  * generation (a worker of it in every slot, sl->next, on the slot's
  * sockets).  Its events are what those workers do; every change of
- * sup->reloading is a row of reload_rows, run by reload_event().
+ * sup->ops.reload is a row of reload_rows, run by reload_event().
  *
  *   idle      start       -> starting (every slot's next is spawned), or
  *                            idle again when one could not be (rolled back)
@@ -73,13 +73,13 @@ struct reload_row {
 static void reload_done(struct ps_sup *sup, int ok, int tell, const char *body)
 {
     if (ok)
-        sup->reloads_ok++;
+        sup->ops.reloads_ok++;
     else
-        sup->reloads_failed++;
+        sup->ops.reloads_failed++;
     /* the reload is over for systemd too */
     if (sup->told_ready && tell)
         sup->sys->notify(sup, "READY=1");
-    answer(sup, &sup->running, ok, body);
+    answer(sup, &sup->ops.running, ok, body);
 }
 
 static void rollback(struct ps_sup *sup, int tell, const char *why)
@@ -94,7 +94,7 @@ static void rollback(struct ps_sup *sup, int tell, const char *why)
         ps__worker_drain(sup, &sup->workers[sl->next], "reload rolled back");
         sl->next = -1;
     }
-    snprintf(sup->reload_error, sizeof(sup->reload_error), "%s", why);
+    snprintf(sup->ops.reload_error, sizeof(sup->ops.reload_error), "%s", why);
     snprintf(body, sizeof(body),
              "reload to generation %u rolled back: %s; generation %u keeps serving",
              sup->next_generation, why, sup->generation);
@@ -118,8 +118,8 @@ static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_event(sup, s, EV_REPLACE, 0, "reload committed");
-    sup->reload_error[0] = '\0';
-    sup->steer_dirty = 1;
+    sup->ops.reload_error[0] = '\0';
+    sup->steer.dirty = 1;
     ps__sup_log(sup, PS_LOG_INFO, "reload_done", "generation %u is serving", sup->generation);
     snprintf(body, sizeof(body), "generation %u is serving", sup->generation);
     reload_done(sup, 1, 1, body);
@@ -185,10 +185,10 @@ static const struct reload_row reload_rows[PS_RELOAD_COUNT][R_EVENT_COUNT] = {
 
 static void reload_event(struct ps_sup *sup, enum reload_event ev, int s, const char *why)
 {
-    const struct reload_row *r = &reload_rows[sup->reloading][ev];
+    const struct reload_row *r = &reload_rows[sup->ops.reload][ev];
 
     if (r->act)
-        sup->reloading = r->act(sup, s, why) ? r->alt : r->next;
+        sup->ops.reload = r->act(sup, s, why) ? r->alt : r->next;
     else if (ev == R_NEXT_FAILED && s >= 0)
         sup->slots[s].next = -1; /* no reload to roll back: only out of it */
 }
@@ -225,7 +225,7 @@ static int apply_scale(struct ps_sup *sup, int n, char *err, size_t errlen)
         sup->nslots = n;
     for (s = n; s < sup->nslots; s++)
         ps__slot_event(sup, s, EV_RETIRE, 0, "scaled down");
-    sup->steer_dirty = 1;
+    sup->steer.dirty = 1;
     ps__sup_close_retired(sup);
     return 0;
 }
@@ -238,9 +238,9 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
     struct ps_op *op = NULL;
     int i;
 
-    if (sup->life != PS_LIFE_SERVING) {
+    if (sup->life.state != PS_LIFE_SERVING) {
         ps__set_error(err, errlen, "the supervisor is stopping%s",
-                      sup->life == PS_LIFE_LAMEDUCK ? " (lame duck)" : "");
+                      sup->life.state == PS_LIFE_LAMEDUCK ? " (lame duck)" : "");
         return -ESHUTDOWN;
     }
     if (kind == OP_SCALE && (n < 1 || n > PS_SUP_MAX_WORKERS)) {
@@ -248,22 +248,23 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
         return -EINVAL;
     }
     if (kind == OP_UPGRADE)
-        for (i = 0; i < sup->nqueued; i++)
-            if (sup->queue[i].kind == OP_UPGRADE) {
+        for (i = 0; i < sup->ops.nqueued; i++)
+            if (sup->ops.queue[i].kind == OP_UPGRADE) {
                 ps__set_error(err, errlen, "an upgrade is already queued");
                 return -EBUSY;
             }
-    if (sup->nqueued && kind != OP_UPGRADE && sup->queue[sup->nqueued - 1].kind == kind) {
-        op = &sup->queue[sup->nqueued - 1]; /* merge into the one waiting */
-    } else if (sup->nqueued == PS_OP_QUEUE_MAX) {
+    if (sup->ops.nqueued && kind != OP_UPGRADE &&
+        sup->ops.queue[sup->ops.nqueued - 1].kind == kind) {
+        op = &sup->ops.queue[sup->ops.nqueued - 1]; /* merge into the one waiting */
+    } else if (sup->ops.nqueued == PS_OP_QUEUE_MAX) {
         ps__set_error(err, errlen, "too many operations queued");
         return -EBUSY;
     } else {
-        op = &sup->queue[sup->nqueued++];
+        op = &sup->ops.queue[sup->ops.nqueued++];
         memset(op, 0, sizeof(*op));
         op->kind = kind;
         op->n = n;
-        op->id = ++sup->op_ids;
+        op->id = ++sup->ops.ids;
     }
     if (add_waiter(op, w) < 0) {
         ps__set_error(err, errlen, "too many clients waiting");
@@ -273,7 +274,7 @@ int ps__op_request(struct ps_sup *sup, enum ps_op_kind kind, int n, const struct
      * a request refused just above must change nothing */
     if (kind == OP_SCALE)
         op->n = n;
-    if (sup->reloading)
+    if (sup->ops.reload)
         ps__sup_log(sup, PS_LOG_INFO, "op_queued", "%s queued behind the reload in progress",
                     kind == OP_RELOAD  ? "reload"
                     : kind == OP_SCALE ? "scale"
@@ -286,13 +287,14 @@ void ps__op_run_queue(struct ps_sup *sup)
     char err[256], body[300];
     struct ps_op op;
 
-    while (!sup->reloading && !sup->upgrade_asking && sup->life == PS_LIFE_SERVING &&
-           sup->nqueued) {
-        op = sup->queue[0];
-        memmove(&sup->queue[0], &sup->queue[1], (size_t)--sup->nqueued * sizeof(sup->queue[0]));
+    while (!sup->ops.reload && !sup->upgrade.asking && sup->life.state == PS_LIFE_SERVING &&
+           sup->ops.nqueued) {
+        op = sup->ops.queue[0];
+        memmove(&sup->ops.queue[0], &sup->ops.queue[1],
+                (size_t)--sup->ops.nqueued * sizeof(sup->ops.queue[0]));
         switch (op.kind) {
         case OP_RELOAD:
-            sup->running = op;
+            sup->ops.running = op;
             reload_event(sup, R_START, -1, NULL);
             break;
         case OP_SCALE:
@@ -322,7 +324,7 @@ void ps__op_cancel_all(struct ps_sup *sup, const char *why)
     int i;
 
     reload_event(sup, R_CANCEL, -1, why);
-    for (i = 0; i < sup->nqueued; i++)
-        answer(sup, &sup->queue[i], 0, why);
-    sup->nqueued = 0;
+    for (i = 0; i < sup->ops.nqueued; i++)
+        answer(sup, &sup->ops.queue[i], 0, why);
+    sup->ops.nqueued = 0;
 }

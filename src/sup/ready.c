@@ -314,7 +314,7 @@ void ps__ready_view_refresh(struct ps_sup *sup)
 {
     int i;
 
-    if (sup->cfg->ready_mode != PS_READY_AUTO || sup->caps[PS_CAP_READY_VIEW].state)
+    if (sup->cfg->ready_mode != PS_READY_AUTO || sup->caps.rows[PS_CAP_READY_VIEW].state)
         return;
     /* after an upgrade no worker may be starting: ask about one that runs */
     for (i = 0; i < sup->nworkers; i++)

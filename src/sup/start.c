@@ -304,9 +304,9 @@ void ps__sup_init(struct ps_sup *sup, struct ps_sup_config *cfg, const struct ps
     sup->cfg = cfg;
     sup->sys = sys;
     sup->target = cfg->workers;
-    sup->sigfd = sup->notify_fd = sup->control_fd = sup->watch_fd = -1;
+    sup->sigfd = sup->notify_fd = sup->control_fd = -1;
     sup->metrics_fd = sup->agent_fd = -1;
-    sup->upgrade_client = -1;
+    sup->upgrade.client = -1;
     sup->started_ms = sup->checked_ms = ps__sup_now(sup);
     sup->started_wall = time(NULL);
     for (s = 0; s < PS_SUP_MAX_WORKERS; s++) { /* none exists until it is opened */
@@ -442,7 +442,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
         if (r < 0)
             goto out;
     }
-    sup.steer_dirty = 1;
+    sup.steer.dirty = 1;
     r = ps__sup_loop(&sup);
     ps__life_finish(&sup);
     if (r < 0) {

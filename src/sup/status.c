@@ -32,7 +32,7 @@ static void group_address(const struct ps_group *g, char *buf, size_t len)
 
 static double lameduck_left(const struct ps_sup *sup, uint64_t now)
 {
-    return sup->lameduck_until > now ? (double)(sup->lameduck_until - now) / 1000.0 : 0.0;
+    return sup->life.lameduck_until > now ? (double)(sup->life.lameduck_until - now) / 1000.0 : 0.0;
 }
 
 /* An endpoint's address as bound (its real port), or "" when off. */
@@ -89,7 +89,7 @@ static void put_capabilities(struct ps_buf *o, struct ps_sup *sup)
 
     ps__ready_view_refresh(sup);
     for (c = 0; c < PS_CAP_COUNT; c++) {
-        const struct ps_cap_row *r = &sup->caps[c];
+        const struct ps_cap_row *r = &sup->caps.rows[c];
         if (r->state == PS_CAP_UNKNOWN)
             continue;
         put(o, "capability  %s %s (%s)", ps__cap_name((enum ps_cap)c), ps__cap_state_name(r->state),
@@ -120,9 +120,9 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     int s, g, i;
 
     put(o, "supervisor  pid %ld, up %.0f s, generation %u%s%s", (long)getpid(),
-        seconds_since(sup->started_ms, now), sup->generation, sup->reloading ? " (reloading)" : "",
+        seconds_since(sup->started_ms, now), sup->generation, sup->ops.reload ? " (reloading)" : "",
         ps__stopping(sup) ? " (stopping)" : "");
-    if (sup->lameduck_until)
+    if (sup->life.lameduck_until)
         put(o, " (LAME DUCK: unhealthy to load balancers, draining in %.1f s)",
             lameduck_left(sup, now));
     put(o, "\n");
@@ -131,10 +131,10 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport");
     put_steering(o, sup);
     put_capabilities(o, sup);
-    if (sup->reload_error[0])
-        put(o, "last reload FAILED: %s\n", sup->reload_error);
-    put(o, "reloads     %u done, %u rolled back%s\n", sup->reloads_ok, sup->reloads_failed,
-        sup->nqueued ? ", more operations queued" : "");
+    if (sup->ops.reload_error[0])
+        put(o, "last reload FAILED: %s\n", sup->ops.reload_error);
+    put(o, "reloads     %u done, %u rolled back%s\n", sup->ops.reloads_ok, sup->ops.reloads_failed,
+        sup->ops.nqueued ? ", more operations queued" : "");
     text_endpoints(o, sup);
     if (sup->strays_killed)
         put(o, "strays      %u process(es) that outlived their worker were killed\n",
@@ -292,7 +292,7 @@ static void json_capabilities(struct ps_buf *o, struct ps_sup *sup)
     ps__ready_view_refresh(sup);
     put(o, "\"capabilities\":[");
     for (c = 0; c < PS_CAP_COUNT; c++) {
-        const struct ps_cap_row *r = &sup->caps[c];
+        const struct ps_cap_row *r = &sup->caps.rows[c];
         if (r->state == PS_CAP_UNKNOWN)
             continue;
         put(o, "%s{\"name\":\"%s\",\"state\":\"%s\",\"how\":", first ? "" : ",",
@@ -342,10 +342,10 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         seconds_since(sup->started_ms, now), (long)sup->started_wall, sup->generation, sup->target);
     put(o, "\"mode\":\"%s\",\"reloading\":%s,\"stopping\":%s,\"last_reload_error\":",
         sup->ngroups && sup->groups[0].shared ? "shared" : "reuseport",
-        sup->reloading ? "true" : "false", ps__stopping(sup) ? "true" : "false");
-    ps__buf_json_string(o, sup->reload_error);
+        sup->ops.reload ? "true" : "false", ps__stopping(sup) ? "true" : "false");
+    ps__buf_json_string(o, sup->ops.reload_error);
     put(o, ",\"reloads\":{\"done\":%u,\"rolled_back\":%u},\"queued_operations\":%d,",
-        sup->reloads_ok, sup->reloads_failed, sup->nqueued);
+        sup->ops.reloads_ok, sup->ops.reloads_failed, sup->ops.nqueued);
     put(o, "\"strays_killed\":%u,", sup->strays_killed);
     json_endpoints(o, sup, now);
     {

@@ -82,8 +82,8 @@ static int cpu_slots(struct ps_sup *sup, const unsigned char *serving, int *cpu_
     if (!sup->cfg->cpu_affinity)
         return 0;
     n = ps__cpu_list(cpus, CPU_SETSIZE);
-    if (n > 0 && sup->nslots > n && !sup->affinity_warned) {
-        sup->affinity_warned = 1;
+    if (n > 0 && sup->nslots > n && !sup->steer.affinity_warned) {
+        sup->steer.affinity_warned = 1;
         ps__sup_log(sup, PS_LOG_WARN, "cpu_affinity",
                     "--cpu-affinity with %d slots on %d CPUs: each CPU's connections go to the "
                     "first ready slot pinned to it; slots %d and up get connections only while "
@@ -107,7 +107,7 @@ void ps__sup_steer(struct ps_sup *sup)
     static int cpu_slot[PS__RP_BPF_CPUS];
     int s, g, r, ncpu;
 
-    sup->steer_dirty = 0;
+    sup->steer.dirty = 0;
     memset(serving, 0, sizeof(serving));
     for (s = 0; s < sup->nslots; s++)
         serving[s] = (unsigned char)ps__slot_serving(sup, s);
@@ -128,7 +128,7 @@ void ps__sup_steer(struct ps_sup *sup)
         if (r == -EBUSY) {
             /* the previous image's sockarray still holds our sockets until
              * the kernel frees it: again soon (next_timeout) */
-            sup->steer_dirty = 1;
+            sup->steer.dirty = 1;
             if (!gr->steer_busy++)
                 ps__sup_log(
                     sup, PS_LOG_DEBUG, "steer_busy",
@@ -140,7 +140,7 @@ void ps__sup_steer(struct ps_sup *sup)
                         gr->steer_busy + 1);
             gr->steer_busy = 0;
         }
-        if (r < 0 && !sup->steer_warned++)
+        if (r < 0 && !sup->steer.warned++)
             ps__sup_log(sup, PS_LOG_WARN, "steer_failed",
                         "cannot set the reuseport steering (%s): %s; connections may queue on a "
                         "socket whose worker is restarting",
@@ -174,7 +174,7 @@ void ps__sup_check_foreign(struct ps_sup *sup)
         struct ps_group *gr = &sup->groups[g];
         ps__group_foreign_sync(gr);
         if (gr->order_changed)
-            sup->steer_dirty = 1;
+            sup->steer.dirty = 1;
         if (gr->nforeign == gr->foreign_said)
             continue;
         ps_spec_format(&gr->spec, addr, sizeof(addr));

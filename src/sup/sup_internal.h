@@ -577,6 +577,55 @@ struct ps_upgrade_ask {
     char out[128];
 };
 
+/* ops.c: the operations asked for, one in flight (the reload's table). */
+struct ps_ops {
+    enum ps_reload_state reload; /* a reload generation is starting */
+    struct ps_op running;        /* the reload in flight, when starting */
+    struct ps_op queue[PS_OP_QUEUE_MAX];
+    int nqueued;
+    unsigned ids;
+    unsigned reloads_ok, reloads_failed;
+    char reload_error[256];
+};
+
+/* life.c: the supervisor's own life (its table). */
+struct ps_life_state {
+    enum ps_life state;
+    uint64_t stop_deadline;                      /* stopping: every worker is killed then */
+    struct ps_waiter waiters[PS_OP_MAX_WAITERS]; /* answered when we are gone */
+    int nwaiters;
+    /* lame duck: reported unhealthy / "drain" while still serving, then stop */
+    unsigned lameduck_ms;    /* how long it was asked for; 0: never entered */
+    uint64_t lameduck_until; /* the drain starts then; 0 once it has */
+};
+
+/* upgrade.c: an upgrade asking the new binary before the exec, and the
+ * client that asked, as carried across the exec. */
+struct ps_upgrade_state {
+    int client; /* the client that asked for the upgrade, across the exec */
+    int json;   /* ... and whether it asked for JSON */
+    int asking;
+    uint64_t deadline;
+    struct ps_upgrade_ask asks[2]; /* --version, --upgrade-state-format */
+    int has_waiter;
+    struct ps_waiter waiter;
+};
+
+/* steer.c: the steering programs' state. */
+struct ps_steer_state {
+    int dirty;           /* a map update to make (again) */
+    int warned;          /* the steering program could not be attached */
+    int affinity_warned; /* said that --cpu-affinity has more slots than CPUs */
+};
+
+/* capability.c: the registry. */
+struct ps_caps {
+    struct ps_cap_row rows[PS_CAP_COUNT];
+    unsigned said; /* rows said at warning (bit 1 << cap) */
+};
+
+struct ps_watcher; /* watch.c's own: the --watch inotify state */
+
 struct ps_sup {
     struct ps_sup_config *cfg;
     const struct ps_sup_sys *sys;
@@ -589,57 +638,27 @@ struct ps_sup {
     int nworkers;             /* entries in use are below this */
     unsigned generation;      /* the serving generation */
     unsigned next_generation; /* the last generation number handed out */
-    /* operations */
-    enum ps_life life;
-    enum ps_reload_state reloading; /* a reload generation is starting */
-    struct ps_op running;           /* the reload in flight, when reloading */
-    struct ps_op queue[PS_OP_QUEUE_MAX];
-    int nqueued;
-    unsigned op_ids;
-    unsigned reloads_ok, reloads_failed;
-    char reload_error[256];
-    uint64_t stop_deadline;
-    struct ps_waiter stop_waiters[PS_OP_MAX_WAITERS];
-    int nstop_waiters;
-    int upgrade_client; /* the client that asked for the upgrade, as carried across exec */
-    int upgrade_json;   /* ... and whether it asked for JSON */
-    /* an upgrade asking the new binary before the exec (upgrade.c) */
-    int upgrade_asking;
-    uint64_t upgrade_deadline;
-    struct ps_upgrade_ask upgrade_asks[2]; /* --version, --upgrade-state-format */
-    int upgrade_has_waiter;
-    struct ps_waiter upgrade_waiter;
+    /* the modules that own their state */
+    struct ps_ops ops;
+    struct ps_life_state life;
+    struct ps_upgrade_state upgrade;
+    struct ps_steer_state steer;
+    struct ps_caps caps;
+    struct ps_watcher *watch; /* NULL without --watch */
+    struct ps_health *health; /* the held sockets' epoll set */
+    struct ps_conns *conns;   /* the control socket's and the endpoints' connections */
     /* clocks and descriptors */
     uint64_t started_ms; /* monotonic, for uptime */
     time_t started_wall;
     uint64_t checked_ms;              /* last sweep of the held sockets (health.c) */
-    struct ps_health *health;         /* health.c: the held sockets' epoll set */
     uint64_t stall_checked_ms;        /* last look at the queues for stalls */
     int sigfd, notify_fd, control_fd; /* control_fd: -1 when there is none */
+    int metrics_fd, agent_fd;         /* operations endpoints; -1 when off */
     char notify_addr[108];
     char systemd_notify[108]; /* our own NOTIFY_SOCKET from systemd, if any */
-    int steer_dirty;
-    struct ps_cap_row caps[PS_CAP_COUNT]; /* capability.c */
-    unsigned caps_said;                   /* rows said at warning (bit 1 << cap) */
-    int steer_warned;                     /* the steering program could not be attached */
-    int affinity_warned;                  /* said that --cpu-affinity has more slots than CPUs */
-    int told_ready;                       /* READY=1 sent to systemd after the first start */
+    int told_ready;           /* READY=1 sent to systemd after the first start */
     unsigned strays_killed;
     int spawn_error; /* -errno of the last worker that could not be started */
-    /* --watch (watch.c) */
-    int watch_fd; /* inotify, or -1 */
-    struct ps_watch *watches;
-    int nwatches;
-    uint64_t watch_first, watch_last; /* a change is pending since / last seen */
-    unsigned watch_changes;
-    char watch_what[256]; /* the first changed path, for the log */
-    int watch_full_said;  /* warned that a new directory is past the limit */
-    /* lame duck: reported unhealthy / "drain" while still serving, then stop */
-    unsigned lameduck_ms;    /* how long it was asked for; 0: never entered */
-    uint64_t lameduck_until; /* the drain starts then; 0 once it has */
-    /* operations endpoints (endpoint.c); -1 when off */
-    int metrics_fd, agent_fd;
-    struct ps_conns *conns; /* their connections and the control socket's (connsrv.c) */
 };
 
 /* The real world: fork/exec, kill(2). */
@@ -648,13 +667,13 @@ extern const struct ps_sup_sys ps__sup_sys_real;
 /* Stopping: every worker drains (life.c). */
 static inline int ps__stopping(const struct ps_sup *sup)
 {
-    return sup->life == PS_LIFE_STOPPING;
+    return sup->life.state == PS_LIFE_STOPPING;
 }
 
 /* A lame duck was entered: it stays so while stopping (/healthz, metrics). */
 static inline int ps__lameduck(const struct ps_sup *sup)
 {
-    return sup->lameduck_ms != 0;
+    return sup->life.lameduck_ms != 0;
 }
 
 /* The supervisor's clock (the seam's). */
@@ -700,7 +719,7 @@ void ps__worker_stopping(struct ps_sup *sup, struct ps_worker *w);
 /* It was reaped with wait status `status`: its entry is freed.  What is
  * left of its process group is the reaper's to kill. */
 void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status);
-/* Everything that is due at ps__now_ms(): ready, drain and kill deadlines,
+/* Everything that is due at ps__sup_now(): ready, drain and kill deadlines,
  * watchdogs, back-offs, retiring queues, the held sockets' health (once a
  * second), closing retired slots. */
 void ps__sup_run_timers(struct ps_sup *sup);
@@ -962,7 +981,10 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out);
  * the path.  O(directories below the watched ones). */
 int ps__watch_open(struct ps_sup *sup, char *err, size_t errlen);
 
-/* Read what inotify has (the loop saw watch_fd readable). */
+/* The inotify descriptor for the loop's poll, or -1 (no --watch). */
+int ps__watch_fd(const struct ps_sup *sup);
+
+/* Read what inotify has (the loop saw ps__watch_fd readable). */
 void ps__watch_read(struct ps_sup *sup);
 
 /* When the debounced reload is due, or UINT64_MAX. */
@@ -971,7 +993,9 @@ uint64_t ps__watch_deadline(const struct ps_sup *sup);
 /* Ask for the reload when it is due. */
 void ps__watch_timer(struct ps_sup *sup, uint64_t now);
 
+/* Stop watching, free what --watch held (no-op without). */
 void ps__watch_close(struct ps_sup *sup);
+
 /* ---- health.c: the held listeners' epoll set ----------------------------------- */
 
 /* Everything due about the held sockets' health (called by the loop's

@@ -234,7 +234,7 @@ void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
     worker_event(sup, w, EV_EXIT, status, "its worker exited");
     ps__slot_leaver_gone(sup, w);
     w->pid = 0;
-    sup->steer_dirty = 1;
+    sup->steer.dirty = 1;
 }
 
 static void reap(struct ps_sup *sup)
@@ -278,7 +278,7 @@ static int retire_done(struct ps_sup *sup, int s, uint64_t now)
     /* with eBPF its socket hands the queue over when it shuts down: only
      * the steering must have been updated first */
     if (ps__sup_migrates(sup))
-        return !sup->steer_dirty;
+        return !sup->steer.dirty;
     if (now - sup->slots[s].retire_since >= sup->cfg->drain_timeout_ms)
         return 1;
     if (now - sup->slots[s].retire_since < RETIRE_GRACE_MS)
@@ -470,7 +470,7 @@ static int next_timeout(const struct ps_sup *sup)
         if (sl->state == SL_RETIRING)
             earlier(&next, now + 50);
     }
-    if (sup->steer_dirty) /* an eBPF map update to try again */
+    if (sup->steer.dirty) /* an eBPF map update to try again */
         earlier(&next, now + 50);
     earlier(&next, ps__stall_next(sup));
     earlier(&next, ps__life_deadline(sup));
@@ -519,7 +519,7 @@ static void handle_signals(struct ps_sup *sup)
         case SIGTERM:
             /* --lameduck: first tell the balancer; a second SIGTERM, or
              * SIGINT / SIGQUIT, stops at once */
-            if (sup->cfg->lameduck_ms && sup->life == PS_LIFE_SERVING) {
+            if (sup->cfg->lameduck_ms && sup->life.state == PS_LIFE_SERVING) {
                 ps__sup_log(sup, PS_LOG_INFO, "signal", "SIGTERM: lame duck, then stop");
                 ps__life_event(sup, LIFE_LAMEDUCK, sup->cfg->lameduck_ms, NULL);
                 break;
@@ -541,9 +541,9 @@ static void handle_signals(struct ps_sup *sup)
         case SIGTTOU: {
             /* relative to the last count asked for, queued ones included */
             int n = sup->target, i;
-            for (i = 0; i < sup->nqueued; i++)
-                if (sup->queue[i].kind == OP_SCALE)
-                    n = sup->queue[i].n;
+            for (i = 0; i < sup->ops.nqueued; i++)
+                if (sup->ops.queue[i].kind == OP_SCALE)
+                    n = sup->ops.queue[i].n;
             n += si.ssi_signo == SIGTTIN ? 1 : -1;
             r = ps__op_request(sup, OP_SCALE, n, NULL, err, sizeof(err));
             break;
@@ -587,11 +587,11 @@ int ps__sup_loop(struct ps_sup *sup)
 
     while (!(ps__stopping(sup) && ps__sup_live_workers(sup) == 0)) {
         ps__op_run_queue(sup);
-        if (sup->steer_dirty)
+        if (sup->steer.dirty)
             ps__sup_steer(sup);
         pfd[0] = (struct pollfd){.fd = sup->sigfd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = sup->notify_fd, .events = POLLIN};
-        pfd[2] = (struct pollfd){.fd = sup->watch_fd, .events = POLLIN}; /* -1: not polled */
+        pfd[2] = (struct pollfd){.fd = ps__watch_fd(sup), .events = POLLIN}; /* -1: not polled */
         pfd[3] = (struct pollfd){.fd = ps__health_fd(sup), .events = POLLIN};
         nconn = ps__conns_poll_fill(sup, pfd + 4, ps__sup_now(sup));
         nup = ps__upgrade_poll_fill(sup, pfd + 4 + nconn);

@@ -135,10 +135,10 @@ int ps__upgrade_reaped(struct ps_sup *sup, pid_t pid, int status)
 {
     int i;
 
-    for (i = 0; sup->upgrade_asking && i < 2; i++)
-        if (sup->upgrade_asks[i].running && sup->upgrade_asks[i].pid == pid) {
-            sup->upgrade_asks[i].running = 0;
-            sup->upgrade_asks[i].status = status;
+    for (i = 0; sup->upgrade.asking && i < 2; i++)
+        if (sup->upgrade.asks[i].running && sup->upgrade.asks[i].pid == pid) {
+            sup->upgrade.asks[i].running = 0;
+            sup->upgrade.asks[i].status = status;
             return 1;
         }
     return 0;
@@ -148,9 +148,9 @@ int ps__upgrade_children(const struct ps_sup *sup, pid_t *out)
 {
     int i, n = 0;
 
-    for (i = 0; sup->upgrade_asking && i < 2; i++)
-        if (sup->upgrade_asks[i].running)
-            out[n++] = sup->upgrade_asks[i].pid;
+    for (i = 0; sup->upgrade.asking && i < 2; i++)
+        if (sup->upgrade.asks[i].running)
+            out[n++] = sup->upgrade.asks[i].pid;
     return n;
 }
 
@@ -229,20 +229,32 @@ struct field {
 
 /* clang-format off */
 #define FLD(st, m, t)     {#m, t, offsetof(st, m), sizeof(((st *)0)->m), 0}
+/* a field of a module's part of struct ps_sup, under the name it had when
+ * it was a field of its own (the format stays readable by older binaries) */
+#define FLDN(name, st, m, t) {name, t, offsetof(st, m), sizeof(((st *)0)->m), 0}
 #define ENUMF(st, m, max) {#m, F_ENUM, offsetof(st, m), sizeof(((st *)0)->m), max}
 /* clang-format on */
 
 static const struct field sup_fields[] = {
-    FLD(struct ps_sup, generation, F_UINT),    FLD(struct ps_sup, next_generation, F_UINT),
-    FLD(struct ps_sup, target, F_INT),         FLD(struct ps_sup, nslots, F_INT),
-    FLD(struct ps_sup, started_ms, F_U64),     FLD(struct ps_sup, started_wall, F_TIME),
-    FLD(struct ps_sup, notify_fd, F_INT),      FLD(struct ps_sup, control_fd, F_INT),
-    FLD(struct ps_sup, upgrade_client, F_INT), FLD(struct ps_sup, upgrade_json, F_INT),
-    FLD(struct ps_sup, reloads_ok, F_UINT),    FLD(struct ps_sup, reloads_failed, F_UINT),
-    FLD(struct ps_sup, strays_killed, F_UINT), FLD(struct ps_sup, told_ready, F_INT),
-    FLD(struct ps_sup, notify_addr, F_STR),    FLD(struct ps_sup, reload_error, F_STR),
-    FLD(struct ps_sup, metrics_fd, F_INT),     FLD(struct ps_sup, agent_fd, F_INT),
-    FLD(struct ps_sup, caps_said, F_UINT),
+    FLD(struct ps_sup, generation, F_UINT),
+    FLD(struct ps_sup, next_generation, F_UINT),
+    FLD(struct ps_sup, target, F_INT),
+    FLD(struct ps_sup, nslots, F_INT),
+    FLD(struct ps_sup, started_ms, F_U64),
+    FLD(struct ps_sup, started_wall, F_TIME),
+    FLD(struct ps_sup, notify_fd, F_INT),
+    FLD(struct ps_sup, control_fd, F_INT),
+    FLDN("upgrade_client", struct ps_sup, upgrade.client, F_INT),
+    FLDN("upgrade_json", struct ps_sup, upgrade.json, F_INT),
+    FLDN("reloads_ok", struct ps_sup, ops.reloads_ok, F_UINT),
+    FLDN("reloads_failed", struct ps_sup, ops.reloads_failed, F_UINT),
+    FLD(struct ps_sup, strays_killed, F_UINT),
+    FLD(struct ps_sup, told_ready, F_INT),
+    FLD(struct ps_sup, notify_addr, F_STR),
+    FLDN("reload_error", struct ps_sup, ops.reload_error, F_STR),
+    FLD(struct ps_sup, metrics_fd, F_INT),
+    FLD(struct ps_sup, agent_fd, F_INT),
+    FLDN("caps_said", struct ps_sup, caps.said, F_UINT),
 };
 
 static const struct field group_fields[] = {
@@ -446,11 +458,11 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
         }
         /* what signals asked and still waits its turn goes on after the
          * exec, in order (a requester who waits is told to ask again) */
-        for (i = 0; i < sup->nqueued; i++) {
-            if (sup->queue[i].nwaiters || sup->queue[i].kind == OP_UPGRADE)
+        for (i = 0; i < sup->ops.nqueued; i++) {
+            if (sup->ops.queue[i].nwaiters || sup->ops.queue[i].kind == OP_UPGRADE)
                 continue;
             out(&o, "op");
-            out_fields(&o, op_fields, PS__ARRAY_LEN(op_fields), &sup->queue[i]);
+            out_fields(&o, op_fields, PS__ARRAY_LEN(op_fields), &sup->ops.queue[i]);
             out(&o, "\n");
         }
     }
@@ -468,16 +480,16 @@ static void tell_queued(struct ps_sup *sup, int dropped)
                               "ask again";
     int i, k, kept = 0;
 
-    for (i = 0; i < sup->nqueued; i++) {
+    for (i = 0; i < sup->ops.nqueued; i++) {
         if (!dropped) {
-            for (k = 0; k < sup->queue[i].nwaiters; k++)
-                ps__control_answer(sup, &sup->queue[i].waiters[k], 0, why);
-        } else if (!sup->queue[i].nwaiters && sup->queue[i].kind != OP_UPGRADE) {
-            sup->queue[kept++] = sup->queue[i];
+            for (k = 0; k < sup->ops.queue[i].nwaiters; k++)
+                ps__control_answer(sup, &sup->ops.queue[i].waiters[k], 0, why);
+        } else if (!sup->ops.queue[i].nwaiters && sup->ops.queue[i].kind != OP_UPGRADE) {
+            sup->ops.queue[kept++] = sup->ops.queue[i];
         }
     }
     if (dropped)
-        sup->nqueued = kept;
+        sup->ops.nqueued = kept;
     else /* and a client connected but not yet read would be closed on its
           * request by the exec: a reset instead of an answer */
         ps__control_refuse_unread(sup, why);
@@ -487,7 +499,7 @@ static void tell_queued(struct ps_sup *sup, int dropped)
  * (-errno with err), with the old image as it was. */
 static int upgrade_exec(struct ps_sup *sup, int unchecked, char *err, size_t errlen)
 {
-    const struct ps_waiter *w = sup->upgrade_has_waiter ? &sup->upgrade_waiter : NULL;
+    const struct ps_waiter *w = sup->upgrade.has_waiter ? &sup->upgrade.waiter : NULL;
     const char *exe = sup->cfg->self_exe;
     int r, client = ps__control_client_fd(sup, w);
     char *state;
@@ -497,10 +509,10 @@ static int upgrade_exec(struct ps_sup *sup, int unchecked, char *err, size_t err
                     "%s does not say which upgrade state it reads (a version older than "
                     "--upgrade-state-format): re-executing it anyway, as that version would",
                     exe);
-    sup->upgrade_client = client;
-    sup->upgrade_json = ps__control_client_json(sup, w);
+    sup->upgrade.client = client;
+    sup->upgrade.json = ps__control_client_json(sup, w);
     state = ps__upgrade_serialize(sup);
-    sup->upgrade_client = -1;
+    sup->upgrade.client = -1;
     if (!state) {
         ps__set_error(err, errlen, "cannot describe the supervisor's state");
         return -ENOMEM;
@@ -529,13 +541,13 @@ static int upgrade_exec(struct ps_sup *sup, int unchecked, char *err, size_t err
  * requester (if still there) is told why. */
 static void upgrade_fail(struct ps_sup *sup, const char *why)
 {
-    ask_stop(&sup->upgrade_asks[0]);
-    ask_stop(&sup->upgrade_asks[1]);
-    sup->upgrade_asking = 0;
+    ask_stop(&sup->upgrade.asks[0]);
+    ask_stop(&sup->upgrade.asks[1]);
+    sup->upgrade.asking = 0;
     ps__sup_log(sup, PS_LOG_ERROR, "upgrade_failed", "upgrade failed: %s", why);
-    if (sup->upgrade_has_waiter)
-        ps__control_answer(sup, &sup->upgrade_waiter, 0, why);
-    sup->upgrade_has_waiter = 0;
+    if (sup->upgrade.has_waiter)
+        ps__control_answer(sup, &sup->upgrade.waiter, 0, why);
+    sup->upgrade.has_waiter = 0;
 }
 
 int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, size_t errlen)
@@ -547,14 +559,14 @@ int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, 
         ps__set_error(err, errlen, "this supervisor does not know its own binary");
         return -ENOEXEC;
     }
-    if (sup->upgrade_asking) {
+    if (sup->upgrade.asking) {
         ps__set_error(err, errlen, "an upgrade is already in progress");
         return -EBUSY;
     }
-    ask_reset(&sup->upgrade_asks[1]); /* nothing to stop there if the first fails */
-    r = ask_start(&sup->upgrade_asks[0], exe, "--version", 0);
-    if (r == 0 && (r = ask_start(&sup->upgrade_asks[1], exe, "--upgrade-state-format", 1)) < 0)
-        ask_stop(&sup->upgrade_asks[0]);
+    ask_reset(&sup->upgrade.asks[1]); /* nothing to stop there if the first fails */
+    r = ask_start(&sup->upgrade.asks[0], exe, "--version", 0);
+    if (r == 0 && (r = ask_start(&sup->upgrade.asks[1], exe, "--upgrade-state-format", 1)) < 0)
+        ask_stop(&sup->upgrade.asks[0]);
     if (r < 0) {
         ps__set_error(err, errlen,
                       "cannot run %s to ask its version: %s; still running the old "
@@ -562,11 +574,11 @@ int ps__upgrade_start(struct ps_sup *sup, const struct ps_waiter *w, char *err, 
                       exe, ps_strerror(r));
         return r;
     }
-    sup->upgrade_asking = 1;
-    sup->upgrade_deadline = ps__sup_now(sup) + ASK_TIMEOUT_MS;
-    sup->upgrade_has_waiter = w != NULL;
+    sup->upgrade.asking = 1;
+    sup->upgrade.deadline = ps__sup_now(sup) + ASK_TIMEOUT_MS;
+    sup->upgrade.has_waiter = w != NULL;
     if (w)
-        sup->upgrade_waiter = *w;
+        sup->upgrade.waiter = *w;
     ps__sup_log(sup, PS_LOG_INFO, "upgrade_asking",
                 "upgrade: asking %s for its version and upgrade state format", exe);
     return 0;
@@ -576,32 +588,32 @@ int ps__upgrade_poll_fill(struct ps_sup *sup, struct pollfd *pfd)
 {
     int i, n = 0;
 
-    if (!sup->upgrade_asking)
+    if (!sup->upgrade.asking)
         return 0;
     if (ps__stopping(sup) || ps__lameduck(sup)) {
         upgrade_fail(sup, "the supervisor is stopping");
         return 0;
     }
     for (i = 0; i < 2; i++)
-        if (sup->upgrade_asks[i].fd >= 0)
-            pfd[n++] = (struct pollfd){.fd = sup->upgrade_asks[i].fd, .events = POLLIN};
+        if (sup->upgrade.asks[i].fd >= 0)
+            pfd[n++] = (struct pollfd){.fd = sup->upgrade.asks[i].fd, .events = POLLIN};
     return n;
 }
 
 void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n)
 {
-    struct ps_upgrade_ask *asks = sup->upgrade_asks;
+    struct ps_upgrade_ask *asks = sup->upgrade.asks;
     const char *exe = sup->cfg->self_exe;
     int i, k = 0, unchecked = 0, r;
     char err[512];
 
-    if (!sup->upgrade_asking)
+    if (!sup->upgrade.asking)
         return;
     for (i = 0; i < 2; i++) /* the entries ps__upgrade_poll_fill added, in its order */
         if (asks[i].fd >= 0 && k < n && pfd[k++].revents)
             ask_read(&asks[i]);
     if (asks[0].running || asks[1].running) { /* reaped by the loop: ps__upgrade_reaped */
-        if (ps__sup_now(sup) < sup->upgrade_deadline)
+        if (ps__sup_now(sup) < sup->upgrade.deadline)
             return;
         ps__set_error(err, sizeof(err), "%s %s did not answer within %d s", exe,
                       asks[0].running ? "--version" : "--upgrade-state-format",
@@ -613,7 +625,7 @@ void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n)
         ask_read(&asks[i]);
         ask_stop(&asks[i]);
     }
-    sup->upgrade_asking = 0;
+    sup->upgrade.asking = 0;
     r = verdict(exe, asks, &unchecked, err, sizeof(err));
     if (r == 0)
         upgrade_exec(sup, unchecked, err, sizeof(err)); /* returns only when it failed */
@@ -622,7 +634,7 @@ void ps__upgrade_poll_done(struct ps_sup *sup, const struct pollfd *pfd, int n)
 
 uint64_t ps__upgrade_deadline(const struct ps_sup *sup)
 {
-    return sup->upgrade_asking ? sup->upgrade_deadline : UINT64_MAX;
+    return sup->upgrade.asking ? sup->upgrade.deadline : UINT64_MAX;
 }
 
 /* ---- the new image ----------------------------------------------------------- */
@@ -812,12 +824,12 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
     if (!strncmp(line, "op ", 3)) {
         struct ps_op op;
         memset(&op, 0, sizeof(op));
-        if (sup->nqueued >= PS_OP_QUEUE_MAX ||
+        if (sup->ops.nqueued >= PS_OP_QUEUE_MAX ||
             restore_fields(line, op_fields, PS__ARRAY_LEN(op_fields), &op, NULL) < 0 ||
             (op.kind == OP_SCALE && (op.n < 1 || op.n > PS_SUP_MAX_WORKERS)))
             return -EINVAL;
-        op.id = ++sup->op_ids;
-        sup->queue[sup->nqueued++] = op;
+        op.id = ++sup->ops.ids;
+        sup->ops.queue[sup->ops.nqueued++] = op;
         return 0;
     }
     if (!strncmp(line, "worker ", 7)) {
@@ -913,14 +925,14 @@ int ps__upgrade_restore(struct ps_sup *sup, const char *state, char *err, size_t
         sup->metrics_fd = -1; /* not carried after all: bound again */
     if (sup->agent_fd >= 0 && set_cloexec(sup->agent_fd, 1) < 0)
         sup->agent_fd = -1;
-    if (sup->upgrade_client >= 0) {
+    if (sup->upgrade.client >= 0) {
         struct ps_waiter w;
         char body[96];
-        set_cloexec(sup->upgrade_client, 1);
-        w = ps__control_adopt(sup, sup->upgrade_client, sup->upgrade_json, "upgrade");
+        set_cloexec(sup->upgrade.client, 1);
+        w = ps__control_adopt(sup, sup->upgrade.client, sup->upgrade.json, "upgrade");
         snprintf(body, sizeof(body), "upgraded in place: pid %ld", (long)getpid());
         ps__control_answer(sup, &w, 1, body);
-        sup->upgrade_client = -1;
+        sup->upgrade.client = -1;
     }
 out:
     free(copy);

@@ -47,6 +47,17 @@ struct ps_watch {
     char *only; /* a --watch FILE: only this name in dir; NULL: the whole tree */
 };
 
+/* The supervisor's --watch state (sup->watch; none without --watch). */
+struct ps_watcher {
+    int fd;                /* inotify, or -1 */
+    struct ps_watch *dirs; /* one entry a watched directory */
+    int ndirs;
+    uint64_t first, last; /* a change is pending since / last seen */
+    unsigned changes;
+    char what[256]; /* the first changed path, for the log */
+    int full_said;  /* warned that a new directory is past the limit */
+};
+
 static int ignored(const char *name)
 {
     size_t n = strlen(name);
@@ -69,22 +80,22 @@ static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *on
     struct ps_watch *w;
     int i;
 
-    for (i = 0; i < sup->nwatches; i++)
-        if (sup->watches[i].wd == wd && same_only(&sup->watches[i], only))
+    for (i = 0; i < sup->watch->ndirs; i++)
+        if (sup->watch->dirs[i].wd == wd && same_only(&sup->watch->dirs[i], only))
             return 1;
-    if (sup->nwatches >= MAX_WATCHES)
+    if (sup->watch->ndirs >= MAX_WATCHES)
         return -ENOSPC;
     /* room doubles at each power of two: a walk of n directories copies
      * O(n) entries, not O(n^2) (it keeps room for more than nwatches
      * whatever entries were dropped since) */
-    if (sup->nwatches < 8 || !(sup->nwatches & (sup->nwatches - 1))) {
-        int room = sup->nwatches < 8 ? 8 : 2 * sup->nwatches;
-        w = realloc(sup->watches, (size_t)room * sizeof(*w));
+    if (sup->watch->ndirs < 8 || !(sup->watch->ndirs & (sup->watch->ndirs - 1))) {
+        int room = sup->watch->ndirs < 8 ? 8 : 2 * sup->watch->ndirs;
+        w = realloc(sup->watch->dirs, (size_t)room * sizeof(*w));
         if (!w)
             return -ENOMEM;
-        sup->watches = w;
+        sup->watch->dirs = w;
     }
-    w = &sup->watches[sup->nwatches];
+    w = &sup->watch->dirs[sup->watch->ndirs];
     w->wd = wd;
     w->dir = strdup(dir);
     w->only = only ? strdup(only) : NULL;
@@ -93,17 +104,17 @@ static int add_entry(struct ps_sup *sup, int wd, const char *dir, const char *on
         free(w->only);
         return -ENOMEM;
     }
-    sup->nwatches++;
+    sup->watch->ndirs++;
     return 0;
 }
 
 /* Entry i is gone: freed, the last one takes its place. */
 static void drop_entry(struct ps_sup *sup, int i)
 {
-    free(sup->watches[i].dir);
-    free(sup->watches[i].only);
-    sup->watches[i] = sup->watches[--sup->nwatches];
-    sup->watch_full_said = 0; /* there is room again: a refusal is news */
+    free(sup->watch->dirs[i].dir);
+    free(sup->watch->dirs[i].only);
+    sup->watch->dirs[i] = sup->watch->dirs[--sup->watch->ndirs];
+    sup->watch->full_said = 0; /* there is room again: a refusal is news */
 }
 
 /* The kernel dropped watch wd (IN_IGNORED: its directory was deleted, or
@@ -113,8 +124,8 @@ static void forget_wd(struct ps_sup *sup, int wd)
 {
     int i;
 
-    for (i = sup->nwatches - 1; i >= 0; i--)
-        if (sup->watches[i].wd == wd)
+    for (i = sup->watch->ndirs - 1; i >= 0; i--)
+        if (sup->watch->dirs[i].wd == wd)
             drop_entry(sup, i);
 }
 
@@ -127,14 +138,14 @@ static void forget_tree(struct ps_sup *sup, const char *dir)
     size_t n = strlen(dir);
     int i, k, shared;
 
-    for (i = sup->nwatches - 1; i >= 0; i--) {
-        const struct ps_watch *w = &sup->watches[i];
+    for (i = sup->watch->ndirs - 1; i >= 0; i--) {
+        const struct ps_watch *w = &sup->watch->dirs[i];
         if (w->only || strncmp(w->dir, dir, n) || (w->dir[n] && w->dir[n] != '/'))
             continue;
-        for (shared = 0, k = 0; k < sup->nwatches && !shared; k++)
-            shared = k != i && sup->watches[k].wd == w->wd;
+        for (shared = 0, k = 0; k < sup->watch->ndirs && !shared; k++)
+            shared = k != i && sup->watch->dirs[k].wd == w->wd;
         if (!shared)
-            inotify_rm_watch(sup->watch_fd, w->wd);
+            inotify_rm_watch(sup->watch->fd, w->wd);
         drop_entry(sup, i); /* what moves into i was looked at already */
     }
 }
@@ -176,14 +187,14 @@ static int watch_one(struct ps_sup *sup, struct walk *wk, const char *dir, const
 {
     int wd, r;
 
-    wd = inotify_add_watch(sup->watch_fd, dir, DIR_EVENTS | IN_ONLYDIR);
+    wd = inotify_add_watch(sup->watch->fd, dir, DIR_EVENTS | IN_ONLYDIR);
     if (wd < 0)
         return ps__neg_errno();
     r = add_entry(sup, wd, dir, only);
     if (r == 0 && !only)
         r = walk_push(wk, dir);
     if (r == -ENOSPC) /* the kernel's watch without an entry would only leak */
-        inotify_rm_watch(sup->watch_fd, wd);
+        inotify_rm_watch(sup->watch->fd, wd);
     return r < 0 ? r : 0;
 }
 
@@ -272,15 +283,36 @@ static int watch_path(struct ps_sup *sup, const char *path, char *err, size_t er
     return r;
 }
 
+/* Every directory forgotten and the inotify descriptor closed: the object
+ * stays (for rewatch). */
+static void forget_all(struct ps_watcher *wr)
+{
+    int i;
+
+    for (i = 0; i < wr->ndirs; i++) {
+        free(wr->dirs[i].dir);
+        free(wr->dirs[i].only);
+    }
+    free(wr->dirs);
+    wr->dirs = NULL;
+    wr->ndirs = 0;
+    wr->full_said = 0;
+    ps__close(wr->fd);
+    wr->fd = -1;
+}
+
 int ps__watch_open(struct ps_sup *sup, char *err, size_t errlen)
 {
     int i, r;
 
-    sup->watch_fd = -1;
     if (!sup->cfg->nwatch)
         return 0;
-    sup->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (sup->watch_fd < 0) {
+    if (!sup->watch && !(sup->watch = calloc(1, sizeof(*sup->watch)))) {
+        ps__set_error(err, errlen, "--watch: out of memory");
+        return -ENOMEM;
+    }
+    sup->watch->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (sup->watch->fd < 0) {
         r = ps__neg_errno();
         ps__set_error(err, errlen, "--watch: cannot use inotify: %s", ps_strerror(r));
         return r;
@@ -292,24 +324,22 @@ int ps__watch_open(struct ps_sup *sup, char *err, size_t errlen)
     }
     ps__sup_log(sup, PS_LOG_INFO, "watching",
                 "watching %d path(s) (%d director%s): a change reloads", sup->cfg->nwatch,
-                sup->nwatches, sup->nwatches == 1 ? "y" : "ies");
+                sup->watch->ndirs, sup->watch->ndirs == 1 ? "y" : "ies");
     return 0;
 }
 
 void ps__watch_close(struct ps_sup *sup)
 {
-    int i;
+    if (!sup->watch)
+        return;
+    forget_all(sup->watch);
+    free(sup->watch);
+    sup->watch = NULL;
+}
 
-    for (i = 0; i < sup->nwatches; i++) {
-        free(sup->watches[i].dir);
-        free(sup->watches[i].only);
-    }
-    free(sup->watches);
-    sup->watches = NULL;
-    sup->nwatches = 0;
-    sup->watch_full_said = 0;
-    ps__close(sup->watch_fd);
-    sup->watch_fd = -1;
+int ps__watch_fd(const struct ps_sup *sup)
+{
+    return sup->watch ? sup->watch->fd : -1;
 }
 
 /* A directory appeared in (or left) dir, a directory of a watched tree. */
@@ -328,8 +358,8 @@ static void tree_changed(struct ps_sup *sup, const char *dir, const struct inoti
         return;
     }
     r = watch_dir(sup, sub, NULL);
-    if (r == -ENOSPC && !sup->watch_full_said) {
-        sup->watch_full_said = 1; /* once, until a watch is freed */
+    if (r == -ENOSPC && !sup->watch->full_said) {
+        sup->watch->full_said = 1; /* once, until a watch is freed */
         ps__sup_log(sup, PS_LOG_WARN, "watch_full",
                     "cannot watch all of %s: %s (fs.inotify.max_user_watches, or more than %d "
                     "directories); a change in what is not watched does not reload",
@@ -353,8 +383,8 @@ static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint
         counts = 1;
         snprintf(path, sizeof(path), "(inotify queue overflow)");
     }
-    for (i = 0; i < sup->nwatches; i++) {
-        const struct ps_watch *w = &sup->watches[i];
+    for (i = 0; i < sup->watch->ndirs; i++) {
+        const struct ps_watch *w = &sup->watch->dirs[i];
         if (w->wd != ev->wd)
             continue;
         if (w->only ? (ev->len && !strcmp(ev->name, w->only)) : (!ev->len || !ignored(ev->name))) {
@@ -365,18 +395,18 @@ static void watch_event(struct ps_sup *sup, const struct inotify_event *ev, uint
         if (!w->only)
             snprintf(dir, sizeof(dir), "%s", w->dir);
     }
-    /* after the loop: watching or forgetting moves sup->watches */
+    /* after the loop: watching or forgetting moves sup->watch->dirs */
     if (dir[0] && ev->len && !ignored(ev->name) && (ev->mask & IN_ISDIR) &&
         (ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM)))
         tree_changed(sup, dir, ev);
     if (!counts)
         return;
-    if (!sup->watch_first) {
-        sup->watch_first = now;
-        snprintf(sup->watch_what, sizeof(sup->watch_what), "%.255s", path);
+    if (!sup->watch->first) {
+        sup->watch->first = now;
+        snprintf(sup->watch->what, sizeof(sup->watch->what), "%.255s", path);
     }
-    sup->watch_changes++;
-    sup->watch_last = now;
+    sup->watch->changes++;
+    sup->watch->last = now;
 }
 
 /* Events were lost (IN_Q_OVERFLOW: a mass deletion can lose the
@@ -388,9 +418,9 @@ static void rewatch(struct ps_sup *sup)
     char err[PATH_MAX + 128];
     int i, r;
 
-    ps__watch_close(sup);
-    sup->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (sup->watch_fd < 0) {
+    forget_all(sup->watch);
+    sup->watch->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (sup->watch->fd < 0) {
         r = ps__neg_errno();
         ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "--watch: cannot use inotify: %s",
                     ps_strerror(r));
@@ -400,7 +430,7 @@ static void rewatch(struct ps_sup *sup)
         if (watch_path(sup, sup->cfg->watch[i], err, sizeof(err)) < 0)
             ps__sup_log(sup, PS_LOG_WARN, "watch_failed", "%s", err);
     ps__sup_log(sup, PS_LOG_INFO, "watching", "inotify lost events: watching again, %d director%s",
-                sup->nwatches, sup->nwatches == 1 ? "y" : "ies");
+                sup->watch->ndirs, sup->watch->ndirs == 1 ? "y" : "ies");
 }
 
 void ps__watch_read(struct ps_sup *sup)
@@ -410,7 +440,9 @@ void ps__watch_read(struct ps_sup *sup)
     ssize_t n;
     char *p;
 
-    while ((n = read(sup->watch_fd, buf, sizeof(buf))) > 0)
+    if (!sup->watch)
+        return;
+    while ((n = read(sup->watch->fd, buf, sizeof(buf))) > 0)
         for (p = buf; p < buf + n;
              p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
@@ -426,10 +458,10 @@ uint64_t ps__watch_deadline(const struct ps_sup *sup)
 {
     uint64_t quiet, cap;
 
-    if (!sup->watch_first)
+    if (!sup->watch || !sup->watch->first)
         return UINT64_MAX;
-    quiet = sup->watch_last + QUIET_MS;
-    cap = sup->watch_first + MAX_WAIT_MS;
+    quiet = sup->watch->last + QUIET_MS;
+    cap = sup->watch->first + MAX_WAIT_MS;
     return quiet < cap ? quiet : cap;
 }
 
@@ -437,12 +469,12 @@ void ps__watch_timer(struct ps_sup *sup, uint64_t now)
 {
     char err[256];
 
-    if (!sup->watch_first || now < ps__watch_deadline(sup))
+    if (!sup->watch || !sup->watch->first || now < ps__watch_deadline(sup))
         return;
     ps__sup_log(sup, PS_LOG_INFO, "watch_reload", "%u change(s), first %s: reload",
-                sup->watch_changes, sup->watch_what);
-    sup->watch_first = sup->watch_last = 0;
-    sup->watch_changes = 0;
+                sup->watch->changes, sup->watch->what);
+    sup->watch->first = sup->watch->last = 0;
+    sup->watch->changes = 0;
     if (ps__stopping(sup))
         return;
     if (ps__op_request(sup, OP_RELOAD, 0, NULL, err, sizeof(err)) < 0)

@@ -558,13 +558,14 @@ static void check_queue(void)
 {
     int i, upgrades = 0;
 
-    CHECK(sup.nqueued >= 0 && sup.nqueued <= PS_OP_QUEUE_MAX, "%d operations queued", sup.nqueued);
+    CHECK(sup.ops.nqueued >= 0 && sup.ops.nqueued <= PS_OP_QUEUE_MAX, "%d operations queued",
+          sup.ops.nqueued);
     /* the loop runs the queue whenever nothing is in flight, but during a
      * lame duck: what is queued then waits for the stop's answer */
-    CHECK(!sup.nqueued || sup.reloading || sup.life == PS_LIFE_LAMEDUCK,
-          "%d operations queued, nothing in flight", sup.nqueued);
-    for (i = 0; i < sup.nqueued; i++) {
-        const struct ps_op *op = &sup.queue[i];
+    CHECK(!sup.ops.nqueued || sup.ops.reload || sup.life.state == PS_LIFE_LAMEDUCK,
+          "%d operations queued, nothing in flight", sup.ops.nqueued);
+    for (i = 0; i < sup.ops.nqueued; i++) {
+        const struct ps_op *op = &sup.ops.queue[i];
         CHECK(op->kind == OP_RELOAD || op->kind == OP_SCALE || op->kind == OP_UPGRADE,
               "queued kind %d", (int)op->kind);
         CHECK(op->kind != OP_SCALE || (op->n >= 1 && op->n <= PS_SUP_MAX_WORKERS),
@@ -572,7 +573,7 @@ static void check_queue(void)
         CHECK(op->nwaiters >= 0 && op->nwaiters <= PS_OP_MAX_WAITERS, "%d waiters", op->nwaiters);
         upgrades += op->kind == OP_UPGRADE;
         /* merged by rule: never two reloads or two scales in a row */
-        CHECK(!i || op->kind == OP_UPGRADE || op->kind != sup.queue[i - 1].kind,
+        CHECK(!i || op->kind == OP_UPGRADE || op->kind != sup.ops.queue[i - 1].kind,
               "queue[%d] and queue[%d] are both %d: not merged", i - 1, i, (int)op->kind);
     }
     CHECK(upgrades <= 1, "%d upgrades queued", upgrades);
@@ -707,7 +708,7 @@ static void check_upgrade_round_trip(void)
     char err[256] = "", *state;
     int i, g, n;
 
-    if (sup.reloading || ps__stopping(&sup))
+    if (sup.ops.reload || ps__stopping(&sup))
         return; /* an upgrade only runs when nothing is in flight */
     state = ps__upgrade_serialize(&sup);
     CHECK(state, "serialize");
@@ -717,9 +718,9 @@ static void check_upgrade_round_trip(void)
     CHECK(i == 0, "restore: %s", err);
     CHECK(sup2.generation == sup.generation && sup2.next_generation == sup.next_generation &&
               sup2.target == sup.target && sup2.nslots == sup.nslots &&
-              sup2.told_ready == sup.told_ready && sup2.reloads_ok == sup.reloads_ok &&
-              sup2.reloads_failed == sup.reloads_failed &&
-              !strcmp(sup2.reload_error, sup.reload_error),
+              sup2.told_ready == sup.told_ready && sup2.ops.reloads_ok == sup.ops.reloads_ok &&
+              sup2.ops.reloads_failed == sup.ops.reloads_failed &&
+              !strcmp(sup2.ops.reload_error, sup.ops.reload_error),
           "the supervisor's fields do not survive an upgrade");
     CHECK(sup2.ngroups == sup.ngroups, "%d groups restored of %d", sup2.ngroups, sup.ngroups);
     for (g = 0; g < sup.ngroups; g++) {
@@ -768,9 +769,9 @@ static void check_invariants(void)
           sup.nslots, sup.target);
     CHECK(sup.generation >= 1 && sup.next_generation >= sup.generation, "generation %u, next %u",
           sup.generation, sup.next_generation);
-    CHECK(!sup.reloading || sup.next_generation > sup.generation,
+    CHECK(!sup.ops.reload || sup.next_generation > sup.generation,
           "reloading to generation %u while %u serves", sup.next_generation, sup.generation);
-    CHECK(!sup.reloading || !ps__stopping(&sup), "reloading while stopping");
+    CHECK(!sup.ops.reload || !ps__stopping(&sup), "reloading while stopping");
     if (sup.nslots > hiwater)
         hiwater = sup.nslots;
     memset(refd, 0, (size_t)sup.nworkers);
@@ -793,7 +794,7 @@ static void check_invariants(void)
                   "slot %d serves generation %u, the serving one is %u", s,
                   sup.workers[sl->current].generation, sup.generation);
         /* a reload starts a worker in every slot that is not being removed */
-        if (sup.reloading)
+        if (sup.ops.reload)
             CHECK(reloadable(sl->state) == (sl->next >= 0), "reloading: slot %d is %s, next %d", s,
                   ps__slot_state_name(sl->state), sl->next);
         else
@@ -826,12 +827,12 @@ static void check_invariants(void)
                   "stopping, but worker %d is %s", i, ps__worker_state_name(sup.workers[i].state));
     check_groups(0);
     sd_drain();
-    CHECK(sup.reloads_ok + sup.reloads_failed + (unsigned)sup.reloading == sd.reloads,
-          "%u reloads started, %u done, %u rolled back, %d in flight", sd.reloads, sup.reloads_ok,
-          sup.reloads_failed, sup.reloading);
+    CHECK(sup.ops.reloads_ok + sup.ops.reloads_failed + (unsigned)sup.ops.reload == sd.reloads,
+          "%u reloads started, %u done, %u rolled back, %d in flight", sd.reloads,
+          sup.ops.reloads_ok, sup.ops.reloads_failed, sup.ops.reload);
     CHECK(!sup.told_ready || sd.readies, "told_ready, but systemd never heard READY=1");
     /* a reload that ended (either way) told systemd it is ready again */
-    CHECK(sup.reloading || !sup.told_ready || ps__stopping(&sup) || !sd.reloading,
+    CHECK(sup.ops.reload || !sup.told_ready || ps__stopping(&sup) || !sd.reloading,
           "the reload ended, systemd was not told READY=1");
 }
 
@@ -845,9 +846,9 @@ static void check_nothing_due(unsigned failed_spawns_before)
         cfg.drain_timeout_ms < RETIRE_GRACE_MS ? cfg.drain_timeout_ms : RETIRE_GRACE_MS;
     int i;
 
-    CHECK(sup.life != PS_LIFE_LAMEDUCK || now < sup.lameduck_until,
+    CHECK(sup.life.state != PS_LIFE_LAMEDUCK || now < sup.life.lameduck_until,
           "the lame duck is over for %llu ms and nothing drains",
-          (unsigned long long)(now - sup.lameduck_until));
+          (unsigned long long)(now - sup.life.lameduck_until));
     for (i = 0; i < sup.nworkers; i++) {
         const struct ps_worker *w = &sup.workers[i];
         if (!w->pid)
@@ -860,9 +861,10 @@ static void check_nothing_due(unsigned failed_spawns_before)
               "worker %d alive for --ready-delay, still starting", i);
         CHECK(w->state != W_READY || !cfg.watchdog_ms || now - w->ping_ms < cfg.watchdog_ms,
               "worker %d missed its watchdog, still ready", i);
-        CHECK(!ps__stopping(&sup) || now < sup.stop_deadline || w->state == W_KILLED,
+        CHECK(!ps__stopping(&sup) || now < sup.life.stop_deadline || w->state == W_KILLED,
               "stopped %llu ms ago, worker %d is still %s",
-              (unsigned long long)(now - sup.stop_deadline), i, ps__worker_state_name(w->state));
+              (unsigned long long)(now - sup.life.stop_deadline), i,
+              ps__worker_state_name(w->state));
     }
     for (i = 0; i < sup.nslots; i++) {
         const struct ps_slot *sl = &sup.slots[i];
@@ -989,7 +991,7 @@ static void pair_setup(enum ps_slot_state st, enum variant v)
         break;
     case SL_STOPPING:
         start_ready(SUBJECT);
-        sup.life = PS_LIFE_STOPPING;
+        sup.life.state = PS_LIFE_STOPPING;
         fire_expect(SUBJECT, EV_STOP, SL_STOPPING);
         break;
     case SL_CLOSED:
@@ -1108,7 +1110,7 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(sl->current, cur);
         assert_int_equal(sup.workers[cur].state, W_READY);
         assert_int_equal(fake.ncalls, 0);
-        assert_true(sup.steer_dirty);
+        assert_true(sup.steer.dirty);
         break;
     case A_RELEASE: {
         /* it leaves by itself, not signalled, the slot's leaving worker:
@@ -1218,13 +1220,13 @@ static void expect_action(const struct pair_run *r)
         assert_int_equal(sl->current, cur);
         assert_int_equal(sl->stalls, b->sl[1].stalls + 1);
         assert_true(sl->stalled_at >= t0 && sl->stalled_at <= t1);
-        assert_true(sup.steer_dirty);
+        assert_true(sup.steer.dirty);
         assert_int_equal(fake.ncalls, 0);
         break;
     case A_RESUME:
         assert_int_equal(sl->current, cur);
         assert_int_equal(sl->stalls, b->sl[1].stalls);
-        assert_true(sup.steer_dirty);
+        assert_true(sup.steer.dirty);
         assert_int_equal(fake.ncalls, 0);
         break;
     case A_RESCUE:
@@ -1537,7 +1539,7 @@ static void test_default_drain_signal(void **state)
     start_ready(0);
     w = sup.slots[0].current;
     fake_calls_reset();
-    sup.life = PS_LIFE_STOPPING;
+    sup.life.state = PS_LIFE_STOPPING;
     fire_expect(0, EV_STOP, SL_STOPPING);
     expect_one_signal(w, SIGTERM);
     machine_close();
@@ -1623,12 +1625,12 @@ static void test_each_requester_gets_its_own_outcome(void **state)
     start_ready(0);
 
     a = client("reload"); /* runs at once: generation 2 starts */
-    assert_true(sup.reloading);
+    assert_true(sup.ops.reload);
     b = client("reload");  /* queued behind it */
     c = client("reload");  /* merged into b's */
     d = client("scale 2"); /* queued behind that */
-    assert_int_equal(sup.nqueued, 2);
-    assert_int_equal(sup.queue[0].nwaiters, 2);
+    assert_int_equal(sup.ops.nqueued, 2);
+    assert_int_equal(sup.ops.queue[0].nwaiters, 2);
     e = client("status");
     assert_non_null(strstr(answer_of(e), "\n0     "));
 
@@ -1636,7 +1638,7 @@ static void test_each_requester_gets_its_own_outcome(void **state)
     assert_string_equal(answer_of(a), "ok\ngeneration 2 is serving\n");
     expect_no_answer(b);
     ps__op_run_queue(&sup); /* b's and c's reload: generation 3 */
-    assert_true(sup.reloading);
+    assert_true(sup.ops.reload);
     assert_int_equal(sup.next_generation, 3);
     expect_no_answer(b);
     expect_no_answer(c);
@@ -1720,7 +1722,7 @@ static void test_listener_revived(void **state)
 
 static uint64_t lameduck_left_ms(void)
 {
-    return sup.lameduck_until > clock_ms ? sup.lameduck_until - clock_ms : 0;
+    return sup.life.lameduck_until > clock_ms ? sup.life.lameduck_until - clock_ms : 0;
 }
 
 /* Each row of life.c's table, from each state it starts in. */
@@ -1737,26 +1739,26 @@ static void test_life_rows(void **state)
     start_ready(1);
     assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK_OVER, 0, NULL), 0); /* no row */
     assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 3000, &w), 1);
-    assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
     assert_true(ps__lameduck(&sup));
     assert_int_equal(lameduck_left_ms(), 3000);
     assert_int_equal(sup.slots[0].state, SL_READY); /* the workers keep serving */
     /* asked again: joins, the earlier deadline stands */
     clock_ms += 1000;
     assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 60000, NULL), 1);
-    assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
     assert_int_equal(lameduck_left_ms(), 2000);
-    assert_int_equal(sup.nstop_waiters, 1);
+    assert_int_equal(sup.life.nwaiters, 1);
     clock_ms += 2000;
     timers();
-    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
     assert_true(ps__lameduck(&sup)); /* it stays said while stopping */
     assert_int_equal(sup.slots[0].state, SL_STOPPING);
     /* stopping: a lame duck only joins; the deadline kills */
     assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 100, &w), 1);
-    assert_int_equal(sup.life, PS_LIFE_STOPPING);
-    assert_int_equal(sup.nstop_waiters, 2);
-    clock_ms = sup.stop_deadline;
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    assert_int_equal(sup.life.nwaiters, 2);
+    clock_ms = sup.life.stop_deadline;
     timers();
     for (i = 0; i < sup.nworkers; i++)
         assert_true(!sup.workers[i].pid || sup.workers[i].state == W_KILLED);
@@ -1767,15 +1769,15 @@ static void test_life_rows(void **state)
     machine_init(&o);
     start_ready(0);
     assert_int_equal(ps__life_event(&sup, LIFE_LAMEDUCK, 0, NULL), 1);
-    assert_int_equal(sup.life, PS_LIFE_STOPPING);
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
     assert_false(ps__lameduck(&sup));
     machine_close();
     machine_init(&o);
     start_ready(0);
     ps__life_event(&sup, LIFE_LAMEDUCK, 5000, NULL);
     assert_int_equal(ps__life_event(&sup, LIFE_STOP, 0, NULL), 1);
-    assert_int_equal(sup.life, PS_LIFE_STOPPING);
-    assert_int_equal(sup.lameduck_until, 0);
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    assert_int_equal(sup.life.lameduck_until, 0);
     assert_int_equal(sup.slots[0].state, SL_STOPPING);
     assert_int_equal(ps__life_event(&sup, LIFE_STOP, 0, NULL), 1);
     for (i = 0; i < sup.nworkers; i++)
@@ -1799,36 +1801,36 @@ static void test_reload_rows(void **state)
     /* idle, start: a next worker in every slot */
     assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
     ps__op_run_queue(&sup);
-    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_STARTING);
     n0 = sup.slots[0].next, n1 = sup.slots[1].next;
     assert_true(n0 >= 0 && n1 >= 0);
     /* starting, one next ready: still starting; both: committed */
     ps__worker_ready(&sup, &sup.workers[n0], "test");
-    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_STARTING);
     ps__worker_ready(&sup, &sup.workers[n1], "test");
-    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_IDLE);
     assert_int_equal(sup.slots[0].current, n0);
     assert_int_equal(sup.slots[1].current, n1);
-    assert_int_equal(sup.reloads_ok, 1);
+    assert_int_equal(sup.ops.reloads_ok, 1);
     assert_int_equal(sup.generation, sup.next_generation);
     /* starting, a next worker fails: rolled back, the other one drains */
     assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
     ps__op_run_queue(&sup);
     n0 = sup.slots[0].next, n1 = sup.slots[1].next;
     ps__worker_exited(&sup, &sup.workers[n0], 1 << 8);
-    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
-    assert_int_equal(sup.reloads_failed, 1);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_IDLE);
+    assert_int_equal(sup.ops.reloads_failed, 1);
     assert_int_equal(sup.slots[0].next, -1);
     assert_int_equal(sup.slots[1].next, -1);
     assert_int_equal(sup.workers[n1].state, W_DRAINING);
-    assert_true(sup.reload_error[0]);
+    assert_true(sup.ops.reload_error[0]);
     /* starting, cancelled (a stop): rolled back too, no READY=1 after it */
     assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
     ps__op_run_queue(&sup);
-    assert_int_equal(sup.reloading, PS_RELOAD_STARTING);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_STARTING);
     ps__life_event(&sup, LIFE_STOP, 0, NULL);
-    assert_int_equal(sup.reloading, PS_RELOAD_IDLE);
-    assert_int_equal(sup.reloads_failed, 2);
+    assert_int_equal(sup.ops.reload, PS_RELOAD_IDLE);
+    assert_int_equal(sup.ops.reloads_failed, 2);
     sd_drain();
     machine_close();
 }
@@ -1851,10 +1853,10 @@ static void test_stop_during_reload_tells_systemd_nothing_after_stopping(void **
     assert_true(sup.told_ready);
     assert_int_equal(ps__op_request(&sup, OP_RELOAD, 0, NULL, err, sizeof(err)), 0);
     ps__op_run_queue(&sup);
-    assert_true(sup.reloading);
+    assert_true(sup.ops.reload);
     ps__life_event(&sup, LIFE_STOP, 0, NULL);
-    assert_false(sup.reloading);
-    assert_int_equal(sup.reloads_failed, 1);
+    assert_false(sup.ops.reload);
+    assert_int_equal(sup.ops.reloads_failed, 1);
     for (s = 0; s < 2; s++) {
         assert_int_equal(sup.slots[s].state, SL_STOPPING);
         assert_int_equal(sup.slots[s].next, -1);
@@ -1880,17 +1882,17 @@ static void test_refused_scale_changes_nothing(void **state)
     start_ready(0);
     for (i = 0; i < PS_OP_MAX_WAITERS; i++)
         assert_int_equal(ps__op_request(&sup, OP_SCALE, 2, &w, err, sizeof(err)), 0);
-    assert_int_equal(sup.nqueued, 1);
-    assert_int_equal(sup.queue[0].nwaiters, PS_OP_MAX_WAITERS);
+    assert_int_equal(sup.ops.nqueued, 1);
+    assert_int_equal(sup.ops.queue[0].nwaiters, PS_OP_MAX_WAITERS);
     assert_int_equal(ps__op_request(&sup, OP_SCALE, 5, &w, err, sizeof(err)), -EBUSY);
     assert_string_equal(err, "too many clients waiting");
-    assert_int_equal(sup.queue[0].n, 2); /* refused: not applied */
+    assert_int_equal(sup.ops.queue[0].n, 2); /* refused: not applied */
     /* asked without a waiter (a signal): nobody to add, the count merges */
     assert_int_equal(ps__op_request(&sup, OP_SCALE, 4, NULL, err, sizeof(err)), 0);
-    assert_int_equal(sup.queue[0].n, 4);
+    assert_int_equal(sup.ops.queue[0].n, 4);
     ps__op_run_queue(&sup);
     assert_int_equal(sup.target, 4);
-    assert_int_equal(sup.nqueued, 0);
+    assert_int_equal(sup.ops.nqueued, 0);
     machine_close();
 }
 
@@ -2041,12 +2043,12 @@ static void request(enum ps_op_kind kind, int n, int with_waiter)
     static const char *const kinds[] = {"reload", "scale", "upgrade"};
     struct ps_op before[PS_OP_QUEUE_MAX], *last;
     struct ps_waiter w = random_waiter();
-    int nbefore = sup.nqueued, want = 0, merge = 0, i, r;
+    int nbefore = sup.ops.nqueued, want = 0, merge = 0, i, r;
     char err[256] = "";
 
-    memcpy(before, sup.queue, sizeof(before));
+    memcpy(before, sup.ops.queue, sizeof(before));
     last = nbefore ? &before[nbefore - 1] : NULL;
-    if (sup.life != PS_LIFE_SERVING)
+    if (sup.life.state != PS_LIFE_SERVING)
         want = -ESHUTDOWN;
     else if (kind == OP_SCALE && (n < 1 || n > PS_SUP_MAX_WORKERS))
         want = -EINVAL;
@@ -2068,27 +2070,27 @@ static void request(enum ps_op_kind kind, int n, int with_waiter)
     CHECK(r == 0 || err[0], "refused without saying why");
     if (r < 0) {
         /* refused outright: nothing changed */
-        CHECK(sup.nqueued == nbefore, "a refused request changed the queue length");
+        CHECK(sup.ops.nqueued == nbefore, "a refused request changed the queue length");
         for (i = 0; i < nbefore; i++)
-            CHECK(sup.queue[i].kind == before[i].kind && sup.queue[i].n == before[i].n &&
-                      sup.queue[i].nwaiters == before[i].nwaiters,
+            CHECK(sup.ops.queue[i].kind == before[i].kind && sup.ops.queue[i].n == before[i].n &&
+                      sup.ops.queue[i].nwaiters == before[i].nwaiters,
                   "a refused %s %d changed queued operation %d (%s %d, %d waiters -> %s %d, %d)",
                   kinds[kind], n, i, kinds[before[i].kind], before[i].n, before[i].nwaiters,
-                  kinds[sup.queue[i].kind], sup.queue[i].n, sup.queue[i].nwaiters);
+                  kinds[sup.ops.queue[i].kind], sup.ops.queue[i].n, sup.ops.queue[i].nwaiters);
         return;
     }
     if (merge) {
-        CHECK(sup.nqueued == nbefore, "a merged request added an operation");
-        last = &sup.queue[nbefore - 1];
+        CHECK(sup.ops.nqueued == nbefore, "a merged request added an operation");
+        last = &sup.ops.queue[nbefore - 1];
         CHECK(kind != OP_SCALE || last->n == n, "merged scale: count %d, asked %d", last->n, n);
         CHECK(last->nwaiters == before[nbefore - 1].nwaiters + with_waiter, "merged waiters");
         CHECK(last->id == before[nbefore - 1].id, "a merged operation changed its id");
     } else {
-        CHECK(sup.nqueued == nbefore + 1, "a request did not queue");
-        last = &sup.queue[nbefore];
+        CHECK(sup.ops.nqueued == nbefore + 1, "a request did not queue");
+        last = &sup.ops.queue[nbefore];
         CHECK(last->kind == kind && last->nwaiters == with_waiter, "the queued operation");
         CHECK(kind != OP_SCALE || last->n == n, "queued scale: count %d, asked %d", last->n, n);
-        CHECK(last->id == sup.op_ids, "ids are handed out in order");
+        CHECK(last->id == sup.ops.ids, "ids are handed out in order");
     }
 }
 
@@ -2110,15 +2112,15 @@ static void stop(void)
     int again = ps__stopping(&sup), i;
 
     if (rnd(3) == 0) {
-        enum ps_life was = sup.life;
+        enum ps_life was = sup.life.state;
         unsigned ms = rnd(4) ? 1 + (unsigned)rnd(3000) : 0;
         trace("lame duck %u ms", ms);
         ps__life_event(&sup, LIFE_LAMEDUCK, ms,
                        rnd(2) ? NULL : &(struct ps_waiter){rnd(PS_SUP_MAX_CLIENTS), 1});
-        CHECK(sup.life == (was != PS_LIFE_SERVING ? was
-                           : ms                   ? PS_LIFE_LAMEDUCK
-                                                  : PS_LIFE_STOPPING),
-              "lame duck %u ms from %s: %s", ms, ps__life_name(was), ps__life_name(sup.life));
+        CHECK(sup.life.state == (was != PS_LIFE_SERVING ? was
+                                 : ms                   ? PS_LIFE_LAMEDUCK
+                                                        : PS_LIFE_STOPPING),
+              "lame duck %u ms from %s: %s", ms, ps__life_name(was), ps__life_name(sup.life.state));
         return;
     }
 
@@ -2270,7 +2272,7 @@ static void step_slot_event(void)
         /* a reload whose every new worker gets ready */
         request(OP_RELOAD, 0, rnd(2));
         run_queue();
-        for (i = 0; i < sup.nslots && sup.reloading; i++)
+        for (i = 0; i < sup.nslots && sup.ops.reload; i++)
             if (sup.slots[i].next >= 0)
                 worker_ready(&sup.workers[sup.slots[i].next]);
         break;
@@ -2466,7 +2468,7 @@ static void run_sequence(int nsteps)
     CHECK(live_workers() == 0, "workers left after the stop");
     check_status();
     ps__life_finish(&sup);
-    CHECK(sup.nqueued == 0 && sup.nstop_waiters == 0 && !sup.reloading, "finish_all");
+    CHECK(sup.ops.nqueued == 0 && sup.life.nwaiters == 0 && !sup.ops.reload, "finish_all");
     check_invariants();
     machine_close();
 }

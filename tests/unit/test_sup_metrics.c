@@ -68,15 +68,15 @@ static void test_agent_lines(void **state)
     assert_string_equal(why, "no worker ready");
 
     setup_sup(2, 2);
-    sup.life = PS_LIFE_LAMEDUCK;
-    sup.lameduck_ms = 1000;
+    sup.life.state = PS_LIFE_LAMEDUCK;
+    sup.life.lameduck_ms = 1000;
     ps__agent_text(&sup, line, sizeof(line));
     assert_string_equal(line, "drain\n");
     assert_int_equal(ps__sup_healthy(&sup, &why), 0);
     assert_string_equal(why, "lame duck");
 
     setup_sup(2, 2);
-    sup.life = PS_LIFE_STOPPING;
+    sup.life.state = PS_LIFE_STOPPING;
     ps__agent_text(&sup, line, sizeof(line));
     assert_string_equal(line, "drain\n");
     assert_int_equal(ps__sup_healthy(&sup, &why), 0);
@@ -122,8 +122,8 @@ static void test_worker_counters(void **state)
     snprintf(sup.workers[0].stats, sizeof(sup.workers[0].stats), "accepted=5 requests=17 active=2");
     snprintf(sup.workers[0].closes, sizeof(sup.workers[0].closes), "done=3 client=1 bogus");
     sup.slots[1].restarts = 4;
-    sup.reloads_ok = 2;
-    sup.reloads_failed = 1;
+    sup.ops.reloads_ok = 2;
+    sup.ops.reloads_failed = 1;
     text = metrics_of(&sup);
     assert_non_null(strstr(text, "\nportshare_generation 3\n"));
     assert_non_null(strstr(text, "\nportshare_workers{state=\"ready\"} 2\n"));
@@ -215,13 +215,13 @@ static void test_capabilities(void **state)
     free(text);
 
     /* a re-exec: the new image starts blank but for what was said */
-    said = sup.caps_said;
+    said = sup.caps.said;
     setup_sup(2, 2);
     cfg.log = count_warnings;
-    sup.caps_said = said;
+    sup.caps.said = said;
     ps__cap_set(&sup, PS_CAP_STEERING, PS_CAP_DEGRADED, "cbpf", "eBPF not used: no CAP_BPF");
     assert_int_equal(warnings, 2);
-    assert_int_equal(sup.caps[PS_CAP_STEERING].state, PS_CAP_DEGRADED); /* still shown */
+    assert_int_equal(sup.caps.rows[PS_CAP_STEERING].state, PS_CAP_DEGRADED); /* still shown */
     ps__cap_set(&sup, PS_CAP_LISTENER_CHECK, PS_CAP_DEGRADED, "/proc/net", "no sock_diag");
     assert_int_equal(warnings, 3);
     cfg.log = NULL;
