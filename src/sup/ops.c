@@ -119,7 +119,7 @@ static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
         if (sup->slots[s].next >= 0)
             ps__slot_event(sup, s, EV_REPLACE, 0, "reload committed");
     sup->ops.reload_error[0] = '\0';
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     ps__sup_log(sup, PS_LOG_INFO, "reload_done", "generation %u is serving", sup->generation);
     snprintf(body, sizeof(body), "generation %u is serving", sup->generation);
     reload_done(sup, 1, 1, body);
@@ -225,7 +225,7 @@ static int apply_scale(struct ps_sup *sup, int n, char *err, size_t errlen)
         sup->nslots = n;
     for (s = n; s < sup->nslots; s++)
         ps__slot_event(sup, s, EV_RETIRE, 0, "scaled down");
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     ps__sup_close_retired(sup);
     return 0;
 }
@@ -327,4 +327,26 @@ void ps__op_cancel_all(struct ps_sup *sup, const char *why)
     for (i = 0; i < sup->ops.nqueued; i++)
         answer(sup, &sup->ops.queue[i], 0, why);
     sup->ops.nqueued = 0;
+}
+
+/* ---- across an upgrade ---------------------------------------------------------- */
+
+void ps__op_keep_unwaited(struct ps_sup *sup)
+{
+    int i, kept = 0;
+
+    for (i = 0; i < sup->ops.nqueued; i++)
+        if (!sup->ops.queue[i].nwaiters && sup->ops.queue[i].kind != OP_UPGRADE)
+            sup->ops.queue[kept++] = sup->ops.queue[i];
+    sup->ops.nqueued = kept;
+}
+
+int ps__op_restore(struct ps_sup *sup, const struct ps_op *op)
+{
+    if (sup->ops.nqueued >= PS_OP_QUEUE_MAX || op->nwaiters || op->kind > OP_UPGRADE ||
+        (op->kind == OP_SCALE && (op->n < 1 || op->n > PS_SUP_MAX_WORKERS)))
+        return -EINVAL;
+    sup->ops.queue[sup->ops.nqueued] = *op;
+    sup->ops.queue[sup->ops.nqueued++].id = ++sup->ops.ids;
+    return 0;
 }

@@ -187,7 +187,7 @@ static struct ps_worker *detach_current(struct ps_sup *sup, struct ps_slot *sl)
     struct ps_worker *w = sl->current >= 0 ? &sup->workers[sl->current] : NULL;
 
     sl->current = -1;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return w;
 }
 
@@ -287,7 +287,7 @@ long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once)
             moved += queued;
         }
     }
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return moved;
 }
 
@@ -319,7 +319,7 @@ static void leave(struct ps_sup *sup, int s, struct ps_worker *w, long renewed)
     }
     sl->leaving = w ? (int)(w - sup->workers) : -1;
     sl->leaving_shares = w && renewed < 0;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w)
@@ -333,7 +333,7 @@ void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w)
         return;
     sl->leaving = -1;
     sl->leaving_shares = 0;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 /* It said STOPPING=1 (the caller made it W_DRAINING): its successor starts
@@ -414,7 +414,7 @@ static int a_steer(struct ps_sup *sup, int s, const struct ps_slot_transition *t
                    struct ps_worker *w, int status, const char *why)
 {
     (void)s, (void)t, (void)w, (void)status, (void)why;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 
@@ -474,7 +474,7 @@ static int a_retire(struct ps_sup *sup, int s, const struct ps_slot_transition *
 {
     (void)t, (void)w, (void)status, (void)why;
     sup->slots[s].retire_since = ps__sup_now(sup);
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 
@@ -485,7 +485,7 @@ static int a_keep(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
                   struct ps_worker *w, int status, const char *why)
 {
     (void)t, (void)status, (void)why;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     listen_again(sup, s);
     if (w && w->generation == sup->generation && w->state != W_DRAINING)
         return w->state == W_READY ? 0 : 1;
@@ -553,7 +553,7 @@ static int a_swap(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
     sl->current = sl->next;
     sl->next = -1;
     sl->crashes = 0; /* a reload is how a fixed program gets in */
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 
@@ -563,7 +563,7 @@ static int a_revive(struct ps_sup *sup, int s, const struct ps_slot_transition *
     (void)t, (void)w, (void)status;
     sup->slots[s].lost++;
     ps__sup_log(sup, PS_LOG_WARN, "listener_revived", "slot %d: %s", s, why);
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 
@@ -576,7 +576,7 @@ static int a_stall(struct ps_sup *sup, int s, const struct ps_slot_transition *t
     sl->stalls++;
     sl->stalled_at = ps__sup_now(sup);
     sl->stall_reload_said = 0;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     ps__sup_log(sup, PS_LOG_WARN, "stall",
                 "slot %d stalled (%s): steered away from; its worker %ld has %u ms to resume", s,
                 why, w ? (long)w->pid : 0L, sup->cfg->stall_timeout_ms / 2);
@@ -587,7 +587,7 @@ static int a_resume(struct ps_sup *sup, int s, const struct ps_slot_transition *
                     struct ps_worker *w, int status, const char *why)
 {
     (void)t, (void)status;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     ps__sup_log(sup, PS_LOG_INFO, "stall_resumed", "slot %d: worker %ld accepts again (%s)", s,
                 w ? (long)w->pid : 0L, why);
     return 0;
@@ -646,7 +646,7 @@ static int a_open(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
     memset(sl, 0, sizeof(*sl));
     sl->state = st; /* the dispatcher moves it */
     sl->current = sl->next = sl->leaving = -1;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 
@@ -676,7 +676,7 @@ static int a_close(struct ps_sup *sup, int s, const struct ps_slot_transition *t
     }
     sup->nslots--;
     ps__sup_log(sup, PS_LOG_INFO, "slot_closed", "slot %d closed", s);
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
     return 0;
 }
 

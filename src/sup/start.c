@@ -442,7 +442,7 @@ int ps_sup_run(struct ps_sup_config *cfg, char *err, size_t errlen, enum ps_sup_
         if (r < 0)
             goto out;
     }
-    sup.steer.dirty = 1;
+    ps__steer_later(&sup);
     r = ps__sup_loop(&sup);
     ps__life_finish(&sup);
     if (r < 0) {

@@ -503,6 +503,16 @@ void ps__op_run_queue(struct ps_sup *sup);
  * is not told READY=1) and answer everything queued with why. */
 void ps__op_cancel_all(struct ps_sup *sup, const char *why);
 
+/* An upgrade does not happen: of what is queued, keep what no client
+ * waits for (asked by a signal; an upgrade is dropped), as the state
+ * carried across the exec holds it. */
+void ps__op_keep_unwaited(struct ps_sup *sup);
+
+/* Queue op as carried across an upgrade (no waiters: they are answered
+ * before the exec); 0, or -EINVAL when it cannot be (queue full, a bad
+ * kind or count). */
+int ps__op_restore(struct ps_sup *sup, const struct ps_op *op);
+
 /* ---- life.c: the supervisor's own life --------------------------------------- */
 
 /* A reload in flight (ops.c's own small table). */
@@ -663,6 +673,13 @@ struct ps_sup {
 
 /* The real world: fork/exec, kill(2). */
 extern const struct ps_sup_sys ps__sup_sys_real;
+
+/* Something the steering depends on changed (which slots serve, a
+ * socket): the loop steers again (steer.c) before it sleeps. */
+static inline void ps__steer_later(struct ps_sup *sup)
+{
+    sup->steer.dirty = 1;
+}
 
 /* Stopping: every worker drains (life.c). */
 static inline int ps__stopping(const struct ps_sup *sup)

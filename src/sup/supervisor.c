@@ -234,7 +234,7 @@ void ps__worker_exited(struct ps_sup *sup, struct ps_worker *w, int status)
     worker_event(sup, w, EV_EXIT, status, "its worker exited");
     ps__slot_leaver_gone(sup, w);
     w->pid = 0;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 static void reap(struct ps_sup *sup)

@@ -478,21 +478,18 @@ static void tell_queued(struct ps_sup *sup, int dropped)
 {
     static const char why[] = "the supervisor re-executes itself (upgrade) before this runs: "
                               "ask again";
-    int i, k, kept = 0;
+    int i, k;
 
-    for (i = 0; i < sup->ops.nqueued; i++) {
-        if (!dropped) {
-            for (k = 0; k < sup->ops.queue[i].nwaiters; k++)
-                ps__control_answer(sup, &sup->ops.queue[i].waiters[k], 0, why);
-        } else if (!sup->ops.queue[i].nwaiters && sup->ops.queue[i].kind != OP_UPGRADE) {
-            sup->ops.queue[kept++] = sup->ops.queue[i];
-        }
+    if (dropped) {
+        ps__op_keep_unwaited(sup);
+        return;
     }
-    if (dropped)
-        sup->ops.nqueued = kept;
-    else /* and a client connected but not yet read would be closed on its
-          * request by the exec: a reset instead of an answer */
-        ps__control_refuse_unread(sup, why);
+    for (i = 0; i < sup->ops.nqueued; i++)
+        for (k = 0; k < sup->ops.queue[i].nwaiters; k++)
+            ps__control_answer(sup, &sup->ops.queue[i].waiters[k], 0, why);
+    /* and a client connected but not yet read would be closed on its
+     * request by the exec: a reset instead of an answer */
+    ps__control_refuse_unread(sup, why);
 }
 
 /* The exec itself, once the new binary answered.  Returns only on failure
@@ -824,13 +821,9 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
     if (!strncmp(line, "op ", 3)) {
         struct ps_op op;
         memset(&op, 0, sizeof(op));
-        if (sup->ops.nqueued >= PS_OP_QUEUE_MAX ||
-            restore_fields(line, op_fields, PS__ARRAY_LEN(op_fields), &op, NULL) < 0 ||
-            (op.kind == OP_SCALE && (op.n < 1 || op.n > PS_SUP_MAX_WORKERS)))
+        if (restore_fields(line, op_fields, PS__ARRAY_LEN(op_fields), &op, NULL) < 0)
             return -EINVAL;
-        op.id = ++sup->ops.ids;
-        sup->ops.queue[sup->ops.nqueued++] = op;
-        return 0;
+        return ps__op_restore(sup, &op);
     }
     if (!strncmp(line, "worker ", 7)) {
         struct ps_worker w;

@@ -37,7 +37,7 @@ static void w_leave(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
     (void)why;
     w->deadline_ms = ps__sup_now(sup) + sup->cfg->drain_timeout_ms;
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
@@ -47,7 +47,7 @@ static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
     ps__sup_log(sup, PS_LOG_INFO, "worker_draining",
                 "worker %ld (slot %d, generation %u) draining: %s", (long)w->pid, w->slot,
                 w->generation, why);
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 /* a watchdog miss: SIGABRT for a core dump of the hang, as systemd does */
@@ -56,7 +56,7 @@ static void w_abort(struct ps_sup *sup, struct ps_worker *w, const char *why)
     (void)why;
     w->deadline_ms = ps__sup_now(sup) + WATCHDOG_KILL_MS;
     sup->sys->signal(sup, w, SIGABRT);
-    sup->steer.dirty = 1;
+    ps__steer_later(sup);
 }
 
 /* its whole tree, and again if it is still there a while later */

@@ -17,6 +17,18 @@ need() {
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
+# debian_python DIR: "python3" is Debian's /usr/bin/python3 for this test
+# (a link in DIR, first on PATH).  A python3 earlier on PATH that is a
+# version manager's shim (pyenv) takes seconds to start under load, and a
+# Python worker was then taken for slow or hung: the test is about the
+# worker, not the shim.
+debian_python() {
+    [ -x /usr/bin/python3 ] || return 0
+    mkdir -p "$1"
+    ln -sf /usr/bin/python3 "$1/python3"
+    PATH="$1:$PATH"
+}
+
 # wait_until SECONDS COMMAND...: poll until COMMAND succeeds
 wait_until() {
     local end=$(( $(now_ms) + $1 * 1000 )); shift

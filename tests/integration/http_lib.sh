@@ -9,6 +9,7 @@
 : "${PORTSHARE:?PORTSHARE must name the portshare binary}"
 : "${PS_TOOLS:?PS_TOOLS must name the test tools directory}"
 T=$(mktemp -d /tmp/ps-http.XXXXXX)
+debian_python "$T/bin"
 WWW=$T/www
 LAUNCH_PIDS=()
 

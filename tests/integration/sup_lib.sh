@@ -10,6 +10,7 @@
 LOADGEN=$PS_TOOLS/loadgen
 TESTWORKER=$PS_TOOLS/testworker
 T=$(mktemp -d "${PS_TEST_TMP:-/tmp}/ps-test.XXXXXX")
+debian_python "$T/bin"
 SUP_PIDS=()
 # PS_STEERING=cbpf|ebpf runs a test that passes "${STEER[@]}" to sup_start
 # with that steering (the *_cbpf.sh variants force the classic BPF fallback)
