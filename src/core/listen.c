@@ -147,32 +147,6 @@ error:
     return r;
 }
 
-int ps_listen_group_open(struct ps_spec *spec, int n, int *fds, int flags)
-{
-    struct ps__lgroup *g;
-    int i, r;
-
-    if (n < 1 || n > PS__GROUP_MAX ||
-        (n > 1 && (spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT))))
-        return -EINVAL;
-    g = malloc(sizeof(*g)); /* 17 KiB: not for an embedder's small stack */
-    if (!g)
-        return -ENOMEM;
-    ps__lgroup_init(g, spec, spec->reuse != PS_REUSE_PORT || (flags & PS_LISTEN_NO_REUSEPORT));
-    g->flags = flags & ~PS_LISTEN_NO_REUSEPORT;
-    r = ps__lgroup_open(g, n, 1, NULL, 0);
-    for (i = 0; i < n; i++)
-        fds[i] = r == 0 && i < g->nfds ? g->fds[i] : -1;
-    if (r == 0) {
-        /* the port the kernel picked, for the caller's later sockets */
-        spec->addr = g->spec.addr;
-        spec->addrlen = g->spec.addrlen;
-        spec->port = g->spec.port;
-    }
-    free(g);
-    return r;
-}
-
 int ps_listen_queue(int fd, unsigned *queued, unsigned *limit)
 {
     struct tcp_info ti;
