@@ -9,9 +9,9 @@
 struct run_options {
     struct ps_sup_config cfg;
     int log_json;
-    int ready_delay_given; /* --ready-delay was on the command line */
+    int ready_delay_given;  /* --ready-delay was on the command line */
     int drain_signal_given; /* --drain-signal was: no default by program name */
-    int journal;           /* stderr is journald's stream: sd-daemon level prefixes */
+    int journal;            /* stderr is journald's stream: sd-daemon level prefixes */
 };
 
 #define RUN_OPTIONS_HELP                                                                           \
@@ -23,12 +23,12 @@ struct run_options {
     "  -w, --workers N          worker slots (default: number of CPUs)\n"                          \
     "      --mode MODE          reuseport: one SO_REUSEPORT socket per slot (default);\n"          \
     "                           shared: one socket for all workers (unix: always shared)\n"        \
-    "      --steering HOW       auto: eBPF where it loads (root, Linux >= 5.14), else classic\n"  \
-    "                           BPF (default); ebpf: refuse to start without it; cbpf: never\n"  \
-    "                           eBPF (no queue migration: retiring sockets wait to empty)\n"    \
-    "      --cpu-affinity       pin slot i's worker to CPU i mod N (of the CPUs we may use)\n"  \
-    "                           and steer each new connection to the slot of the CPU\n"     \
-    "                           that received it, while that slot is ready\n"               \
+    "      --steering HOW       auto: eBPF where it loads (root, Linux >= 5.14), else classic\n"   \
+    "                           BPF (default); ebpf: refuse to start without it; cbpf: never\n"    \
+    "                           eBPF (no queue migration: retiring sockets wait to empty)\n"       \
+    "      --cpu-affinity       pin slot i's worker to CPU i mod N (of the CPUs we may use)\n"     \
+    "                           and steer each new connection to the slot of the CPU\n"            \
+    "                           that received it, while that slot is ready\n"                      \
     "      --user USER[:GROUP]  run workers as USER (sockets are bound first, as root)\n"          \
     "      --ready-timeout DUR  a new worker must be ready within DUR (default 60s)\n"             \
     "      --ready MODE         when a new worker counts as ready: auto (default): READY=1,\n"     \
@@ -42,27 +42,28 @@ struct run_options {
     "      --handoff LIST       how workers learn their sockets, comma-separated: systemd\n"       \
     "                           (LISTEN_FDS..., the default), einhorn (EINHORN_FD_COUNT,\n"        \
     "                           EINHORN_FD_n), server-starter (SERVER_STARTER_PORT), all\n"        \
-    "      --drain-signal SIG   what asks a worker to finish and exit (default: the program's\n" \
-    "                           graceful stop when it is a known server, INT for lighttpd,\n"  \
-    "                           QUIT for nginx, starman, unicorn...; else TERM)\n"             \
+    "      --drain-signal SIG   what asks a worker to finish and exit (default: the program's\n"   \
+    "                           graceful stop when it is a known server, INT for lighttpd,\n"      \
+    "                           QUIT for nginx, starman, unicorn...; else TERM)\n"                 \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
     "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
     "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \
-    "      --stall-timeout DUR  a slot whose queue holds connections and does not go down\n"    \
-    "                           for DUR is stalled: steered away from, and if still so\n"    \
-    "                           DUR/2 later its queue moves on (eBPF) and its worker is\n"   \
-    "                           killed and replaced (default 1s; 0: off)\n"                 \
+    "      --stall-timeout DUR  a slot whose queue holds connections and does not go down\n"       \
+    "                           for DUR is stalled: steered away from, and if still so\n"          \
+    "                           DUR/2 later its queue moves on (eBPF) and its worker is\n"         \
+    "                           killed and replaced (default 1s; 0: off)\n"                        \
     "      --name NAME          supervisor name for the control socket (default: default)\n"       \
     "      --control PATH       control socket path (default: /run/portshare/NAME.sock as\n"       \
     "                           root, else $XDG_RUNTIME_DIR/portshare/NAME.sock or\n"              \
     "                           /tmp/portshare-UID/NAME.sock)\n"                                   \
     "      --log-format FMT     text (default) or json, on stderr\n"                               \
-    "      --metrics HOST:PORT  serve GET /metrics (Prometheus text) and GET /healthz (200 while\n"  \
+    "      --metrics HOST:PORT  serve GET /metrics (Prometheus text) and GET /healthz (200 "       \
+    "while\n"                                                                                      \
     "                           a worker is ready, 503 in lame duck) over HTTP on HOST:PORT\n"     \
-    "      --agent HOST:PORT    answer HAProxy's agent-check on HOST:PORT (\"up ready N%\" from\n"   \
+    "      --agent HOST:PORT    answer HAProxy's agent-check on HOST:PORT (\"up ready N%\" from\n" \
     "                           the share of ready workers, \"drain\" in lame duck)\n"             \
     "      --lameduck DUR       on SIGTERM, report unhealthy (drain, 503) and keep serving for\n"  \
-    "                           DUR before draining the workers (default 0: drain at once)\n"     \
+    "                           DUR before draining the workers (default 0: drain at once)\n"      \
     "  DUR is a number with ms, s (default) or m, like 500ms, 2s, 1m.\n"
 
 void run_options_init(struct run_options *o);

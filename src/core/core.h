@@ -119,10 +119,10 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
     int nforeign; /* foreign members now (the first PS__FOREIGN_MAX tracked) */                    \
     int ntracked;                                                                                  \
     unsigned long foreign[PS__FOREIGN_MAX]; /* their inodes, in join order */                      \
-    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */   \
-    /* sockets we let go while a worker still holds them (ps__lgroup_renew):    \
-     * still members of the kernel's group, but ours, never foreign */          \
-    unsigned long retired[PS__FOREIGN_MAX];                                     \
+    int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */                \
+    /* sockets we let go while a worker still holds them (ps__lgroup_renew):                       \
+     * still members of the kernel's group, but ours, never foreign */                             \
+    unsigned long retired[PS__FOREIGN_MAX];                                                        \
     int nretired; /* entries used in retired[], a ring once full */
 struct ps__lgroup {
     PS__LGROUP_FIELDS

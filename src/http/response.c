@@ -43,7 +43,6 @@ static void putf(struct out *o, const char *fmt, ...)
         o->len += (size_t)n < o->cap - o->len ? (size_t)n : o->cap - o->len - 1;
 }
 
-
 /* Status line, Server and Date. */
 static void put_start(struct out *o, const struct ps_http_ctx *ctx, int status)
 {
