@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -480,4 +481,46 @@ int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen)
     ps__sup_log(sup, PS_LOG_INFO, "worker_started", "worker %ld started in slot %d (generation %u)",
                 (long)pid, slot, gen);
     return idx;
+}
+
+/* Errors that mean the program itself cannot be run (exit 5 at start). */
+static int exec_error(int err)
+{
+    switch (-err) {
+    case ENOENT:
+    case EACCES:
+    case ENOEXEC:
+    case ENOTDIR:
+    case ELOOP:
+    case ENAMETOOLONG:
+    case ETXTBSY:
+    case EPERM:
+    case E2BIG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int ps__sup_spawn_said(const struct ps_sup *sup, int err, char *buf, size_t len)
+{
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+
+    if (exec_error(err)) {
+        ps__set_error(buf, len, "cannot execute %s: %s", sup->cfg->argv[0], ps_strerror(err));
+        return 1;
+    }
+    if (err != -EMFILE && err != -ENFILE) {
+        ps__set_error(buf, len, "cannot start a worker: %s", ps_strerror(err));
+        return 0;
+    }
+    /* the child needs room to move the listeners into place: a limit the
+     * listeners just fit under is too low by about one slot's worth */
+    getrlimit(RLIMIT_NOFILE, &rl);
+    ps__set_error(buf, len,
+                  "cannot start a worker: %s (the open-file limit is %lld, hard %lld; a worker "
+                  "needs about %d free for a moment: raise LimitNOFILE= or ulimit -n)",
+                  ps_strerror(err), rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)rl.rlim_cur,
+                  rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max, sup->ngroups + 2);
+    return 0;
 }
