@@ -149,7 +149,7 @@ static int a_start(struct ps_sup *sup, int s_, const char *why_)
             continue;
         idx = sup->sys->spawn(sup, s, sup->next_generation);
         if (idx < 0) {
-            snprintf(why, sizeof(why), "cannot start %s: %s", sup->cfg->argv[0], ps_strerror(idx));
+            ps__sup_spawn_said(sup, idx, why, sizeof(why));
             rollback(sup, 1, why);
             return 1;
         }

@@ -213,7 +213,7 @@ static int open_notify(struct ps_sup *sup, char *err, size_t errlen)
 
 /* The first generation: every slot starts at once (its EV_START), and a
  * program that cannot be executed fails the start instead of a crash loop. */
-static int start_workers(struct ps_sup *sup, char *err, size_t errlen)
+static int start_workers(struct ps_sup *sup)
 {
     int s;
 
@@ -221,11 +221,8 @@ static int start_workers(struct ps_sup *sup, char *err, size_t errlen)
     sup->nslots = sup->target;
     for (s = 0; s < sup->nslots; s++) {
         ps__slot_open(sup, s);
-        if (ps__slot_event(sup, s, EV_START, 0, "start") != SL_STARTING) {
-            ps__set_error(err, errlen, "cannot execute %s: %s", sup->cfg->argv[0],
-                          ps_strerror(sup->spawn_error));
-            return sup->spawn_error;
-        }
+        if (ps__slot_event(sup, s, EV_START, 0, "start") != SL_STARTING)
+            return sup->spawn_error; /* said by the caller */
     }
     return 0;
 }
@@ -386,9 +383,11 @@ static int start_fresh(struct ps_sup *sup, char *err, size_t errlen, enum ps_sup
     r = open_notify(sup, err, errlen);
     if (r < 0)
         return *stage = PS_SUP_STAGE_SYSTEM, r;
-    r = start_workers(sup, err, errlen);
-    if (r < 0)
-        return *stage = PS_SUP_STAGE_EXEC, r;
+    r = start_workers(sup);
+    if (r < 0) /* exit 5 for the program, 6 for the system (the open-file limit) */
+        return *stage = ps__sup_spawn_said(sup, r, err, errlen) ? PS_SUP_STAGE_EXEC
+                                                                : PS_SUP_STAGE_SYSTEM,
+               r;
     return 0;
 }
 

@@ -745,6 +745,11 @@ void ps__sup_run_timers(struct ps_sup *sup);
  * sup->workers (state W_STARTING, ready deadline set), or -errno when it
  * could not be forked or its program not executed. */
 int ps__sup_spawn(struct ps_sup *sup, int slot, unsigned gen);
+/* What ps__sup_spawn's -errno err means, in one line into buf: "cannot
+ * execute PROG: ..." (returns 1: the program cannot be run), or "cannot
+ * start a worker: ..." naming the open-file limit when descriptors ran out
+ * (returns 0: the system refused). */
+int ps__sup_spawn_said(const struct ps_sup *sup, int err, char *buf, size_t len);
 
 /* tree.c: make us the subreaper of everything our workers start. */
 int ps__tree_init(void);

@@ -6,7 +6,13 @@
 #     the same scale and a reload succeed (a scale that failed half way
 #     used to keep the sockets it had opened: every later reload was rolled
 #     back for want of descriptors).
-#  2. At start the soft limit is raised to the hard one: 256 slots x 4
+#  2. A reload whose workers cannot get the descriptors they need to
+#     start says so, naming the limit; it is rolled back leaving the same
+#     descriptors, slots and generation, and a crashed worker is restarted
+#     and a reload succeeds once the limit is raised.
+#  3. The same at start: exit 6 naming the limit (it said "cannot execute
+#     PROGRAM", exit 5).
+#  4. At start the soft limit is raised to the hard one: 256 slots x 4
 #     listeners start under a soft limit of 1024 (they failed with "Too
 #     many open files", exit 3); under a hard limit too low the start is
 #     refused before anything is bound, in one line naming the limit, exit 6.
@@ -46,10 +52,49 @@ wait_until 30 bash -c "'$PORTSHARE' status --json --control '$T/slim.sock' | jq 
     fail "did not settle at 30 workers: $(shape)"
 out=$(ctl slim reload 2>&1) || fail "reload after the scale failed: $out"
 note "after raising the limit: scale 30 and reload succeeded, $(nfd) descriptors open ($fds0 with 8 slots)"
-ctl slim stop >/dev/null
 echo "PASS: with the limit raised the same scale and a reload succeeded"
 
-# ---- 2. at start ----
+# ---- 2. a reload that runs out of descriptors starting its workers ----
+settled() { status_json slim | jq -e '[.slots[] | select(.state == "ready" and .next_pid == 0)] | length == 30'; }
+wait_until 30 settled || fail "the reload did not settle: $(status_json slim | jq -c '[.slots[] | [.state, .next_pid]]')"
+fds2=$(nfd)
+gen2=$(status_json slim | jq .generation)
+# the control connection takes one; a worker needs 4 more to place its listeners
+lim=$((fds2 + 2))
+prlimit --pid "$SUP_PID" --nofile=$lim: || fail "prlimit failed"
+if out=$(ctl slim reload 2>&1); then
+    fail "a reload succeeded with $((lim - fds2)) descriptors free: $out"
+fi
+note "reload with $((lim - fds2)) descriptors free: $out"
+grep -q "cannot start a worker: Too many open files (the open-file limit is $lim" <<<"$out" ||
+    fail "the rollback does not say the workers ran out of descriptors under $lim: $out"
+wait_until 10 settled || fail "the rolled-back reload left slots behind: $(status_json slim | jq -c '[.slots[] | [.state, .next_pid]]')"
+[ "$(nfd)" = "$fds2" ] || fail "the rolled-back reload left descriptors behind: $fds2 before, $(nfd) after"
+[ "$(status_json slim | jq .generation)" = "$gen2" ] || fail "the generation moved on a rolled-back reload"
+prlimit --pid "$SUP_PID" --nofile=1024: || fail "prlimit failed"
+victim=$(status_json slim | jq '.slots[0].pid')
+kill -9 "$victim"
+revived() { status_json slim | jq -e --argjson v "$victim" '.slots[0] | .state == "ready" and .pid != $v'; }
+wait_until 10 revived || fail "a crashed worker was not restarted after the rollback: $(status_json slim | jq -c '.slots[0]')"
+[ "$(nfd)" = "$fds2" ] || fail "descriptors: $fds2 before, $(nfd) after the restart"
+out=$(ctl slim reload 2>&1) || fail "the reload after the rollback failed: $out"
+ctl slim stop >/dev/null
+echo "PASS: a reload that ran out of descriptors said so, was rolled back leaving $fds2 descriptors, and the next restart and reload succeeded"
+
+# ---- 3. at start, starting the workers ----
+# (the limits are set before the first exec: a limit the listeners fit under
+# but the workers' start does not, as found by the sockets 8 x 4 took above)
+rc=0
+prlimit --nofile=$((fds0 - 1)):$((fds0 - 1)) "$PORTSHARE" run --name spawnlim --control "$T/spawnlim.sock" \
+    "${L[@]}" -w 8 -- "$TESTWORKER" >"$T/spawnlim.out" 2>"$T/spawnlim.err" || rc=$?
+err=$(grep -v ' info ' "$T/spawnlim.err")
+[ "$rc" = 6 ] || fail "out of descriptors starting the workers: exit $rc, not 6: $err"
+grep -q "cannot start a worker: Too many open files (the open-file limit is $((fds0 - 1))" <<<"$err" ||
+    fail "the refusal does not say the workers ran out of descriptors: $err"
+note "$err"
+echo "PASS: out of descriptors starting the workers: exit 6, naming the limit"
+
+# ---- 4. at start, the limit raised ----
 [ "$hard" = unlimited ] || [ "$hard" -ge 1200 ] || skip "the hard open-file limit is $hard (< 1200): no room to raise"
 cat >"$T/lim.sh" <<EOS
 #!/bin/sh
