@@ -70,13 +70,16 @@ long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
 /*
  * What the supervisor holds besides its listeners: its signalfd, notify and
  * control sockets (and --watch's inotify descriptor, an endpoint's listener);
- * a spawn needs a pipe for a moment and a control client one descriptor.
+ * a spawn needs, in the child for a moment, a copy of each listener (lifted
+ * above the 3.. range before they are placed), the program's file and the
+ * passed descriptor, and a control client one descriptor.
  * Beyond that minimum, every control client and endpoint connection the
  * tables hold, and an eBPF program with its three maps per steered group,
  * are what it takes to never run out.
  */
 #define NOFILE_OWN     3
-#define NOFILE_RESERVE 3
+/* the spawn's and a control client's descriptors, with nlisteners listeners */
+#define NOFILE_RESERVE(nlisteners) ((long)(nlisteners) + 3)
 #define NOFILE_EBPF    4
 
 /* Descriptors open in this process now; -1 when /proc cannot tell. */
@@ -144,7 +147,7 @@ static void nofile_limit_said(char *err, size_t errlen, long more)
     ps__set_error(err, errlen,
                   "%s (the open-file limit is %ld, hard %ld; %ld open, about %ld needed: raise "
                   "LimitNOFILE= or ulimit -n)",
-                  head, soft, hard, open, open + more + NOFILE_RESERVE);
+                  head, soft, hard, open, open + more + NOFILE_RESERVE(0));
 }
 
 /* The sockets growing sup's groups to nslots adds. */
@@ -166,7 +169,7 @@ static int nofile_fits(struct ps_sup *sup, int nslots, char *err, size_t errlen)
     long open = open_fds(), soft, hard, more = more_sockets(sup, nslots), need;
 
     nofile_limits(&soft, &hard);
-    need = open + more + NOFILE_RESERVE;
+    need = open + more + NOFILE_RESERVE(sup->ngroups);
     if (open < 0 || more == 0 || need <= soft)
         return 0;
     ps__set_error(err, errlen, "%d workers need %ld more sockets", nslots, more);
@@ -186,7 +189,8 @@ int ps_sup_nofile_check(const struct ps_sup_config *cfg, char *err, size_t errle
         steered += !shared && cfg->specs[i].proto == PS_PROTO_TCP;
     }
     nofile_limits(&soft, &hard);
-    need = open + sockets + NOFILE_OWN + NOFILE_RESERVE + nendpoints(cfg) + (cfg->nwatch > 0);
+    need = open + sockets + NOFILE_OWN + NOFILE_RESERVE(cfg->nspecs) + nendpoints(cfg) +
+           (cfg->nwatch > 0);
     if (open < 0 || need <= soft)
         return 0;
     ps__set_error(err, errlen, "cannot start %d worker%s on %d listener%s", cfg->workers,
