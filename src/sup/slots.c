@@ -205,6 +205,7 @@ static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_
                         int status, const char *what)
 {
     uint64_t now = ps__sup_now(sup);
+    char who[32] = "a worker"; /* one that could not be started has no pid */
     unsigned delay;
 
     sl->restarts++;
@@ -216,12 +217,13 @@ static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
     sl->backoff_until = now + delay;
+    if (w)
+        snprintf(who, sizeof(who), "worker %ld", (long)w->pid);
     ps__sup_log(sup, sl->crashes >= 3 ? PS_LOG_ERROR : PS_LOG_WARN,
                 sl->crashes >= 3 ? "crash_loop" : "worker_failed",
-                "worker %ld (slot %d, generation %u) %s; %u failure(s) in a row, restarting in "
-                "%u ms",
-                w ? (long)w->pid : 0L, (int)(sl - sup->slots), w ? w->generation : sup->generation,
-                what, sl->crashes, delay);
+                "%s (slot %d, generation %u) %s; %u failure(s) in a row, restarting in %u ms", who,
+                (int)(sl - sup->slots), w ? w->generation : sup->generation, what, sl->crashes,
+                delay);
 }
 
 /* A retiring slot, steered away already, closes at once under the migrate
