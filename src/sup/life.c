@@ -24,7 +24,7 @@
  * QUIET_MIN_MS.  HAProxy acts on an agent's "drain" at once; on /healthz
  * only after `fall` failures (3 by default), hence three intervals. */
 #define QUIET_INTERVALS 3
-#define QUIET_MIN_MS    500
+#define QUIET_MIN_MS    1000
 
 typedef int life_fn(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w);
 
@@ -187,7 +187,7 @@ uint64_t ps__life_quiet_due(const uint64_t told[2], uint64_t since)
     if (q < QUIET_MIN_MS)
         q = QUIET_MIN_MS;
     from = since > told[0] ? since : told[0];
-    return from + q > told[1] ? from + q : told[1];
+    return from + q; /* q > told[1] - told[0]: never before the second answer */
 }
 
 void ps__life_timers(struct ps_sup *sup, uint64_t now)

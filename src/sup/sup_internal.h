@@ -543,7 +543,7 @@ void ps__life_told(struct ps_sup *sup);
 /* When the lame duck may end because the balancer has moved away: told
  * twice (told[0], told[1]), and every held listener watched since `since`
  * (UINT64_MAX: not watched) with no new connection for three intervals
- * told[1] - told[0] (at least 0.5 s) from the later of since and told[0].
+ * told[1] - told[0] (at least 1 s) from the later of since and told[0].
  * UINT64_MAX: no evidence.  Pure, O(1). */
 uint64_t ps__life_quiet_due(const uint64_t told[2], uint64_t since);
 

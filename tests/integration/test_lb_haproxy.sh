@@ -154,7 +154,7 @@ ok "in-place upgrade of both supervisors"
 
 # 3. each whole host: lame duck, stop, start again.  The lame duck may last
 # 8 s at most; it ends once the agent has been asked twice and no new
-# connection came for three agent intervals (0.6 s here).
+# connection came for three agent intervals (at least 1 s).
 LD_MS=8000
 for i in 0 1; do
     t0=$(now_ms)

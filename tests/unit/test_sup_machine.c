@@ -1801,7 +1801,7 @@ static void test_life_rows(void **state)
 }
 
 /* When the lame duck may end early: told twice, then three of those
- * intervals (at least 0.5 s) with every listener watched and nothing new. */
+ * intervals (at least 1 s) with every listener watched and nothing new. */
 static void test_lameduck_quiet_due(void **state)
 {
     uint64_t none[2] = {0, 0}, once[2] = {1000, 0}, t[2] = {1000, 1200}, slow[2] = {1000, 3000};
@@ -1810,13 +1810,12 @@ static void test_lameduck_quiet_due(void **state)
     assert_true(ps__life_quiet_due(none, 500) == UINT64_MAX);
     assert_true(ps__life_quiet_due(once, 500) == UINT64_MAX);
     assert_true(ps__life_quiet_due(t, UINT64_MAX) == UINT64_MAX); /* not watched */
-    assert_true(ps__life_quiet_due(t, 500) == 1000 + 600);        /* from the first answer */
-    assert_true(ps__life_quiet_due(t, 1500) == 1500 + 600);       /* from the last connection */
-    t[1] = 1010; /* two checks close together: at least 0.5 s */
-    assert_true(ps__life_quiet_due(t, 500) == 1000 + 500);
-    assert_true(ps__life_quiet_due(slow, 500) == 1000 + 6000);
-    slow[1] = 1100; /* never before the second answer */
-    assert_true(ps__life_quiet_due(slow, 500) == 1500);
+    assert_true(ps__life_quiet_due(t, 500) == 1000 + 1000);       /* from the first answer */
+    assert_true(ps__life_quiet_due(t, 1500) == 1500 + 1000);      /* from the last connection */
+    t[1] = 1010; /* two checks close together: at least 1 s */
+    assert_true(ps__life_quiet_due(t, 500) == 1000 + 1000);
+    assert_true(ps__life_quiet_due(slow, 500) == 1000 + 6000); /* three 2 s intervals */
+    assert_true(ps__life_quiet_due(slow, 4000) == 4000 + 6000);
 }
 
 /* accept every connection queued in the machine's group g */
@@ -1867,14 +1866,14 @@ static void test_lameduck_quiet(void **state)
     assert_true(ps__health_quiet_since(&sup) == clock_ms);
     ps__life_told(&sup); /* agent: "drain" */
     clock_ms += 200;
-    ps__life_told(&sup); /* 200 ms later: the quiet period is 600 ms */
+    ps__life_told(&sup); /* 200 ms later: the quiet period is 1 s (3 x 200 ms, at least 1 s) */
     clock_ms += 200;
     c = connect_group(0); /* the balancer has not moved away yet */
     p = (struct pollfd){.fd = ps__health_fd(&sup), .events = POLLIN};
     assert_int_equal(poll(&p, 1, 1000), 1);
     ps__health_read(&sup);
     assert_true(ps__health_quiet_since(&sup) == UINT64_MAX); /* unread: not known quiet */
-    clock_ms += 250; /* past the quiet period, but the report is read first */
+    clock_ms += 700; /* past the quiet period, but the report is read first */
     timers();
     assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
     assert_true(ps__health_quiet_since(&sup) == UINT64_MAX);
@@ -1886,13 +1885,13 @@ static void test_lameduck_quiet(void **state)
     timers();
     assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
     assert_true(ps__health_quiet_since(&sup) == clock_ms); /* watched again */
-    assert_true(ps__life_deadline(&sup) == clock_ms + 600);
-    clock_ms += 599;
+    assert_true(ps__life_deadline(&sup) == clock_ms + 1000);
+    clock_ms += 999;
     timers();
     assert_int_equal(sup.life, PS_LIFE_LAMEDUCK);
     clock_ms += 1;
     timers();
-    assert_int_equal(sup.life, PS_LIFE_STOPPING); /* 1.3 s of 10 */
+    assert_int_equal(sup.life, PS_LIFE_STOPPING); /* 2.15 s of 10 */
     assert_int_equal(sup.slots[0].state, SL_STOPPING);
     machine_close();
 
