@@ -127,6 +127,7 @@ static void http_request(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
     } else if (healthz) {
         char body[64];
         int ok = ps__sup_healthy(sup, &why);
+        ps__life_told(sup);
         snprintf(body, sizeof(body), "%s\n", why);
         http_text(sup, c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "", body, head, now);
     } else {
@@ -191,6 +192,7 @@ static void agent_accepted(struct ps_sup *sup, struct ps_conn *c, uint64_t now)
     char line[64];
 
     ps__agent_text(sup, line, sizeof(line));
+    ps__life_told(sup);
     ps__conn_answer(sup, c, strdup(line), strlen(line), PS_CONN_DONE, now);
 }
 

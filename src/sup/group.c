@@ -77,10 +77,10 @@ long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
  * tables hold, and an eBPF program with its three maps per steered group,
  * are what it takes to never run out.
  */
-#define NOFILE_OWN     3
+#define NOFILE_OWN 3
 /* the spawn's and a control client's descriptors, with nlisteners listeners */
 #define NOFILE_RESERVE(nlisteners) ((long)(nlisteners) + 3)
-#define NOFILE_EBPF    4
+#define NOFILE_EBPF                4
 
 /* Descriptors open in this process now; -1 when /proc cannot tell. */
 static long open_fds(void)

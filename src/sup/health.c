@@ -21,6 +21,14 @@
  * wake-up per stall tick however many connections arrive.  EPOLLHUP
  * revives the socket at once.  Idle, nothing wakes and nothing is asked.
  *
+ * During a lame duck every such socket is also armed with EPOLLIN, for
+ * the evidence that the balancer has moved away (life.c, LIFE_QUIET): a
+ * readable socket means a new connection came.  It is armed again
+ * REARM_MS later, not at once (a connection still queued would wake the
+ * loop again and again), and `quiet` says since when every listener has
+ * been watched with nothing new: UINT64_MAX while one is not (just fired,
+ * busy for stall.c, or one epoll cannot watch: a shared or unix socket).
+ *
  * What epoll does not cover is looked at once a second, as before: shared
  * and unix sockets (one per listener, not per slot), a socket that is not
  * armed (its slot busy, or shut down on purpose), and every socket when
@@ -41,6 +49,7 @@
 
 #define SWEEP_EVERY_MS 1000 /* what epoll does not cover: looked at this often */
 #define MAX_EVENTS     64
+#define REARM_MS       50 /* lame duck: a socket that fired is watched again after this */
 
 struct reg {
     int fd;              /* the descriptor registered, -1 when none */
@@ -55,6 +64,9 @@ struct ps_health {
     int ready;                      /* the loop saw epfd readable */
     int warned;                     /* said that the epoll set could not be had */
     pid_t seen[PS_SUP_MAX_WORKERS]; /* slot's worker when its sockets were verified */
+    uint64_t quiet;                 /* lame duck: all watched since, nothing new; else UINT64_MAX */
+    uint64_t fired;                 /* lame duck: a new connection was last seen then */
+    int rearm;                      /* lame duck: a socket waits for fired + REARM_MS */
     struct reg r[PS_SUP_MAX_LISTENERS][PS_SUP_MAX_WORKERS];
 };
 
@@ -66,6 +78,9 @@ static void clear_regs(struct ps_health *h)
         for (i = 0; i < PS_SUP_MAX_WORKERS; i++)
             h->r[g][i] = (struct reg){.fd = -1};
     memset(h->seen, 0, sizeof(h->seen));
+    h->quiet = UINT64_MAX;
+    h->fired = 0;
+    h->rearm = 0;
 }
 
 void ps__health_reset(struct ps_sup *sup)
@@ -101,7 +116,7 @@ static int epolled(const struct ps_group *gr)
 }
 
 /* Does stall detection want to hear of connections queued in socket i? */
-static int wants_in(const struct ps_sup *sup, const struct ps_group *gr)
+static int stall_wants(const struct ps_sup *sup, const struct ps_group *gr)
 {
     return sup->cfg->stall_timeout_ms && (gr->steer == PS_STEER_CBPF || gr->steer == PS_STEER_EBPF);
 }
@@ -114,6 +129,14 @@ static void warn_blind(struct ps_sup *sup, const char *what, int err)
                 "cannot watch the held sockets with epoll (%s: %s): each is asked once a second "
                 "and, for stalls, every tick instead",
                 what, ps_strerror(-err));
+}
+
+/* r is socket i of group g: the same number may be another socket since
+ * (closed by a scale-down, opened by a scale-up in the same turn), which
+ * epoll does not know; the group knows each socket's inode. */
+static int known(const struct reg *r, const struct ps_group *gr, int i)
+{
+    return r->fd == gr->fds[i] && (!gr->ino[i] || (unsigned long)r->ino == gr->ino[i]);
 }
 
 /* (Re)arm socket i of group g, registering it when epoll does not know it
@@ -131,8 +154,8 @@ static int arm(struct ps_sup *sup, int g, int i, int in)
 
     if (h->epfd < 0)
         return -EBADF;
-    rc = r->fd == fd ? epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) : -1;
-    if (rc < 0 && (r->fd != fd || errno == ENOENT)) {
+    rc = known(r, &sup->groups[g], i) ? epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev) : -1;
+    if (rc < 0 && (!known(r, &sup->groups[g], i) || errno == ENOENT)) {
         rc = epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev);
         if (rc < 0 && errno == EEXIST) /* ours already, under this number */
             rc = epoll_ctl(h->epfd, EPOLL_CTL_MOD, fd, &ev);
@@ -173,34 +196,59 @@ static void verify_slot(struct ps_sup *sup, int i)
     }
 }
 
-/* Keep the registrations in step with the groups and arm what may be
- * armed.  O(sockets) of memory, a system call only for what changed. */
-static void sync_regs(struct ps_sup *sup)
+/* Arm socket i of group g if it may be; 0 when it is watched after this
+ * (for the lame duck's evidence), 1 when it is not. */
+static int sync_one(struct ps_sup *sup, int g, int i, uint64_t now)
 {
     struct ps_health *h = sup->health;
-    int g, i;
+    const struct ps_group *gr = &sup->groups[g];
+    struct reg *r = &h->r[g][i];
+    struct ps_slot *sl = i < sup->nslots ? &sup->slots[i] : NULL;
+    int stall = sl && stall_wants(sup, gr), ld = sup->life.state == PS_LIFE_LAMEDUCK;
+    int want_in = stall || ld;
 
+    if (known(r, gr, i) && r->armed && r->in == want_in)
+        return 0;
+    if (gr->down[i] || r->dead)
+        return 0; /* shut down on purpose, or dead: it takes no connection */
+    if (stall && sl->stall_busy)
+        return 1; /* busy: stall.c looks */
+    if (ld && now < h->fired + REARM_MS) {
+        h->rearm = 1; /* a connection just came: watched again in a moment */
+        return 1;
+    }
+    if (arm(sup, g, i, want_in) == 0)
+        return 0;
+    if (stall)
+        sl->stall_busy = 1; /* unseen: stall.c asks it every tick */
+    return 1;
+}
+
+/* Keep the registrations in step with the groups and arm what may be
+ * armed.  O(sockets) of memory, a system call only for what changed. */
+static void sync_regs(struct ps_sup *sup, uint64_t now)
+{
+    struct ps_health *h = sup->health;
+    int g, i, unwatched = h->epfd < 0;
+
+    h->rearm = 0;
     for (i = 0; i < sup->nslots; i++)
         verify_slot(sup, i);
     for (g = 0; g < sup->ngroups; g++) {
         const struct ps_group *gr = &sup->groups[g];
-        int in = wants_in(sup, gr);
-        if (!epolled(gr))
+        if (!epolled(gr)) {
+            unwatched |= gr->spec.proto != PS_PROTO_UDP; /* new connections unseen */
             continue;
-        for (i = 0; i < gr->nfds; i++) {
-            struct reg *r = &h->r[g][i];
-            struct ps_slot *sl = i < sup->nslots ? &sup->slots[i] : NULL;
-            int busy = sl && sl->stall_busy, want_in = in && sl;
-            if (r->fd == gr->fds[i] && r->armed && r->in == want_in)
-                continue;
-            if (gr->down[i] || r->dead || (busy && want_in))
-                continue; /* shut down on purpose; dead; busy: stall.c looks */
-            if (arm(sup, g, i, want_in) < 0 && sl && want_in)
-                sl->stall_busy = 1; /* unseen: stall.c asks it every tick */
         }
+        for (i = 0; i < gr->nfds; i++)
+            unwatched |= sync_one(sup, g, i, now);
         for (; i < PS_SUP_MAX_WORKERS && h->r[g][i].fd >= 0; i++)
             h->r[g][i] = (struct reg){.fd = -1}; /* closed: epoll dropped it */
     }
+    if (sup->life.state != PS_LIFE_LAMEDUCK || unwatched)
+        h->quiet = UINT64_MAX;
+    else if (h->quiet == UINT64_MAX)
+        h->quiet = now; /* everything watched from now on */
 }
 
 /* Socket i of group g: listen again if it stopped, and tell the slot(s).
@@ -245,8 +293,12 @@ static void on_event(struct ps_sup *sup, const struct epoll_event *ev)
         return; /* a socket closed since: epoll drops it with its last copy */
     gr = &sup->groups[g];
     h->r[g][i].armed = 0; /* one-shot: it fired */
-    if ((ev->events & EPOLLIN) && i < sup->nslots)
+    if ((ev->events & EPOLLIN) && i < sup->nslots && stall_wants(sup, gr))
         sup->slots[i].stall_busy = 1;
+    if ((ev->events & EPOLLIN) && sup->life.state == PS_LIFE_LAMEDUCK) {
+        h->fired = ps__sup_now(sup); /* a new connection: the balancer still sends */
+        h->quiet = UINT64_MAX;
+    }
     if ((ev->events & (EPOLLHUP | EPOLLERR)) && !gr->down[i] && !revive(sup, g, i))
         h->r[g][i].dead = 1; /* not armed again (it would fire at once): the sweep retries */
 }
@@ -291,7 +343,7 @@ static void sweep(struct ps_sup *sup)
         for (i = 0; i < gr->nfds; i++) {
             if (gr->down[i]) /* shut down on purpose, for its queue to move on */
                 continue;
-            if (h && epolled(gr) && h->r[g][i].armed && h->r[g][i].fd == gr->fds[i])
+            if (h && epolled(gr) && h->r[g][i].armed && known(&h->r[g][i], gr, i))
                 continue; /* epoll tells */
             if (revive(sup, g, i) && h)
                 sup->health->r[g][i].dead = 0;
@@ -310,6 +362,10 @@ static int open_set(struct ps_sup *sup)
         h->epfd = -1;
         h->ready = h->warned = 0;
         clear_regs(h);
+    }
+    /* after ps__health_reset too (a fresh supervisor state); once failed,
+     * it stays blind rather than try every tick */
+    if (h->epfd < 0 && !h->warned) {
         h->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (h->epfd < 0)
             warn_blind(sup, "epoll_create1", ps__neg_errno());
@@ -335,5 +391,18 @@ void ps__health_check(struct ps_sup *sup, uint64_t now)
         sweep(sup);
         ps__sup_check_foreign(sup);
     }
-    sync_regs(sup);
+    sync_regs(sup, now);
+}
+
+uint64_t ps__health_quiet_since(const struct ps_sup *sup)
+{
+    /* a report not read yet may be a new connection: not known quiet */
+    return sup->health && !sup->health->ready ? sup->health->quiet : UINT64_MAX;
+}
+
+uint64_t ps__health_next(const struct ps_sup *sup)
+{
+    const struct ps_health *h = sup->health;
+
+    return h && h->rearm ? h->fired + REARM_MS : UINT64_MAX;
 }

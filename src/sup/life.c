@@ -5,7 +5,9 @@
  *   serving    workers start, crash, reload and scale; operations are taken
  *   lame duck  still serving, but /healthz says 503 and the agent "drain"
  *              so that a balancer moves away; nothing new is taken (what is
- *              queued waits and is answered by the stop)
+ *              queued waits and is answered by the stop).  It ends when the
+ *              balancer has moved away (LIFE_QUIET, below) or, at the
+ *              latest, when the time asked for is up (LIFE_LAMEDUCK_OVER)
  *   stopping   every worker drains; the loop ends when the last one is gone
  *
  * A reload in flight is not part of this table (ops.c has its own): it may
@@ -16,6 +18,13 @@
 #include "sup_internal.h"
 
 #include <stdio.h>
+
+/* The quiet period: this many intervals between the first two "drain" /
+ * 503 answers (one health-check interval of the balancer), at least
+ * QUIET_MIN_MS.  HAProxy acts on an agent's "drain" at once; on /healthz
+ * only after `fall` failures (3 by default), hence three intervals. */
+#define QUIET_INTERVALS 3
+#define QUIET_MIN_MS    1000
 
 typedef int life_fn(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w);
 
@@ -79,10 +88,11 @@ static int a_lameduck(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w
     add_stop_waiter(sup, w);
     sup->life.lameduck_ms = ms;
     sup->life.lameduck_until = ps__sup_now(sup) + ms;
+    sup->life.lameduck_told[0] = sup->life.lameduck_told[1] = 0;
     sup->sys->notify(sup, "STATUS=lame duck: still serving, draining soon");
     ps__sup_log(sup, PS_LOG_INFO, "lameduck",
-                "lame duck for %u ms: /healthz says 503 and the agent \"drain\"; the workers "
-                "keep serving, then drain",
+                "lame duck for %u ms at most: /healthz says 503 and the agent \"drain\"; the "
+                "workers keep serving until no new connection comes, then drain",
                 ms);
     return 0;
 }
@@ -102,12 +112,26 @@ static int a_lameduck_over(struct ps_sup *sup, unsigned ms, const struct ps_wait
     return a_stop(sup, ms, w);
 }
 
+/* The balancer was told and has moved away: no need to wait any longer. */
+static int a_quiet(struct ps_sup *sup, unsigned ms, const struct ps_waiter *w)
+{
+    uint64_t now = ps__sup_now(sup);
+
+    ps__sup_log(sup, PS_LOG_INFO, "lameduck_quiet",
+                "lame duck over after %llu ms: told twice, then no new connection for %llu ms; "
+                "draining",
+                (unsigned long long)(now + sup->life.lameduck_ms - sup->life.lameduck_until),
+                (unsigned long long)(now - ps__health_quiet_since(sup)));
+    return a_stop(sup, ms, w);
+}
+
 /* clang-format off */
 static const struct life_row rows[PS_LIFE_COUNT][LIFE_EVENT_COUNT] = {
     [PS_LIFE_SERVING][LIFE_LAMEDUCK]       = {a_lameduck,      PS_LIFE_LAMEDUCK, PS_LIFE_STOPPING},
     [PS_LIFE_SERVING][LIFE_STOP]           = {a_stop,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
     [PS_LIFE_LAMEDUCK][LIFE_LAMEDUCK]      = {a_join,          PS_LIFE_LAMEDUCK, PS_LIFE_LAMEDUCK},
     [PS_LIFE_LAMEDUCK][LIFE_LAMEDUCK_OVER] = {a_lameduck_over, PS_LIFE_STOPPING, PS_LIFE_STOPPING},
+    [PS_LIFE_LAMEDUCK][LIFE_QUIET]         = {a_quiet,         PS_LIFE_STOPPING, PS_LIFE_STOPPING},
     [PS_LIFE_LAMEDUCK][LIFE_STOP]          = {a_stop,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
     [PS_LIFE_STOPPING][LIFE_LAMEDUCK]      = {a_join,          PS_LIFE_STOPPING, PS_LIFE_STOPPING},
     [PS_LIFE_STOPPING][LIFE_STOP]          = {a_kill_all,      PS_LIFE_STOPPING, PS_LIFE_STOPPING},
@@ -142,8 +166,35 @@ int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
     return 1;
 }
 
+void ps__life_told(struct ps_sup *sup)
+{
+    uint64_t *t = sup->life.lameduck_told;
+
+    if (sup->life.state != PS_LIFE_LAMEDUCK || t[1])
+        return;
+    t[t[0] ? 1 : 0] = ps__sup_now(sup);
+    if (t[1] && t[1] == t[0])
+        t[1] = 0; /* the same instant: two balancers, not one's interval */
+}
+
+uint64_t ps__life_quiet_due(const uint64_t told[2], uint64_t since)
+{
+    uint64_t q, from;
+
+    if (!told[0] || !told[1] || since == UINT64_MAX)
+        return UINT64_MAX; /* not told twice yet, or not every listener watched */
+    q = QUIET_INTERVALS * (told[1] - told[0]);
+    if (q < QUIET_MIN_MS)
+        q = QUIET_MIN_MS;
+    from = since > told[0] ? since : told[0];
+    return from + q; /* q > told[1] - told[0]: never before the second answer */
+}
+
 void ps__life_timers(struct ps_sup *sup, uint64_t now)
 {
+    if (sup->life.state == PS_LIFE_LAMEDUCK &&
+        now >= ps__life_quiet_due(sup->life.lameduck_told, ps__health_quiet_since(sup)))
+        ps__life_event(sup, LIFE_QUIET, 0, NULL);
     if (sup->life.state == PS_LIFE_LAMEDUCK && now >= sup->life.lameduck_until)
         ps__life_event(sup, LIFE_LAMEDUCK_OVER, 0, NULL);
     if (sup->life.state == PS_LIFE_STOPPING && now >= sup->life.stop_deadline)
@@ -152,8 +203,12 @@ void ps__life_timers(struct ps_sup *sup, uint64_t now)
 
 uint64_t ps__life_deadline(const struct ps_sup *sup)
 {
-    if (sup->life.state == PS_LIFE_LAMEDUCK)
-        return sup->life.lameduck_until;
+    if (sup->life.state == PS_LIFE_LAMEDUCK) {
+        uint64_t t = ps__life_quiet_due(sup->life.lameduck_told, ps__health_quiet_since(sup));
+        uint64_t r = ps__health_next(sup);
+        t = t < r ? t : r;
+        return t < sup->life.lameduck_until ? t : sup->life.lameduck_until;
+    }
     if (sup->life.state == PS_LIFE_STOPPING)
         return sup->life.stop_deadline;
     return UINT64_MAX;

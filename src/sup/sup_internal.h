@@ -528,13 +528,15 @@ enum ps_life {
 enum ps_life_event {
     LIFE_LAMEDUCK,      /* asked (`stop --lameduck MS`, SIGTERM with --lameduck) */
     LIFE_LAMEDUCK_OVER, /* its time is up */
+    LIFE_QUIET,         /* the balancer has moved away (ps__life_quiet_due) */
     LIFE_STOP,          /* asked (`stop`, SIGINT, SIGQUIT, SIGTERM) */
     LIFE_DRAIN_TIMEOUT, /* the drain took longer than --drain-timeout */
     LIFE_EVENT_COUNT
 };
 
 /* Run ev's row.  LIFE_LAMEDUCK: /healthz says 503 and the agent "drain" at
- * once, the workers keep serving for ms (0: a plain stop), then drain.
+ * once, the workers keep serving until LIFE_QUIET (the balancer has moved
+ * away) or for ms at most (0: a plain stop), then drain.
  * LIFE_STOP: roll back a reload in flight, answer what is queued, drain
  * everything; asked again while stopping: SIGKILL every worker tree at
  * once.  w (or NULL) is answered when the supervisor is gone; asked while
@@ -542,6 +544,18 @@ enum ps_life_event {
  * 1 when a row ran, 0 when the event means nothing now. */
 int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
                    const struct ps_waiter *w);
+
+/* /healthz or the agent has just answered a balancer (503, "drain"): the
+ * first two answers of a lame duck are kept, their interval sets the quiet
+ * period.  O(1). */
+void ps__life_told(struct ps_sup *sup);
+
+/* When the lame duck may end because the balancer has moved away: told
+ * twice (told[0], told[1]), and every held listener watched since `since`
+ * (UINT64_MAX: not watched) with no new connection for three intervals
+ * told[1] - told[0] (at least 1 s) from the later of since and told[0].
+ * UINT64_MAX: no evidence.  Pure, O(1). */
+uint64_t ps__life_quiet_due(const uint64_t told[2], uint64_t since);
 
 /* The lame duck's end and the drain's deadline, when due at now. */
 void ps__life_timers(struct ps_sup *sup, uint64_t now);
@@ -605,8 +619,9 @@ struct ps_life_state {
     struct ps_waiter waiters[PS_OP_MAX_WAITERS]; /* answered when we are gone */
     int nwaiters;
     /* lame duck: reported unhealthy / "drain" while still serving, then stop */
-    unsigned lameduck_ms;    /* how long it was asked for; 0: never entered */
-    uint64_t lameduck_until; /* the drain starts then; 0 once it has */
+    unsigned lameduck_ms;      /* how long it was asked for; 0: never entered */
+    uint64_t lameduck_until;   /* the drain starts then at the latest; 0 once it has */
+    uint64_t lameduck_told[2]; /* its first two "drain" / 503 answers; 0: not yet */
 };
 
 /* upgrade.c: an upgrade asking the new binary before the exec, and the
@@ -1032,6 +1047,14 @@ void ps__health_check(struct ps_sup *sup, uint64_t now);
 /* The epoll descriptor for the loop to poll (readable: call
  * ps__health_read), or -1. */
 int ps__health_fd(const struct ps_sup *sup);
+
+/* Lame duck: since when every held listener has been watched with no new
+ * connection coming, or UINT64_MAX (one just came, or one cannot be
+ * watched: a shared or unix socket, no epoll set).  O(1). */
+uint64_t ps__health_quiet_since(const struct ps_sup *sup);
+
+/* When ps__health_check has a socket to watch again, or UINT64_MAX. */
+uint64_t ps__health_next(const struct ps_sup *sup);
 
 /* The loop saw ps__health_fd readable: the next ps__health_check reads it. */
 void ps__health_read(struct ps_sup *sup);

@@ -9,11 +9,16 @@
 # HAProxy (loadgen, one connection per request, every failure counted):
 #   1. a rolling reload: `portshare reload` on host 1, then host 2;
 #   2. an in-place upgrade of each host's supervisor (`portshare upgrade`);
-#   3. each whole host in turn: `portshare stop --lameduck 3s`; the agent
+#   3. each whole host in turn: `portshare stop --lameduck 8s`; the agent
 #      says "drain", HAProxy shows the server DRAIN and sends it no new
-#      session while it still serves; then it drains and exits; it is
-#      started again and HAProxy takes it back (UP) before the other host
-#      goes.
+#      session while it still serves; the lame duck ends by itself, well
+#      before its 8 s, once no new connection comes (HAProxy's `check` goes
+#      to the metrics port, not the served one); then it drains and exits;
+#      it is started again and HAProxy takes it back (UP) before the other
+#      host goes.  While host 0 is a lame duck a client of its own keeps
+#      connecting to it straight for 2 s (a balancer that has not moved
+#      away yet): none of its connections is refused or reset, and the lame
+#      duck lasts until that client stops, then ends by itself.
 # 0 failed requests, and the count is printed.  Skipped (exit 77, with the
 # reason) without root, without haproxy, or where a network namespace cannot
 # be created.  Traffic only on loopback and on the veth pairs made here; every
@@ -39,14 +44,15 @@ ADDR=(10.213.$base.2 10.213.$((base + 1)).2)
 GW=(10.213.$base.1 10.213.$((base + 1)).1)
 HAP_PID=
 LOAD_PID=
+DIRECT_PID=
 HOST_PID=("" "")
 
 lb_cleanup() {
     local p
-    for p in "$LOAD_PID" "$HAP_PID" "${HOST_PID[@]}"; do
+    for p in "$LOAD_PID" "$DIRECT_PID" "$HAP_PID" "${HOST_PID[@]}"; do
         [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
     done
-    for p in "$LOAD_PID" "$HAP_PID" "${HOST_PID[@]}"; do
+    for p in "$LOAD_PID" "$DIRECT_PID" "$HAP_PID" "${HOST_PID[@]}"; do
         [ -n "$p" ] || continue
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
@@ -111,8 +117,8 @@ frontend fe
     default_backend be
 backend be
     balance roundrobin
-    server h0 ${ADDR[0]}:8080 check inter 200ms fall 2 rise 1 agent-check agent-port 9101 agent-inter 200ms
-    server h1 ${ADDR[1]}:8080 check inter 200ms fall 2 rise 1 agent-check agent-port 9101 agent-inter 200ms
+    server h0 ${ADDR[0]}:8080 check port 9100 inter 200ms fall 2 rise 1 agent-check agent-port 9101 agent-inter 200ms
+    server h1 ${ADDR[1]}:8080 check port 9100 inter 200ms fall 2 rise 1 agent-check agent-port 9101 agent-inter 200ms
 EOF
 haproxy -c -f "$T/haproxy.cfg" >"$T/haproxy.check" 2>&1 || fail "haproxy -c: $(cat "$T/haproxy.check")"
 haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
@@ -146,34 +152,54 @@ for i in 0 1; do
 done
 ok "in-place upgrade of both supervisors"
 
-# 3. each whole host: lame duck, stop, start again
+# 3. each whole host: lame duck, stop, start again.  The lame duck may last
+# 8 s at most; it ends once the agent has been asked twice and no new
+# connection came for three agent intervals (at least 1 s).
+LD_MS=8000
 for i in 0 1; do
     t0=$(now_ms)
-    ctl "h$i" stop --lameduck 3s >"$T/stop$i.out" 2>&1 &
+    ctl "h$i" stop --lameduck "${LD_MS}ms" >"$T/stop$i.out" 2>&1 &
     stopper=$!
+    DIRECT_PID=
+    if [ "$i" = 0 ]; then # a balancer that has not moved away yet: 2 s of its connections
+        "$LOADGEN" --json --connect "${ADDR[i]}:8080" --threads 1 --concurrency 2 --duration 2 \
+            --timeout 20000 >"$T/direct.json" 2>"$T/direct.err" &
+        DIRECT_PID=$!
+    fi
     wait_until 3 srv_is "$i" DRAIN || fail "haproxy does not show host $i DRAIN in lame duck: $(hap | cut -d, -f1,2,18)"
     drained_at=$(( $(now_ms) - t0 ))
     sess=$(srv_sessions "$i")
-    kill -0 "${HOST_PID[i]}" || fail "host $i gone before its lame duck was over"
-    sleep 1.5
-    [ "$(srv_sessions "$i")" = "$sess" ] || fail "host $i got new sessions while drained: $sess -> $(srv_sessions "$i")"
     wait "$stopper" || fail "stop --lameduck of host $i: $(cat "$T/stop$i.out")"
     wait "${HOST_PID[i]}" 2>/dev/null || true
     HOST_PID[i]=
     gone_at=$(( $(now_ms) - t0 ))
-    [ "$gone_at" -ge 3000 ] || fail "host $i stopped after $gone_at ms, before its 3 s lame duck"
+    [ "$(srv_sessions "$i")" = "$sess" ] || fail "host $i got new sessions while drained: $sess -> $(srv_sessions "$i")"
+    grep -q 'lameduck_quiet' "$T/h$i.log" ||
+        fail "host $i: the lame duck did not end by itself once no new connection came (gone after $gone_at ms of at most $LD_MS): $(grep lameduck "$T/h$i.log" | tail -3)"
+    [ "$gone_at" -lt "$LD_MS" ] || fail "host $i stopped after $gone_at ms, not before the bound of its lame duck ($LD_MS ms)"
+    if [ -n "$DIRECT_PID" ]; then
+        wait "$DIRECT_PID" || true; DIRECT_PID=
+        d=$(cat "$T/direct.json")
+        [ -n "$d" ] || fail "the direct client printed no result: $(cat "$T/direct.err")"
+        [ "$(jget "$d" .ok)" -gt 10 ] || fail "the direct client got only $(jget "$d" .ok) answers: the test proves nothing"
+        [ "$(jget "$d" .failed)" -eq 0 ] || fail "a client still connecting to host $i in lame duck saw failures (the lame duck ended under it): $d"
+        [ "$gone_at" -ge 2000 ] || fail "host $i stopped after $gone_at ms while a client still connected to it for 2 s"
+        note "host $i: a client connecting straight to it during the lame duck: $(jget "$d" .ok) answered, 0 failed"
+    fi
+    note "host $i: DRAIN after ${drained_at} ms of lame duck, $(grep -o 'lame duck over after.*' "$T/h$i.log" | tail -1), gone after ${gone_at} ms"
     wait_until 10 srv_is "$i" DOWN || note "haproxy shows host $i as $(srv_status "$i") once it is gone"
     host_start "$i"
     wait_until 20 srv_is "$i" UP || fail "haproxy did not take host $i back: $(hap | cut -d, -f1,2,18)"
-    note "host $i: DRAIN after ${drained_at} ms of lame duck, gone after ${gone_at} ms, UP again $(( $(now_ms) - t0 )) ms after the stop"
+    note "host $i: UP again $(( $(now_ms) - t0 )) ms after the stop"
     sleep 0.5
 done
-ok "each host stopped with --lameduck (DRAIN, no new session while still serving) and started again"
+ok "each host stopped with --lameduck (DRAIN, no new session while still serving, over once no new connection came) and started again"
 
 sleep 1
 touch "$T/load.stop"
 wait "$LOAD_PID" || true
 LOAD_PID=
+DIRECT_PID=
 RES=$(cat "$T/load.json")
 [ -n "$RES" ] || fail "loadgen printed no result: $(cat "$T/load.err")"
 sent=$(jget "$RES" .sent); failed=$(jget "$RES" .failed); okn=$(jget "$RES" .ok)

@@ -1785,6 +1785,147 @@ static void test_life_rows(void **state)
     sd_drain(); /* STOPPING=1 once, nothing after it */
     assert_true(sd.stopping);
     machine_close();
+
+    /* lame duck: the balancer has moved away (LIFE_QUIET) drains before
+     * the time is up; serving or stopping it means nothing */
+    machine_init(&o);
+    start_ready(0);
+    assert_int_equal(ps__life_event(&sup, LIFE_QUIET, 0, NULL), 0); /* no row */
+    ps__life_event(&sup, LIFE_LAMEDUCK, 5000, &w);
+    assert_int_equal(ps__life_event(&sup, LIFE_QUIET, 0, NULL), 1);
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    assert_int_equal(sup.life.lameduck_until, 0);
+    assert_int_equal(sup.slots[0].state, SL_STOPPING);
+    assert_true(ps__lameduck(&sup));
+    assert_int_equal(ps__life_event(&sup, LIFE_QUIET, 0, NULL), 0); /* no row */
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    machine_close();
+}
+
+/* When the lame duck may end early: told twice, then three of those
+ * intervals (at least 1 s) with every listener watched and nothing new. */
+static void test_lameduck_quiet_due(void **state)
+{
+    uint64_t none[2] = {0, 0}, once[2] = {1000, 0}, t[2] = {1000, 1200}, slow[2] = {1000, 3000};
+
+    (void)state;
+    assert_true(ps__life_quiet_due(none, 500) == UINT64_MAX);
+    assert_true(ps__life_quiet_due(once, 500) == UINT64_MAX);
+    assert_true(ps__life_quiet_due(t, UINT64_MAX) == UINT64_MAX); /* not watched */
+    assert_true(ps__life_quiet_due(t, 500) == 1000 + 1000);       /* from the first answer */
+    assert_true(ps__life_quiet_due(t, 1500) == 1500 + 1000);      /* from the last connection */
+    t[1] = 1010; /* two checks close together: at least 1 s */
+    assert_true(ps__life_quiet_due(t, 500) == 1000 + 1000);
+    assert_true(ps__life_quiet_due(slow, 500) == 1000 + 6000); /* three 2 s intervals */
+    assert_true(ps__life_quiet_due(slow, 4000) == 4000 + 6000);
+}
+
+/* accept every connection queued in the machine's group g */
+static int accept_all(int g)
+{
+    const struct ps_group *gr = &sup.groups[g];
+    int i, fd, n = 0;
+
+    for (i = 0; i < gr->nfds; i++) {
+        struct pollfd p = {.fd = gr->fds[i], .events = POLLIN};
+        while (poll(&p, 1, 0) == 1 && (fd = accept4(gr->fds[i], NULL, NULL, SOCK_CLOEXEC)) >= 0)
+            close(fd), n++;
+    }
+    return n;
+}
+
+/* A real connection to the machine's group g; its fd. */
+static int connect_group(int g)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd;
+
+    assert_int_equal(getsockname(sup.groups[g].fds[0], (struct sockaddr *)&ss, &len), 0);
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&ss, len), 0);
+    return fd;
+}
+
+/* The lame duck against real held sockets: a new connection in the quiet
+ * period (a balancer that still sends) keeps it going; once none came for
+ * the quiet period it drains before its time is up.  Untold, or with a
+ * socket epoll cannot watch (shared), it lasts its whole time. */
+static void test_lameduck_quiet(void **state)
+{
+    struct machine_opts o = {.workers = 2, .reuseport_groups = 1};
+    struct pollfd p;
+    int c, s;
+
+    (void)state;
+    machine_init(&o);
+    for (s = 0; s < 2; s++)
+        start_ready(s);
+    timers();
+    ps__life_event(&sup, LIFE_LAMEDUCK, 10000, NULL);
+    timers(); /* every socket armed for new connections: watched from now */
+    assert_true(ps__health_quiet_since(&sup) == clock_ms);
+    ps__life_told(&sup); /* agent: "drain" */
+    clock_ms += 200;
+    ps__life_told(&sup); /* 200 ms later: the quiet period is 1 s (3 x 200 ms, at least 1 s) */
+    clock_ms += 200;
+    c = connect_group(0); /* the balancer has not moved away yet */
+    p = (struct pollfd){.fd = ps__health_fd(&sup), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 1000), 1);
+    ps__health_read(&sup);
+    assert_true(ps__health_quiet_since(&sup) == UINT64_MAX); /* unread: not known quiet */
+    clock_ms += 700; /* past the quiet period, but the report is read first */
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
+    assert_true(ps__health_quiet_since(&sup) == UINT64_MAX);
+    assert_true(ps__health_next(&sup) == clock_ms + 50); /* watched again then */
+    assert_true(ps__life_deadline(&sup) == clock_ms + 50);
+    assert_int_equal(accept_all(0), 1); /* a worker took it */
+    close(c);
+    clock_ms += 50;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
+    assert_true(ps__health_quiet_since(&sup) == clock_ms); /* watched again */
+    assert_true(ps__life_deadline(&sup) == clock_ms + 1000);
+    clock_ms += 999;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
+    clock_ms += 1;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING); /* 2.15 s of 10 */
+    assert_int_equal(sup.slots[0].state, SL_STOPPING);
+    machine_close();
+
+    /* never told: the whole time */
+    machine_init(&o);
+    start_ready(0);
+    ps__life_event(&sup, LIFE_LAMEDUCK, 3000, NULL);
+    clock_ms += 2999;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
+    clock_ms += 1;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    machine_close();
+
+    /* a shared socket: its new connections cannot be seen */
+    o.shared_group = 1;
+    machine_init(&o);
+    start_ready(0);
+    ps__life_event(&sup, LIFE_LAMEDUCK, 3000, NULL);
+    timers();
+    ps__life_told(&sup);
+    clock_ms += 100;
+    ps__life_told(&sup);
+    clock_ms += 2899;
+    timers();
+    assert_true(ps__health_quiet_since(&sup) == UINT64_MAX);
+    assert_int_equal(sup.life.state, PS_LIFE_LAMEDUCK);
+    clock_ms += 1;
+    timers();
+    assert_int_equal(sup.life.state, PS_LIFE_STOPPING);
+    machine_close();
 }
 
 /* Each row of ops.c's reload table. */
@@ -2545,6 +2686,8 @@ int main(void)
         cmocka_unit_test(test_every_row),
         cmocka_unit_test(test_worker_rows),
         cmocka_unit_test(test_life_rows),
+        cmocka_unit_test(test_lameduck_quiet_due),
+        cmocka_unit_test(test_lameduck_quiet),
         cmocka_unit_test(test_reload_rows),
         cmocka_unit_test(test_start_fails),
         cmocka_unit_test(test_default_drain_signal),
