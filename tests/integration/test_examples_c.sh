@@ -10,7 +10,8 @@ need curl jq
 HELLO=$PS_BUILD_DIR/example_hello
 [ -x "$HELLO" ] || fail "$HELLO is missing: CMake builds it with the tests (BUILD_TESTING)"
 
-sup_start c -l 127.0.0.1:0 -w 2 -- "$HELLO"
+# --ready notify: ready by READY=1 only, whatever the load (not by /proc or the delay)
+sup_start c -l 127.0.0.1:0 -w 2 --ready notify -- "$HELLO"
 grep -q 'ready (READY=1)' "$T/c.log" || fail "the C example did not say READY=1: $(grep worker_ready "$T/c.log")"
 answers 1 c
 reloads_under_load c c 5

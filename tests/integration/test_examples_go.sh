@@ -13,7 +13,8 @@ command -v go >/dev/null || skip "go is not installed (Debian package golang-go)
 (cd "$EX/go" && HOME=$T GOCACHE=$T/gocache GOPATH=$T/gopath GOPROXY=off GOTOOLCHAIN=local GOFLAGS='' \
     go build -o "$T/hello" .) >"$T/gobuild.log" 2>&1 || { cat "$T/gobuild.log" >&2; fail "go build of examples/go failed"; }
 
-sup_start go -l 127.0.0.1:0 -w 2 -- "$T/hello"
+# --ready notify: ready by READY=1 only, whatever the load (not by /proc or the delay)
+sup_start go -l 127.0.0.1:0 -w 2 --ready notify -- "$T/hello"
 grep -q 'ready (READY=1)' "$T/go.log" || fail "the go example did not say READY=1: $(grep worker_ready "$T/go.log")"
 answers 1 go
 reloads_under_load go go 5
