@@ -28,7 +28,7 @@ wait_until 10 grep -q 'started in slot 0 (generation 2)' "$T/sr.log" || fail "no
 new=$(grep 'started in slot 0 (generation 2)' "$T/sr.log" | grep -o 'worker [0-9]*' | cut -d' ' -f2)
 kill -STOP "$old" "$new"
 wait_until 10 grep -q 'warn stall: slot 0 stalled' "$T/sr.log" ||
-    fail "slot 0 was not found stalled: $(status_json sr | jq -c '[.slots[] | {slot, state}]')"
+    fail "slot 0 was not found stalled: $(status_json sr | jq -c '{slots: [.slots[] | {slot, state, pid, next_pid}], listeners}'); load: $(cat "$T/load.err" 2>/dev/null | tail -3); log: $(tail -15 "$T/sr.log")"
 sleep 1.5 # well past the point where a rescue would come (half a timeout)
 kill -CONT "$old" "$new"
 wait "$reload_pid" || fail "the reload failed: $(cat "$T/reload.out")"
