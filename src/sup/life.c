@@ -155,13 +155,10 @@ int ps__life_event(struct ps_sup *sup, enum ps_life_event ev, unsigned ms,
 {
     const struct life_row *r = &rows[sup->life.state][ev];
 
-    if (!r->act) {
-        /* an event without a row means nothing; its waiter (none can
-         * come with such an event today) is told so rather than left */
-        if (w)
-            sup->sys->answer(sup, w, 0, "not now");
+    /* no row: the event means nothing now (only the timers' events lack
+     * rows somewhere, and they carry no waiter to answer) */
+    if (!r->act)
         return 0;
-    }
     sup->life.state = r->act(sup, ms, w) ? r->alt : r->next;
     return 1;
 }
