@@ -86,6 +86,8 @@ tree_pids() {
 
 # a worker of this supervisor (not a stray, not a reused pid)
 is_ours() { [ "$(awk '/^PPid:/ { print $2 }' /proc/$1/status 2>/dev/null)" = "$SUP_PID" ]; }
+# stopped by a signal (state T), not merely sent one
+is_stopped() { [ "$(awk '/^State:/ { print $2 }' /proc/$1/status 2>/dev/null)" = T ]; }
 
 # signal receipt: standard signals do not queue, so the same signal twice
 # must not be sent before the supervisor has read the first from its
@@ -107,9 +109,13 @@ send_sig() { # send_sig SIG: to the supervisor, and wait until it is read
 # the sequence, which may block in a command queued behind a reload that
 # waits for that very worker) ----
 THAWERS=()
+# A thaw takes $T/freeze.lock, which kill_one holds from its SIGSTOP to its
+# SIGKILL: a victim thawed in between would accept connections that die
+# uncounted with it.
 thaw_later() { # thaw_later PID MS
     (sleep "$(awk -v ms="$2" 'BEGIN { printf "%.3f", ms / 1000 }')"
-     is_ours "$1" && kill -CONT "$1" 2>/dev/null || true) &
+     flock 9
+     is_ours "$1" && kill -CONT "$1" 2>/dev/null || true) 9>"$T/freeze.lock" &
     THAWERS+=($!)
 }
 
@@ -128,10 +134,20 @@ KILLS=0
 kill_one() {
     local victim n
     victim=$(pick "$1" $(all_pids)) || { op "kill: no worker to kill"; return; }
+    exec 8>"$T/freeze.lock"; flock 8
+    kill_frozen "$victim"
+    flock -u 8; exec 8>&-
+}
+kill_frozen() {
+    local victim=$1 n
     is_ours "$victim" || { op "kill: $victim is gone already"; return; }
     # it may still go between the look and the signal (a draining worker's
     # last moment, or the supervisor killing its tree)
     kill -STOP "$victim" 2>/dev/null || { op "kill: $victim is gone already"; return; }
+    # kill(2) returns before the victim has stopped (on a loaded machine it
+    # may be waiting for a CPU, or finishing an accept): count only once its
+    # state says stopped
+    wait_until 5 is_stopped "$victim" || { is_ours "$victim" || { op "kill: $victim went by itself"; return; }; }
     # frozen, it accepts nothing more: what it holds now is what dies with it
     n=$( (ls -l /proc/$victim/fd 2>/dev/null || true) | grep -o 'socket:\[[0-9]*\]' | sort -u |
         comm -23 - <(sup_sockets) | wc -l)
