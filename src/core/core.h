@@ -120,10 +120,16 @@ int ps__inode_owner(unsigned long inode, pid_t *pid, char *comm, size_t commlen)
     int ntracked;                                                                                  \
     unsigned long foreign[PS__FOREIGN_MAX]; /* their inodes, in join order */                      \
     int fpos[PS__FOREIGN_MAX];              /* their index in the kernel's group */                \
-    /* sockets we let go while a worker still holds them (ps__lgroup_renew):                       \
-     * still members of the kernel's group, but ours, never foreign */                             \
-    unsigned long retired[PS__FOREIGN_MAX];                                                        \
-    int nretired; /* entries used in retired[], a ring once full */
+    /* sockets we let go while a worker still holds them (ps__lgroup_renew,                        \
+     * ps__lgroup_commit): still members of the kernel's group, but ours,                          \
+     * never foreign; a ring as large as the group, so that a whole                                \
+     * generation let go at once is remembered */                                                  \
+    unsigned long retired[PS__GROUP_MAX];                                                          \
+    int nretired; /* entries used in retired[], a ring once full */                                \
+    /* the next generation's socket of each slot (ps__lgroup_prepare), -1:                         \
+     * none; a member of the kernel's group, given to no one but that                              \
+     * generation's worker until ps__lgroup_commit */                                              \
+    int nextfds[PS__GROUP_MAX];
 struct ps__lgroup {
     PS__LGROUP_FIELDS
 };
@@ -181,6 +187,20 @@ int ps__lgroup_replace(struct ps__lgroup *g, int i);
  * leaving worker) closes it: it is remembered as ours, never reported as
  * foreign.  0 or -errno (nothing changed). */
 int ps__lgroup_renew(struct ps__lgroup *g, int i, int at_once, unsigned *queued);
+
+/*
+ * A generation of its own sockets: ps__lgroup_prepare binds socket i's
+ * successor (nextfds[i]: the same address, joining the kernel's group at the
+ * end, given to the next generation's worker only); ps__lgroup_commit makes
+ * it socket i and lets the old one go as ps__lgroup_renew does without
+ * at_once (our copy closed, remembered as ours while a worker holds it);
+ * ps__lgroup_discard closes it again (a rollback: what it had queued moves
+ * where a migrating program sends it).  Not for a shared group.  prepare:
+ * 0 (also when one is prepared already) or -errno; a bind and a listen.
+ */
+int ps__lgroup_prepare(struct ps__lgroup *g, int i);
+void ps__lgroup_commit(struct ps__lgroup *g, int i);
+void ps__lgroup_discard(struct ps__lgroup *g, int i);
 
 /* Look at who else listens in a TCP reuseport group (one sock_diag dump):
  * nforeign and the kernel's order updated; 1 when they changed, else 0.

@@ -29,7 +29,7 @@ void ps__lgroup_init(struct ps__lgroup *g, const struct ps_spec *spec, int share
     g->spec = *spec;
     g->shared = shared;
     for (i = 0; i < PS__GROUP_MAX; i++)
-        g->fds[i] = -1;
+        g->fds[i] = g->nextfds[i] = -1;
 }
 
 /* ---- the kernel's order ------------------------------------------------------ */
@@ -165,20 +165,27 @@ static int tracked(const struct ps__lgroup *g, unsigned long inode)
     return 0;
 }
 
-/* Our members' inodes: the sockets we hold and those we let go to a
- * leaving worker (still in the kernel's group); how many. */
+static unsigned long inode_of(int fd);
+
+/* Our members' inodes: the sockets we hold, the next generation's, and
+ * those we let go to a leaving worker (still in the kernel's group); how
+ * many (at most 3 * PS__GROUP_MAX). */
 static int ours_of(const struct ps__lgroup *g, unsigned long *ours)
 {
-    int n = g->nretired < PS__FOREIGN_MAX ? g->nretired : PS__FOREIGN_MAX;
+    int n = g->nretired < PS__GROUP_MAX ? g->nretired : PS__GROUP_MAX, i, k = g->nfds;
 
     memcpy(ours, g->ino, (size_t)g->nfds * sizeof(ours[0]));
-    memcpy(ours + g->nfds, g->retired, (size_t)n * sizeof(ours[0]));
-    return g->nfds + n;
+    for (i = 0; i < g->nfds; i++)
+        if (g->nextfds[i] >= 0)
+            ours[k++] = inode_of(g->nextfds[i]);
+    memcpy(ours + k, g->retired, (size_t)n * sizeof(ours[0]));
+    return k + n;
 }
 
 int ps__lgroup_foreign_sync(struct ps__lgroup *g)
 {
-    unsigned long now[PS__FOREIGN_MAX], ours[PS__GROUP_MAX + PS__FOREIGN_MAX];
+    static unsigned long ours[3 * PS__GROUP_MAX]; /* 24 KiB: not on the stack */
+    unsigned long now[PS__FOREIGN_MAX];
     int n, m, i, j, changed = 0;
     struct stat st;
 
@@ -363,6 +370,7 @@ void ps__lgroup_close_last(struct ps__lgroup *g)
         order_leave(g, g->nfds - 1);
     /* out of order[]: the last entry takes its place among the down ones */
     g->order[position(g, g->nfds - 1)] = g->order[g->nfds - 1];
+    ps__lgroup_discard(g, g->nfds - 1);
     ps__close(g->fds[--g->nfds]);
     g->fds[g->nfds] = -1;
     g->ino[g->nfds] = 0;
@@ -380,6 +388,7 @@ void ps__lgroup_close(struct ps__lgroup *g)
     int i;
 
     for (i = 0; i < g->nfds; i++) {
+        ps__lgroup_discard(g, i);
         ps__close(g->fds[i]);
         g->fds[i] = -1;
         g->ino[i] = 0;
@@ -468,6 +477,24 @@ int ps__lgroup_replace(struct ps__lgroup *g, int i)
     return 0;
 }
 
+/* fd, fresh and at the end of the kernel's group, becomes socket i: the
+ * model has the old one leave (the last takes its place) and the fresh one
+ * join at the end; exact for a steering that selects by index only when
+ * the old one stopped listening, and by-index groups never renew (no
+ * migration). */
+static void take(struct ps__lgroup *g, int i, int fd)
+{
+    if (g->down[i]) { /* not a member any more: only the fresh one joins */
+        order_join(g, i);
+        g->down[i] = 0;
+    } else {
+        order_leave(g, i);
+    }
+    ps__close(g->fds[i]);
+    g->fds[i] = fd;
+    g->ino[i] = inode_of(fd);
+}
+
 int ps__lgroup_renew(struct ps__lgroup *g, int i, int at_once, unsigned *queued)
 {
     unsigned limit = 0;
@@ -487,15 +514,45 @@ int ps__lgroup_renew(struct ps__lgroup *g, int i, int at_once, unsigned *queued)
         return r;
     }
     if (!at_once) /* it stays a member while its holder keeps it */
-        g->retired[g->nretired++ % PS__FOREIGN_MAX] = g->ino[i] ? g->ino[i] : inode_of(g->fds[i]);
-    /* the model: the old one leaves (the last takes its place), the fresh
-     * one is at the end; exact for a steering that selects by index only
-     * when at_once, and by-index groups do not renew (no migration) */
-    order_leave(g, i);
-    ps__close(g->fds[i]);
-    g->fds[i] = fd;
-    g->ino[i] = inode_of(fd);
+        g->retired[g->nretired++ % PS__GROUP_MAX] = g->ino[i] ? g->ino[i] : inode_of(g->fds[i]);
+    take(g, i, fd);
     return 0;
+}
+
+int ps__lgroup_prepare(struct ps__lgroup *g, int i)
+{
+    int fd;
+
+    if (g->shared || i < 0 || i >= g->nfds)
+        return -EINVAL;
+    if (g->nextfds[i] >= 0)
+        return 0;
+    fd = ps_listen_open(&g->spec, g->flags); /* joins the kernel's group at the end */
+    if (fd < 0)
+        return fd;
+    g->nextfds[i] = fd;
+    return 0;
+}
+
+void ps__lgroup_commit(struct ps__lgroup *g, int i)
+{
+    int fd;
+
+    if (i < 0 || i >= g->nfds || g->nextfds[i] < 0)
+        return;
+    fd = g->nextfds[i];
+    g->nextfds[i] = -1;
+    if (!g->down[i]) /* it stays a member while its holder keeps it */
+        g->retired[g->nretired++ % PS__GROUP_MAX] = g->ino[i] ? g->ino[i] : inode_of(g->fds[i]);
+    take(g, i, fd);
+}
+
+void ps__lgroup_discard(struct ps__lgroup *g, int i)
+{
+    if (i < 0 || i >= PS__GROUP_MAX || g->nextfds[i] < 0)
+        return;
+    ps__close(g->nextfds[i]);
+    g->nextfds[i] = -1;
 }
 
 /* The public face of the group: open n sockets at once (portshare.h). */

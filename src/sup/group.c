@@ -47,6 +47,18 @@ int ps__group_fd(const struct ps_group *g, int slot)
     return slot < g->nfds ? g->fds[slot] : -1;
 }
 
+int ps__group_fd_of(const struct ps_group *g, int slot, int next)
+{
+    if (next && !g->shared && slot >= 0 && slot < g->nfds && g->nextfds[slot] >= 0)
+        return g->nextfds[slot];
+    return ps__group_fd(g, slot);
+}
+
+int ps__group_per_generation(const struct ps_group *g)
+{
+    return g->steer == PS_STEER_EBPF;
+}
+
 long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
 {
     long sum = -1;

@@ -89,6 +89,8 @@ static void rollback(struct ps_sup *sup, int tell, const char *why)
 
     for (s = 0; s < sup->nslots; s++) {
         struct ps_slot *sl = &sup->slots[s];
+        /* what a next worker had queued moves to the serving sockets */
+        ps__slot_discard_sockets(sup, s);
         if (sl->next < 0)
             continue;
         ps__worker_drain(sup, &sup->workers[sl->next], "reload rolled back");
@@ -115,6 +117,13 @@ static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
             return 0;
     }
     sup->generation = sup->next_generation;
+    /* the new generation's sockets are steered to before the old workers
+     * hear their drain signal: one that closes its copy at once hands
+     * its queue to sockets that are served */
+    for (s = 0; s < sup->nslots; s++)
+        if (sup->slots[s].next >= 0)
+            ps__slot_commit_sockets(sup, s);
+    ps__sup_steer(sup);
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_event(sup, s, EV_REPLACE, 0, "reload committed");
@@ -147,9 +156,10 @@ static int a_start(struct ps_sup *sup, int s_, const char *why_)
         struct ps_slot *sl = &sup->slots[s];
         if (!reloadable(sl))
             continue;
-        idx = sup->sys->spawn(sup, s, sup->next_generation);
-        if (idx < 0) {
+        idx = ps__slot_prepare_sockets(sup, s, why, sizeof(why));
+        if (idx == 0 && (idx = sup->sys->spawn(sup, s, sup->next_generation)) < 0)
             ps__sup_spawn_said(sup, idx, why, sizeof(why));
+        if (idx < 0) {
             rollback(sup, 1, why);
             return 1;
         }

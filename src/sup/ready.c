@@ -284,7 +284,8 @@ int ps__ready_visible(pid_t pid)
     return 0;
 }
 
-int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len)
+int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int next, int tree, char *how,
+                    size_t len)
 {
     pid_t members[MAX_TREE];
     struct targets t = {.n = 0};
@@ -292,7 +293,7 @@ int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how
     int g, i, n;
 
     for (g = 0; g < sup->ngroups; g++) {
-        int fd = ps__group_fd(&sup->groups[g], slot);
+        int fd = ps__group_fd_of(&sup->groups[g], slot, next);
         if (fd >= 0 && fstat(fd, &st) == 0)
             t.ino[t.n++] = st.st_ino;
     }

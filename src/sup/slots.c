@@ -293,6 +293,44 @@ long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once)
     return moved;
 }
 
+int ps__slot_prepare_sockets(struct ps_sup *sup, int s, char *err, size_t errlen)
+{
+    char addr[160];
+    int g, r;
+
+    for (g = 0; g < sup->ngroups; g++) {
+        struct ps_group *gr = &sup->groups[g];
+        if (!ps__group_per_generation(gr) || s >= gr->nfds)
+            continue;
+        r = ps__lgroup_prepare(&gr->lg, s);
+        if (r < 0) {
+            ps_spec_format(&gr->spec, addr, sizeof(addr));
+            snprintf(err, errlen, "slot %d: cannot bind a socket of its own on %s: %s", s, addr,
+                     ps_strerror(r));
+            return r;
+        }
+    }
+    return 0;
+}
+
+void ps__slot_commit_sockets(struct ps_sup *sup, int s)
+{
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (s < sup->groups[g].nfds && sup->groups[g].nextfds[s] >= 0)
+            ps__lgroup_commit(&sup->groups[g].lg, s);
+    ps__steer_later(sup);
+}
+
+void ps__slot_discard_sockets(struct ps_sup *sup, int s)
+{
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        ps__lgroup_discard(&sup->groups[g].lg, s);
+}
+
 /*
  * The slot's worker w leaves while it still holds the slot's socket: it
  * said STOPPING=1 (and may go on accepting), or a stall rescue drains it.

@@ -403,8 +403,8 @@ static int plan_make(struct ps_sup *sup, int slot, unsigned gen, struct plan *p,
     p->parent = getpid();
     p->pass_at = cfg->pass_fd_env ? PS_LISTEN_FDS_START + sup->ngroups : -1;
     p->cpu = cfg->cpu_affinity ? ps__slot_cpu(slot) : -1;
-    for (g = 0; g < sup->ngroups; g++)
-        p->fds[g] = ps__group_fd(&sup->groups[g], slot);
+    for (g = 0; g < sup->ngroups; g++) /* a reload's next worker: its generation's own */
+        p->fds[g] = ps__group_fd_of(&sup->groups[g], slot, gen != sup->generation);
     sigemptyset(&p->mask);
     if (cfg->on_reopen)
         sigaddset(&p->mask, SIGUSR1); /* kept blocked across exec: see supervisor.h */

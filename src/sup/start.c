@@ -98,6 +98,7 @@ static int adopt_systemd(struct ps_sup *sup, char *err, size_t errlen)
         struct ps_spec *sp = &g->spec;
         int r;
         memset(g, 0, sizeof(*g));
+        ps__lgroup_init(&g->lg, &g->spec, 1); /* no socket yet, none prepared */
         r = ps__spec_of_fd(PS_LISTEN_FDS_START + i, sp);
         if (r < 0) {
             n = r;

@@ -102,6 +102,15 @@ void ps__group_close(struct ps_group *g);
 /* The socket slot gets (the shared one when shared), or -1. */
 int ps__group_fd(const struct ps_group *g, int slot);
 
+/* The socket slot's worker of the next generation gets (next: its own,
+ * when ps__slot_prepare_sockets gave it one), else ps__group_fd. */
+int ps__group_fd_of(const struct ps_group *g, int slot, int next);
+
+/* 1 when a new generation gets sockets of its own in g (eBPF steering:
+ * the old generation's are never steered to again once the new one
+ * serves, and what they queued moves when its workers let them go). */
+int ps__group_per_generation(const struct ps_group *g);
+
 /* What waits in slot's own socket of each group (a shared socket is not
  * the slot's), summed; with steered_only, of the groups a steering program
  * chooses in only.  -1 when the slot has no such socket. */
@@ -457,6 +466,17 @@ int ps__slot_serving(const struct ps_sup *sup, int s);
  * had).  O(groups). */
 long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once);
 
+/* A reload's next generation gets sockets of its own in every
+ * per-generation group (ps__group_per_generation): prepare binds slot s's
+ * (0, or -errno with err saying which address failed; what this call
+ * bound stays prepared, for discard), commit makes them the slot's when
+ * the generation takes over (the old ones are let go: never steered to
+ * again, what they queued moves when the old workers let them go), and
+ * discard closes them on a rollback.  O(groups) each. */
+int ps__slot_prepare_sockets(struct ps_sup *sup, int s, char *err, size_t errlen);
+void ps__slot_commit_sockets(struct ps_sup *sup, int s);
+void ps__slot_discard_sockets(struct ps_sup *sup, int s);
+
 /* Worker w was reaped: when it was a slot's leaving worker, that slot's
  * socket is its successor's alone again. */
 void ps__slot_leaver_gone(struct ps_sup *sup, const struct ps_worker *w);
@@ -783,13 +803,14 @@ void ps__tree_reap_strays(struct ps_sup *sup, int all, const pid_t *keep, int nk
 int ps__tree_members(pid_t root, pid_t *out, int cap);
 
 /* ready.c: 1 when process pid (or, with tree, a process of its tree) is
- * seen by the kernel waiting on one of slot's listening sockets: an epoll
- * set holding one, or a thread blocked in accept/poll/select on one; how
+ * seen by the kernel waiting on one of slot's listening sockets (next: the next generation's own,
+ * ps__group_fd_of): an epoll set holding one, or a thread blocked in accept/poll/select on one; how
  * says which (for the log).  0 when not (yet), never an error: what /proc
  * does not show is "not yet".  O(descriptors + threads) of each process
  * looked at, bounded (see ready.c).  With tree, pid's descendants are
  * looked at instead of pid itself (see ps__tree_members for the cost). */
-int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int tree, char *how, size_t len);
+int ps__ready_probe(struct ps_sup *sup, pid_t pid, int slot, int next, int tree, char *how,
+                    size_t len);
 
 /* ready.c: 0 when /proc shows us what process pid waits on (or it is gone:
  * nothing to see), -EACCES / -EPERM when the kernel refuses (ptrace access

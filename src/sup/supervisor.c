@@ -338,7 +338,8 @@ static void probe_ready(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
         return;
     tree = w->probes++ % TREE_EVERY == TREE_EVERY - 1;
     w->probe_ms = now + PROBE_EVERY_MS;
-    if (!ps__ready_probe(sup, w->pid, w->slot, tree, how, sizeof(how)))
+    if (!ps__ready_probe(sup, w->pid, w->slot, w->generation != sup->generation, tree, how,
+                         sizeof(how)))
         return;
     /* A datagram may have come in since poll() returned: a worker that said
      * STATUS= before putting its listeners in its epoll set has spoken the

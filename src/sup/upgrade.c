@@ -741,6 +741,7 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
         return -EINVAL;
     g = &sup->groups[sup->ngroups];
     memset(g, 0, sizeof(*g));
+    ps__lgroup_init(&g->lg, &g->spec, 0); /* no socket yet, none prepared */
     strtok_r(line, " ", &save); /* "group" */
     while ((tok = strtok_r(NULL, " ", &save))) {
         char *eq = strchr(tok, '=');

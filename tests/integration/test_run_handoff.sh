@@ -4,7 +4,8 @@
 # PORTSHARE_GENERATION / NOTIFY_SOCKET, and no other descriptor of the
 # supervisor's; socket i is distinct per slot in reuseport mode, and the
 # same for every slot in shared mode; slot i of the next generation gets
-# the same socket i.  lighttpd from Debian runs unchanged as a worker.
+# a TCP socket of its own on the same address under eBPF steering (the
+# same socket i under classic BPF), and the same UDP socket.  lighttpd from Debian runs unchanged as a worker.
 . "$(dirname "$0")/sup_lib.sh"
 
 cat >"$T/dumper.sh" <<EOS
@@ -43,16 +44,28 @@ s0=$(val "$T/dump.0.1" fd.3); s1=$(val "$T/dump.1.1" fd.3)
 ctl ho reload >/dev/null || fail "reload failed"
 wait_until 5 test -s "$T/dump.0.2"
 check_dump "$T/dump.0.2" 0 2
-[ "$(val "$T/dump.0.2" fd.3)" = "$s0" ] || fail "generation 2 of slot 0 got another socket than generation 1"
+# with eBPF steering a generation has TCP sockets of its own (the old one
+# is never steered to again once the new one serves); with classic BPF,
+# nothing can move a queue, and the next generation gets the same socket
+s0n=$(val "$T/dump.0.2" fd.3)
+[ "$(val "$T/dump.0.2" fd.3.addr)" = "tcp://127.0.0.1:$PORT" ] || fail "generation 2's fd 3 is $(val "$T/dump.0.2" fd.3.addr)"
+if [ "$(status_json ho | jq -r .steering)" = ebpf ]; then
+    [ "$s0n" != "$s0" ] || fail "eBPF steering: generation 2 of slot 0 got generation 1's socket ($s0)"
+    own="own socket"
+else
+    [ "$s0n" = "$s0" ] || fail "generation 2 of slot 0 got another socket than generation 1"
+    own="same socket"
+fi
 [ "$(val "$T/dump.0.2" fd.4)" = "$(val "$T/dump.0.1" fd.4)" ] || fail "UDP socket of slot 0 changed across the reload"
-# the supervisor itself holds every socket the workers hold
-for s in "$s0" "$s1"; do
+# the supervisor itself holds every socket the serving workers hold
+wait_until 5 test -s "$T/dump.1.2"
+for s in "$s0n" "$(val "$T/dump.1.2" fd.3)"; do
     ls -l /proc/$SUP_PID/fd | grep -qF "$s" || fail "the supervisor does not hold $s"
 done
 echo "hello" | socat -t 2 - UDP:127.0.0.1:$(val "$T/dump.0.1" fd.4.addr | sed 's/.*://') | grep -q "^pid=" ||
     fail "no UDP echo from a worker"
 ctl ho stop >/dev/null
-echo "PASS: reuseport mode: exactly fds 0-4, env right, distinct sockets per slot, same socket across generations"
+echo "PASS: reuseport mode: exactly fds 0-4, env right, distinct sockets per slot, TCP: $own for generation 2"
 
 # ---- shared mode ----
 rm -f "$T"/dump.*
