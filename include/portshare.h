@@ -79,11 +79,17 @@ struct ps_spec {
      * for ps_listen_open; `portshare serve` then takes 1, as nginx's
      * `deferred`).  At the end, so the fields above keep their offsets. */
     int defer_accept;
+    /* UDP reuseport groups steered by the supervisor's flow table: its
+     * capacity in flows (option flows=N) and how long a flow may be silent
+     * before it counts as ended (option flow_idle=DUR, in ms); 0 = the
+     * supervisor's defaults.  Taken from the room below (120 -> 112). */
+    unsigned flows;
+    unsigned flow_idle_ms;
     /* Room to grow: options added before 1.0 take these bytes, so the
      * struct's size and every field's offset stay as they are now, and a
      * program built against this header works with a newer library.  Zero
      * after ps_spec_parse(); never written by the library otherwise. */
-    unsigned char reserved[120];
+    unsigned char reserved[112];
 };
 
 /*

@@ -4,6 +4,7 @@
  * Also the option parser that `portshare serve` shares: every run option is
  * valid there too, before or after DIR.
  */
+#include "core.h"
 #include "cli.h"
 #include "known_programs.h"
 #include "run_options.h"
@@ -39,25 +40,7 @@ static const char run_usage[] =
 
 int run_parse_duration(const char *text, unsigned *ms)
 {
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(text, &end);
-    if (errno || end == text || v < 0)
-        return -1;
-    if (!strcmp(end, "ms"))
-        ;
-    else if (!strcmp(end, "s") || !*end)
-        v *= 1000;
-    else if (!strcmp(end, "m") || !strcmp(end, "min"))
-        v *= 60000;
-    else
-        return -1;
-    if (v > 24.0 * 3600 * 1000)
-        return -1;
-    *ms = (unsigned)v;
-    return 0;
+    return ps__parse_duration_ms(text, ms) < 0 ? -1 : 0;
 }
 
 static int parse_count(const char *text, long min, long max, int *out)

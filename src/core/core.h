@@ -36,6 +36,10 @@ uint64_t ps__now_ms(void);
 /* Parse a decimal integer in [min, max]; the whole string must be a number. */
 int ps__parse_long(const char *s, long min, long max, long *out);
 
+/* A duration: a number with ms, s (or none), m or min; at most a day.
+ * 0 and *ms, or -EINVAL / -ERANGE. */
+int ps__parse_duration_ms(const char *text, unsigned *ms);
+
 /*
  * ps_spec_parse() with flags.  PS__SPEC_NUMERIC refuses host names with
  * -EADDRNOTAVAIL instead of resolving them (AI_NUMERICHOST), so that the

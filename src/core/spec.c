@@ -20,8 +20,11 @@
 
 /* struct ps_spec grows into its reserved bytes, never past them: the
  * fields before keep the offsets programs were built with */
-_Static_assert(offsetof(struct ps_spec, reserved) ==
-                   offsetof(struct ps_spec, defer_accept) + sizeof(int),
+#define PS_SPEC_ROOM_0_1 120 /* the bytes after defer_accept in 0.1.0, reserved[] then */
+_Static_assert(offsetof(struct ps_spec, flows) ==
+                       offsetof(struct ps_spec, defer_accept) + sizeof(int) &&
+                   offsetof(struct ps_spec, reserved) + sizeof(((struct ps_spec *)0)->reserved) ==
+                       offsetof(struct ps_spec, defer_accept) + sizeof(int) + PS_SPEC_ROOM_0_1,
                "a new field of struct ps_spec goes into reserved[], not before it");
 
 static int valid_name(const char *name)
@@ -95,9 +98,20 @@ static int parse_option(char *opt, struct ps_spec *spec, char *err, size_t errle
         spec->unix_mode = (unsigned)strtoul(val, NULL, 8);
         if (spec->unix_mode > 0777)
             goto bad_value;
+    } else if (!strcmp(opt, "flows")) {
+        if (ps__parse_long(val, 1, 1 << 24, &v) < 0)
+            goto bad_value;
+        spec->flows = (unsigned)v;
+    } else if (!strcmp(opt, "flow_idle")) {
+        unsigned ms;
+        if (ps__parse_duration_ms(val, &ms) < 0 || ms == 0)
+            goto bad_value;
+        spec->flow_idle_ms = ms;
     } else {
         ps__set_error(err, errlen,
-                      "unknown option '%s' (known: backlog, v6only, reuse, defer, mode)", opt);
+                      "unknown option '%s' (known: backlog, v6only, reuse, defer, mode, flows, "
+                      "flow_idle)",
+                      opt);
         return -EINVAL;
     }
     return 0;
@@ -319,6 +333,10 @@ int ps__spec_parse(const char *text, struct ps_spec *spec, int flags, char *err,
     }
     if (spec->proto != PS_PROTO_TCP && spec->defer_accept >= 0) {
         ps__set_error(err, errlen, "option 'defer' applies to TCP sockets only");
+        return -EINVAL;
+    }
+    if (spec->proto != PS_PROTO_UDP && (spec->flows || spec->flow_idle_ms)) {
+        ps__set_error(err, errlen, "options 'flows' and 'flow_idle' apply to UDP sockets only");
         return -EINVAL;
     }
     if (spec->reuse == PS_REUSE_DEFAULT)

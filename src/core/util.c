@@ -143,3 +143,28 @@ const char *ps_errno_name(int err)
     snprintf(unknown, sizeof(unknown), "E%d", err);
     return unknown;
 }
+
+int ps__parse_duration_ms(const char *text, unsigned *ms)
+{
+    char *end;
+    double v;
+
+    if (!text || !*text || !(isdigit((unsigned char)text[0]) || text[0] == '.'))
+        return -EINVAL;
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno || end == text || v < 0)
+        return -EINVAL;
+    if (!strcmp(end, "ms"))
+        ;
+    else if (!strcmp(end, "s") || !*end)
+        v *= 1000;
+    else if (!strcmp(end, "m") || !strcmp(end, "min"))
+        v *= 60000;
+    else
+        return -EINVAL;
+    if (v > 24.0 * 3600 * 1000)
+        return -ERANGE;
+    *ms = (unsigned)v;
+    return 0;
+}

@@ -433,9 +433,37 @@ static void test_reserved_room(void **state)
     assert_int_equal(ps_spec_parse("tcp://127.0.0.1:80?defer=3", &sp, NULL, 0), 0);
     for (i = 0; i < sizeof(sp.reserved); i++)
         assert_int_equal(sp.reserved[i], 0);
-    assert_int_equal(offsetof(struct ps_spec, reserved),
+    assert_int_equal(offsetof(struct ps_spec, reserved) + sizeof(sp.reserved),
+                     offsetof(struct ps_spec, defer_accept) + sizeof(int) + 120);
+    assert_int_equal(offsetof(struct ps_spec, flows),
                      offsetof(struct ps_spec, defer_accept) + sizeof(int));
     assert_true(sizeof(sp.reserved) >= 64);
+}
+
+/* flows and flow_idle: UDP only, positive, a duration */
+static void test_flow_options(void **state)
+{
+    struct ps_spec sp;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(
+        ps_spec_parse("udp://127.0.0.1:53?flows=1000&flow_idle=45s", &sp, err, sizeof(err)), 0);
+    assert_int_equal(sp.flows, 1000);
+    assert_int_equal(sp.flow_idle_ms, 45000);
+    assert_int_equal(ps_spec_parse("udp://127.0.0.1:53", &sp, err, sizeof(err)), 0);
+    assert_int_equal(sp.flows, 0);
+    assert_int_equal(sp.flow_idle_ms, 0);
+    assert_int_equal(ps_spec_parse("udp://127.0.0.1:53?flow_idle=500ms", &sp, err, sizeof(err)), 0);
+    assert_int_equal(sp.flow_idle_ms, 500);
+    assert_int_equal(ps_spec_parse("tcp://127.0.0.1:80?flows=10", &sp, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "UDP sockets only"));
+    assert_int_equal(ps_spec_parse("udp://127.0.0.1:53?flows=0", &sp, err, sizeof(err)), -EINVAL);
+    assert_int_equal(ps_spec_parse("udp://127.0.0.1:53?flow_idle=0", &sp, err, sizeof(err)),
+                     -EINVAL);
+    assert_int_equal(ps_spec_parse("udp://127.0.0.1:53?flow_idle=3x", &sp, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "flow_idle"));
 }
 
 int main(void)
@@ -456,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_errno_names),
         cmocka_unit_test(test_reserved_room),
+        cmocka_unit_test(test_flow_options),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
