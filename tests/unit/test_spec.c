@@ -444,7 +444,6 @@ static void test_reserved_room(void **state)
 static void test_flow_options(void **state)
 {
     struct ps_spec sp;
-    char err[256];
 
     (void)state;
     assert_int_equal(
