@@ -47,6 +47,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -244,8 +245,10 @@ void ps__rp_bpf_init(struct ps__rp_bpf *b)
 
     b->prog = b->socks = b->list = b->bycpu = -1;
     b->nlist = 0;
-    for (i = 0; i < PS__GROUP_MAX; i++)
+    for (i = 0; i < PS__GROUP_MAX; i++) {
         b->slotfd[i] = -1;
+        b->slotino[i] = 0;
+    }
 }
 
 /* The verifier's last line (its verdict), or "" */
@@ -310,16 +313,25 @@ int ps__rp_bpf_attach(const struct ps__rp_bpf *b, int fd)
     return 0;
 }
 
+/* What is in socks is known by the socket's inode, not its descriptor: a
+ * slot's socket replaced by a fresh one may get a number its old one, or
+ * another slot's, had before. */
 static int socks_set(struct ps__rp_bpf *b, int slot, int fd)
 {
     uint64_t v = (uint64_t)fd;
+    unsigned long ino = 0;
+    struct stat st;
     int r;
 
-    if (b->slotfd[slot] == fd)
+    if (fd >= 0 && fstat(fd, &st) == 0)
+        ino = (unsigned long)st.st_ino;
+    if (b->slotfd[slot] == fd && (fd < 0 || b->slotino[slot] == ino))
         return 0;
     r = fd < 0 ? map_delete(b->socks, (uint32_t)slot) : map_update(b->socks, (uint32_t)slot, &v);
-    if (r == 0)
+    if (r == 0) {
         b->slotfd[slot] = fd;
+        b->slotino[slot] = ino;
+    }
     return r;
 }
 

@@ -22,8 +22,9 @@
 #define PS__RP_BPF_CPUS 1024
 struct ps__rp_bpf {
     int prog, socks, list, bycpu;
-    int nlist;                 /* serving slots in the list */
-    int slotfd[PS__GROUP_MAX]; /* what socks holds per slot, -1: nothing */
+    int nlist;                            /* serving slots in the list */
+    int slotfd[PS__GROUP_MAX];            /* what socks holds per slot, -1: nothing */
+    unsigned long slotino[PS__GROUP_MAX]; /* and that socket's inode */
 };
 
 /* All descriptors -1 (nothing open). */

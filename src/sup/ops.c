@@ -117,13 +117,13 @@ static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
             return 0;
     }
     sup->generation = sup->next_generation;
-    /* the new generation's sockets are steered to before the old workers
-     * hear their drain signal: one that closes its copy at once hands
-     * its queue to sockets that are served */
+    /* the new generation's sockets become the slots' (steered to by the
+     * loop's next steering update, right after this event); an old
+     * worker that closes its copy before that hands its queue over by
+     * the kernel's hash, to sockets the new generation serves */
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_commit_sockets(sup, s);
-    ps__sup_steer(sup);
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_event(sup, s, EV_REPLACE, 0, "reload committed");

@@ -402,9 +402,10 @@ static void pool_open(void)
                 snprintf(text, sizeof(text), "tcp://127.0.0.1:%u?reuse=shared", free_port());
             else
                 snprintf(text, sizeof(text), "tcp://127.0.0.1:0?reuse=port");
+            struct ps_spec spec;
             memset(g, 0, sizeof(*g));
-            assert_int_equal(ps_spec_parse(text, &g->spec, err, sizeof(err)), 0);
-            g->shared = shared;
+            assert_int_equal(ps_spec_parse(text, &spec, err, sizeof(err)), 0);
+            ps__lgroup_init(&g->lg, &spec, shared); /* no socket, none prepared */
             r = shared ? ps__group_open(g, 1, err, sizeof(err))
                        : ps__group_grow(g, 1, err, sizeof(err));
         } while (r == -EADDRINUSE && ++tries < 10);

@@ -101,6 +101,7 @@ static void test_label_escaping(void **state)
     (void)state;
     setup_sup(1, 1);
     memset(g, 0, sizeof(*g));
+    ps__lgroup_init(&g->lg, &g->spec, 1);
     assert_int_equal(ps_spec_parse("web=unix:/tmp/a\"b\\c\nd", &g->spec, NULL, 0), 0);
     g->shared = 1;
     g->nfds = 1;
