@@ -5,7 +5,7 @@
  *
  * Why libbpf here, while reuseport_bpf.c assembles its program by hand:
  * this program has a hash table keyed by a 40-byte struct, IPv4 and IPv6
- * parsing, seven maps and some two hundred instructions once inlined;
+ * parsing, nine maps and some six hundred instructions once inlined;
  * written as an instruction table it could not be reviewed, and libbpf's
  * relocation of maps, BTF and its verifier-log handling come for free.
  *
