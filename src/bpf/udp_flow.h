@@ -22,7 +22,7 @@
 #define PS__FLOW_IDS 4096
 
 struct ps__udp_flow_stats {
-    uint64_t flows;         /* live flows now: on a live socket, not idle */
+    uint64_t flows;         /* flows now: given to the id's current socket, not idle */
     uint64_t new_flows;     /* flows given to the socket(s): new or moved */
     uint64_t datagrams;     /* datagrams steered to the socket(s) */
     uint64_t moved;         /* flows that came from a closed socket, or idle
@@ -36,9 +36,10 @@ struct ps__udp_flow; /* opaque */
 
 /* Load the program with a table of max_flows flows (>= 1), a flow idle
  * after idle_ms (>= 1) moving off a non-serving socket.  The maps are
- * allocated here: about 104 bytes a flow plus 16 a hash bucket (the
- * flows rounded up to a power of two), and 32 bytes per id and possible
- * CPU for the counters (README, UDP flows).  On failure, nothing stays
+ * allocated here: 104 bytes a flow plus 16 a hash bucket (the flows
+ * rounded up to a power of two), 0.3 MiB for the per-id maps and 32 KiB
+ * per possible CPU for the datagram counters: 4.07 MiB at 32,768 flows on
+ * 2 CPUs (README, "The UDP flow table").  On failure, nothing stays
  * open and err has the step and, for a refused load, the verifier's last
  * lines: -EPERM (not privileged), -EINVAL/-EACCES (refused), -ENOMEM.
  * Sets libbpf's print callback to one that drops everything (libbpf keeps
@@ -82,11 +83,13 @@ int ps__udp_flow_serve(struct ps__udp_flow *f, const int *ids, int n);
 uint64_t ps__udp_flow_idle_ms(const struct ps__udp_flow *f, int id);
 
 /* Counters of socket id, or of the whole group with id -1.  flows walks the
- * whole table: O(max_flows), a few syscalls per 1024 flows (~1 ms per 32k
- * flows): call it at most once a second.  The kernel's LRU evicts
- * silently, so evicted = flows inserted - flows in the table now: exact
- * unless two CPUs inserted the same new flow at once (then it counts one
- * too many).  -EINVAL for an id out of range. */
+ * whole table in batches of 1024 (BPF_MAP_LOOKUP_BATCH, Linux >= 5.6):
+ * O(max_flows), about 4 ms for 32,768 flows on this machine: call it at
+ * most once a second.  The kernel's LRU evicts silently, so evicted =
+ * flows inserted - flows in the table now: exact unless two CPUs inserted
+ * the same new flow at once (then one too many).  The id's counters start
+ * at zero when ps__udp_flow_add gives it a socket; the group's never
+ * restart.  -EINVAL for an id out of range. */
 int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow_stats *st);
 
 /* Close the maps and the program (a group it is attached to keeps it). */
