@@ -8,9 +8,10 @@
  *
  * BPF_PROG_TYPE_SK_REUSEPORT, attach type BPF_SK_REUSEPORT_SELECT (libbpf's
  * "sk_reuseport" section), attached with SO_ATTACH_REUSEPORT_EBPF.  UDP has
- * no migration, so plain SELECT: it loads on Linux >= 4.19.  What it uses,
- * all there in Debian 12's 6.1 (and 4.19 but for LRU batch reads, which
- * only the loader does):
+ * no migration, so plain SELECT.  Run against Debian 12's own 6.1 kernel
+ * (tests/kernel/check_udp_flow.sh) and 6.18; everything below is in 4.19
+ * too, but not tried there (and the loader's table walk, a batch lookup,
+ * needs 5.6).  What it uses:
  *   helpers  map_lookup_elem, map_update_elem, sk_select_reuseport,
  *            skb_load_bytes, skb_load_bytes_relative, ktime_get_ns
  *            (bpf_base_func_proto and sk_reuseport_func_proto,
