@@ -1,0 +1,98 @@
+/*
+ * udp_flow.h - the UDP flow table of reuseport groups (kern/udp_flow.bpf.c)
+ * and its loader, for the supervisor: each generation of workers gets its
+ * own UDP sockets in the group, and this program keeps every flow (4-tuple)
+ * on the socket that got its first datagram while that socket lives, and
+ * sends new flows to the serving sockets only.
+ *
+ * The supervisor owns the sockets and the ids: it adds every UDP socket of
+ * the group (old generations' too) and says which ids serve.  The loader
+ * never closes a socket it did not open, never prints, and returns 0 or
+ * -errno.  One ps__udp_flow per reuseport group (a listener): a socket can
+ * be in one sockarray entry only, and the program can select only sockets
+ * of the group it runs for.
+ */
+#ifndef PS_UDP_FLOW_H
+#define PS_UDP_FLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* socket ids are 0 .. PS__FLOW_IDS-1 */
+#define PS__FLOW_IDS 4096
+
+struct ps__udp_flow_stats {
+    uint64_t flows;         /* flows now: given to the id's current socket, not idle */
+    uint64_t new_flows;     /* flows given to the socket(s): new or moved */
+    uint64_t datagrams;     /* datagrams steered to the socket(s) */
+    uint64_t moved;         /* flows that came from a closed socket, or idle
+                             * from an old one (the group: all re-picks) */
+    uint64_t evicted;       /* the group only: an estimate, see ps__udp_flow_stats */
+    uint64_t old_datagrams; /* the group only: datagrams to non-serving ids */
+    uint64_t unsteered;     /* the group only: left to the kernel's hash */
+};
+
+struct ps__udp_flow; /* opaque */
+
+/* Load the program with a table of max_flows flows (>= 1), a flow idle
+ * after idle_ms (>= 1) moving off a non-serving socket.  The maps are
+ * allocated here: 104 bytes a flow plus 16 a hash bucket (the flows
+ * rounded up to a power of two), 0.3 MiB for the per-id maps and 32 KiB
+ * per possible CPU for the datagram counters: 4.07 MiB at 32,768 flows on
+ * 2 CPUs (README, "The UDP flow table").  On failure, nothing stays
+ * open and err has the step and, for a refused load, the verifier's last
+ * lines: -EPERM (not privileged), -EINVAL/-EACCES (refused), -ENOMEM.
+ * Sets libbpf's print callback to one that drops everything (libbpf keeps
+ * one per process; this binary uses libbpf only here). */
+int ps__udp_flow_open(struct ps__udp_flow **f, unsigned max_flows, unsigned idle_ms, char *err,
+                      size_t errlen);
+
+/* Attach f's program to fd's reuseport group (SO_ATTACH_REUSEPORT_EBPF,
+ * replacing any program the group had).  The group keeps it while any of
+ * its sockets is open, even after ps__udp_flow_close. */
+int ps__udp_flow_attach(const struct ps__udp_flow *f, int fd);
+
+/* Put socket fd in the sockarray at a free id (one whose entry is empty:
+ * never used, or its socket closed in every process), after bumping the
+ * id's incarnation, so that flows of the id's previous socket do not stick
+ * to this one.  The id, or -errno: -ENOSPC no free id; from the kernel's
+ * checks (reuseport_array_update_check): -EINVAL fd is not bound or has no
+ * SO_REUSEPORT, -EBUSY fd is already in a sockarray (any map: the kernel
+ * keeps the map in the socket's sk_user_data), -ENOTSUPP (524) not an
+ * IPv4/IPv6 UDP or TCP socket.  The fd stays the caller's.  Cost: one
+ * lookup per id tried (round robin from the last id given: usually one)
+ * and four map updates. */
+int ps__udp_flow_add(struct ps__udp_flow *f, int fd);
+
+/* 1 while socket id is a member (some process holds it open), 0 once the
+ * kernel emptied its entry (the socket closed everywhere: the kernel
+ * detaches it from the map on its unhash), -errno.  One syscall. */
+int ps__udp_flow_alive(const struct ps__udp_flow *f, int id);
+
+/* New flows go to ids[0..n-1] from now on, hashed with a new salt (n may be
+ * 0: then the kernel's hash over the whole group).  An id that no longer
+ * serves keeps its flows while its socket lives and they are not idle.
+ * The ids should hold live sockets: a new flow picked for an empty entry
+ * tries one more by hash, then ids[0].  -EINVAL for an id out of range.
+ * Cost: O(n + previous n) map updates; the switch is one update. */
+int ps__udp_flow_serve(struct ps__udp_flow *f, const int *ids, int n);
+
+/* Milliseconds since the last datagram steered to id (CLOCK_MONOTONIC;
+ * exact to 100 ms), or UINT64_MAX when none since the id was given to its
+ * socket (or on error).  One syscall. */
+uint64_t ps__udp_flow_idle_ms(const struct ps__udp_flow *f, int id);
+
+/* Counters of socket id, or of the whole group with id -1.  flows walks the
+ * whole table in batches of 1024 (BPF_MAP_LOOKUP_BATCH, Linux >= 5.6):
+ * O(max_flows), about 4 ms for 32,768 flows on this machine: call it at
+ * most once a second.  The kernel's LRU evicts silently, so evicted =
+ * flows inserted - flows in the table now: exact unless two CPUs inserted
+ * the same new flow at once (then one too many).  The id's counters start
+ * at zero when ps__udp_flow_add gives it a socket; the group's never
+ * restart.  -EINVAL for an id out of range. */
+int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow_stats *st);
+
+/* Close the maps and the program (a group it is attached to keeps it). */
+void ps__udp_flow_close(struct ps__udp_flow *f);
+
+#endif
