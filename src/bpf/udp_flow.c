@@ -58,6 +58,9 @@ struct ps__udp_flow {
     int nserving;             /* the serving list, as last set */
     int *serving_ids;         /* PS__FLOW_IDS of them */
     struct udp_flow_id *info; /* what the ids map holds, PS__FLOW_IDS */
+    /* the last ps__udp_flow_walk: live flows per id, in all, in the table */
+    uint32_t *live;
+    uint64_t live_all, in_table;
 };
 
 /* libbpf's messages go nowhere: failures come back as -errno and the
@@ -193,8 +196,9 @@ int ps__udp_flow_open(struct ps__udp_flow **out, unsigned max_flows, unsigned id
     if (f) {
         f->serving_ids = calloc(PS__FLOW_IDS, sizeof(*f->serving_ids));
         f->info = calloc(PS__FLOW_IDS, sizeof(*f->info));
+        f->live = calloc(PS__FLOW_IDS, sizeof(*f->live));
     }
-    if (!f || !log || !f->serving_ids || !f->info) {
+    if (!f || !log || !f->serving_ids || !f->info || !f->live) {
         say(err, errlen, "loading the UDP flow program", r, NULL);
         goto error;
     }
@@ -350,7 +354,8 @@ int ps__udp_flow_serve(struct ps__udp_flow *f, const int *idv, int n)
         if (!(want[id / 8] & (1u << (id % 8))))
             r = set_serving_flag(f, (uint32_t)id, 0);
     }
-    memcpy(f->serving_ids, idv, (size_t)n * sizeof(*idv));
+    if (n > 0)
+        memcpy(f->serving_ids, idv, (size_t)n * sizeof(*idv));
     f->nserving = n;
     return r;
 }
@@ -367,18 +372,35 @@ uint64_t ps__udp_flow_idle_ms(const struct ps__udp_flow *f, int id)
     return now > seen ? (now - seen) / 1000000u : 0;
 }
 
-/* Walk the table: *all = flows in it, *live = those of id (-1: any id)
- * given to its current socket and not idle. */
-static int count_flows(const struct ps__udp_flow *f, int id, uint64_t *all, uint64_t *live)
+/* one batch of the table counted into f's live counts */
+static void count_batch(struct ps__udp_flow *f, const struct udp_flow *vals, uint32_t n,
+                        uint64_t now)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        const struct udp_flow *v = &vals[i];
+
+        f->in_table++;
+        if (v->id < PS__FLOW_IDS && v->incarnation == f->info[v->id].incarnation &&
+            now - v->last_ns < f->idle_ns) {
+            f->live[v->id]++;
+            f->live_all++;
+        }
+    }
+}
+
+int ps__udp_flow_walk(struct ps__udp_flow *f)
 {
     struct udp_flow_key *keys = calloc(WALK_SIZE, sizeof(*keys));
     struct udp_flow *vals = calloc(WALK_SIZE, sizeof(*vals));
     uint64_t now = now_ns();
-    uint32_t batch, i, n;
+    uint32_t batch, n;
     unsigned rounds;
     int r = -ENOMEM;
 
-    *all = *live = 0;
+    memset(f->live, 0, PS__FLOW_IDS * sizeof(*f->live));
+    f->live_all = f->in_table = 0;
     if (!keys || !vals)
         goto out;
     /* each round reads at least one bucket; bounded all the same */
@@ -387,14 +409,7 @@ static int count_flows(const struct ps__udp_flow *f, int id, uint64_t *all, uint
         r = bpf_map_lookup_batch(f->flows, rounds ? &batch : NULL, &batch, keys, vals, &n, NULL);
         if (r < 0 && r != -ENOENT)
             goto out;
-        for (i = 0; i < n; i++) {
-            const struct udp_flow *v = &vals[i];
-
-            (*all)++;
-            if (v->id < PS__FLOW_IDS && (id < 0 || v->id == (uint32_t)id) &&
-                v->incarnation == f->info[v->id].incarnation && now - v->last_ns < f->idle_ns)
-                (*live)++;
-        }
+        count_batch(f, vals, n, now);
         if (r == -ENOENT) {
             r = 0;
             break;
@@ -427,15 +442,13 @@ int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow
     struct udp_flow_idstats is = {0, 0};
     uint64_t g[5] = {0}; /* struct udp_flow_gstats, in its order */
     uint32_t k = (uint32_t)id;
-    uint64_t all, d = 0;
+    uint64_t d = 0;
     int r;
 
     memset(st, 0, sizeof(*st));
     if (id < -1 || id >= PS__FLOW_IDS)
         return -EINVAL;
-    r = count_flows(f, id, &all, &st->flows);
-    if (r < 0)
-        return r;
+    st->flows = id < 0 ? f->live_all : f->live[id];
     if (id >= 0) {
         r = bpf_map_lookup_elem(f->idstats, &k, &is);
         if (r == 0)
@@ -453,7 +466,7 @@ int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow
     st->old_datagrams = g[3];
     st->unsteered = g[4];
     /* LRU evictions are silent: what was inserted and is no longer there */
-    st->evicted = g[0] > all ? g[0] - all : 0;
+    st->evicted = g[0] > f->in_table ? g[0] - f->in_table : 0;
     return r;
 }
 
@@ -464,5 +477,6 @@ void ps__udp_flow_close(struct ps__udp_flow *f)
     udp_flow_bpf__destroy(f->skel);
     free(f->serving_ids);
     free(f->info);
+    free(f->live);
     free(f);
 }

@@ -22,7 +22,7 @@
 #define PS__FLOW_IDS 4096
 
 struct ps__udp_flow_stats {
-    uint64_t flows;         /* flows now: given to the id's current socket, not idle */
+    uint64_t flows;         /* at the last walk: given to the id's current socket, not idle */
     uint64_t new_flows;     /* flows given to the socket(s): new or moved */
     uint64_t datagrams;     /* datagrams steered to the socket(s) */
     uint64_t moved;         /* flows that came from a closed socket, or idle
@@ -82,14 +82,21 @@ int ps__udp_flow_serve(struct ps__udp_flow *f, const int *ids, int n);
  * socket (or on error).  One syscall. */
 uint64_t ps__udp_flow_idle_ms(const struct ps__udp_flow *f, int id);
 
-/* Counters of socket id, or of the whole group with id -1.  flows walks the
- * whole table in batches of 1024 (BPF_MAP_LOOKUP_BATCH, Linux >= 5.6):
- * O(max_flows), about 4 ms for 32,768 flows on this machine: call it at
- * most once a second.  The kernel's LRU evicts silently, so evicted =
- * flows inserted - flows in the table now: exact unless two CPUs inserted
- * the same new flow at once (then one too many).  The id's counters start
- * at zero when ps__udp_flow_add gives it a socket; the group's never
- * restart.  -EINVAL for an id out of range. */
+/* Count the flows of every id: walks the whole table in batches of 1024
+ * (BPF_MAP_LOOKUP_BATCH, Linux >= 5.6), O(max_flows): 4 to 6 ms for
+ * 32,768 flows on this machine, so at most once a second.  A flow counts
+ * for its id while it is not idle and was given to the id's current
+ * socket.  ps__udp_flow_stats reports these counts (flows, evicted) until
+ * the next walk. */
+int ps__udp_flow_walk(struct ps__udp_flow *f);
+
+/* Counters of socket id, or of the whole group with id -1: a few syscalls,
+ * no walk (flows and evicted are the last ps__udp_flow_walk's, 0 before
+ * one).  The kernel's LRU evicts silently, so evicted = flows inserted -
+ * flows in the table at the walk: exact unless two CPUs inserted the same
+ * new flow at once (then one too many).  The id's counters start at zero
+ * when ps__udp_flow_add gives it a socket; the group's never restart.
+ * -EINVAL for an id out of range. */
 int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow_stats *st);
 
 /* Close the maps and the program (a group it is attached to keeps it). */

@@ -236,6 +236,7 @@ static void check_stats(const struct group *g, const struct flows *a, const stru
     struct ps__udp_flow_stats st;
     int s;
 
+    assert_int_equal(ps__udp_flow_walk(g->f), 0);
     for (s = 0; s < g->n; s++) {
         assert_int_equal(ps__udp_flow_stats(g->f, g->id[s], &st), 0);
         assert_int_equal(st.datagrams, g->got[s]);
@@ -285,6 +286,7 @@ static void close_one_old(struct group *g, struct flows *a)
         used += on(a, s) > 0;
     assert_true(moved >= 2);
     assert_true(used > 1); /* the salt: not all onto one successor */
+    assert_int_equal(ps__udp_flow_walk(g->f), 0);
     assert_int_equal(ps__udp_flow_stats(g->f, -1, &st), 0);
     assert_int_equal(st.moved, moved);
     assert_int_equal(ps__udp_flow_stats(g->f, g->id[k], &st), 0);
@@ -411,6 +413,7 @@ static void test_table_full(void **state)
     round_trip(&g, &a);
     for (i = 0; i < a.n; i++)
         assert_true(a.where[i] >= 0 && a.where[i] < 4);
+    assert_int_equal(ps__udp_flow_walk(f), 0);
     assert_int_equal(ps__udp_flow_stats(f, -1, &st), 0);
     assert_true(st.flows <= 64);
     assert_true(st.evicted >= NFLOWS - 64);
