@@ -164,6 +164,7 @@ void run_options_init(struct run_options *o)
     o->cfg.ready_mode = PS_READY_AUTO;
     o->cfg.ready_delay_ms = 2000;
     o->cfg.drain_timeout_ms = 30000;
+    o->cfg.flow_linger_ms = 600000;
     o->cfg.drain_signal = SIGTERM;
     o->cfg.stall_timeout_ms = 1000;
     snprintf(o->cfg.name, sizeof(o->cfg.name), "default");
@@ -299,6 +300,7 @@ static int opt_duration(struct run_options *o, const char *opt, const char *v)
         {"--ready-timeout", offsetof(struct ps_sup_config, ready_timeout_ms)},
         {"--ready-delay", offsetof(struct ps_sup_config, ready_delay_ms)},
         {"--drain-timeout", offsetof(struct ps_sup_config, drain_timeout_ms)},
+        {"--flow-linger", offsetof(struct ps_sup_config, flow_linger_ms)},
         {"--watchdog", offsetof(struct ps_sup_config, watchdog_ms)},
         {"--lameduck", offsetof(struct ps_sup_config, lameduck_ms)},
         {"--stall-timeout", offsetof(struct ps_sup_config, stall_timeout_ms)},
@@ -404,6 +406,7 @@ static const struct {
     {"--ready-timeout", NULL, opt_duration},
     {"--ready-delay", NULL, opt_duration},
     {"--drain-timeout", NULL, opt_duration},
+    {"--flow-linger", NULL, opt_duration},
     {"--watchdog", NULL, opt_duration},
     {"--lameduck", NULL, opt_duration},
     {"--stall-timeout", NULL, opt_duration},

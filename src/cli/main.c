@@ -25,7 +25,8 @@ struct subcommand {
 static const char synopsis[] =
     "  portshare run [-l SPEC]... [-w N] [--mode reuseport|shared] [--user USER[:GROUP]]\n"
     "                [--ready auto|notify|delay] [--ready-timeout DUR] [--ready-delay DUR]\n"
-    "                [--drain-signal SIG] [--drain-timeout DUR] [--watch PATH]...\n"
+    "                [--drain-signal SIG] [--drain-timeout DUR] [--flow-linger DUR]\n"
+    "                [--watch PATH]...\n"
     "                [--handoff systemd,einhorn,server-starter|all] [--name NAME]\n"
     "                [--control PATH] [--metrics HOST:PORT] [--agent HOST:PORT]\n"
     "                [--lameduck DUR] [--log-format text|json] -- PROGRAM [ARGS...]\n"
@@ -41,7 +42,8 @@ static const char synopsis[] =
     "  portshare --upgrade-state-format   (the upgrade state this binary reads; asked by\n"
     "                upgrade before it re-executes)\n"
     "  SPEC: [NAME=]tcp://HOST:PORT | HOST:PORT | :PORT | udp://HOST:PORT | unix:/path |\n"
-    "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared\n";
+    "        unix:@name, [IPv6]:PORT, options ?backlog=N&v6only=on|off&reuse=port|shared,\n"
+    "        udp: &flows=N&flow_idle=DUR\n";
 
 static const struct subcommand commands[] = {
     /* each subcommand adds its line here, in the order --help lists them */

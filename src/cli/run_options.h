@@ -46,6 +46,8 @@ struct run_options {
     "                           graceful stop when it is a known server, INT for lighttpd,\n"      \
     "                           QUIT for nginx, starman, unicorn...; else TERM)\n"                 \
     "      --drain-timeout DUR  SIGKILL a worker DUR after its drain signal (default 30s)\n"       \
+    "      --flow-linger DUR    a replaced worker holding UDP flows gets its drain signal\n"       \
+    "                           once they are idle (flow_idle), at most DUR later (10m)\n"         \
     "      --watchdog DUR       a ready worker must send WATCHDOG=1 at least every DUR\n"          \
     "                           (it gets WATCHDOG_USEC); else SIGABRT and a restart\n"             \
     "      --stall-timeout DUR  a slot whose queue holds connections and does not go down\n"       \

@@ -122,21 +122,34 @@ static void migration(struct ps_sup *sup, int ebpf)
 
 void ps__cap_steering(struct ps_sup *sup)
 {
-    int g, steered = 0, udp = 0, ebpf, r;
+    const struct ps_group *unkept = NULL;
+    int g, steered = 0, udp = 0, undecided = 0, ebpf, r;
 
     for (g = 0; g < sup->ngroups; g++) {
         const struct ps_group *gr = &sup->groups[g];
         steered |= gr->steer == PS_STEER_CBPF || gr->steer == PS_STEER_EBPF;
         udp |= gr->spec.proto == PS_PROTO_UDP;
+        undecided |= gr->spec.proto == PS_PROTO_UDP && gr->steer == PS_STEER_UNSET;
+        if (gr->spec.proto == PS_PROTO_UDP && gr->steer != PS_STEER_FLOW && !unkept)
+            unkept = gr;
     }
     if (steered) {
         steering(sup, &ebpf);
         migration(sup, ebpf);
     }
-    if (udp)
+    if (undecided)
+        ; /* said once every UDP group's steering is decided */
+    else if (unkept)
         ps__cap_set(sup, PS_CAP_UDP_FLOWS, PS_CAP_OFF, "same-socket",
-                    "UDP is not steered: a reload hands the same UDP sockets to the new "
-                    "generation, so datagrams of a flow in progress may reach a new worker");
+                    "UDP flows are not kept across reloads and scaling on %s (%s): every "
+                    "generation reads the same sockets and the kernel's hash moves flows, so a "
+                    "stateful UDP server (QUIC, WireGuard, games) loses them",
+                    unkept->spec.text,
+                    unkept->steer_why[0] ? unkept->steer_why : "one shared socket");
+    else if (udp)
+        ps__cap_set(sup, PS_CAP_UDP_FLOWS, PS_CAP_OK, "flow-table",
+                    "a UDP flow stays with the process that got its first datagram across "
+                    "reloads and scaling; replaced workers linger while their flows live");
     if (sup->caps.rows[PS_CAP_LISTENER_CHECK].state != PS_CAP_UNKNOWN)
         return;
     r = ps__proc_net_diag();

@@ -56,7 +56,7 @@ int ps__group_fd_of(const struct ps_group *g, int slot, int next)
 
 int ps__group_per_generation(const struct ps_group *g)
 {
-    return g->steer == PS_STEER_EBPF;
+    return g->steer == PS_STEER_EBPF || g->steer == PS_STEER_FLOW;
 }
 
 long ps__slot_queued(const struct ps_sup *sup, int slot, int steered_only)
@@ -292,6 +292,8 @@ void ps__group_close(struct ps_group *g)
     ps__lgroup_close(&g->lg);
     if (g->steer == PS_STEER_EBPF)
         ps__rp_bpf_close(&g->bpf);
+    if (g->steer == PS_STEER_FLOW)
+        ps__flow_close(g);
     g->steer = PS_STEER_UNSET;
 }
 
@@ -349,6 +351,8 @@ int ps__group_steer_init(struct ps_group *g, int want)
     int r;
 
     g->steer_why[0] = '\0';
+    if (ps__flow_can_steer(g) && g->nfds > 0)
+        return ps__flow_steer_init(g, want);
     if (!ps__group_can_steer(g) || g->nfds == 0) {
         g->steer = PS_STEER_NONE;
         return 0;
@@ -417,6 +421,8 @@ int ps__group_steer(struct ps_group *g, const unsigned char *serving, const int 
     int idx[PS_SUP_MAX_WORKERS], kidx[PS_SUP_MAX_WORKERS];
     int n = 0, k, i, len = 0, up;
 
+    if (g->steer == PS_STEER_FLOW)
+        return ps__flow_steer(g, serving);
     if (!ps__group_can_steer(g) || g->nfds == 0)
         return 0;
     g->order_changed = 0;

@@ -143,10 +143,8 @@ static const char *const event_names[EV_COUNT] = {
 };
 
 static const char *const worker_state_names[W_STATE_COUNT] = {
-    [W_STARTING] = "starting",
-    [W_READY] = "ready",
-    [W_DRAINING] = "draining",
-    [W_KILLED] = "killed",
+    [W_STARTING] = "starting", [W_READY] = "ready",   [W_LINGERING] = "lingering",
+    [W_DRAINING] = "draining", [W_KILLED] = "killed",
 };
 
 const char *ps__slot_state_name(enum ps_slot_state st)
@@ -317,6 +315,8 @@ void ps__slot_commit_sockets(struct ps_sup *sup, int s)
 {
     int g;
 
+    if (sup->slots[s].current >= 0) /* it keeps the old ones: their flows stay */
+        ps__flow_keep(sup, s, &sup->workers[sup->slots[s].current]);
     for (g = 0; g < sup->ngroups; g++)
         if (s < sup->groups[g].nfds && sup->groups[g].nextfds[s] >= 0)
             ps__lgroup_commit(&sup->groups[g].lg, s);
@@ -547,8 +547,13 @@ static int a_drain(struct ps_sup *sup, int s, const struct ps_slot_transition *t
 static int a_handover(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
                       struct ps_worker *w, int status, const char *why)
 {
+    (void)t, (void)status;
     hand_over(sup, s);
-    return a_drain(sup, s, t, w, status, why);
+    if (w) { /* its UDP flows stay on its sockets while they live */
+        ps__flow_keep(sup, s, w);
+        ps__flow_retire(sup, detach_current(sup, &sup->slots[s]), why);
+    }
+    return 0;
 }
 
 /* Connections still wait in the slot's socket (it was steered away from
@@ -589,7 +594,7 @@ static int a_swap(struct ps_sup *sup, int s, const struct ps_slot_transition *t,
 
     (void)t, (void)status, (void)why;
     if (w)
-        ps__worker_drain(sup, detach_current(sup, sl), "replaced by a new generation");
+        ps__flow_retire(sup, detach_current(sup, sl), "replaced by a new generation");
     sl->current = sl->next;
     sl->next = -1;
     sl->crashes = 0; /* a reload is how a fixed program gets in */

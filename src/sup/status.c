@@ -112,6 +112,25 @@ static const char *ready_word(const struct ps_worker *w)
     return " ready:listening";
 }
 
+/* The workers that are not their slot's own: a reload's next ones, old
+ * generations draining or lingering for their UDP flows. */
+static void text_other_workers(struct ps_buf *o, const struct ps_sup *sup, uint64_t now)
+{
+    char why[256];
+    int i;
+
+    for (i = 0; i < sup->nworkers; i++) {
+        const struct ps_worker *w = &sup->workers[i];
+        if (!w->pid || sup->slots[w->slot].current == i)
+            continue;
+        put(o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
+            ps__worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now),
+            w->slot, sup->slots[w->slot].next == i ? "next generation" : "old generation");
+        if (w->state == W_LINGERING && ps__flow_linger_why(sup, w, why, sizeof(why)) > 0)
+            put(o, "        lingering: %s\n", why);
+    }
+}
+
 void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
 {
     struct ps_buf *o = out;
@@ -159,14 +178,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
             put(o, " (stalled %u time(s), %u rescued)", sl->stalls, sl->rescues);
         put(o, "%s\n", ready_word(w));
     }
-    for (i = 0; i < sup->nworkers; i++) {
-        const struct ps_worker *w = &sup->workers[i];
-        if (!w->pid || sup->slots[w->slot].current == i)
-            continue;
-        put(o, "  +   %-8ld %-12s %-4u %-8.0f (slot %d, %s)\n", (long)w->pid,
-            ps__worker_state_name(w->state), w->generation, seconds_since(w->started_ms, now),
-            w->slot, sup->slots[w->slot].next == i ? "next generation" : "old generation");
-    }
+    text_other_workers(o, sup, now);
     put(o, "\nLISTENER                                      SOCKETS  QUEUED/BACKLOG per socket\n");
     for (g = 0; g < sup->ngroups; g++) {
         const struct ps_group *gr = &sup->groups[g];
@@ -186,11 +198,20 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
     }
 }
 
-static void json_worker(struct ps_buf *o, const struct ps_worker *w, uint64_t now)
+static void json_worker(struct ps_buf *o, const struct ps_sup *sup, const struct ps_worker *w,
+                        uint64_t now)
 {
+    char why[256];
+
     put(o, "{\"pid\":%ld,\"slot\":%d,\"generation\":%u,\"state\":\"%s\",\"uptime_s\":%.3f,",
         (long)w->pid, w->slot, w->generation, ps__worker_state_name(w->state),
         seconds_since(w->started_ms, now));
+    if (w->state == W_LINGERING) {
+        ps__flow_linger_why(sup, w, why, sizeof(why));
+        put(o, "\"lingering\":");
+        ps__buf_json_string(o, why);
+        put(o, ",");
+    }
     put(o, "\"status\":");
     ps__buf_json_string(o, w->status);
     put(o, ",\"stats\":");
@@ -363,7 +384,7 @@ void ps__status_json(struct ps_sup *sup, struct ps_buf *out)
         if (!w->pid || sup->slots[w->slot].current == i)
             continue;
         put(o, "%s", first ? "" : ",");
-        json_worker(o, w, now);
+        json_worker(o, sup, w, now);
         first = 0;
     }
     put(o, "],");

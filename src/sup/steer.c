@@ -26,6 +26,7 @@ static const char *const steer_names[PS_STEER_COUNT] = {
     [PS_STEER_NONE] = "none",
     [PS_STEER_CBPF] = "cbpf",
     [PS_STEER_EBPF] = "ebpf",
+    [PS_STEER_FLOW] = "flow",
 };
 
 const char *ps__steer_name(enum ps_steer st)

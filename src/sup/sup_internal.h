@@ -30,6 +30,7 @@
 #include "http_request.h"
 #include "reuseport_bpf.h"
 #include "supervisor.h"
+#include "udp_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -40,6 +41,7 @@
 struct ps_sup;
 struct ps_conns;
 struct ps_health;
+struct ps_worker;
 
 /* ---- listener groups (group.c) ---------------------------------------- */
 
@@ -49,6 +51,7 @@ enum ps_steer {
     PS_STEER_NONE,  /* nothing to steer: shared, UDP or unix */
     PS_STEER_CBPF,  /* classic BPF by the kernel's socket index; no migration */
     PS_STEER_EBPF,  /* eBPF SELECT_OR_MIGRATE: a closed socket's queue moves */
+    PS_STEER_FLOW,  /* UDP, eBPF flow table: a flow stays on its socket (flows.c) */
     PS_STEER_COUNT
 };
 
@@ -68,6 +71,11 @@ struct ps_group {
     char steer_why[256];   /* why this steering (the eBPF error, for cbpf) */
     struct ps__rp_bpf bpf; /* PS_STEER_EBPF: its program and maps */
     unsigned steer_busy;   /* map updates refused with EBUSY in a row */
+    /* PS_STEER_FLOW: the flow table (flows.c), the id it knows fds[i] by
+     * (-1: not given one yet) and that socket's inode */
+    struct ps__udp_flow *flow;
+    int flow_id[PS__GROUP_MAX];
+    unsigned long flow_ino[PS__GROUP_MAX];
     /* foreign members (nforeign: status, metrics; not 0 is a warning) */
     int foreign_said;  /* nforeign when the log last said it */
     int order_changed; /* a foreign member came or went: steer again */
@@ -169,6 +177,46 @@ int ps__group_listen_again(struct ps_group *g, int i);
  * -errno when it cannot be revived (the caller then reports it). */
 int ps__group_revive(struct ps_group *g, int i);
 
+/* ---- UDP flows (flows.c) ------------------------------------------------- */
+
+/* The listener's flow_idle and flows (the defaults when not given). */
+unsigned ps__flow_idle_ms(const struct ps_group *g);
+unsigned ps__flow_capacity(const struct ps_group *g);
+
+/* 1 when g is a UDP reuseport group the flow table can steer. */
+int ps__flow_can_steer(const struct ps_group *g);
+
+/* Decide how UDP group g is steered: PS_STEER_FLOW when the flow table
+ * loads and attaches and want allows it, else PS_STEER_NONE (steer_why
+ * says why).  0, or -errno when want is PS_STEERING_EBPF and it cannot be
+ * had.  Loads a program: a few ms. */
+int ps__flow_steer_init(struct ps_group *g, int want);
+
+/* New flows go to the sockets whose serving[] flag is set (all of ours
+ * when none is); every socket of g gets its id in the table first.  0 or
+ * -errno (-EBUSY: a socket is still in the previous image's table).
+ * O(nfds) map updates at most, none for a socket that has its id. */
+int ps__flow_steer(struct ps_group *g, const unsigned char *serving);
+
+/* Close g's table (a group it is attached to keeps the program). */
+void ps__flow_close(struct ps_group *g);
+
+/* Slot s's worker w is about to lose the slot's sockets (a reload
+ * commits, the slot retires): remember the ids of the ones it holds. */
+void ps__flow_keep(struct ps_sup *sup, int s, struct ps_worker *w);
+
+/* w is replaced: it lingers while one of the sockets ps__flow_keep noted
+ * still gets datagrams (WE_LINGER, --flow-linger its bound), else drains
+ * now.  A few syscalls per flow-steered group. */
+void ps__flow_retire(struct ps_sup *sup, struct ps_worker *w, const char *why);
+
+/* A lingering worker, each tick: drained once its flows are idle or
+ * --flow-linger is over. */
+void ps__flow_linger_check(struct ps_sup *sup, struct ps_worker *w, uint64_t now);
+
+/* Why lingering worker w is still there, one line into buf (status). */
+int ps__flow_linger_why(const struct ps_sup *sup, const struct ps_worker *w, char *buf, size_t len);
+
 /* ---- steering (steer.c) -------------------------------------------------- */
 
 /* Update every group's steering to the slots that serve now (and decide a
@@ -257,10 +305,12 @@ const char *ps__cap_state_name(enum ps_cap_state st);
 /* ---- workers ----------------------------------------------------------- */
 
 enum ps_worker_state {
-    W_STARTING, /* running, not ready yet */
-    W_READY,    /* serving */
-    W_DRAINING, /* asked to finish (drain signal, or said STOPPING=1) */
-    W_KILLED,   /* SIGKILL sent to its process group; waiting for the exit */
+    W_STARTING,  /* running, not ready yet */
+    W_READY,     /* serving */
+    W_LINGERING, /* replaced (a reload, a retired slot) but holds UDP flows: not
+                    steered to, no drain signal until they are idle (flows.c) */
+    W_DRAINING,  /* asked to finish (drain signal, or said STOPPING=1) */
+    W_KILLED,    /* SIGKILL sent to its process group; waiting for the exit */
     W_STATE_COUNT
 };
 
@@ -271,6 +321,7 @@ enum ps_worker_event {
     WE_DRAIN,    /* we send it the drain signal */
     WE_ABORT,    /* it missed its watchdog: SIGABRT, SIGKILL later */
     WE_KILL,     /* SIGKILL to its process tree (again later if it stays) */
+    WE_LINGER,   /* replaced while it holds UDP flows: left alone while they live */
     WE_COUNT
 };
 
@@ -290,9 +341,12 @@ struct ps_worker {
     int ready_guessed;
     uint64_t probe_ms; /* STARTING, --ready auto: next look at the kernel's view */
     unsigned probes;   /* looks so far (every TREE_EVERY-th one takes in its tree) */
-    char status[128];  /* last STATUS= */
-    char stats[128];   /* last X_PORTSHARE_STATS= */
-    char closes[256];  /* last X_PORTSHARE_CLOSES= (closes per reason) */
+    /* W_LINGERING: the flow table's id of its socket in each group (-1:
+     * none), as they were when it was replaced */
+    short flow_refs[PS_SUP_MAX_LISTENERS]; /* id + 1, so that 0 (a fresh entry) is none */
+    char status[128];                      /* last STATUS= */
+    char stats[128];                       /* last X_PORTSHARE_STATS= */
+    char closes[256];                      /* last X_PORTSHARE_CLOSES= (closes per reason) */
     char ready_by[64]; /* how it became ready ("READY=1", what /proc showed, the delay) */
 };
 
@@ -1156,6 +1210,6 @@ char *ps__upgrade_serialize(struct ps_sup *sup);
  * table changes the first; tests/unit/test_sup_upgrade.c then fails until
  * the format gets a new name and this constant the new fingerprint. */
 uint32_t ps__upgrade_tables_hash(void);
-#define PS__UPGRADE_TABLES_HASH 0x81f75d78u /* of "portshare-upgrade-3" */
+#define PS__UPGRADE_TABLES_HASH 0x9ce9e070u /* of "portshare-upgrade-4" */
 
 #endif

@@ -395,6 +395,9 @@ static void worker_timers(struct ps_sup *sup, struct ps_worker *w, uint64_t now)
         if (cfg->watchdog_ms && now - w->ping_ms >= cfg->watchdog_ms)
             watchdog_late(sup, w);
         break;
+    case W_LINGERING:
+        ps__flow_linger_check(sup, w, now);
+        break;
     case W_DRAINING:
     case W_KILLED:
         if (now < w->deadline_ms)

@@ -58,6 +58,9 @@ struct ps_sup_config {
     const char *watch[PS_SUP_MAX_WATCH]; /* --watch: a change below one reloads */
     int nwatch;
     unsigned drain_timeout_ms; /* drain signal, then SIGKILL after this */
+    /* a worker of an old generation (or a retired slot) that holds UDP
+     * flows gets its drain signal once they are idle, or after this */
+    unsigned flow_linger_ms;
     unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
     int drain_signal;          /* what asks a worker to drain (SIGTERM) */
     enum ps_sup_steering steering;

@@ -34,7 +34,7 @@
  * of a line).  tests/unit/test_sup_upgrade.c holds the tables' fingerprint
  * (PS__UPGRADE_TABLES_HASH) to this number, so that a table changed without
  * a new number fails a unit test instead of a user's upgrade. */
-#define STATE_MAGIC "portshare-upgrade-3"
+#define STATE_MAGIC "portshare-upgrade-4"
 
 const char *ps_sup_upgrade_state_format(void)
 {
@@ -742,7 +742,7 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
     g = &sup->groups[sup->ngroups];
     memset(g, 0, sizeof(*g));
     ps__lgroup_init(&g->lg, &g->spec, 0); /* no socket yet, none prepared */
-    strtok_r(line, " ", &save); /* "group" */
+    strtok_r(line, " ", &save);           /* "group" */
     while ((tok = strtok_r(NULL, " ", &save))) {
         char *eq = strchr(tok, '=');
         if (!eq)

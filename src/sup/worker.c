@@ -50,6 +50,18 @@ static void w_drain(struct ps_sup *sup, struct ps_worker *w, const char *why)
     ps__steer_later(sup);
 }
 
+/* replaced while it holds UDP flows: no signal while they live (flows.c),
+ * drained at --flow-linger at the latest */
+static void w_linger(struct ps_sup *sup, struct ps_worker *w, const char *why)
+{
+    w->deadline_ms = ps__sup_now(sup) + sup->cfg->flow_linger_ms;
+    ps__sup_log(sup, PS_LOG_INFO, "worker_lingering",
+                "worker %ld (slot %d, generation %u) %s, lingers while its UDP flows live "
+                "(drained when they are idle, in %u ms at most)",
+                (long)w->pid, w->slot, w->generation, why, sup->cfg->flow_linger_ms);
+    ps__steer_later(sup);
+}
+
 /* a watchdog miss: SIGABRT for a core dump of the hang, as systemd does */
 static void w_abort(struct ps_sup *sup, struct ps_worker *w, const char *why)
 {
@@ -78,6 +90,11 @@ static const struct worker_row table[W_STATE_COUNT][WE_COUNT] = {
     [W_READY][WE_DRAIN]       = {w_drain, W_DRAINING},
     [W_READY][WE_ABORT]       = {w_abort, W_DRAINING},
     [W_READY][WE_KILL]        = {w_kill,  W_KILLED},
+    [W_READY][WE_LINGER]      = {w_linger, W_LINGERING},
+    [W_LINGERING][WE_STOPPING] = {w_leave, W_DRAINING},
+    [W_LINGERING][WE_DRAIN]   = {w_drain, W_DRAINING},
+    [W_LINGERING][WE_ABORT]   = {w_abort, W_DRAINING},
+    [W_LINGERING][WE_KILL]    = {w_kill,  W_KILLED},
     [W_DRAINING][WE_ABORT]    = {w_abort, W_DRAINING},
     [W_DRAINING][WE_KILL]     = {w_kill,  W_KILLED},
     [W_KILLED][WE_KILL]       = {w_kill,  W_KILLED},

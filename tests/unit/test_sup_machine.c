@@ -1401,11 +1401,12 @@ static void test_table_shape(void **state)
 static void test_worker_rows(void **state)
 {
     static const int want[W_STATE_COUNT][WE_COUNT] = {
-        /* READY, STOPPING, DRAIN, ABORT, KILL; -1: no row */
-        [W_STARTING] = {W_READY, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
-        [W_READY] = {-1, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED},
-        [W_DRAINING] = {-1, -1, -1, W_DRAINING, W_KILLED},
-        [W_KILLED] = {-1, -1, -1, -1, W_KILLED},
+        /* READY, STOPPING, DRAIN, ABORT, KILL, LINGER; -1: no row */
+        [W_STARTING] = {W_READY, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED, -1},
+        [W_READY] = {-1, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED, W_LINGERING},
+        [W_LINGERING] = {-1, W_DRAINING, W_DRAINING, W_DRAINING, W_KILLED, -1},
+        [W_DRAINING] = {-1, -1, -1, W_DRAINING, W_KILLED, -1},
+        [W_KILLED] = {-1, -1, -1, -1, W_KILLED, -1},
     };
     struct machine_opts o = {.workers = 1, .drain_signal = DRAIN_SIG};
     struct ps_worker *w;
@@ -1451,6 +1452,10 @@ static void test_worker_rows(void **state)
                 assert_int_equal(fake.ncalls, 1);
                 assert_int_equal(fake.calls[0].kind, CALL_KILL_TREE);
                 assert_int_equal(w->deadline_ms, clock_ms + 5000);
+                break;
+            case WE_LINGER: /* no signal while its flows live; --flow-linger bounds it */
+                assert_int_equal(fake.ncalls, 0);
+                assert_int_equal(w->deadline_ms, clock_ms + cfg.flow_linger_ms);
                 break;
             }
             w->pid = 0;
