@@ -157,8 +157,8 @@ trap cleanup EXIT
 # sup_start NAME [run options...] -- PROGRAM ARGS: starts a supervisor
 # (the binary $SUP_BIN when set, else $PORTSHARE; `portshare serve` when
 # SUP_SUBCMD=serve)
-# named NAME in the background; sets SUP_PID and PORT (of the first
-# listener); waits until every worker is ready.
+# named NAME in the background; sets SUP_PID and PORT (of the first TCP or
+# UDP listener); waits until every worker is ready.
 sup_start() {
     local name=$1; shift
     "${SUP_BIN:-$PORTSHARE}" "${SUP_SUBCMD:-run}" --name "$name" --control "$T/$name.sock" "$@" 2>"$T/$name.log" &
@@ -166,7 +166,7 @@ sup_start() {
     SUP_PIDS+=("$SUP_PID")
     wait_until 20 grep -qE 'ready: all|"event":"ready"' "$T/$name.log" ||
         { cat "$T/$name.log" >&2; fail "supervisor $name did not get ready"; }
-    PORT=$(grep -o 'listening on tcp://[^ ]*' "$T/$name.log" | head -1 | sed 's/.*://')
+    PORT=$(grep -oE 'listening on (tcp|udp)://[^ ]*' "$T/$name.log" | head -1 | sed 's/.*://')
 }
 
 ctl() { # ctl NAME COMMAND...

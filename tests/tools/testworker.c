@@ -9,7 +9,7 @@
  *   testworker [--ready-after MS] [--never-ready] [--no-notify]
  *              [--exit-after MS CODE] [--crash-on-start] [--delay-response MS]
  *              [--ignore-term] [--dump FILE] [--status TEXT] [--defer-accept SECS]
- *              [--stopping-after MS] [--stopping-on-usr2]
+ *              [--stopping-after MS] [--stopping-on-usr2] [--udp-state]
  *
  * --never-ready sends only STATUS= (it speaks sd_notify, so `--ready auto`
  * waits for a READY=1 that never comes); --ready-after sends STATUS= at
@@ -37,6 +37,21 @@
  * both are due at once) and --stopping-on-usr2 on SIGUSR2: either way it
  * keeps running and accepting as before, as a worker that announces it is
  * leaving but has not stopped yet.
+ *
+ * --udp-state makes every datagram socket a stateful UDP server, as QUIC,
+ * WireGuard or a game server is: the process counts the datagrams it has
+ * seen per peer (address and port, IPv4 or IPv6, per socket) and answers
+ * each datagram "SEQ" from the same socket with one line
+ *   "pid=<pid> gen=<PORTSHARE_GENERATION> slot=<PORTSHARE_SLOT> n=<N> seq=<SEQ>\n"
+ * where N counts this one (1 for the first datagram this process has seen
+ * from that peer) and SEQ is the datagram's first line, at most 64 bytes.
+ * A peer answered by a process that never saw it before gets n=1 again:
+ * that is how a client tells that its flow lost its state.  The table holds
+ * 65536 peers (open addressing, about 2 MiB); when it is full a new peer
+ * is answered with n=0 and stderr says so once.  SIGTERM (and SIGINT) then
+ * means exit 0 at once, without STOPPING=1: what almost every UDP server
+ * does, and what loses the state of the flows it held.  Stream listeners
+ * are served as without the option until then.
  *
  * --defer-accept SECS sets TCP_DEFER_ACCEPT on the stream listeners (the
  * socket, shared with the supervisor): a connection stays in its handshake
@@ -70,6 +85,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +100,7 @@
 
 static struct {
     long ready_after, exit_after, delay, defer_accept, stopping_after;
-    int never_ready, no_notify, exit_code, crash, ignore_term, stopping_on_usr2;
+    int never_ready, no_notify, exit_code, crash, ignore_term, stopping_on_usr2, udp_state;
     const char *dump, *status;
 } opt = {.exit_after = -1, .stopping_after = -1};
 
@@ -171,6 +187,7 @@ static void parse_options(int argc, char **argv)
                                              {"defer-accept", required_argument, 0, 'A'},
                                              {"stopping-after", required_argument, 0, 'S'},
                                              {"stopping-on-usr2", no_argument, 0, 'U'},
+                                             {"udp-state", no_argument, 0, 'u'},
                                              {0, 0, 0, 0}};
     int o;
 
@@ -214,6 +231,9 @@ static void parse_options(int argc, char **argv)
             break;
         case 'U':
             opt.stopping_on_usr2 = 1;
+            break;
+        case 'u':
+            opt.udp_state = 1;
             break;
         case 'A': /* seconds, as TCP_DEFER_ACCEPT takes them */
             opt.defer_accept = parse_ms(optarg, "--defer-accept");
@@ -605,6 +625,100 @@ static void on_datagram(struct listener *l)
     }
 }
 
+/* ---- --udp-state: per-peer state -------------------------------------------------- */
+
+#ifndef UDP_FLOWS_MAX /* a power of two; a test build may shrink it to fill it */
+#define UDP_FLOWS_MAX 65536
+#endif
+
+struct flow {
+    unsigned char key[24]; /* socket index, family, port, address: see flow_key() */
+    uint32_t count;        /* datagrams seen from that peer; 0 = free entry */
+};
+
+static struct flow *flows;
+static unsigned nflows;
+
+/* The table key of a peer of socket index sock; 0, or -1 for an address
+ * family that is neither IPv4 nor IPv6. */
+static int flow_key(int sock, const struct sockaddr_storage *peer, unsigned char key[24])
+{
+    memset(key, 0, 24);
+    key[0] = (unsigned char)(sock >> 8);
+    key[1] = (unsigned char)sock;
+    key[2] = (unsigned char)peer->ss_family;
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        memcpy(key + 4, &in->sin_port, 2);
+        memcpy(key + 8, &in->sin_addr, 4);
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        memcpy(key + 4, &in6->sin6_port, 2);
+        memcpy(key + 8, &in6->sin6_addr, 16);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* Count one more datagram from the peer; returns the new count, or 0 when
+ * the peer is new and the table is full.  Linear probing, FNV-1a: O(1)
+ * while the table is far from full, O(UDP_FLOWS_MAX) at worst. */
+static uint32_t flow_count(const unsigned char key[24])
+{
+    static int full_said;
+    uint32_t h = 2166136261u;
+    unsigned i, probe;
+
+    if (!flows && !(flows = calloc(UDP_FLOWS_MAX, sizeof(*flows))))
+        fatal(3, "%s", "out of memory for the --udp-state table");
+    for (i = 0; i < 24; i++)
+        h = (h ^ key[i]) * 16777619u;
+    for (probe = 0; probe < UDP_FLOWS_MAX; probe++) {
+        struct flow *f = &flows[(h + probe) & (UDP_FLOWS_MAX - 1)];
+        if (f->count && !memcmp(f->key, key, 24))
+            return ++f->count;
+        if (f->count)
+            continue;
+        memcpy(f->key, key, 24);
+        nflows++;
+        return f->count = 1;
+    }
+    if (!full_said++)
+        fprintf(stderr, "testworker: --udp-state table full (%u peers): new peers get n=0\n",
+                nflows);
+    return 0;
+}
+
+/* Answer each datagram with this process's count for its peer. */
+static void on_datagram_state(struct listener *l)
+{
+    char in[2048], out[256];
+    struct sockaddr_storage peer;
+    unsigned char key[24];
+    socklen_t plen;
+    ssize_t n;
+    unsigned long count;
+    int i, len, seqlen;
+
+    for (i = 0; i < 64; i++) {
+        plen = sizeof(peer);
+        n = recvfrom(l->it.fd, in, sizeof(in), MSG_DONTWAIT, (struct sockaddr *)&peer, &plen);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return;
+        for (seqlen = 0; seqlen < n && seqlen < 64 && in[seqlen] != '\n' && in[seqlen] != '\r';
+             seqlen++)
+            ;
+        count = flow_key((int)(l - listeners), &peer, key) < 0 ? 0 : flow_count(key);
+        len = snprintf(out, sizeof(out), "pid=%ld gen=%s slot=%s n=%lu seq=%.*s\n", (long)self, gen,
+                       slot, count, seqlen, in);
+        sendto(l->it.fd, out, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&peer,
+               plen);
+    }
+}
+
 /* Take the descriptors 3..3+n-1: each must be a stream listener or a
  * datagram socket, or the supervisor handed us something wrong. */
 static void setup_listeners(int n)
@@ -740,6 +854,8 @@ static void on_signal(void)
     while (read(sig_item.fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGUSR2)
             notify("STOPPING=1"); /* --stopping-on-usr2: and keeps serving */
+        else if (opt.udp_state)
+            exit(0); /* as a UDP server does: its flows' state goes with it */
         else
             start_drain();
     }
@@ -761,6 +877,8 @@ static void serve(void)
                 on_signal();
             else if (it->kind == K_LISTEN && it->fd >= 0)
                 on_accept((struct listener *)it);
+            else if (it->kind == K_DGRAM && it->fd >= 0 && opt.udp_state)
+                on_datagram_state((struct listener *)it);
             else if (it->kind == K_DGRAM && it->fd >= 0)
                 on_datagram((struct listener *)it);
             else if (it->kind == K_CONN)
