@@ -366,8 +366,12 @@ void ps__lgroup_close_last(struct ps__lgroup *g)
     if (g->shared || g->nfds <= 1)
         return;
     sync_before_change(g);
-    if (!g->down[g->nfds - 1])
+    if (!g->down[g->nfds - 1]) {
         order_leave(g, g->nfds - 1);
+        /* a worker may still hold it (one lingering for its UDP flows) */
+        g->retired[g->nretired++ % PS__GROUP_MAX] =
+            g->ino[g->nfds - 1] ? g->ino[g->nfds - 1] : inode_of(g->fds[g->nfds - 1]);
+    }
     /* out of order[]: the last entry takes its place among the down ones */
     g->order[position(g, g->nfds - 1)] = g->order[g->nfds - 1];
     ps__lgroup_discard(g, g->nfds - 1);

@@ -54,8 +54,11 @@ static int closable(const struct ps_sup *sup, int s)
 
     if (s != sup->nslots - 1 || sup->nslots <= sup->target || sup->nslots <= 1)
         return 0;
+    /* a worker lingering for its UDP flows holds its own copies: the slot
+     * goes, its sockets stay with it (and a scale-up binds fresh ones) */
     for (i = 0; i < sup->nworkers; i++)
-        if (sup->workers[i].pid && sup->workers[i].slot == s)
+        if (sup->workers[i].pid && sup->workers[i].slot == s &&
+            sup->workers[i].state != W_LINGERING)
             return 0;
     return 1;
 }
