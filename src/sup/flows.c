@@ -23,6 +23,7 @@
  */
 #include "sup_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -175,15 +176,82 @@ void ps__flow_linger_check(struct ps_sup *sup, struct ps_worker *w, uint64_t now
 int ps__flow_linger_why(const struct ps_sup *sup, const struct ps_worker *w, char *buf, size_t len)
 {
     uint64_t now = ps__sup_now(sup), idle;
+    char addr[160];
     int busy = -1;
 
     idle = idle_for(sup, w, &busy);
     if (busy < 0)
         return snprintf(buf, len, "its UDP flows are idle");
+    ps_spec_format(&sup->groups[busy].spec, addr, sizeof(addr));
     return snprintf(buf, len,
                     "holds UDP flows on %s (last datagram %.1f s ago, idle after %.1f s); "
                     "drained in %.0f s at most",
-                    sup->groups[busy].spec.text, (double)idle / 1000.0,
+                    addr, (double)idle / 1000.0,
                     (double)ps__flow_idle_ms(&sup->groups[busy]) / 1000.0,
                     w->deadline_ms > now ? (double)(w->deadline_ms - now) / 1000.0 : 0.0);
+}
+
+/* The generation whose worker reads through table id of g: the serving
+ * slots' sockets are their current workers', a lingering worker's are its
+ * own; 0 when no worker holds it (a slot backing off). */
+static unsigned generation_of(const struct ps_sup *sup, int g, int id)
+{
+    const struct ps_group *gr = &sup->groups[g];
+    int i;
+
+    for (i = 0; i < gr->nfds && i < sup->nslots; i++)
+        if (gr->flow_id[i] == id && gr->flow_ino[i] && sup->slots[i].current >= 0)
+            return sup->workers[sup->slots[i].current].generation;
+    for (i = 0; i < sup->nworkers; i++)
+        if (sup->workers[i].pid && sup->workers[i].state == W_LINGERING &&
+            sup->workers[i].flow_refs[g] == id + 1)
+            return sup->workers[i].generation;
+    return 0;
+}
+
+static void add_id(struct ps_flow_report *r, unsigned gen, const struct ps__udp_flow_stats *st)
+{
+    int k;
+
+    for (k = 0; k < r->ngens && r->gens[k].generation != gen; k++)
+        ;
+    if (k == r->ngens) {
+        if (r->ngens == PS_FLOW_REPORT_GENS)
+            return;
+        memset(&r->gens[r->ngens++], 0, sizeof(r->gens[0]));
+        r->gens[k].generation = gen;
+    }
+    r->gens[k].flows += st->flows;
+    r->gens[k].new_flows += st->new_flows;
+    r->gens[k].datagrams += st->datagrams;
+}
+
+int ps__flow_report(struct ps_sup *sup, int g, struct ps_flow_report *r)
+{
+    struct ps_group *gr = &sup->groups[g];
+    struct ps__udp_flow_stats st;
+    int i, id, r2;
+
+    memset(r, 0, sizeof(*r));
+    if (gr->steer != PS_STEER_FLOW || !gr->flow)
+        return -EINVAL;
+    if ((r2 = ps__udp_flow_walk(gr->flow)) < 0 ||
+        (r2 = ps__udp_flow_stats(gr->flow, -1, &r->group)) < 0)
+        return r2;
+    r->capacity = ps__flow_capacity(gr);
+    r->idle_ms = ps__flow_idle_ms(gr);
+    /* every id that holds a socket of ours: the slots' and the lingering
+     * workers' (a generation gone entirely has no live socket left) */
+    for (i = 0; i < gr->nfds; i++)
+        if (gr->flow_ino[i] && (id = gr->flow_id[i]) >= 0 &&
+            ps__udp_flow_stats(gr->flow, id, &st) == 0)
+            add_id(r, generation_of(sup, g, id), &st);
+    for (i = 0; i < sup->nworkers; i++) {
+        const struct ps_worker *w = &sup->workers[i];
+        id = w->flow_refs[g] - 1;
+        if (w->pid && w->state == W_LINGERING && id >= 0 && ps__udp_flow_alive(gr->flow, id) == 1 &&
+            ps__udp_flow_stats(gr->flow, id, &st) == 0)
+            add_id(r, w->generation, &st);
+    }
+    return 0;
 }

@@ -117,6 +117,15 @@ static const struct ps_worker *slot_worker(const struct ps_sup *sup, int s)
     return cur >= 0 && sup->workers[cur].pid ? &sup->workers[cur] : NULL;
 }
 
+static int lingering(const struct ps_sup *sup)
+{
+    int i, n = 0;
+
+    for (i = 0; i < sup->nworkers; i++)
+        n += sup->workers[i].pid && sup->workers[i].state == W_LINGERING;
+    return n;
+}
+
 static void supervisor_metrics(struct ps_buf *o, struct ps_sup *sup)
 {
     unsigned count[SL_STATE_COUNT] = {0};
@@ -133,6 +142,10 @@ static void supervisor_metrics(struct ps_buf *o, struct ps_sup *sup)
     for (st = 0; st < SL_STATE_COUNT; st++)
         if (st != SL_CLOSED)
             put(o, "portshare_workers{state=\"%s\"} %u\n", ps__slot_state_name(st), count[st]);
+    family(o, "portshare_workers_lingering", "gauge",
+           "Workers replaced (a reload, a retired slot) that still hold live UDP flows: no "
+           "drain signal until they are idle (flow_idle) or --flow-linger is over.");
+    put(o, "portshare_workers_lingering %d\n", lingering(sup));
     family(o, "portshare_reloads_total", "counter", "Reloads by outcome.");
     put(o, "portshare_reloads_total{result=\"done\"} %u\n", sup->ops.reloads_ok);
     put(o, "portshare_reloads_total{result=\"rolled_back\"} %u\n", sup->ops.reloads_failed);
@@ -304,6 +317,68 @@ static void worker_metrics(struct ps_buf *o, struct ps_sup *sup)
     }
 }
 
+/* One series of a flow-steered listener: name{listener="..."[,generation="G"]} v */
+static void flow_series(struct ps_buf *o, const struct ps_group *g, const char *name, long gen,
+                        unsigned long long v)
+{
+    put(o, "%s{", name);
+    listener_label(o, g);
+    if (gen >= 0)
+        put(o, ",generation=\"%ld\"", gen);
+    put(o, "} %llu\n", v);
+}
+
+/* The UDP flow tables: one walk of each per scrape (flows.c). */
+static void flow_metrics(struct ps_buf *o, struct ps_sup *sup)
+{
+    static struct ps_flow_report rep[PS_SUP_MAX_LISTENERS];
+    int g, k, n = 0, ok[PS_SUP_MAX_LISTENERS];
+
+    for (g = 0; g < sup->ngroups; g++)
+        n += ok[g] = ps__flow_report(sup, g, &rep[g]) == 0;
+    if (!n)
+        return;
+    family(o, "portshare_udp_flows", "gauge",
+           "UDP flows in a listener's flow table, by the generation of the worker that holds "
+           "them (generation 0: a socket no worker holds now).");
+    for (g = 0; g < sup->ngroups; g++)
+        for (k = 0; ok[g] && k < rep[g].ngens; k++)
+            flow_series(o, &sup->groups[g], "portshare_udp_flows", rep[g].gens[k].generation,
+                        rep[g].gens[k].flows);
+    family(o, "portshare_udp_flows_capacity", "gauge",
+           "Flows a listener's table holds (option flows=N); beyond, the least recent is evicted.");
+    for (g = 0; g < sup->ngroups; g++)
+        if (ok[g])
+            flow_series(o, &sup->groups[g], "portshare_udp_flows_capacity", -1, rep[g].capacity);
+    family(o, "portshare_udp_flows_new_total", "counter",
+           "Flows a listener's table gave a socket: new ones, and ones moved off a socket that "
+           "closed or off an old generation's after flow_idle.");
+    for (g = 0; g < sup->ngroups; g++)
+        if (ok[g])
+            flow_series(o, &sup->groups[g], "portshare_udp_flows_new_total", -1,
+                        rep[g].group.new_flows);
+    family(o, "portshare_udp_flows_moved_total", "counter",
+           "Flows that had to move to another socket (theirs closed, or they were idle on an "
+           "old generation's): each is a flow whose process lost it.");
+    for (g = 0; g < sup->ngroups; g++)
+        if (ok[g])
+            flow_series(o, &sup->groups[g], "portshare_udp_flows_moved_total", -1,
+                        rep[g].group.moved);
+    family(o, "portshare_udp_flows_evicted_total", "counter",
+           "Flows evicted because the table was full (an estimate: inserted minus present).");
+    for (g = 0; g < sup->ngroups; g++)
+        if (ok[g])
+            flow_series(o, &sup->groups[g], "portshare_udp_flows_evicted_total", -1,
+                        rep[g].group.evicted);
+    family(o, "portshare_udp_datagrams_old_generation_total", "counter",
+           "Datagrams the flow table steered to a socket of a worker that no longer serves "
+           "(flows kept for a lingering worker).");
+    for (g = 0; g < sup->ngroups; g++)
+        if (ok[g])
+            flow_series(o, &sup->groups[g], "portshare_udp_datagrams_old_generation_total", -1,
+                        rep[g].group.old_datagrams);
+}
+
 /* Each capability looked at: one series per state, 1 for the one it is in
  * (alert on state!="ok" == 1). */
 static void capability_metrics(struct ps_buf *o, struct ps_sup *sup)
@@ -329,6 +404,7 @@ void ps__metrics_text(struct ps_sup *sup, struct ps_buf *out)
     capability_metrics(out, sup);
     slot_metrics(out, sup);
     listener_metrics(out, sup);
+    flow_metrics(out, sup);
     worker_metrics(out, sup);
 }
 

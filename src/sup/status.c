@@ -112,6 +112,23 @@ static const char *ready_word(const struct ps_worker *w)
     return " ready:listening";
 }
 
+/* A flow-steered listener's table, one line. */
+static void text_flows(struct ps_buf *o, struct ps_sup *sup, int g)
+{
+    static struct ps_flow_report r;
+    int k;
+
+    if (ps__flow_report(sup, g, &r) < 0)
+        return;
+    put(o, "  UDP flows: %llu of %u (idle after %.1f s), %llu moved, %llu evicted;",
+        (unsigned long long)r.group.flows, r.capacity, (double)r.idle_ms / 1000.0,
+        (unsigned long long)r.group.moved, (unsigned long long)r.group.evicted);
+    for (k = 0; k < r.ngens; k++)
+        put(o, "%s generation %u: %llu", k ? "," : "", r.gens[k].generation,
+            (unsigned long long)r.gens[k].flows);
+    put(o, "\n");
+}
+
 /* The workers that are not their slot's own: a reload's next ones, old
  * generations draining or lingering for their UDP flows. */
 static void text_other_workers(struct ps_buf *o, const struct ps_sup *sup, uint64_t now)
@@ -192,6 +209,7 @@ void ps__status_text(struct ps_sup *sup, struct ps_buf *out)
                 put(o, gr->spec.proto == PS_PROTO_TCP ? " NOT-LISTENING" : " -");
         }
         put(o, "%s%s\n", gr->spec.name[0] ? "  name=" : "", gr->spec.name);
+        text_flows(o, sup, g);
         if (gr->nforeign)
             put(o, "  WARNING: %d foreign socket(s) in this reuseport group (another process)\n",
                 gr->nforeign);
@@ -274,6 +292,27 @@ static void json_slots(struct ps_buf *o, struct ps_sup *sup, uint64_t now)
     put(o, "]");
 }
 
+/* A flow-steered listener's table: ,"flows":{...} (nothing for others). */
+static void json_flows(struct ps_buf *o, struct ps_sup *sup, int g)
+{
+    static struct ps_flow_report r;
+    int k;
+
+    if (ps__flow_report(sup, g, &r) < 0)
+        return;
+    put(o,
+        ",\"flows\":{\"live\":%llu,\"capacity\":%u,\"idle_ms\":%u,\"new\":%llu,\"moved\":%llu,"
+        "\"evicted\":%llu,\"old_generation_datagrams\":%llu,\"by_generation\":[",
+        (unsigned long long)r.group.flows, r.capacity, r.idle_ms,
+        (unsigned long long)r.group.new_flows, (unsigned long long)r.group.moved,
+        (unsigned long long)r.group.evicted, (unsigned long long)r.group.old_datagrams);
+    for (k = 0; k < r.ngens; k++)
+        put(o, "%s{\"generation\":%u,\"flows\":%llu,\"new\":%llu,\"datagrams\":%llu}", k ? "," : "",
+            r.gens[k].generation, (unsigned long long)r.gens[k].flows,
+            (unsigned long long)r.gens[k].new_flows, (unsigned long long)r.gens[k].datagrams);
+    put(o, "]}");
+}
+
 static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
 {
     char addr[160];
@@ -301,7 +340,9 @@ static void json_listeners(struct ps_buf *o, struct ps_sup *sup)
             else
                 put(o, "\"queued\":null,\"backlog\":null}");
         }
-        put(o, "]}");
+        put(o, "]");
+        json_flows(o, sup, g);
+        put(o, "}");
     }
     put(o, "]");
 }

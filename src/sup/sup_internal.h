@@ -214,6 +214,23 @@ void ps__flow_retire(struct ps_sup *sup, struct ps_worker *w, const char *why);
  * --flow-linger is over. */
 void ps__flow_linger_check(struct ps_sup *sup, struct ps_worker *w, uint64_t now);
 
+/* What a flow-steered group's table holds (status, metrics): the group's
+ * counters, and per generation the flows of its sockets (the serving one
+ * first as found, then those lingering).  0, or -errno (-EINVAL: g is not
+ * flow-steered).  Walks the table: ~5 ms per 32k flows, call it when asked
+ * (a status, a scrape), not on a timer. */
+#define PS_FLOW_REPORT_GENS 16
+struct ps_flow_report {
+    struct ps__udp_flow_stats group;
+    unsigned capacity, idle_ms;
+    int ngens;
+    struct {
+        unsigned generation; /* 0: sockets no worker holds now */
+        uint64_t flows, new_flows, datagrams;
+    } gens[PS_FLOW_REPORT_GENS];
+};
+int ps__flow_report(struct ps_sup *sup, int g, struct ps_flow_report *r);
+
 /* Why lingering worker w is still there, one line into buf (status). */
 int ps__flow_linger_why(const struct ps_sup *sup, const struct ps_worker *w, char *buf, size_t len);
 
