@@ -15,6 +15,7 @@
 #include "sup_internal.h"
 
 #include <linux/sock_diag.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,11 +329,37 @@ static void flow_series(struct ps_buf *o, const struct ps_group *g, const char *
     put(o, "} %llu\n", v);
 }
 
+/* The per-listener series of a flow table: one value of its report each. */
+static const struct {
+    const char *name, *type, *help;
+    size_t offset; /* of a uint64_t in struct ps_flow_report */
+} flow_series_rows[] = {
+    {"portshare_udp_flows_capacity", "gauge",
+     "Flows a listener's table holds (option flows=N); beyond, the least recent is evicted.",
+     offsetof(struct ps_flow_report, capacity)},
+    {"portshare_udp_flows_new_total", "counter",
+     "Flows a listener's table gave a socket: new ones, and ones moved off a socket that "
+     "closed or off an old generation's after flow_idle.",
+     offsetof(struct ps_flow_report, group.new_flows)},
+    {"portshare_udp_flows_moved_total", "counter",
+     "Flows that had to move to another socket (theirs closed, or they were idle on an old "
+     "generation's): each is a flow whose process lost it.",
+     offsetof(struct ps_flow_report, group.moved)},
+    {"portshare_udp_flows_evicted_total", "counter",
+     "Flows evicted because the table was full (an estimate: inserted minus present).",
+     offsetof(struct ps_flow_report, group.evicted)},
+    {"portshare_udp_datagrams_old_generation_total", "counter",
+     "Datagrams the flow table steered to a socket of a worker that no longer serves (flows "
+     "kept for a lingering worker).",
+     offsetof(struct ps_flow_report, group.old_datagrams)},
+};
+
 /* The UDP flow tables: one walk of each per scrape (flows.c). */
 static void flow_metrics(struct ps_buf *o, struct ps_sup *sup)
 {
     static struct ps_flow_report rep[PS_SUP_MAX_LISTENERS];
     int g, k, n = 0, ok[PS_SUP_MAX_LISTENERS];
+    size_t m;
 
     for (g = 0; g < sup->ngroups; g++)
         n += ok[g] = ps__flow_report(sup, g, &rep[g]) == 0;
@@ -345,38 +372,14 @@ static void flow_metrics(struct ps_buf *o, struct ps_sup *sup)
         for (k = 0; ok[g] && k < rep[g].ngens; k++)
             flow_series(o, &sup->groups[g], "portshare_udp_flows", rep[g].gens[k].generation,
                         rep[g].gens[k].flows);
-    family(o, "portshare_udp_flows_capacity", "gauge",
-           "Flows a listener's table holds (option flows=N); beyond, the least recent is evicted.");
-    for (g = 0; g < sup->ngroups; g++)
-        if (ok[g])
-            flow_series(o, &sup->groups[g], "portshare_udp_flows_capacity", -1, rep[g].capacity);
-    family(o, "portshare_udp_flows_new_total", "counter",
-           "Flows a listener's table gave a socket: new ones, and ones moved off a socket that "
-           "closed or off an old generation's after flow_idle.");
-    for (g = 0; g < sup->ngroups; g++)
-        if (ok[g])
-            flow_series(o, &sup->groups[g], "portshare_udp_flows_new_total", -1,
-                        rep[g].group.new_flows);
-    family(o, "portshare_udp_flows_moved_total", "counter",
-           "Flows that had to move to another socket (theirs closed, or they were idle on an "
-           "old generation's): each is a flow whose process lost it.");
-    for (g = 0; g < sup->ngroups; g++)
-        if (ok[g])
-            flow_series(o, &sup->groups[g], "portshare_udp_flows_moved_total", -1,
-                        rep[g].group.moved);
-    family(o, "portshare_udp_flows_evicted_total", "counter",
-           "Flows evicted because the table was full (an estimate: inserted minus present).");
-    for (g = 0; g < sup->ngroups; g++)
-        if (ok[g])
-            flow_series(o, &sup->groups[g], "portshare_udp_flows_evicted_total", -1,
-                        rep[g].group.evicted);
-    family(o, "portshare_udp_datagrams_old_generation_total", "counter",
-           "Datagrams the flow table steered to a socket of a worker that no longer serves "
-           "(flows kept for a lingering worker).");
-    for (g = 0; g < sup->ngroups; g++)
-        if (ok[g])
-            flow_series(o, &sup->groups[g], "portshare_udp_datagrams_old_generation_total", -1,
-                        rep[g].group.old_datagrams);
+    for (m = 0; m < PS__ARRAY_LEN(flow_series_rows); m++) {
+        family(o, flow_series_rows[m].name, flow_series_rows[m].type, flow_series_rows[m].help);
+        for (g = 0; g < sup->ngroups; g++)
+            if (ok[g])
+                flow_series(
+                    o, &sup->groups[g], flow_series_rows[m].name, -1,
+                    *(const uint64_t *)((const char *)&rep[g] + flow_series_rows[m].offset));
+    }
 }
 
 /* Each capability looked at: one series per state, 1 for the one it is in

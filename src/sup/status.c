@@ -120,9 +120,10 @@ static void text_flows(struct ps_buf *o, struct ps_sup *sup, int g)
 
     if (ps__flow_report(sup, g, &r) < 0)
         return;
-    put(o, "  UDP flows: %llu of %u (idle after %.1f s), %llu moved, %llu evicted;",
-        (unsigned long long)r.group.flows, r.capacity, (double)r.idle_ms / 1000.0,
-        (unsigned long long)r.group.moved, (unsigned long long)r.group.evicted);
+    put(o, "  UDP flows: %llu of %llu (idle after %.1f s), %llu moved, %llu evicted;",
+        (unsigned long long)r.group.flows, (unsigned long long)r.capacity,
+        (double)r.idle_ms / 1000.0, (unsigned long long)r.group.moved,
+        (unsigned long long)r.group.evicted);
     for (k = 0; k < r.ngens; k++)
         put(o, "%s generation %u: %llu", k ? "," : "", r.gens[k].generation,
             (unsigned long long)r.gens[k].flows);
@@ -301,9 +302,9 @@ static void json_flows(struct ps_buf *o, struct ps_sup *sup, int g)
     if (ps__flow_report(sup, g, &r) < 0)
         return;
     put(o,
-        ",\"flows\":{\"live\":%llu,\"capacity\":%u,\"idle_ms\":%u,\"new\":%llu,\"moved\":%llu,"
+        ",\"flows\":{\"live\":%llu,\"capacity\":%llu,\"idle_ms\":%u,\"new\":%llu,\"moved\":%llu,"
         "\"evicted\":%llu,\"old_generation_datagrams\":%llu,\"by_generation\":[",
-        (unsigned long long)r.group.flows, r.capacity, r.idle_ms,
+        (unsigned long long)r.group.flows, (unsigned long long)r.capacity, r.idle_ms,
         (unsigned long long)r.group.new_flows, (unsigned long long)r.group.moved,
         (unsigned long long)r.group.evicted, (unsigned long long)r.group.old_datagrams);
     for (k = 0; k < r.ngens; k++)

@@ -222,7 +222,8 @@ void ps__flow_linger_check(struct ps_sup *sup, struct ps_worker *w, uint64_t now
 #define PS_FLOW_REPORT_GENS 16
 struct ps_flow_report {
     struct ps__udp_flow_stats group;
-    unsigned capacity, idle_ms;
+    uint64_t capacity; /* flows */
+    unsigned idle_ms;
     int ngens;
     struct {
         unsigned generation; /* 0: sockets no worker holds now */
