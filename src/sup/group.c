@@ -477,7 +477,7 @@ int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
     int r;
 
     *queued = 0;
-    if (g->steer != PS_STEER_EBPF)
+    if (!ps__group_per_generation(g))
         return -EINVAL;
     r = ps__lgroup_renew(&g->lg, i, at_once, queued);
     /* at once, the old socket left the map's list with its listening;
@@ -486,7 +486,7 @@ int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued)
      * leave the slot in the list with no socket, and the kernel would hash
      * that share over every listener, the fresh one too, which nobody
      * accepts from yet */
-    if (r == 0 && at_once)
+    if (r == 0 && at_once && g->steer == PS_STEER_EBPF)
         ps__rp_bpf_forget(&g->bpf, i);
     return r;
 }

@@ -269,17 +269,32 @@ static void listen_again(struct ps_sup *sup, int s)
         }
 }
 
+/* 1 when the slot's sockets can be replaced: no group is steered by
+ * classic BPF (a closed socket would reset its queue), and one is steered
+ * per generation (eBPF, or the UDP flow table). */
+static int renewable(const struct ps_sup *sup)
+{
+    const char *why;
+    int g, any = 0;
+
+    if (ps__sup_steering(sup, &why) == PS_STEER_CBPF)
+        return 0;
+    for (g = 0; g < sup->ngroups; g++)
+        any |= ps__group_per_generation(&sup->groups[g]);
+    return any;
+}
+
 long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once)
 {
     unsigned queued;
     long moved = 0;
     int g, r;
 
-    if (!ps__sup_migrates(sup))
-        return -1; /* classic BPF somewhere: a closed socket would reset its queue */
+    if (!renewable(sup))
+        return -1;
     for (g = 0; g < sup->ngroups; g++) {
         struct ps_group *gr = &sup->groups[g];
-        if (!ps__group_migrates(gr) || s >= gr->nfds)
+        if (!ps__group_per_generation(gr) || s >= gr->nfds)
             continue;
         r = ps__group_renew(gr, s, at_once, &queued);
         if (r < 0) {

@@ -156,15 +156,16 @@ int ps__group_shutdown(struct ps_group *g, int i, unsigned *queued);
  * socket i listens again in place, if it can). */
 int ps__group_replace(struct ps_group *g, int i);
 
-/* eBPF groups: socket i, listening, is replaced by a fresh socket bound to
- * the same address, which joins the group first, and we close our copy of
- * the old one (the next ps__group_steer takes it out of the steering).  With at_once it is shut
- * down first: every holder's copy stops listening and what it held (queue, handshakes) moves now to
- * the serving sockets, or by the kernel's hash to any listening one (the fresh one included) when
- * none serves.  Without, the copies others hold keep listening, never chosen by the steering
- * (unless no slot serves), and the queue moves when the last of them is closed. *queued gets what
- * was queued.  0 or -errno (-EINVAL: not an eBPF group, or socket i is down; socket i is then
- * unchanged).  A bind and a few syscalls. */
+/* Per-generation groups (eBPF, the UDP flow table: a UDP socket's flows
+ * stay with the old one while a holder keeps it): socket i, listening, is replaced by a fresh
+ * socket bound to the same address, which joins the group first, and we close our copy of the old
+ * one (the next ps__group_steer takes it out of the steering).  With at_once it is shut down first:
+ * every holder's copy stops listening and what it held (queue, handshakes) moves now to the serving
+ * sockets, or by the kernel's hash to any listening one (the fresh one included) when none serves.
+ * Without, the copies others hold keep listening, never chosen by the steering (unless no slot
+ * serves), and the queue moves when the last of them is closed. *queued gets what was queued.  0 or
+ * -errno (-EINVAL: not such a group, or socket i is down; socket i is then unchanged).  A bind and
+ * a few syscalls. */
 int ps__group_renew(struct ps_group *g, int i, int at_once, unsigned *queued);
 
 /* listen(2) again on socket i after ps__group_shutdown (scale back up):
@@ -529,7 +530,7 @@ void ps__worker_kill(struct ps_sup *sup, struct ps_worker *w);
  * worker shares its socket. */
 int ps__slot_serving(const struct ps_sup *sup, int s);
 
-/* Slot s's socket in every eBPF-steered group is replaced by a fresh one
+/* Slot s's socket in every per-generation group is replaced by a fresh one
  * (ps__group_renew, at_once as there): a worker holding a copy of the old
  * one is never steered to again, and what the old one holds moves to the
  * serving sockets, at once or when its last holder lets it go.  Returns
