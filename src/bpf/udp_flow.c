@@ -34,9 +34,13 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef SO_ATTACH_REUSEPORT_EBPF
 #define SO_ATTACH_REUSEPORT_EBPF 52
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
 #endif
 
 _Static_assert(PS__FLOW_IDS == UDP_FLOW_IDS, "the loader and the program agree on the ids");
@@ -126,24 +130,99 @@ static int write_config(struct ps__udp_flow *f, uint32_t half)
     return bpf_map_update_elem(f->config, &zero, &c, BPF_ANY);
 }
 
-static void take_fds(struct ps__udp_flow *f)
+/* The skeleton's maps in the export order (udp_flow.h, PS__FLOW_NMAPS):
+ * the one list both sides of an exec read, so they cannot drift. */
+static void skel_maps(const struct udp_flow_bpf *s, struct bpf_map *m[PS__FLOW_NMAPS])
 {
-    struct udp_flow_bpf *s = f->skel;
-
-    f->prog = bpf_program__fd(s->progs.udp_flow_select);
-    f->socks = bpf_map__fd(s->maps.socks);
-    f->ids = bpf_map__fd(s->maps.ids);
-    f->serving = bpf_map__fd(s->maps.serving);
-    f->config = bpf_map__fd(s->maps.config);
-    f->flows = bpf_map__fd(s->maps.flows);
-    f->last_seen = bpf_map__fd(s->maps.last_seen);
-    f->dgrams = bpf_map__fd(s->maps.dgrams);
-    f->idstats = bpf_map__fd(s->maps.idstats);
-    f->gstats = bpf_map__fd(s->maps.gstats);
+    m[0] = s->maps.socks;
+    m[1] = s->maps.ids;
+    m[2] = s->maps.serving;
+    m[3] = s->maps.config;
+    m[4] = s->maps.flows;
+    m[5] = s->maps.last_seen;
+    m[6] = s->maps.dgrams;
+    m[7] = s->maps.idstats;
+    m[8] = s->maps.gstats;
 }
 
-/* The skeleton opened, sized and loaded; the verifier's log in log. */
-static int load(struct ps__udp_flow *f, char *log, char *err, size_t errlen)
+static void take_fds(struct ps__udp_flow *f)
+{
+    int *const field[PS__FLOW_NMAPS] = {&f->socks,  &f->ids,     &f->serving,
+                                        &f->config, &f->flows,   &f->last_seen,
+                                        &f->dgrams, &f->idstats, &f->gstats};
+    struct bpf_map *m[PS__FLOW_NMAPS];
+    int i;
+
+    f->prog = bpf_program__fd(f->skel->progs.udp_flow_select);
+    skel_maps(f->skel, m);
+    for (i = 0; i < PS__FLOW_NMAPS; i++)
+        *field[i] = bpf_map__fd(m[i]);
+}
+
+/* fd is a map the program can take as m: the same name (when the kernel
+ * keeps names), type, sizes and flags.  Checked here because
+ * bpf_map__reuse_fd copies the fd's definition over m's, and libbpf's own
+ * check at load then compares the map with itself. */
+static int same_map(const struct bpf_map *m, int fd, char *err, size_t errlen)
+{
+    struct bpf_map_info in;
+    uint32_t len = sizeof(in);
+    const char *name = bpf_map__name(m);
+    char what[256];
+    int i, r;
+
+    memset(&in, 0, sizeof(in));
+    r = bpf_obj_get_info_by_fd(fd, &in, &len);
+    if (r < 0) {
+        snprintf(what, sizeof(what), "reading carried UDP flow map %s", name);
+        say(err, errlen, what, r, NULL);
+        return r;
+    }
+    if (in.name[0] && strncmp(in.name, name, sizeof(in.name) - 1) != 0) {
+        snprintf(what, sizeof(what), "carried UDP flow map %s is named %s", name, in.name);
+        say(err, errlen, what, -EINVAL, NULL);
+        return -EINVAL;
+    }
+    const struct {
+        const char *what;
+        uint32_t have, want;
+    } row[] = {
+        {"type", in.type, bpf_map__type(m)},
+        {"key size", in.key_size, bpf_map__key_size(m)},
+        {"value size", in.value_size, bpf_map__value_size(m)},
+        {"max_entries", in.max_entries, bpf_map__max_entries(m)},
+        {"flags", in.map_flags, bpf_map__map_flags(m)},
+    };
+    for (i = 0; i < (int)(sizeof(row) / sizeof(row[0])); i++) {
+        if (row[i].have == row[i].want)
+            continue;
+        snprintf(what, sizeof(what), "carried UDP flow map %s has %s %u, %u wanted", name,
+                 row[i].what, row[i].have, row[i].want);
+        say(err, errlen, what, -EINVAL, NULL);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Every carried map checked, then each given to the skeleton (libbpf dups
+ * it; the program is then loaded against it instead of a new map). */
+static int reuse(struct ps__udp_flow *f, const int *fds, char *err, size_t errlen)
+{
+    struct bpf_map *m[PS__FLOW_NMAPS];
+    int i, r = 0;
+
+    skel_maps(f->skel, m);
+    for (i = 0; r == 0 && i < PS__FLOW_NMAPS; i++)
+        r = same_map(m[i], fds[i], err, errlen);
+    for (i = 0; r == 0 && i < PS__FLOW_NMAPS; i++)
+        if ((r = bpf_map__reuse_fd(m[i], fds[i])) < 0)
+            say(err, errlen, "taking the carried UDP flow maps", r, NULL);
+    return r;
+}
+
+/* The skeleton opened, sized, given the carried maps (fds, or NULL for new
+ * ones) and loaded; the verifier's log in log. */
+static int load(struct ps__udp_flow *f, const int *fds, char *log, char *err, size_t errlen)
 {
     struct rlimit lim;
     int r, have_lim;
@@ -161,6 +240,8 @@ static int load(struct ps__udp_flow *f, char *log, char *err, size_t errlen)
         say(err, errlen, "sizing the UDP flow table", r, NULL);
         return r;
     }
+    if (fds && (r = reuse(f, fds, err, errlen)) < 0)
+        return r;
     log[0] = '\0';
     /* libbpf raises RLIMIT_MEMLOCK to infinity on kernels < 5.11 (those
      * without memcg accounting of BPF memory), which the workers would
@@ -178,8 +259,50 @@ static int load(struct ps__udp_flow *f, char *log, char *err, size_t errlen)
     return 0;
 }
 
-int ps__udp_flow_open(struct ps__udp_flow **out, unsigned max_flows, unsigned idle_ms, char *err,
-                      size_t errlen)
+/* The loader's state read back from carried maps: each id's incarnation
+ * and serving flag, the serving list in use, and where add looks next (one
+ * past the highest id ever given: ids are given round robin from 0).  The
+ * config is rewritten with this table's idle time, its salt and half kept
+ * (new flows hash as they did). */
+static int restore(struct ps__udp_flow *f, char *err, size_t errlen)
+{
+    struct udp_flow_config c = {0, 0, 0};
+    uint32_t zero = 0, id = 0, base, k, n = 0;
+    int r;
+
+    r = bpf_map_lookup_elem(f->config, &zero, &c);
+    for (id = 0; r == 0 && id < PS__FLOW_IDS; id++) {
+        r = bpf_map_lookup_elem(f->ids, &id, &f->info[id]);
+        if (r == 0 && f->info[id].incarnation)
+            f->next = (int)(id + 1) % PS__FLOW_IDS;
+    }
+    base = (c.half & 1) * (PS__FLOW_IDS + 1);
+    if (r == 0)
+        r = bpf_map_lookup_elem(f->serving, &base, &n);
+    if (r == 0 && n > PS__FLOW_IDS)
+        r = -EINVAL;
+    for (k = 0; r == 0 && k < n; k++) {
+        uint32_t at = base + 1 + k;
+
+        r = bpf_map_lookup_elem(f->serving, &at, &id);
+        if (r == 0 && id >= PS__FLOW_IDS)
+            r = -EINVAL;
+        f->serving_ids[k] = (int)id;
+    }
+    if (r == 0) {
+        f->nserving = (int)n;
+        f->half = c.half & 1;
+        c.idle_ns = f->idle_ns;
+        r = bpf_map_update_elem(f->config, &zero, &c, BPF_ANY);
+    }
+    if (r < 0)
+        say(err, errlen, "reading the carried UDP flow table", r, NULL);
+    return r;
+}
+
+/* A table loaded over new maps (fds NULL) or carried ones. */
+static int start(struct ps__udp_flow **out, unsigned max_flows, unsigned idle_ms, const int *fds,
+                 char *err, size_t errlen)
 {
     struct ps__udp_flow *f = NULL;
     char *log = NULL;
@@ -205,9 +328,9 @@ int ps__udp_flow_open(struct ps__udp_flow **out, unsigned max_flows, unsigned id
     f->max_flows = max_flows;
     f->idle_ns = (uint64_t)idle_ms * 1000000u;
     f->ncpus = libbpf_num_possible_cpus();
-    r = f->ncpus > 0 ? load(f, log, err, errlen) : f->ncpus;
+    r = f->ncpus > 0 ? load(f, fds, log, err, errlen) : f->ncpus;
     if (r == 0)
-        r = write_config(f, 0);
+        r = fds ? restore(f, err, errlen) : write_config(f, 0);
     if (r < 0)
         goto error;
     free(log);
@@ -216,6 +339,105 @@ int ps__udp_flow_open(struct ps__udp_flow **out, unsigned max_flows, unsigned id
 error:
     free(log);
     ps__udp_flow_close(f);
+    return r;
+}
+
+int ps__udp_flow_open(struct ps__udp_flow **out, unsigned max_flows, unsigned idle_ms, char *err,
+                      size_t errlen)
+{
+    return start(out, max_flows, idle_ms, NULL, err, errlen);
+}
+
+int ps__udp_flow_export(const struct ps__udp_flow *f, int *fds, int max)
+{
+    struct bpf_map *m[PS__FLOW_NMAPS];
+    int i;
+
+    if (max < PS__FLOW_NMAPS)
+        return -ENOSPC;
+    skel_maps(f->skel, m);
+    for (i = 0; i < PS__FLOW_NMAPS; i++)
+        fds[i] = bpf_map__fd(m[i]);
+    return PS__FLOW_NMAPS;
+}
+
+/*
+ * Why the flows survive the exec.  Between the old image's exec and the
+ * new image's attach, the group still runs the old program, whose maps
+ * are these (a loaded program holds a reference on each map it uses), so
+ * steering goes on unchanged.  ps__udp_flow_attach then sets
+ * SO_ATTACH_REUSEPORT_EBPF: reuseport_attach_prog (net/core/sock_reuseport.c)
+ * only swaps reuse->prog and puts the old program (sk_reuseport_prog_free
+ * -> bpf_prog_put), which drops its map references.  Nothing there touches
+ * a sockarray.  A REUSEPORT_SOCKARRAY entry is emptied only
+ * (kernel/bpf/reuseport_array.c) by bpf_sk_reuseport_detach when its
+ * socket leaves the group (unhash: closed in every process), by a delete
+ * or a replacing update of the element, or by reuseport_array_free when the
+ * map itself is freed, i.e. once no fd and no program refers to it.  The
+ * new program refers to the same map (bpf_map__reuse_fd), and this table
+ * holds fds on it, so no entry moves: every socket stays at its id, and
+ * flows keep matching their id's incarnation.  A fresh table instead would
+ * start with an empty sockarray, and the sockets could not even be added
+ * to it until the old map is freed (-EBUSY: sk_user_data still points into
+ * the old map).
+ */
+int ps__udp_flow_import(struct ps__udp_flow **out, const int *fds, int n, unsigned max_flows,
+                        unsigned idle_ms, char *err, size_t errlen)
+{
+    char what[128];
+    int i, r;
+
+    *out = NULL;
+    if (!fds || n != PS__FLOW_NMAPS) {
+        snprintf(what, sizeof(what), "carried UDP flow table has %d maps, this binary's %d", n,
+                 PS__FLOW_NMAPS);
+        say(err, errlen, what, -EINVAL, NULL);
+        return -EINVAL;
+    }
+    r = start(out, max_flows, idle_ms, fds, err, errlen);
+    if (r < 0)
+        return r;
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+    return 0;
+}
+
+int ps__udp_flow_find(const struct ps__udp_flow *f, const int *sockfds, int n, int *ids)
+{
+    uint64_t *want, cookie;
+    socklen_t len;
+    uint32_t id;
+    int i, found = 0, r = 0;
+
+    if (n < 0 || (n > 0 && (!sockfds || !ids)))
+        return -EINVAL;
+    want = calloc((size_t)n + 1, sizeof(*want));
+    if (!want)
+        return -ENOMEM;
+    for (i = 0; i < n; i++) {
+        ids[i] = -1;
+        len = sizeof(want[i]);
+        if (getsockopt(sockfds[i], SOL_SOCKET, SO_COOKIE, &want[i], &len) < 0) {
+            r = -errno;
+            goto out;
+        }
+    }
+    /* the sockarray read once; each entry compared with every socket */
+    for (id = 0; found < n && id < PS__FLOW_IDS; id++) {
+        r = bpf_map_lookup_elem(f->socks, &id, &cookie);
+        if (r == -ENOENT)
+            continue;
+        if (r < 0)
+            goto out;
+        for (i = 0; i < n; i++)
+            if (ids[i] < 0 && want[i] == cookie) {
+                ids[i] = (int)id;
+                found++;
+            }
+    }
+    r = found;
+out:
+    free(want);
     return r;
 }
 

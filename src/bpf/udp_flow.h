@@ -99,6 +99,54 @@ int ps__udp_flow_walk(struct ps__udp_flow *f);
  * -EINVAL for an id out of range. */
 int ps__udp_flow_stats(const struct ps__udp_flow *f, int id, struct ps__udp_flow_stats *st);
 
+/* The maps a table is made of, in the order ps__udp_flow_export gives them
+ * and ps__udp_flow_import takes them: socks, ids, serving, config, flows,
+ * last_seen, dgrams, idstats, gstats (udp_flow.c says what each holds).
+ * Fixed: a map added to the program goes at the end, and raises the count,
+ * so that an older binary refuses the new layout instead of misreading it. */
+#define PS__FLOW_NMAPS 9
+
+/* Carrying a table across execve (upgrade): the descriptors of f's maps,
+ * PS__FLOW_NMAPS of them in the order above, into fds[0..max-1].  They
+ * stay f's: the caller clears their FD_CLOEXEC for the exec and passes
+ * their numbers to the new image, but does not close them
+ * (ps__udp_flow_close does, in an image that did not exec).  Returns
+ * PS__FLOW_NMAPS, or -ENOSPC when max is smaller.  No syscall. */
+int ps__udp_flow_export(const struct ps__udp_flow *f, int *fds, int max);
+
+/* Load the program over carried maps (n descriptors from an old image's
+ * ps__udp_flow_export) instead of new ones, so that every flow, socket id
+ * and counter the old table held goes on: the group's sockets stay in the
+ * carried sockarray, and the old program keeps steering with these same
+ * maps until ps__udp_flow_attach replaces it (replacing the program leaves
+ * the sockarray as it is: udp_flow.c, above this function, says why).
+ * What the loader remembers is read back from the maps: the incarnation
+ * and serving flag of every id, the serving list in use, where
+ * ps__udp_flow_add looks next.  idle_ms may differ from the old table's (it
+ * is written into the config; the salt is kept); max_flows must be the old
+ * table's.
+ * -EINVAL, err saying what differs, when n is not PS__FLOW_NMAPS or a map
+ * is not what this binary's program wants (name, type, key or value size,
+ * max_entries, flags: another binary's layout, or another max_flows): the
+ * caller then opens a fresh table.  Otherwise ps__udp_flow_open's errors.
+ * On success the table holds its own duplicates (close-on-exec) and fds[]
+ * are CLOSED here; on failure they stay the caller's to close (they are no
+ * longer close-on-exec: do not let them leak into workers).
+ * Cost: ps__udp_flow_open's load plus PS__FLOW_IDS + 3 lookups and one
+ * update (4 to 8 ms here). */
+int ps__udp_flow_import(struct ps__udp_flow **f, const int *fds, int n, unsigned max_flows,
+                        unsigned idle_ms, char *err, size_t errlen);
+
+/* The id the table holds each socket at: ids[i] for sockfds[i], -1 when the
+ * socket is in no entry of f's sockarray (so a supervisor learns its
+ * sockets' ids after an exec without writing them down).  The kernel gives
+ * a sockarray entry's socket cookie to a lookup from userspace; each socket
+ * gives its own with SO_COOKIE.  Returns how many were found, or -errno
+ * (-ENOTSOCK/-EBADF for an fd that is not a socket).  Cost: n getsockopt and
+ * at most PS__FLOW_IDS map lookups (fewer once all are found): about 2 ms
+ * for the whole sockarray. */
+int ps__udp_flow_find(const struct ps__udp_flow *f, const int *sockfds, int n, int *ids);
+
 /* Close the maps and the program (a group it is attached to keeps it). */
 void ps__udp_flow_close(struct ps__udp_flow *f);
 

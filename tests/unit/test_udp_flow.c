@@ -448,12 +448,122 @@ static void test_add_rules(void **state)
     ps__udp_flow_close(f);
 }
 
+/* Imports a table must refuse, each with a line saying why, leaving the
+ * carried descriptors open (the caller's, to open a fresh table). */
+static void carry_refused(int *fds, int n)
+{
+    struct ps__udp_flow *t = NULL;
+    char err[256] = "";
+    int i, swap;
+
+    assert_int_equal(ps__udp_flow_import(&t, fds, n, 2048, 500, err, sizeof(err)), -EINVAL);
+    assert_null(t);
+    print_message("refused: %s\n", err);
+    assert_non_null(strstr(err, "map flows has max_entries 1024, 2048 wanted"));
+    assert_int_equal(ps__udp_flow_import(&t, fds, n - 1, 1024, 500, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "has 8 maps, this binary's 9"));
+    /* ids and last_seen: both arrays of 4096 8-byte values, told apart by
+     * their names only */
+    swap = fds[1], fds[1] = fds[5], fds[5] = swap;
+    assert_int_equal(ps__udp_flow_import(&t, fds, n, 1024, 500, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "map ids is named last_seen"));
+    swap = fds[1], fds[1] = fds[5], fds[5] = swap;
+    for (i = 0; i < n; i++)
+        assert_true(fcntl(fds[i], F_GETFD) >= 0);
+}
+
+/* After the import: the table knows each socket's id (find), its counters
+ * went on, and a socket added now gets the id after the last one given. */
+static void carried_ids(struct group *g, const struct flows *a)
+{
+    struct ps__udp_flow_stats st;
+    int ids[NSOCK + 1], fd[NSOCK + 1], s, id;
+
+    memcpy(fd, g->fd, sizeof(g->fd));
+    fd[NSOCK] = udp_socket(AF_INET, g->port, 1);
+    assert_true(fd[NSOCK] >= 0);
+    assert_int_equal(ps__udp_flow_find(g->f, fd, NSOCK + 1, ids), NSOCK);
+    for (s = 0; s < NSOCK; s++)
+        assert_int_equal(ids[s], g->id[s]);
+    assert_int_equal(ids[NSOCK], -1);
+    assert_int_equal(ps__udp_flow_walk(g->f), 0);
+    for (s = 0; s < NSOCK; s++) {
+        assert_int_equal(ps__udp_flow_stats(g->f, g->id[s], &st), 0);
+        assert_int_equal(st.flows, on(a, s)); /* the incarnations read back */
+        assert_int_equal(st.datagrams, g->got[s]);
+    }
+    id = ps__udp_flow_add(g->f, fd[NSOCK]);
+    assert_int_equal(id, g->id[NSOCK - 1] + 1);
+    assert_int_equal(ps__udp_flow_find(g->f, fd + NSOCK, 1, ids), 1);
+    assert_int_equal(ids[0], id);
+    close(fd[NSOCK]);
+}
+
+/* The table carried across an exec (upgrade): its maps exported, copies
+ * kept and the first table closed (what execve does to it: the group keeps
+ * running its program), a second table imported from the copies with
+ * another idle time, then attached.  Every flow stays on its socket, the
+ * ids and counters go on, new flows go to the serving ids, then to the
+ * ones the new table is told, and the new idle time holds. */
+static void test_carry(void **state)
+{
+    int first[NFLOWS], fds[PS__FLOW_NMAPS], i, n, nfd = count_open_fds();
+    struct ps__udp_flow *f = open_or_skip(1024, 60000), *f2 = NULL;
+    static struct flows a, b;
+    char err[256] = "";
+    struct group g;
+
+    (void)state;
+    assert_int_equal(group_open(&g, f, AF_INET, NSOCK), 0);
+    serve(&g, 0, 4);
+    flows_open(&a, AF_INET, NFLOWS);
+    round_trip(&g, &a);
+    memcpy(first, a.where, sizeof(first));
+
+    assert_int_equal(ps__udp_flow_export(f, fds, PS__FLOW_NMAPS - 1), -ENOSPC);
+    n = ps__udp_flow_export(f, fds, PS__FLOW_NMAPS);
+    assert_int_equal(n, PS__FLOW_NMAPS);
+    for (i = 0; i < n; i++)
+        assert_true((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0)) >= 0);
+    ps__udp_flow_close(f);
+    carry_refused(fds, n);
+    i = ps__udp_flow_import(&f2, fds, n, 1024, 500, err, sizeof(err));
+    if (i != 0)
+        print_message("ps__udp_flow_import: %s\n", err);
+    assert_int_equal(i, 0);
+    for (i = 0; i < n; i++)
+        assert_int_equal(fcntl(fds[i], F_GETFD), -1); /* closed: f2 has its own */
+    g.f = f2;
+    assert_int_equal(ps__udp_flow_attach(f2, g.fd[0]), 0);
+    round_trip(&g, &a);
+    for (i = 0; i < NFLOWS; i++)
+        assert_int_equal(a.where[i], first[i]);
+    carried_ids(&g, &a);
+
+    flows_open(&b, AF_INET, 40);
+    round_trip(&g, &b);
+    all_within(&g, &b, 0, 4); /* the serving list read back */
+    serve(&g, 4, 4);
+    flows_close(&b);
+    flows_open(&b, AF_INET, 40);
+    round_trip(&g, &b);
+    all_within(&g, &b, 4, 4);
+    wait_idle(&g, 0, 1, 600);
+    wait_idle(&g, 2, 3, 600);
+    round_trip(&g, &a); /* idle after 500 ms now, not 60 s: they move */
+    all_within(&g, &a, 4, 4);
+    flows_close(&a);
+    flows_close(&b);
+    group_close(&g);
+    assert_int_equal(count_open_fds(), nfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sticky_ipv4), cmocka_unit_test(test_sticky_ipv6),
         cmocka_unit_test(test_idle),        cmocka_unit_test(test_table_full),
-        cmocka_unit_test(test_add_rules),
+        cmocka_unit_test(test_add_rules),   cmocka_unit_test(test_carry),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
