@@ -31,6 +31,13 @@
 #define FLOWS_DEFAULT        32768 /* about 4 MiB of kernel memory a listener */
 #define FLOW_IDLE_DEFAULT_MS 60000 /* above QUIC's usual 30 s idle timeout */
 
+static unsigned long inode_of(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 ? (unsigned long)st.st_ino : 0;
+}
+
 unsigned ps__flow_idle_ms(const struct ps_group *g)
 {
     return g->spec.flow_idle_ms ? g->spec.flow_idle_ms : FLOW_IDLE_DEFAULT_MS;
@@ -46,6 +53,34 @@ int ps__flow_can_steer(const struct ps_group *g)
     return !g->shared && g->spec.proto == PS_PROTO_UDP;
 }
 
+/* After an upgrade: the old image's table, with every flow, id and
+ * counter, when this binary's program takes its maps (else -errno, the
+ * descriptors closed: a fresh table follows, and flows in progress may
+ * move once).  The sockets' ids are found in it by their cookies. */
+static int take_over(struct ps_group *g)
+{
+    char err[256];
+    int ids[PS__GROUP_MAX], i, n = g->nflow_maps, r;
+
+    g->nflow_maps = 0;
+    if (n == 0)
+        return -ENOENT;
+    r = ps__udp_flow_import(&g->flow, g->flow_maps, n, ps__flow_capacity(g), ps__flow_idle_ms(g),
+                            err, sizeof(err));
+    if (r < 0) {
+        for (i = 0; i < n; i++)
+            ps__close(g->flow_maps[i]);
+        return r;
+    }
+    if (ps__udp_flow_find(g->flow, g->fds, g->nfds, ids) >= 0)
+        for (i = 0; i < g->nfds; i++)
+            if ((g->flow_id[i] = ids[i]) >= 0) {
+                g->ino[i] = g->ino[i] ? g->ino[i] : inode_of(g->fds[i]);
+                g->flow_ino[i] = g->ino[i];
+            }
+    return 0;
+}
+
 int ps__flow_steer_init(struct ps_group *g, int want)
 {
     char why[sizeof(g->steer_why) - 64];
@@ -57,12 +92,18 @@ int ps__flow_steer_init(struct ps_group *g, int want)
     }
     g->flow = NULL;
     if (want == PS_STEERING_CBPF) {
+        for (i = 0; i < g->nflow_maps; i++) /* an old image's table: not wanted */
+            ps__close(g->flow_maps[i]);
+        g->nflow_maps = 0;
         snprintf(g->steer_why, sizeof(g->steer_why),
                  "--steering cbpf: the kernel's hash, one socket per slot for every generation");
         g->steer = PS_STEER_NONE;
         return 0;
     }
-    r = ps__udp_flow_open(&g->flow, ps__flow_capacity(g), ps__flow_idle_ms(g), why, sizeof(why));
+    r = take_over(g);
+    if (r < 0)
+        r = ps__udp_flow_open(&g->flow, ps__flow_capacity(g), ps__flow_idle_ms(g), why,
+                              sizeof(why));
     if (r == 0 && (r = ps__udp_flow_attach(g->flow, g->fds[0])) < 0)
         snprintf(why, sizeof(why), "setsockopt(SO_ATTACH_REUSEPORT_EBPF): %s", ps_strerror(r));
     if (r == 0) {
@@ -87,10 +128,8 @@ void ps__flow_close(struct ps_group *g)
  * not take it. */
 static int id_of(struct ps_group *g, int i)
 {
-    struct stat st;
-
-    if (!g->ino[i] && fstat(g->fds[i], &st) == 0)
-        g->ino[i] = (unsigned long)st.st_ino;
+    if (!g->ino[i])
+        g->ino[i] = inode_of(g->fds[i]);
     if (g->flow_ino[i] == g->ino[i] && g->flow_id[i] >= 0)
         return g->flow_id[i];
     g->flow_id[i] = ps__udp_flow_add(g->flow, g->fds[i]);

@@ -76,6 +76,10 @@ struct ps_group {
     struct ps__udp_flow *flow;
     int flow_id[PS__GROUP_MAX];
     unsigned long flow_ino[PS__GROUP_MAX];
+    /* after an upgrade, until the steering is decided: the old image's
+     * table (its maps' descriptors), to be taken over rather than opened */
+    int flow_maps[PS__FLOW_NMAPS];
+    int nflow_maps;
     /* foreign members (nforeign: status, metrics; not 0 is a warning) */
     int foreign_said;  /* nforeign when the log last said it */
     int order_changed; /* a foreign member came or went: steer again */

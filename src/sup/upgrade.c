@@ -203,9 +203,17 @@ static void carry_fds(struct ps_sup *sup, int client, int carry)
 {
     int g, i;
 
-    for (g = 0; g < sup->ngroups; g++)
+    int maps[PS__FLOW_NMAPS], n;
+
+    for (g = 0; g < sup->ngroups; g++) {
         for (i = 0; i < sup->groups[g].nfds; i++)
             set_cloexec(sup->groups[g].fds[i], !carry);
+        /* the UDP flow table goes on in the new image (flows.c) */
+        n = sup->groups[g].flow ? ps__udp_flow_export(sup->groups[g].flow, maps, PS__FLOW_NMAPS)
+                                : 0;
+        for (i = 0; i < n; i++)
+            set_cloexec(maps[i], !carry);
+    }
     set_cloexec(sup->notify_fd, !carry);
     set_cloexec(sup->control_fd, !carry);
     if (sup->metrics_fd >= 0)
@@ -412,6 +420,27 @@ static void out_fields(struct out *o, const struct field *f, size_t n, const voi
     }
 }
 
+/* A UDP flow table's maps: " flowmaps=FD,..." (nothing without a table). */
+static void out_flow_maps(struct out *o, const struct ps_group *gr)
+{
+    int maps[PS__FLOW_NMAPS], n, i;
+
+    n = gr->flow ? ps__udp_flow_export(gr->flow, maps, PS__FLOW_NMAPS) : 0;
+    for (i = 0; i < n; i++)
+        out(o, "%s%d", i ? "," : " flowmaps=", maps[i]);
+}
+
+/* A lingering worker's table ids, per group: " flow_refs=R,...". */
+static void out_flow_refs(struct out *o, const struct ps_sup *sup, const struct ps_worker *w)
+{
+    int g;
+
+    if (w->state != W_LINGERING)
+        return;
+    for (g = 0; g < sup->ngroups && g < PS_SUP_MAX_LISTENERS; g++)
+        out(o, "%s%d", g ? "," : " flow_refs=", w->flow_refs[g]);
+}
+
 char *ps__upgrade_serialize(struct ps_sup *sup)
 {
     struct out o = {NULL, 0, 0};
@@ -442,6 +471,7 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
             out(&o, " order=");
             for (i = 0; i < gr->nfds; i++)
                 out(&o, "%s%d", i ? "," : "", gr->order[i]);
+            out_flow_maps(&o, gr);
             out(&o, "\n");
         }
         for (i = 0; i < sup->nslots; i++) {
@@ -454,6 +484,7 @@ char *ps__upgrade_serialize(struct ps_sup *sup)
                 continue;
             out(&o, "worker index=%d", i);
             out_fields(&o, worker_fields, PS__ARRAY_LEN(worker_fields), &sup->workers[i]);
+            out_flow_refs(&o, sup, &sup->workers[i]);
             out(&o, "\n");
         }
         /* what signals asked and still waits its turn goes on after the
@@ -734,7 +765,8 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
 {
     struct ps_group *g;
     struct ps_spec real;
-    char *tok, *save = NULL, *fds = NULL, *order = NULL, name[PS_SPEC_NAME_MAX] = "";
+    char *tok, *save = NULL, *fds = NULL, *order = NULL, *flowmaps = NULL;
+    char name[PS_SPEC_NAME_MAX] = "";
     int i, r;
 
     if (sup->ngroups >= PS_SUP_MAX_LISTENERS)
@@ -752,6 +784,8 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
             fds = eq;
         else if (!strcmp(tok, "order"))
             order = eq;
+        else if (!strcmp(tok, "flowmaps"))
+            flowmaps = eq;
         else if (!strcmp(tok, "name")) {
             if (parse_str(eq, name, sizeof(name)) < 0)
                 return -EINVAL;
@@ -765,6 +799,16 @@ static int restore_group(struct ps_sup *sup, char *line, int *next_spec)
     for (i = 0; i < g->nfds; i++)
         if (set_cloexec(g->fds[i], 1) < 0)
             return -EBADF;
+    /* the flow table's maps wait for its import (flows.c), close-on-exec
+     * meanwhile: no worker may inherit them */
+    if (flowmaps) {
+        if (parse_list(flowmaps, g->flow_maps, PS__FLOW_NMAPS, 0, 1 << 20) < 0)
+            return -EINVAL;
+        for (i = 0; i < PS__FLOW_NMAPS; i++)
+            if (set_cloexec(g->flow_maps[i], 1) < 0)
+                return -EBADF;
+        g->nflow_maps = PS__FLOW_NMAPS;
+    }
     if (!g->inherited && *next_spec < sup->cfg->nspecs)
         g->spec = sup->cfg->specs[(*next_spec)++];
     snprintf(g->spec.name, sizeof(g->spec.name), "%s", name);
@@ -807,6 +851,31 @@ static int restore_fields(char *line, const struct field *f, size_t n, void *bas
     return 0;
 }
 
+/* " flow_refs=R,..." out of a worker's line (the groups are restored by
+ * then: their lines come first), into w. */
+static int take_flow_refs(char *line, const struct ps_sup *sup, struct ps_worker *w)
+{
+    int refs[PS_SUP_MAX_LISTENERS], g,
+        n = sup->ngroups < PS_SUP_MAX_LISTENERS ? sup->ngroups : PS_SUP_MAX_LISTENERS;
+    char *at = strstr(line, " flow_refs="), *end, list[6 * PS_SUP_MAX_LISTENERS + 1];
+    size_t len;
+
+    if (!at)
+        return 0;
+    end = strchr(at + 1, ' ');
+    len = end ? (size_t)(end - at) : strlen(at);
+    if (len - 11 >= sizeof(list))
+        return -EINVAL;
+    memcpy(list, at + 11, len - 11);
+    list[len - 11] = '\0';
+    if (parse_list(list, refs, n, 0, PS__FLOW_IDS) < 0)
+        return -EINVAL;
+    for (g = 0; g < n; g++)
+        w->flow_refs[g] = (short)refs[g];
+    memmove(at, at + len, strlen(at + len) + 1); /* the line without it */
+    return 0;
+}
+
 static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slot_i)
 {
     if (!strncmp(line, "sup ", 4))
@@ -830,7 +899,8 @@ static int restore_line(struct ps_sup *sup, char *line, int *next_spec, int *slo
         struct ps_worker w;
         int idx = -1;
         memset(&w, 0, sizeof(w));
-        if (restore_fields(line, worker_fields, PS__ARRAY_LEN(worker_fields), &w, &idx) < 0 ||
+        if (take_flow_refs(line, sup, &w) < 0 ||
+            restore_fields(line, worker_fields, PS__ARRAY_LEN(worker_fields), &w, &idx) < 0 ||
             idx < 0 || w.pid <= 0)
             return -EINVAL;
         w.ping_ms = ps__sup_now(sup); /* the watchdog period starts anew */
