@@ -39,6 +39,9 @@ flows_start() {
     "$UDPFLOWS" --connect "127.0.0.1:$PORT" --flows "$2" --interval 50 --duration 60 \
         --until-file "$T/$1.stop" --json >"$T/$1.json" 2>"$T/$1.log" &
     echo $! >"$T/$1.pid"
+    # ended by sup_lib's cleanup too, should the test fail midway (SIGTERM:
+    # it stops sending, and waits at most --timeout for its answers)
+    SUP_PIDS+=($!)
 }
 
 # flows_stop NAME: sets RES to its JSON line
@@ -107,7 +110,7 @@ note "A, new flows once generation $gen serves: $a_new"
 if [ "$FLOW_TABLE" = 1 ]; then
     # old workers drained once their flows are idle for flow_idle (3 s)
     no_lingering() { [ "$(lingering uf)" = 0 ]; }
-    wait_until 15 no_lingering ||
+    wait_until $((15 - ($(now_ms) - stopped) / 1000)) no_lingering ||
         fail "A: old workers still lingering 15 s after their flows stopped: $(status_json uf | jq -c .other_workers)"
     drain_s=$(( ($(now_ms) - stopped) / 100 ))
 fi
@@ -130,7 +133,6 @@ if [ "$FLOW_TABLE" = 0 ]; then
 fi
 
 # ---- A's assertions ----
-[ "$a_cap" != off ] || fail "A: status says udp_flows off under eBPF steering: $(grep capability "$T/uf.log")"
 for r in "$a" "$a_mid"; do
     [ "$(jq .state_breaks <<<"$r")" = 0 ] && [ "$(jq .flows_broken <<<"$r")" = 0 ] ||
         fail "A: flows lost their state across reloads and scaling with the flow table: $r"
@@ -141,4 +143,5 @@ jq -e --arg g "$gen" '.answered > 0 and (.gens | keys) == [$g] and .state_breaks
     <<<"$a_new" >/dev/null ||
     fail "A: new flows were not all answered by the serving generation $gen: $a_new"
 [ "$a_lingered" -ge 1 ] || fail "A: no old worker was seen lingering while its flows lived"
+[ "$a_cap" != off ] || fail "A: status says udp_flows off under eBPF steering: $(grep capability "$T/uf.log")"
 echo "PASS: A (flow table): 0 state breaks in $FLOWS+32 flows across 3 reloads and a scale 4->2->4, $(jq -r '"\(.unanswered)/\(.sent)"' <<<"$a") unanswered, up to $a_lingered workers lingering, drained $((drain_s / 10)).$((drain_s % 10)) s after the flows stopped, 32 new flows all on generation $gen; $summary"
