@@ -2,7 +2,7 @@
 # Stateful UDP flows survive reloads and scaling.  A worker that keeps
 # per-flow state and exits at once on SIGTERM (testworker --udp-state, as
 # almost every UDP server does), 96 flows sending every 50 ms (udpflows)
-# across 3 reloads and a scale 4 -> 2 -> 4:
+# across 3 reloads, an in-place upgrade and a scale 4 -> 2 -> 4:
 #  A. with the eBPF flow table: no flow loses its state (nor do 32 flows
 #     started after the reloads, on the slots the scale removes), <= 0.1 %
 #     of the datagrams go unanswered, the old generations' workers linger
@@ -61,8 +61,8 @@ settle() { # settle NAME N: N slots, all ready
         fail "$1 did not settle at $2 workers: $(status_json "$1" | jq -c '[.slots[] | {slot, state}]')"
 }
 
-# scenario NAME [run options...]: the flows across 3 reloads and a scale
-# 4 -> 2 -> 4, one second apart.  Sets RES (the 96 flows), MID (32 flows
+# scenario NAME [run options...]: the flows across 3 reloads, an in-place
+# upgrade and a scale 4 -> 2 -> 4, one second apart.  Sets RES (the 96 flows), MID (32 flows
 # started after the reloads, on the newest generation when the scale
 # removes slots), LINGERED (the most workers seen lingering) and UDPCAP
 # (the udp_flows capability status shows).
@@ -82,6 +82,9 @@ scenario() {
         l=$(lingering "$name")
         [ "$l" -le "$LINGERED" ] || LINGERED=$l
     done
+    # the supervisor re-executes itself while old workers linger: the flow
+    # table (and which worker holds which socket) must cross the exec
+    out=$(ctl "$name" upgrade) || fail "$name: upgrade failed: $out"
     flows_start "$name-mid" 32
     for n in 2 4; do
         sleep 1
@@ -144,4 +147,4 @@ jq -e --arg g "$gen" '.answered > 0 and (.gens | keys) == [$g] and .state_breaks
     fail "A: new flows were not all answered by the serving generation $gen: $a_new"
 [ "$a_lingered" -ge 1 ] || fail "A: no old worker was seen lingering while its flows lived"
 [ "$a_cap" != off ] || fail "A: status says udp_flows off under eBPF steering: $(grep capability "$T/uf.log")"
-echo "PASS: A (flow table): 0 state breaks in $FLOWS+32 flows across 3 reloads and a scale 4->2->4, $(jq -r '"\(.unanswered)/\(.sent)"' <<<"$a") unanswered, up to $a_lingered workers lingering, drained $((drain_s / 10)).$((drain_s % 10)) s after the flows stopped, 32 new flows all on generation $gen; $summary"
+echo "PASS: A (flow table): 0 state breaks in $FLOWS+32 flows across 3 reloads, an upgrade and a scale 4->2->4, $(jq -r '"\(.unanswered)/\(.sent)"' <<<"$a") unanswered, up to $a_lingered workers lingering, drained $((drain_s / 10)).$((drain_s % 10)) s after the flows stopped, 32 new flows all on generation $gen; $summary"
