@@ -414,8 +414,9 @@ int ps__udp_flow_find(const struct ps__udp_flow *f, const int *sockfds, int n, i
     want = calloc((size_t)n + 1, sizeof(*want));
     if (!want)
         return -ENOMEM;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n; i++)
         ids[i] = -1;
+    for (i = 0; i < n; i++) {
         len = sizeof(want[i]);
         if (getsockopt(sockfds[i], SOL_SOCKET, SO_COOKIE, &want[i], &len) < 0) {
             r = -errno;

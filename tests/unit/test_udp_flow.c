@@ -479,6 +479,13 @@ static void carried_ids(struct group *g, const struct flows *a)
     struct ps__udp_flow_stats st;
     int ids[NSOCK + 1], fd[NSOCK + 1], s, id;
 
+    /* first, while the flows are fresh (the table's idle time is 1 s) */
+    assert_int_equal(ps__udp_flow_walk(g->f), 0);
+    for (s = 0; s < NSOCK; s++) {
+        assert_int_equal(ps__udp_flow_stats(g->f, g->id[s], &st), 0);
+        assert_int_equal(st.flows, on(a, s)); /* the incarnations read back */
+        assert_int_equal(st.datagrams, g->got[s]);
+    }
     memcpy(fd, g->fd, sizeof(g->fd));
     fd[NSOCK] = udp_socket(AF_INET, g->port, 1);
     assert_true(fd[NSOCK] >= 0);
@@ -486,12 +493,6 @@ static void carried_ids(struct group *g, const struct flows *a)
     for (s = 0; s < NSOCK; s++)
         assert_int_equal(ids[s], g->id[s]);
     assert_int_equal(ids[NSOCK], -1);
-    assert_int_equal(ps__udp_flow_walk(g->f), 0);
-    for (s = 0; s < NSOCK; s++) {
-        assert_int_equal(ps__udp_flow_stats(g->f, g->id[s], &st), 0);
-        assert_int_equal(st.flows, on(a, s)); /* the incarnations read back */
-        assert_int_equal(st.datagrams, g->got[s]);
-    }
     id = ps__udp_flow_add(g->f, fd[NSOCK]);
     assert_int_equal(id, g->id[NSOCK - 1] + 1);
     assert_int_equal(ps__udp_flow_find(g->f, fd + NSOCK, 1, ids), 1);
@@ -527,7 +528,7 @@ static void test_carry(void **state)
         assert_true((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0)) >= 0);
     ps__udp_flow_close(f);
     carry_refused(fds, n);
-    i = ps__udp_flow_import(&f2, fds, n, 1024, 500, err, sizeof(err));
+    i = ps__udp_flow_import(&f2, fds, n, 1024, 1000, err, sizeof(err));
     if (i != 0)
         print_message("ps__udp_flow_import: %s\n", err);
     assert_int_equal(i, 0);
@@ -548,9 +549,9 @@ static void test_carry(void **state)
     flows_open(&b, AF_INET, 40);
     round_trip(&g, &b);
     all_within(&g, &b, 4, 4);
-    wait_idle(&g, 0, 1, 600);
-    wait_idle(&g, 2, 3, 600);
-    round_trip(&g, &a); /* idle after 500 ms now, not 60 s: they move */
+    wait_idle(&g, 0, 1, 1100);
+    wait_idle(&g, 2, 3, 1100);
+    round_trip(&g, &a); /* idle after 1 s now, not 60 s: they move */
     all_within(&g, &a, 4, 4);
     flows_close(&a);
     flows_close(&b);
