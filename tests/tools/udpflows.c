@@ -3,7 +3,7 @@
  * that lost its state.
  *
  *   udpflows --connect HOST:PORT --flows N --interval MS --duration SEC
- *            [--until-file F] [--timeout MS] [--json]
+ *            [--until-file F] [--timeout MS] [--source ADDR] [--json]
  *
  * It talks to `testworker --udp-state` (HOST an IPv4 or IPv6 address or
  * name, [V6]:PORT bracketed).  Each flow is one connected UDP socket, so
@@ -24,6 +24,11 @@
  * timeout is counted as "late" too (late <= unanswered), never as answered.
  * sent = answered + unanswered.  Every answer (late ones too) counts in the
  * state checks and in "gens" (answers per generation).
+ *
+ * --source ADDR binds every flow's socket to ADDR (port 0) first: a run
+ * from 127.0.0.2 can never reuse the 4-tuple of an earlier run's flow from
+ * 127.0.0.1, which a flow table that still remembers it would take for
+ * that flow.
  *
  * Sending stops at --duration, on SIGINT/SIGTERM, or once --until-file
  * exists (checked every 50 ms; --duration is then the hard cap); it then
@@ -84,11 +89,11 @@ struct flow {
 };
 
 static struct {
-    const char *connect, *until_file;
+    const char *connect, *until_file, *source;
     int flows, interval_ms, timeout_ms, json;
     double duration;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    struct sockaddr_storage addr, src;
+    socklen_t addrlen, srclen;
 } opt = {.timeout_ms = 1000};
 
 static struct {
@@ -118,7 +123,7 @@ static void usage_error(const char *what, const char *value)
 {
     fprintf(stderr,
             "udpflows: usage: %s%s%s (udpflows --connect HOST:PORT --flows N --interval MS "
-            "--duration SEC [--until-file F] [--timeout MS] [--json])\n",
+            "--duration SEC [--until-file F] [--timeout MS] [--source ADDR] [--json])\n",
             what, value ? ": " : "", value ? value : "");
     exit(2);
 }
@@ -135,6 +140,26 @@ static long parse_num(const char *s, long min, long max, const char *name)
         exit(2);
     }
     return v;
+}
+
+/* --source ADDR, a numeric address of the family of --connect's. */
+static void resolve_source(const char *a)
+{
+    struct addrinfo hints = {.ai_family = opt.addr.ss_family,
+                             .ai_socktype = SOCK_DGRAM,
+                             .ai_flags = AI_NUMERICHOST | AI_PASSIVE},
+                    *ai;
+
+    if (getaddrinfo(a, "0", &hints, &ai)) {
+        fprintf(stderr,
+                "udpflows: usage: bad --source '%s' (want a numeric address of the "
+                "family of --connect's)\n",
+                a);
+        exit(2);
+    }
+    memcpy(&opt.src, ai->ai_addr, ai->ai_addrlen);
+    opt.srclen = ai->ai_addrlen;
+    freeaddrinfo(ai);
 }
 
 /* HOST:PORT or [V6]:PORT into opt.addr. */
@@ -171,11 +196,15 @@ static void resolve(const char *hp)
 
 static void parse_options(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, 0, 'c'},  {"flows", required_argument, 0, 'f'},
-        {"interval", required_argument, 0, 'i'}, {"duration", required_argument, 0, 'd'},
-        {"timeout", required_argument, 0, 'T'},  {"until-file", required_argument, 0, 'u'},
-        {"json", no_argument, 0, 'j'},           {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"connect", required_argument, 0, 'c'},
+                                             {"flows", required_argument, 0, 'f'},
+                                             {"interval", required_argument, 0, 'i'},
+                                             {"duration", required_argument, 0, 'd'},
+                                             {"timeout", required_argument, 0, 'T'},
+                                             {"until-file", required_argument, 0, 'u'},
+                                             {"source", required_argument, 0, 's'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {0, 0, 0, 0}};
     char *end;
     int o;
 
@@ -202,6 +231,9 @@ static void parse_options(int argc, char **argv)
         case 'u':
             opt.until_file = optarg;
             break;
+        case 's':
+            opt.source = optarg;
+            break;
         case 'j':
             opt.json = 1;
             break;
@@ -214,6 +246,8 @@ static void parse_options(int argc, char **argv)
     if (!opt.connect || !opt.flows || !opt.interval_ms || opt.duration == 0)
         usage_error("--connect, --flows, --interval and --duration are required", NULL);
     resolve(opt.connect);
+    if (opt.source)
+        resolve_source(opt.source);
 }
 
 /* ---- flows --------------------------------------------------------------------- */
@@ -243,6 +277,7 @@ static void open_flows(void)
         f->ring = calloc((size_t)ring_len, sizeof(*f->ring));
         f->fd = socket(opt.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (!f->ring || f->fd < 0 ||
+            (opt.source && bind(f->fd, (struct sockaddr *)&opt.src, opt.srclen) < 0) ||
             connect(f->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0 ||
             getsockname(f->fd, (struct sockaddr *)&me, &len) < 0) {
             fprintf(stderr, "udpflows: fatal: cannot open flow %d of %d to %s: %s\n", i + 1,
