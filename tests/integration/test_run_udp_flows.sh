@@ -96,6 +96,28 @@ scenario() {
     flows_stop "$name-flows"
 }
 
+# ---- the client counts what A asserts is zero ----
+# nobody there: every datagram unanswered
+r=$("$UDPFLOWS" --connect 127.0.0.1:9 --flows 2 --interval 50 --duration 0.3 --timeout 100 --json 2>/dev/null)
+jq -e '.sent > 0 and .unanswered == .sent and .answered == 0' <<<"$r" >/dev/null ||
+    fail "udpflows did not count datagrams sent to a closed port as unanswered: $r"
+# a worker frozen for 0.6 s: answered late, from its queue, with its state
+sup_start ul -l udp://127.0.0.1:0 -w 1 -- "$TESTWORKER" --udp-state
+"$UDPFLOWS" --connect "127.0.0.1:$PORT" --flows 4 --interval 50 --duration 1.5 --timeout 200 --json \
+    >"$T/ul.json" 2>"$T/ul-flows.log" &
+upid=$!
+sleep 0.4
+frozen=$(status_json ul | jq -r '.slots[0].pid')
+kill -STOP "$frozen"
+sleep 0.6
+kill -CONT "$frozen"
+wait "$upid" || fail "udpflows failed: $(cat "$T/ul-flows.log")"
+r=$(cat "$T/ul.json")
+jq -e '.late > 0 and .unanswered >= .late and .answered + .unanswered == .sent and .state_breaks == 0 and .pid_changes == 0' \
+    <<<"$r" >/dev/null || fail "udpflows did not count the answers of a frozen worker as late (and its flows as kept): $r"
+ctl ul stop >/dev/null || true
+note "a worker frozen for 0.6 s: $r"
+
 # ---- A: the flow table ----
 scenario uf
 a=$RES a_mid=$MID a_lingered=$LINGERED a_cap=$UDPCAP

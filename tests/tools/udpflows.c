@@ -82,6 +82,7 @@ struct flow {
     int fd;
     unsigned port; /* our source port, for the break lines */
     unsigned long next_seq, answers, last_n, breaks, pid_changes;
+    unsigned long oldest; /* no datagram before it waits: where sweep() starts */
     long long next_send;
     long last_pid;
     int first_gen, last_gen; /* indexes into gens[] */
@@ -252,14 +253,16 @@ static void parse_options(int argc, char **argv)
 
 /* ---- flows --------------------------------------------------------------------- */
 
-/* Room for every datagram that may still be answered: those of the last
- * timeout, and a few more for a late sweep. */
+/* Each flow remembers its datagrams of the last 4 timeouts + 2 s (at most
+ * 1024): an answer later than that is "unexpected" rather than "late". */
 static void open_flows(void)
 {
     struct rlimit rl;
     int i;
 
-    ring_len = opt.timeout_ms / opt.interval_ms + 8;
+    ring_len = (4 * opt.timeout_ms + 2000) / opt.interval_ms + 8;
+    if (ring_len > 1024)
+        ring_len = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.flows + 16) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -362,17 +365,24 @@ static long long send_due(long long now)
     return next;
 }
 
-/* Every datagram past its timeout becomes unanswered.  O(flows * ring). */
+/* Every datagram past its timeout (all: every one still waiting) becomes
+ * unanswered.  A flow's datagrams wait in the order they were sent, so this
+ * is O(flows + datagrams expired). */
 static void sweep(long long now, int all)
 {
-    int i, j;
+    int i;
 
-    for (i = 0; i < opt.flows; i++)
-        for (j = 0; j < ring_len; j++) {
-            struct pending *p = &flows[i].ring[j];
-            if (p->state == P_WAIT && (all || now - p->sent_ms > opt.timeout_ms))
-                expire(p);
+    for (i = 0; i < opt.flows; i++) {
+        struct flow *f = &flows[i];
+        for (; f->oldest < f->next_seq; f->oldest++) {
+            struct pending *p = &f->ring[f->oldest % (unsigned long)ring_len];
+            if (p->seq != f->oldest || p->state != P_WAIT)
+                continue; /* answered, expired, or overwritten (and expired then) */
+            if (!all && now - p->sent_ms <= opt.timeout_ms)
+                break;
+            expire(p);
         }
+    }
 }
 
 /* ---- answers ------------------------------------------------------------------- */
