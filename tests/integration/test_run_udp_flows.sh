@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2015 # "A && B || fail" is meant: fail unless all of them hold
 # Stateful UDP flows survive reloads and scaling.  A worker that keeps
 # per-flow state and exits at once on SIGTERM (testworker --udp-state, as
 # almost every UDP server does), 96 flows sending every 50 ms (udpflows)
