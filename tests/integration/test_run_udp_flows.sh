@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2015 # "A && B || fail" is meant: fail unless all of them hold
 # Stateful UDP flows survive reloads and scaling.  A worker that keeps
 # per-flow state and exits at once on SIGTERM (testworker --udp-state, as
 # almost every UDP server does), 96 flows sending every 50 ms (udpflows)
@@ -99,6 +100,28 @@ scenario() {
     flows_stop "$name-flows"
 }
 
+# ---- the client counts what A asserts is zero ----
+# nobody there: every datagram unanswered
+r=$("$UDPFLOWS" --connect 127.0.0.1:9 --flows 2 --interval 50 --duration 0.3 --timeout 100 --json 2>/dev/null)
+jq -e '.sent > 0 and .unanswered == .sent and .answered == 0' <<<"$r" >/dev/null ||
+    fail "udpflows did not count datagrams sent to a closed port as unanswered: $r"
+# a worker frozen for 0.6 s: answered late, from its queue, with its state
+sup_start ul -l udp://127.0.0.1:0 -w 1 -- "$TESTWORKER" --udp-state
+"$UDPFLOWS" --connect "127.0.0.1:$PORT" --flows 4 --interval 50 --duration 1.5 --timeout 200 --json \
+    >"$T/ul.json" 2>"$T/ul-flows.log" &
+upid=$!
+sleep 0.4
+frozen=$(status_json ul | jq -r '.slots[0].pid')
+kill -STOP "$frozen"
+sleep 0.6
+kill -CONT "$frozen"
+wait "$upid" || fail "udpflows failed: $(cat "$T/ul-flows.log")"
+r=$(cat "$T/ul.json")
+jq -e '.late > 0 and .unanswered >= .late and .answered + .unanswered == .sent and .state_breaks == 0 and .pid_changes == 0' \
+    <<<"$r" >/dev/null || fail "udpflows did not count the answers of a frozen worker as late (and its flows as kept): $r"
+ctl ul stop >/dev/null || true
+note "a worker frozen for 0.6 s: $r"
+
 # ---- A: the flow table ----
 scenario uf
 a=$RES a_mid=$MID a_lingered=$LINGERED a_cap=$UDPCAP
@@ -106,7 +129,9 @@ stopped=$(now_ms)
 note "A (flow table): $a"
 note "A, flows started after the reloads: $a_mid"
 gen=$(status_json uf | jq -r .generation)
-"$UDPFLOWS" --connect "127.0.0.1:$PORT" --flows 32 --interval 50 --duration 2 --json \
+# from 127.0.0.2: a source port of the flows above, reused from 127.0.0.1,
+# would be their 4-tuple, which the flow table still keeps on its old worker
+"$UDPFLOWS" --connect "127.0.0.1:$PORT" --flows 32 --interval 50 --duration 2 --source 127.0.0.2 --json \
     >"$T/uf-new.json" 2>"$T/uf-new.log" || fail "udpflows (new flows) failed: $(cat "$T/uf-new.log")"
 a_new=$(cat "$T/uf-new.json")
 note "A, new flows once generation $gen serves: $a_new"
@@ -142,7 +167,7 @@ for r in "$a" "$a_mid"; do
     jq -e '.sent > 1000 and .unanswered * 1000 <= .sent' <<<"$r" >/dev/null ||
         fail "A: more than 0.1 % of the datagrams went unanswered (or too few sent to tell): $r"
 done
-jq -e --arg g "$gen" '.answered > 0 and (.gens | keys) == [$g] and .state_breaks == 0 and .unanswered * 1000 <= .sent' \
+jq -e --arg g "$gen" '.answered > 0 and (.gens | keys) == [$g] and .state_breaks == 0 and .first_n_not_1 == 0 and .unanswered * 1000 <= .sent' \
     <<<"$a_new" >/dev/null ||
     fail "A: new flows were not all answered by the serving generation $gen: $a_new"
 [ "$a_lingered" -ge 1 ] || fail "A: no old worker was seen lingering while its flows lived"

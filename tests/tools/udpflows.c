@@ -3,7 +3,7 @@
  * that lost its state.
  *
  *   udpflows --connect HOST:PORT --flows N --interval MS --duration SEC
- *            [--until-file F] [--timeout MS] [--json]
+ *            [--until-file F] [--timeout MS] [--source ADDR] [--json]
  *
  * It talks to `testworker --udp-state` (HOST an IPv4 or IPv6 address or
  * name, [V6]:PORT bracketed).  Each flow is one connected UDP socket, so
@@ -24,6 +24,11 @@
  * timeout is counted as "late" too (late <= unanswered), never as answered.
  * sent = answered + unanswered.  Every answer (late ones too) counts in the
  * state checks and in "gens" (answers per generation).
+ *
+ * --source ADDR binds every flow's socket to ADDR (port 0) first: a run
+ * from 127.0.0.2 can never reuse the 4-tuple of an earlier run's flow from
+ * 127.0.0.1, which a flow table that still remembers it would take for
+ * that flow.
  *
  * Sending stops at --duration, on SIGINT/SIGTERM, or once --until-file
  * exists (checked every 50 ms; --duration is then the hard cap); it then
@@ -77,6 +82,7 @@ struct flow {
     int fd;
     unsigned port; /* our source port, for the break lines */
     unsigned long next_seq, answers, last_n, breaks, pid_changes;
+    unsigned long oldest; /* no datagram before it waits: where sweep() starts */
     long long next_send;
     long last_pid;
     int first_gen, last_gen; /* indexes into gens[] */
@@ -84,11 +90,11 @@ struct flow {
 };
 
 static struct {
-    const char *connect, *until_file;
+    const char *connect, *until_file, *source;
     int flows, interval_ms, timeout_ms, json;
     double duration;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    struct sockaddr_storage addr, src;
+    socklen_t addrlen, srclen;
 } opt = {.timeout_ms = 1000};
 
 static struct {
@@ -118,7 +124,7 @@ static void usage_error(const char *what, const char *value)
 {
     fprintf(stderr,
             "udpflows: usage: %s%s%s (udpflows --connect HOST:PORT --flows N --interval MS "
-            "--duration SEC [--until-file F] [--timeout MS] [--json])\n",
+            "--duration SEC [--until-file F] [--timeout MS] [--source ADDR] [--json])\n",
             what, value ? ": " : "", value ? value : "");
     exit(2);
 }
@@ -135,6 +141,26 @@ static long parse_num(const char *s, long min, long max, const char *name)
         exit(2);
     }
     return v;
+}
+
+/* --source ADDR, a numeric address of the family of --connect's. */
+static void resolve_source(const char *a)
+{
+    struct addrinfo hints = {.ai_family = opt.addr.ss_family,
+                             .ai_socktype = SOCK_DGRAM,
+                             .ai_flags = AI_NUMERICHOST | AI_PASSIVE},
+                    *ai;
+
+    if (getaddrinfo(a, "0", &hints, &ai)) {
+        fprintf(stderr,
+                "udpflows: usage: bad --source '%s' (want a numeric address of the "
+                "family of --connect's)\n",
+                a);
+        exit(2);
+    }
+    memcpy(&opt.src, ai->ai_addr, ai->ai_addrlen);
+    opt.srclen = ai->ai_addrlen;
+    freeaddrinfo(ai);
 }
 
 /* HOST:PORT or [V6]:PORT into opt.addr. */
@@ -171,11 +197,15 @@ static void resolve(const char *hp)
 
 static void parse_options(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, 0, 'c'},  {"flows", required_argument, 0, 'f'},
-        {"interval", required_argument, 0, 'i'}, {"duration", required_argument, 0, 'd'},
-        {"timeout", required_argument, 0, 'T'},  {"until-file", required_argument, 0, 'u'},
-        {"json", no_argument, 0, 'j'},           {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"connect", required_argument, 0, 'c'},
+                                             {"flows", required_argument, 0, 'f'},
+                                             {"interval", required_argument, 0, 'i'},
+                                             {"duration", required_argument, 0, 'd'},
+                                             {"timeout", required_argument, 0, 'T'},
+                                             {"until-file", required_argument, 0, 'u'},
+                                             {"source", required_argument, 0, 's'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {0, 0, 0, 0}};
     char *end;
     int o;
 
@@ -202,6 +232,9 @@ static void parse_options(int argc, char **argv)
         case 'u':
             opt.until_file = optarg;
             break;
+        case 's':
+            opt.source = optarg;
+            break;
         case 'j':
             opt.json = 1;
             break;
@@ -214,18 +247,22 @@ static void parse_options(int argc, char **argv)
     if (!opt.connect || !opt.flows || !opt.interval_ms || opt.duration == 0)
         usage_error("--connect, --flows, --interval and --duration are required", NULL);
     resolve(opt.connect);
+    if (opt.source)
+        resolve_source(opt.source);
 }
 
 /* ---- flows --------------------------------------------------------------------- */
 
-/* Room for every datagram that may still be answered: those of the last
- * timeout, and a few more for a late sweep. */
+/* Each flow remembers its datagrams of the last 4 timeouts + 2 s (at most
+ * 1024): an answer later than that is "unexpected" rather than "late". */
 static void open_flows(void)
 {
     struct rlimit rl;
     int i;
 
-    ring_len = opt.timeout_ms / opt.interval_ms + 8;
+    ring_len = (4 * opt.timeout_ms + 2000) / opt.interval_ms + 8;
+    if (ring_len > 1024)
+        ring_len = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.flows + 16) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -243,6 +280,7 @@ static void open_flows(void)
         f->ring = calloc((size_t)ring_len, sizeof(*f->ring));
         f->fd = socket(opt.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (!f->ring || f->fd < 0 ||
+            (opt.source && bind(f->fd, (struct sockaddr *)&opt.src, opt.srclen) < 0) ||
             connect(f->fd, (struct sockaddr *)&opt.addr, opt.addrlen) < 0 ||
             getsockname(f->fd, (struct sockaddr *)&me, &len) < 0) {
             fprintf(stderr, "udpflows: fatal: cannot open flow %d of %d to %s: %s\n", i + 1,
@@ -327,17 +365,24 @@ static long long send_due(long long now)
     return next;
 }
 
-/* Every datagram past its timeout becomes unanswered.  O(flows * ring). */
+/* Every datagram past its timeout (all: every one still waiting) becomes
+ * unanswered.  A flow's datagrams wait in the order they were sent, so this
+ * is O(flows + datagrams expired). */
 static void sweep(long long now, int all)
 {
-    int i, j;
+    int i;
 
-    for (i = 0; i < opt.flows; i++)
-        for (j = 0; j < ring_len; j++) {
-            struct pending *p = &flows[i].ring[j];
-            if (p->state == P_WAIT && (all || now - p->sent_ms > opt.timeout_ms))
-                expire(p);
+    for (i = 0; i < opt.flows; i++) {
+        struct flow *f = &flows[i];
+        for (; f->oldest < f->next_seq; f->oldest++) {
+            struct pending *p = &f->ring[f->oldest % (unsigned long)ring_len];
+            if (p->seq != f->oldest || p->state != P_WAIT)
+                continue; /* answered, expired, or overwritten (and expired then) */
+            if (!all && now - p->sent_ms <= opt.timeout_ms)
+                break;
+            expire(p);
         }
+    }
 }
 
 /* ---- answers ------------------------------------------------------------------- */
