@@ -5,7 +5,8 @@
 # supervisor's; socket i is distinct per slot in reuseport mode, and the
 # same for every slot in shared mode; slot i of the next generation gets
 # a TCP socket of its own on the same address under eBPF steering (the
-# same socket i under classic BPF), and the same UDP socket.  lighttpd from Debian runs unchanged as a worker.
+# same socket i under classic BPF), and a UDP socket of its own where the
+# flow table steers (else the same one).  lighttpd from Debian runs unchanged as a worker.
 . "$(dirname "$0")/sup_lib.sh"
 
 cat >"$T/dumper.sh" <<EOS
@@ -56,7 +57,15 @@ else
     [ "$s0n" = "$s0" ] || fail "generation 2 of slot 0 got another socket than generation 1"
     own="same socket"
 fi
-[ "$(val "$T/dump.0.2" fd.4)" = "$(val "$T/dump.0.1" fd.4)" ] || fail "UDP socket of slot 0 changed across the reload"
+# UDP: with the flow table a generation has sockets of its own too (its
+# flows stay with the old one's while that lives)
+if [ "$(status_json ho | jq -r '.listeners[1].steering')" = flow ]; then
+    [ "$(val "$T/dump.0.2" fd.4)" != "$(val "$T/dump.0.1" fd.4)" ] || fail "flow table: generation 2 of slot 0 got generation 1's UDP socket"
+    [ "$(val "$T/dump.0.2" fd.4.addr)" = "$(val "$T/dump.0.1" fd.4.addr)" ] || fail "generation 2's UDP socket is on $(val "$T/dump.0.2" fd.4.addr)"
+    own="$own, UDP: own socket"
+else
+    [ "$(val "$T/dump.0.2" fd.4)" = "$(val "$T/dump.0.1" fd.4)" ] || fail "UDP socket of slot 0 changed across the reload"
+fi
 # the supervisor itself holds every socket the serving workers hold
 wait_until 5 test -s "$T/dump.1.2"
 for s in "$s0n" "$(val "$T/dump.1.2" fd.3)"; do

@@ -63,9 +63,9 @@ settle() { # settle NAME N: N slots, all ready
 }
 
 # scenario NAME [run options...]: the flows across 3 reloads, an in-place
-# upgrade and a scale 4 -> 2 -> 4, one second apart.  Sets RES (the 96 flows), MID (32 flows
-# started after the reloads, on the newest generation when the scale
-# removes slots), LINGERED (the most workers seen lingering) and UDPCAP
+# upgrade and a scale 4 -> 2 -> 4, one second apart.  Sets RES (the 96
+# flows), MID (32 flows started after the reloads, on the newest
+# generation when the scale removes slots), LINGERED (the most workers seen lingering) and UDPCAP
 # (the udp_flows capability status shows).
 scenario() {
     local name=$1 i out n l
