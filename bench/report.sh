@@ -10,7 +10,8 @@
 #   s6.tsv  repeat server p50 p90 p99 p999 max rps failed (microseconds)
 #   rss.tsv server state pid role rss_kb
 #   s8.tsv  server connections rss_before_kb rss_after_kb bytes_per_connection
-#   s12a.tsv  repeat steering dps answered lost late server_cpu_s machine_cpu_s
+#   s12a.tsv  repeat steering dps answered lost late server_cpu_s client_cpu_s
+#             machine_cpu_s
 #   s12b.tsv  steering reloads reloads_ok flows flows_broken state_breaks sent
 #             answered unanswered late workers_alive median_reload_ms
 
@@ -175,7 +176,7 @@ write_event_summary() {
     fi
     if [ -s "$RAW/s12a.tsv" ] || [ -s "$RAW/s12b.tsv" ]; then
         echo "UDP, eBPF flow table / \`--steering cbpf\`: echo datagrams/s $(f2 "$(udp_ratio dps)")," \
-            "datagrams per machine CPU-second $(f2 "$(udp_ratio meff)") (goal: >= 0.95)."
+            "datagrams per CPU-second of client and server $(f2 "$(udp_ratio both)") (goal: >= 0.95)."
         awk -F'\t' '{printf "%s%s: %s of %s flows lost their state across %s reloads, %s of %s datagrams unanswered", \
             sep, $1 == "cbpf" ? "with --steering cbpf" : "With the flow table", $5, $4, $3, $9, $7; sep = "; "}
             END {if (NR) print "."}' "$RAW/s12b.tsv" 2>/dev/null
@@ -499,9 +500,11 @@ plot_all() {
 }
 
 # ---- scenario 12 ----------------------------------------------------------------------
-# UDP_AWK's metric(k) of an s12a.tsv row: dps, datagrams per server
-# CPU-second (eff) or per machine CPU-second (meff)
-UDP_AWK='function metric(k) { return k == "dps" ? $3 : k == "eff" ? ($7 > 0 ? $4 / $7 : 0) : ($8 > 0 ? $4 / $8 : 0) }'
+# UDP_AWK's metric(k) of an s12a.tsv row: dps, answered datagrams per
+# CPU-second of the server (srv: supervisor and worker), of the client
+# (cli), of both (both), or of the machine (meff: every CPU's busy time)
+UDP_AWK='function per(c) { return c > 0 ? $4 / c : 0 }
+function metric(k) { return k == "dps" ? $3 : k == "srv" ? per($7) : k == "cli" ? per($8) : k == "both" ? per($7 + $8) : per($9) }'
 
 udp_med() { # udp_med STEERING METRIC
     [ -s "$RAW/s12a.tsv" ] || { echo nan; return; }
@@ -536,19 +539,22 @@ write_udp() {
         echo "$WORKERS worker(s) on CPU $SERVER_CPUS; bench_udpload (bench/udpload.c) on CPU $CLIENT_CPUS with"
         echo "$UDP_LOAD_FLOWS flows (connected sockets) of $UDP_LOAD_WINDOW datagrams of 64 bytes in flight each,"
         echo "each answer sending the next; ${DUR}s per run, $REPEATS alternating repeats.  On loopback the"
-        echo "reuseport program runs in the sender's softirq, on the client's CPU: its cost shows in"
-        echo "datagrams/s and in machine CPU (busy time of all CPUs), not in the server's CPU."
+        echo "reuseport program runs in the sender's softirq, in the client's system calls: its cost"
+        echo "shows in the client's CPU (getrusage) and in datagrams/s, not in the server's CPU"
+        echo "(supervisor and worker, /proc/PID/stat).  Datagrams per CPU-second of client and server"
+        echo "is the figure that holds on a shared machine; datagrams/s and machine CPU (busy time of all"
+        echo "CPUs, other work included) move with whatever else runs."
         echo
-        echo "| steering | datagrams/s (median) | datagrams/s range | per server CPU-s (median) | per machine CPU-s (median) | lost | late |"
-        echo "|---|---|---|---|---|---|---|"
+        echo "| steering | datagrams/s (median) | datagrams/s range | per CPU-s, client + server | per client CPU-s | per server CPU-s | per machine CPU-s | lost | late |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         for v in flow-table cbpf; do
             awk -F'\t' -v v="$v" '$2 == v {f = 1} END {exit !f}' "$RAW/s12a.tsv" || continue
-            echo "| $v | $(f0 "$(udp_med "$v" dps)") | $(udp_spread "$v") | $(f0 "$(udp_med "$v" eff)") | $(f0 "$(udp_med "$v" meff)") | $(awk -F'\t' -v v="$v" '$2 == v {t += $5} END {print t + 0}' "$RAW/s12a.tsv") | $(awk -F'\t' -v v="$v" '$2 == v {t += $6} END {print t + 0}' "$RAW/s12a.tsv") |"
+            echo "| $v | $(f0 "$(udp_med "$v" dps)") | $(udp_spread "$v") | $(f0 "$(udp_med "$v" both)") | $(f0 "$(udp_med "$v" cli)") | $(f0 "$(udp_med "$v" srv)") | $(f0 "$(udp_med "$v" meff)") | $(awk -F'\t' -v v="$v" '$2 == v {t += $5} END {print t + 0}' "$RAW/s12a.tsv") | $(awk -F'\t' -v v="$v" '$2 == v {t += $6} END {print t + 0}' "$RAW/s12a.tsv") |"
         done
         echo
-        echo "Ratio flow-table / cbpf (median of the per-repeat ratios): datagrams/s **$(f2 "$(udp_ratio dps)")**,"
-        echo "datagrams per machine CPU-second **$(f2 "$(udp_ratio meff)")**, per server CPU-second $(f2 "$(udp_ratio eff)");"
-        echo "goal: a cost of at most 5 % (>= 0.95)."
+        echo "Ratio flow-table / cbpf (median of the per-repeat ratios): datagrams per CPU-second of"
+        echo "client and server **$(f2 "$(udp_ratio both)")**, of the client $(f2 "$(udp_ratio cli)"), of the server"
+        echo "$(f2 "$(udp_ratio srv)"); datagrams/s **$(f2 "$(udp_ratio dps)")**.  Goal: a cost of at most 5 % (>= 0.95)."
         echo
     fi
     if [ -s "$RAW/s12b.tsv" ]; then
