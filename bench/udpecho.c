@@ -73,7 +73,7 @@ int main(void)
 {
     struct epoll_event ev[MAX_FDS + 1];
     sigset_t set;
-    int n, i, k, ep, sig;
+    int n, i, k, b, ep, sig;
 
     n = ps_listen_fds(1, NULL);
     if (n <= 0 || n > MAX_FDS)
@@ -105,7 +105,7 @@ int main(void)
             if (ev[i].data.fd == SIG_DATA)
                 return 0;
             /* a few batches, then the other sockets get their turn */
-            for (int b = 0; b < 4 && echo_batch(ev[i].data.fd) == BATCH; b++)
+            for (b = 0; b < 4 && echo_batch(ev[i].data.fd) == BATCH; b++)
                 ;
         }
     }

@@ -140,11 +140,13 @@ static void resolve(const char *hp)
 
 static void parse_options(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, 0, 'c'},  {"flows", required_argument, 0, 'f'},
-        {"window", required_argument, 0, 'w'},   {"size", required_argument, 0, 's'},
-        {"duration", required_argument, 0, 'd'}, {"timeout-ms", required_argument, 0, 't'},
-        {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"connect", required_argument, 0, 'c'},
+                                             {"flows", required_argument, 0, 'f'},
+                                             {"window", required_argument, 0, 'w'},
+                                             {"size", required_argument, 0, 's'},
+                                             {"duration", required_argument, 0, 'd'},
+                                             {"timeout-ms", required_argument, 0, 't'},
+                                             {0, 0, 0, 0}};
     const char *connect_to = NULL;
     char *end;
     int o;
@@ -305,8 +307,8 @@ int main(int argc, char **argv)
     memset(payload, 'x', sizeof(payload));
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0 || open_flows(ep, now_ms()) < 0) {
-        fprintf(stderr, "bench_udpload: fatal: cannot open %d flows to the server: %s\n",
-                opt.flows, strerror(errno));
+        fprintf(stderr, "bench_udpload: fatal: cannot open %d flows to the server: %s\n", opt.flows,
+                strerror(errno));
         return 3;
     }
     elapsed = run(ep);
@@ -316,9 +318,8 @@ int main(int argc, char **argv)
     printf("{\"flows\":%d,\"window\":%d,\"size\":%d,\"sent\":%llu,\"answered\":%llu,"
            "\"lost\":%llu,\"late\":%llu,\"send_errors\":%llu,\"recv_errors\":%llu,"
            "\"dps\":%.0f,\"elapsed_s\":%.3f,\"cpu_s\":%.3f}\n",
-           opt.flows, opt.window, opt.size, st.sent, st.answered, st.lost, st.late,
-           st.send_errors, st.recv_errors, elapsed > 0 ? (double)st.answered / elapsed : 0.0,
-           elapsed, cpu);
+           opt.flows, opt.window, opt.size, st.sent, st.answered, st.lost, st.late, st.send_errors,
+           st.recv_errors, elapsed > 0 ? (double)st.answered / elapsed : 0.0, elapsed, cpu);
     for (i = 0; i < opt.flows; i++)
         close(flows[i].fd);
     free(flows);
