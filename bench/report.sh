@@ -14,6 +14,7 @@
 #             machine_cpu_s
 #   s12b.tsv  steering reloads reloads_ok flows flows_broken state_breaks sent
 #             answered unanswered late workers_alive median_reload_ms
+#             old_workers_gone_s
 
 # metric VALUE of one row: rps, requests per server CPU-second (eff), or
 # requests per machine CPU-second (meff: busy time of all CPUs, client and
@@ -564,11 +565,13 @@ write_udp() {
         echo "1 s before $RELOADS \`portshare reload\`s ${EVENT_GAP}s apart, stopped 0.5 s after the last.  A flow"
         echo "lost its state when a process that had not seen it answered (n not the previous + 1); a"
         echo "datagram is unanswered after 1 s.  Workers alive: the supervisor's children 0.5 s after"
-        echo "the last reload (with the flow table, old ones lingering for their flows)."
+        echo "the last reload (with the flow table, old ones lingering for their flows), and how long"
+        echo "after the flows stopped only the newest generation's were left (\`?flow_idle=2s\`; \"-\": not"
+        echo "within 10 s)."
         echo
-        echo "| steering | reloads done | flows | **flows that lost their state** | state breaks | unanswered / sent | late | workers alive | median reload ms |"
-        echo "|---|---|---|---|---|---|---|---|---|"
-        awk -F'\t' '{printf "| %s | %s/%s | %s | **%s** | %s | %s / %s | %s | %s | %s |\n", $1, $3, $2, $4, $5, $6, $9, $7, $10, $11, $12}' "$RAW/s12b.tsv"
+        echo "| steering | reloads done | flows | **flows that lost their state** | state breaks | unanswered / sent | late | workers alive | old ones gone after s | median reload ms |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        awk -F'\t' '{printf "| %s | %s/%s | %s | **%s** | %s | %s / %s | %s | %s | %s | %s |\n", $1, $3, $2, $4, $5, $6, $9, $7, $10, $11, $13, $12}' "$RAW/s12b.tsv"
         echo
     fi
 }
