@@ -10,6 +10,11 @@
 #   s6.tsv  repeat server p50 p90 p99 p999 max rps failed (microseconds)
 #   rss.tsv server state pid role rss_kb
 #   s8.tsv  server connections rss_before_kb rss_after_kb bytes_per_connection
+#   s12a.tsv  repeat steering dps answered lost late server_cpu_s client_cpu_s
+#             machine_cpu_s
+#   s12b.tsv  steering reloads reloads_ok flows flows_broken state_breaks sent
+#             answered unanswered late workers_alive median_reload_ms
+#             old_workers_gone_s
 
 # metric VALUE of one row: rps, requests per server CPU-second (eff), or
 # requests per machine CPU-second (meff: busy time of all CPUs, client and
@@ -168,6 +173,14 @@ write_event_summary() {
     if [ -s "$RAW/s8.tsv" ]; then
         echo "Memory per idle keep-alive connection (worker VmRSS, bytes):" \
             "$(awk -F'\t' '{printf "%s%s %s: %s", sep, $1, $2, $5; sep = "; "}' "$RAW/s8.tsv")."
+        echo
+    fi
+    if [ -s "$RAW/s12a.tsv" ] || [ -s "$RAW/s12b.tsv" ]; then
+        echo "UDP, eBPF flow table / \`--steering cbpf\`: echo datagrams/s $(f2 "$(udp_ratio dps)")," \
+            "datagrams per CPU-second of client and server $(f2 "$(udp_ratio both)") (goal: >= 0.95)."
+        awk -F'\t' '{printf "%s%s: %s of %s flows lost their state across %s reloads, %s of %s datagrams unanswered", \
+            sep, $1 == "cbpf" ? "with --steering cbpf" : "With the flow table", $5, $4, $3, $9, $7; sep = "; "}
+            END {if (NR) print "."}' "$RAW/s12b.tsv" 2>/dev/null
         echo
     fi
     if [ -s "$RAW/idle_cpu.tsv" ]; then
@@ -386,6 +399,7 @@ write_report() {
     write_affinity
     write_stall
     write_sup_scale
+    write_udp
 }
 
 # ---- scenarios 9 and 10 ---------------------------------------------------------------
@@ -484,4 +498,80 @@ plot_all() {
         gnuplot -e "raw='$RAW'; out='$OUT'; rate='$(cat "$RAW/s6_rate" 2>/dev/null || echo 0)'" \
             "$SRC/bench/plot/$gp.gp" || say "plot $gp failed"
     done
+}
+
+# ---- scenario 12 ----------------------------------------------------------------------
+# UDP_AWK's metric(k) of an s12a.tsv row: dps, answered datagrams per
+# CPU-second of the server (srv: supervisor and worker), of the client
+# (cli), of both (both), or of the machine (meff: every CPU's busy time)
+UDP_AWK='function per(c) { return c > 0 ? $4 / c : 0 }
+function metric(k) { return k == "dps" ? $3 : k == "srv" ? per($7) : k == "cli" ? per($8) : k == "both" ? per($7 + $8) : per($9) }'
+
+udp_med() { # udp_med STEERING METRIC
+    [ -s "$RAW/s12a.tsv" ] || { echo nan; return; }
+    awk -F'\t' -v v="$1" -v k="$2" "$UDP_AWK"' $2 == v {print metric(k)}' "$RAW/s12a.tsv" | median
+}
+
+udp_spread() { # udp_spread STEERING: "min-max" datagrams/s
+    awk -F'\t' -v v="$1" '$2 == v {if (!c++ || $3 < lo) lo = $3; if ($3 > hi) hi = $3}
+        END {if (c) printf "%.0f-%.0f", lo, hi; else print "-"}' "$RAW/s12a.tsv"
+}
+
+udp_ratio() { # udp_ratio METRIC: median over repeats of flow-table / cbpf
+    [ -s "$RAW/s12a.tsv" ] || { echo nan; return; }
+    awk -F'\t' -v k="$1" "$UDP_AWK"'
+        $2 == "flow-table" {x[$1] = metric(k)}
+        $2 == "cbpf" {y[$1] = metric(k)}
+        END {for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r]}' "$RAW/s12a.tsv" | median
+}
+
+write_udp() {
+    local v
+    [ -s "$RAW/s12a.tsv" ] || [ -s "$RAW/s12b.tsv" ] || return 0
+    echo "## 12. UDP flows: the eBPF flow table against the kernel's hash"
+    echo
+    echo "\`portshare run -l 'udp://127.0.0.1:PORT?flow_idle=2s'\`, once with the eBPF flow table (the"
+    echo "default where it loads: each generation binds its own sockets, a flow stays with the socket"
+    echo "that got its first datagram, replaced workers linger while their flows live) and once with"
+    echo "\`--steering cbpf\` (one socket per slot for every generation, the kernel's hash)."
+    echo
+    if [ -s "$RAW/s12a.tsv" ]; then
+        echo "Throughput: bench_udpecho (bench/udpecho.c: recvmmsg/sendmmsg, batches of 64) as the worker,"
+        echo "$WORKERS worker(s) on CPU $SERVER_CPUS; bench_udpload (bench/udpload.c) on CPU $CLIENT_CPUS with"
+        echo "$UDP_LOAD_FLOWS flows (connected sockets) of $UDP_LOAD_WINDOW datagrams of 64 bytes in flight each,"
+        echo "each answer sending the next; ${DUR}s per run, $REPEATS alternating repeats.  On loopback the"
+        echo "reuseport program runs in the sender's softirq, in the client's system calls: its cost"
+        echo "shows in the client's CPU (getrusage) and in datagrams/s, not in the server's CPU"
+        echo "(supervisor and worker, /proc/PID/stat).  Datagrams per CPU-second of client and server"
+        echo "is the figure that holds on a shared machine; datagrams/s and machine CPU (busy time of all"
+        echo "CPUs, other work included) move with whatever else runs."
+        echo
+        echo "| steering | datagrams/s (median) | datagrams/s range | per CPU-s, client + server | per client CPU-s | per server CPU-s | per machine CPU-s | lost | late |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        for v in flow-table cbpf; do
+            awk -F'\t' -v v="$v" '$2 == v {f = 1} END {exit !f}' "$RAW/s12a.tsv" || continue
+            echo "| $v | $(f0 "$(udp_med "$v" dps)") | $(udp_spread "$v") | $(f0 "$(udp_med "$v" both)") | $(f0 "$(udp_med "$v" cli)") | $(f0 "$(udp_med "$v" srv)") | $(f0 "$(udp_med "$v" meff)") | $(awk -F'\t' -v v="$v" '$2 == v {t += $5} END {print t + 0}' "$RAW/s12a.tsv") | $(awk -F'\t' -v v="$v" '$2 == v {t += $6} END {print t + 0}' "$RAW/s12a.tsv") |"
+        done
+        echo
+        echo "Ratio flow-table / cbpf (median of the per-repeat ratios): datagrams per CPU-second of"
+        echo "client and server **$(f2 "$(udp_ratio both)")**, of the client $(f2 "$(udp_ratio cli)"), of the server"
+        echo "$(f2 "$(udp_ratio srv)"); datagrams/s **$(f2 "$(udp_ratio dps)")**.  Goal: a cost of at most 5 % (>= 0.95)."
+        echo
+    fi
+    if [ -s "$RAW/s12b.tsv" ]; then
+        echo "State across reloads: \`testworker --udp-state\` (tests/tools: counts each flow's datagrams,"
+        echo "answers \"n=COUNT\", exits at once on SIGTERM as UDP servers do), $EVENT_WORKERS workers, no pinning;"
+        echo "\`udpflows\` (tests/tools) with $UDP_FLOWS flows sending one datagram every $UDP_INTERVAL ms each, started"
+        echo "1 s before $RELOADS \`portshare reload\`s ${EVENT_GAP}s apart, stopped 0.5 s after the last.  A flow"
+        echo "lost its state when a process that had not seen it answered (n not the previous + 1); a"
+        echo "datagram is unanswered after 1 s.  Workers alive: the supervisor's children 0.5 s after"
+        echo "the last reload (with the flow table, old ones lingering for their flows), and how long"
+        echo "after the flows stopped only the newest generation's were left (\`?flow_idle=2s\`; \"-\": not"
+        echo "within 10 s)."
+        echo
+        echo "| steering | reloads done | flows | **flows that lost their state** | state breaks | unanswered / sent | late | workers alive | old ones gone after s | median reload ms |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        awk -F'\t' '{printf "| %s | %s/%s | %s | **%s** | %s | %s / %s | %s | %s | %s | %s |\n", $1, $3, $2, $4, $5, $6, $9, $7, $10, $11, $13, $12}' "$RAW/s12b.tsv"
+        echo
+    fi
 }
