@@ -70,6 +70,10 @@ static int take_over(struct ps_group *g)
     if (r < 0) {
         for (i = 0; i < n; i++)
             ps__close(g->flow_maps[i]);
+        snprintf(g->flow_note, sizeof(g->flow_note),
+                 "the previous image's UDP flow table could not be taken over (%s): a new one, "
+                 "flows in progress may move once",
+                 err);
         return r;
     }
     if (ps__udp_flow_find(g->flow, g->fds, g->nfds, ids) >= 0)

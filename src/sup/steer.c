@@ -22,11 +22,8 @@
 #include <string.h>
 
 static const char *const steer_names[PS_STEER_COUNT] = {
-    [PS_STEER_UNSET] = "unset",
-    [PS_STEER_NONE] = "none",
-    [PS_STEER_CBPF] = "cbpf",
-    [PS_STEER_EBPF] = "ebpf",
-    [PS_STEER_FLOW] = "flow",
+    [PS_STEER_UNSET] = "unset", [PS_STEER_NONE] = "none", [PS_STEER_CBPF] = "cbpf",
+    [PS_STEER_EBPF] = "ebpf",   [PS_STEER_FLOW] = "flow",
 };
 
 const char *ps__steer_name(enum ps_steer st)
@@ -34,10 +31,16 @@ const char *ps__steer_name(enum ps_steer st)
     return st < PS_STEER_COUNT ? steer_names[st] : "?";
 }
 
-void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g)
+void ps__sup_steer_said(struct ps_sup *sup, struct ps_group *g)
 {
-    (void)g; /* said once for all groups, at warning when it falls back */
-    ps__cap_steering(sup);
+    char addr[160];
+
+    if (g->flow_note[0]) { /* after an upgrade: its flow table was not kept */
+        ps_spec_format(&g->spec, addr, sizeof(addr));
+        ps__sup_log(sup, PS_LOG_WARN, "udp_flows_new_table", "%s: %s", addr, g->flow_note);
+        g->flow_note[0] = '\0';
+    }
+    ps__cap_steering(sup); /* said once for all groups, at warning when it falls back */
 }
 
 int ps__cpu_list(int *cpus, int max)

@@ -80,6 +80,7 @@ struct ps_group {
      * table (its maps' descriptors), to be taken over rather than opened */
     int flow_maps[PS__FLOW_NMAPS];
     int nflow_maps;
+    char flow_note[384]; /* why they could not be taken over: logged once */
     /* foreign members (nforeign: status, metrics; not 0 is a warning) */
     int foreign_said;  /* nforeign when the log last said it */
     int order_changed; /* a foreign member came or went: steer again */
@@ -283,7 +284,7 @@ void ps__pin_to_slot_cpu(int s);
 
 /* Group g's steering was decided: the capability registry says what the
  * supervisor's steering is now (once; at warning when it falls back). */
-void ps__sup_steer_said(struct ps_sup *sup, const struct ps_group *g);
+void ps__sup_steer_said(struct ps_sup *sup, struct ps_group *g);
 
 const char *ps__steer_name(enum ps_steer st);
 
