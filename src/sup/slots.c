@@ -227,10 +227,31 @@ static void count_crash(struct ps_sup *sup, struct ps_slot *sl, const struct ps_
                 delay);
 }
 
-/* A retiring slot, steered away already, closes at once under the migrate
- * program: shut its sockets down and what they hold (queued connections and
- * handshakes in flight) moves to the serving slots.  Without it (CBPF) the
- * queue was left to empty first (retire_done) and nothing is done here. */
+/* A retired slot's sockets under the migrate program: its worker keeps
+ * them listening (a server whose listener is shut down under it may spin
+ * on accept's EINVAL and never see its drain signal, as kresd's libuv
+ * does; a lingering one still serves), nothing new reaches them, and
+ * what they hold moves to the serving slots when the last holder closes
+ * them.  Only when what is queued there does not go down for
+ * HANDOVER_GRACE_MS (a frozen worker, one that closed its copy while ours
+ * still listens) are they shut down, so that it moves now.  The 1 s tick
+ * looks: no wake-up of its own.  Without the program (CBPF) the queue was
+ * left to empty first (retire_done). */
+#define HANDOVER_GRACE_MS 500
+
+static long closing_queued(const struct ps_sup *sup, int s)
+{
+    unsigned queued, limit;
+    long sum = 0;
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (ps__group_migrates(&sup->groups[g]) && s < sup->groups[g].nfds &&
+            !sup->groups[g].down[s] && ps_listen_queue(sup->groups[g].fds[s], &queued, &limit) == 0)
+            sum += queued;
+    return sum;
+}
+
 static void hand_over(struct ps_sup *sup, int s)
 {
     unsigned queued, moved = 0;
@@ -250,9 +271,27 @@ static void hand_over(struct ps_sup *sup, int s)
             moved += queued;
     }
     ps__sup_log(sup, PS_LOG_INFO, "slot_handover",
-                "slot %d retired at once: its socket is shut down, %u queued connection(s) "
-                "moved to the serving slots",
+                "retired slot %d: its worker does not take what is queued in its socket: shut "
+                "down, %u queued connection(s) moved to the serving slots",
                 s, moved);
+}
+
+void ps__slot_handover_check(struct ps_sup *sup, int s, uint64_t now)
+{
+    struct ps_slot *sl = &sup->slots[s];
+    long queued;
+
+    if (sl->state != SL_CLOSING || !ps__sup_migrates(sup))
+        return;
+    queued = closing_queued(sup, s);
+    if (queued == 0 || queued < (long)sl->stall_q || !sl->stall_since) {
+        sl->stall_q = (unsigned)queued; /* going down, or nothing to move */
+        sl->stall_since = now;
+        return;
+    }
+    sl->stall_q = (unsigned)queued;
+    if (now - sl->stall_since >= HANDOVER_GRACE_MS)
+        hand_over(sup, s);
 }
 
 /* Scaled back up: a socket hand_over shut down listens again. */
@@ -566,8 +605,8 @@ static int a_handover(struct ps_sup *sup, int s, const struct ps_slot_transition
                       struct ps_worker *w, int status, const char *why)
 {
     (void)t, (void)status;
-    hand_over(sup, s);
-    if (w) { /* its UDP flows stay on its sockets while they live */
+    sup->slots[s].stall_since = 0; /* ps__slot_handover_check starts looking */
+    if (w) {                       /* its UDP flows stay on its sockets while they live */
         ps__flow_keep(sup, s, w);
         ps__flow_retire(sup, detach_current(sup, &sup->slots[s]), why);
     }

@@ -471,7 +471,8 @@ struct ps_slot {
     unsigned stalls;        /* times it was found stalled */
     unsigned rescues;       /* times a stalled worker was replaced */
     /* stall detection (stall.c): the queue length last seen, since when it
-     * has not gone down (0: empty or draining), when it was steered away */
+     * has not gone down (0: empty or draining), when it was steered away;
+     * a closing slot's first two are ps__slot_handover_check's */
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
     int stall_reload_said; /* the "not rescued during a reload" line was logged */
@@ -554,6 +555,12 @@ long ps__slot_renew_sockets(struct ps_sup *sup, int s, int at_once);
 int ps__slot_prepare_sockets(struct ps_sup *sup, int s, char *err, size_t errlen);
 void ps__slot_commit_sockets(struct ps_sup *sup, int s);
 void ps__slot_discard_sockets(struct ps_sup *sup, int s);
+
+/* Slot s, retired (closing) under the migrate program: when what is
+ * queued in its sockets has not gone down for a while (its worker does not
+ * take it), shut them down so that it moves to the serving slots now.  Its
+ * stall_q / stall_since track that queue.  One getsockopt per group. */
+void ps__slot_handover_check(struct ps_sup *sup, int s, uint64_t now);
 
 /* Worker w was reaped: when it was a slot's leaving worker, that slot's
  * socket is its successor's alone again. */

@@ -427,6 +427,8 @@ void ps__sup_run_timers(struct ps_sup *sup)
             ps__slot_event(sup, i, EV_START, 0, "start");
         else if (sl->state == SL_RETIRING && retire_done(sup, i, now))
             ps__slot_event(sup, i, EV_QUEUE_EMPTY, 0, "scaled down");
+        else if (sl->state == SL_CLOSING)
+            ps__slot_handover_check(sup, i, now);
     }
     ps__life_timers(sup, now);
     ps__watch_timer(sup, now);
