@@ -61,8 +61,8 @@ struct ps_sup_config {
     /* a worker of an old generation (or a retired slot) that holds UDP
      * flows gets its drain signal once they are idle, or after this */
     unsigned flow_linger_ms;
-    unsigned watchdog_ms;      /* 0: off; else a ready worker sends WATCHDOG=1 this often */
-    int drain_signal;          /* what asks a worker to drain (SIGTERM) */
+    unsigned watchdog_ms; /* 0: off; else a ready worker sends WATCHDOG=1 this often */
+    int drain_signal;     /* what asks a worker to drain (SIGTERM) */
     enum ps_sup_steering steering;
     unsigned stall_timeout_ms; /* 0: off; a queue not draining this long is a stall */
     int cpu_affinity;          /* slot i's worker on CPU i mod N, its connections too */
