@@ -284,13 +284,13 @@ void ps__slot_handover_check(struct ps_sup *sup, int s, uint64_t now)
     if (sl->state != SL_CLOSING || !ps__sup_migrates(sup))
         return;
     queued = closing_queued(sup, s);
-    if (queued == 0 || queued < (long)sl->stall_q || !sl->stall_since) {
-        sl->stall_q = (unsigned)queued; /* going down, or nothing to move */
-        sl->stall_since = now;
+    if (queued == 0 || queued < (long)sl->handover_q || !sl->handover_since) {
+        sl->handover_q = (unsigned)queued; /* going down, or nothing to move */
+        sl->handover_since = now;
         return;
     }
-    sl->stall_q = (unsigned)queued;
-    if (now - sl->stall_since >= HANDOVER_GRACE_MS)
+    sl->handover_q = (unsigned)queued;
+    if (now - sl->handover_since >= HANDOVER_GRACE_MS)
         hand_over(sup, s);
 }
 
@@ -605,8 +605,8 @@ static int a_handover(struct ps_sup *sup, int s, const struct ps_slot_transition
                       struct ps_worker *w, int status, const char *why)
 {
     (void)t, (void)status;
-    sup->slots[s].stall_since = 0; /* ps__slot_handover_check starts looking */
-    if (w) {                       /* its UDP flows stay on its sockets while they live */
+    sup->slots[s].handover_since = 0; /* ps__slot_handover_check starts looking */
+    if (w) {                          /* its UDP flows stay on its sockets while they live */
         ps__flow_keep(sup, s, w);
         ps__flow_retire(sup, detach_current(sup, &sup->slots[s]), why);
     }

@@ -471,11 +471,14 @@ struct ps_slot {
     unsigned stalls;        /* times it was found stalled */
     unsigned rescues;       /* times a stalled worker was replaced */
     /* stall detection (stall.c): the queue length last seen, since when it
-     * has not gone down (0: empty or draining), when it was steered away;
-     * a closing slot's first two are ps__slot_handover_check's */
+     * has not gone down (0: empty or draining), when it was steered away */
     unsigned stall_q;
     uint64_t stall_since, stalled_at;
     int stall_reload_said; /* the "not rescued during a reload" line was logged */
+    /* SL_CLOSING (ps__slot_handover_check): what its sockets held at the
+     * last look, and since when that has not gone down (0: not looked yet) */
+    unsigned handover_q;
+    uint64_t handover_since;
     /* a connection was queued in one of its sockets since it was last seen
      * empty (health.c's epoll set said so): stall.c looks at it every tick
      * until it is empty again, then health.c arms its sockets again */
@@ -559,7 +562,7 @@ void ps__slot_discard_sockets(struct ps_sup *sup, int s);
 /* Slot s, retired (closing) under the migrate program: when what is
  * queued in its sockets has not gone down for a while (its worker does not
  * take it), shut them down so that it moves to the serving slots now.  Its
- * stall_q / stall_since track that queue.  One getsockopt per group. */
+ * handover_q / handover_since track that queue.  One getsockopt per group. */
 void ps__slot_handover_check(struct ps_sup *sup, int s, uint64_t now);
 
 /* Worker w was reaped: when it was a slot's leaving worker, that slot's
