@@ -370,13 +370,17 @@ int ps__slot_prepare_sockets(struct ps_sup *sup, int s, char *err, size_t errlen
 
 void ps__slot_commit_sockets(struct ps_sup *sup, int s)
 {
+    struct ps_worker *w = sup->slots[s].current >= 0 ? &sup->workers[sup->slots[s].current] : NULL;
     int g;
 
-    if (sup->slots[s].current >= 0) /* it keeps the old ones: their flows stay */
-        ps__flow_keep(sup, s, &sup->workers[sup->slots[s].current]);
-    for (g = 0; g < sup->ngroups; g++)
+    if (w) /* it keeps the old ones: their flows stay with it */
+        ps__flow_keep(sup, s, w);
+    for (g = 0; g < sup->ngroups; g++) {
         if (s < sup->groups[g].nfds && sup->groups[g].nextfds[s] >= 0)
             ps__lgroup_commit(&sup->groups[g].lg, s);
+        else if (w && g < PS_SUP_MAX_LISTENERS) /* a socket both generations read */
+            w->flow_refs[g] = 0;
+    }
     ps__steer_later(sup);
 }
 
