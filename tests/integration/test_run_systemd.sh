@@ -11,10 +11,10 @@ SUP_PIDS+=($!)
 wait_until 5 test -S "$T/notify.sock"
 
 # a port below the ephemeral range (net.ipv4.ip_local_port_range): one in
-# it may be the local port of any of the many client connections the
-# other tests leave in TIME_WAIT, which systemd-socket-activate's bind
-# (no SO_REUSEADDR) refuses -- five tries in a row did once, under both
-# builds' suites side by side
+# it may be the local port of any of the thousands of client connections
+# the other tests hold open meanwhile, and a connected socket's port is
+# refused to a listener's bind, SO_REUSEADDR or not -- five tries in a row
+# were once, under both builds' suites side by side
 low=$(awk '{ print $1 - 1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32767)
 [ "$low" -gt 20000 ] || low=32767
 for try in 1 2 3 4 5; do
