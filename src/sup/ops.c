@@ -117,13 +117,16 @@ static int commit_when_ready(struct ps_sup *sup, int s_, const char *why_)
             return 0;
     }
     sup->generation = sup->next_generation;
-    /* the new generation's sockets become the slots' (steered to by the
-     * loop's next steering update, right after this event); an old
-     * worker that closes its copy before that hands its queue over by
-     * the kernel's hash, to sockets the new generation serves */
+    /* the new generation's sockets become the slots', and are steered to
+     * before any old worker hears its drain signal: an old worker that
+     * closes its copy at once hands what it had queued to the program,
+     * which must then pick a new socket, not another old one that its
+     * worker is closing at the same moment (a connection moved there as it
+     * stops listening is reset) */
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_commit_sockets(sup, s);
+    ps__sup_steer_decided(sup);
     for (s = 0; s < sup->nslots; s++)
         if (sup->slots[s].next >= 0)
             ps__slot_event(sup, s, EV_REPLACE, 0, "reload committed");

@@ -105,6 +105,16 @@ static int cpu_slots(struct ps_sup *sup, const unsigned char *serving, int *cpu_
     return len;
 }
 
+void ps__sup_steer_decided(struct ps_sup *sup)
+{
+    int g;
+
+    for (g = 0; g < sup->ngroups; g++)
+        if (sup->groups[g].steer == PS_STEER_UNSET)
+            return;
+    ps__sup_steer(sup);
+}
+
 void ps__sup_steer(struct ps_sup *sup)
 {
     unsigned char serving[PS_SUP_MAX_WORKERS];

@@ -248,6 +248,11 @@ int ps__flow_linger_why(const struct ps_sup *sup, const struct ps_worker *w, cha
  * when it must be tried again. */
 void ps__sup_steer(struct ps_sup *sup);
 
+/* ps__sup_steer now, when every group's steering is decided (else the
+ * loop's next update decides it): for a change that must be steered to
+ * before what follows it in the same event (a reload's commit). */
+void ps__sup_steer_decided(struct ps_sup *sup);
+
 /* Look for foreign members in the next group, round robin (one sock_diag
  * dump): log one that came (warning) or went, and steer again when the
  * kernel's numbering changed.  Called every second (health.c's sweep), so
