@@ -234,22 +234,13 @@ int ps__flow_linger_why(const struct ps_sup *sup, const struct ps_worker *w, cha
                     w->deadline_ms > now ? (double)(w->deadline_ms - now) / 1000.0 : 0.0);
 }
 
-/* The generation whose worker reads through table id of g: the serving
- * slots' sockets are their current workers', a lingering worker's are its
- * own; 0 when no worker holds it (a slot backing off). */
-static unsigned generation_of(const struct ps_sup *sup, int g, int id)
+/* The generation of slot s's worker, which reads its sockets (0: none
+ * now, a slot backing off); a lingering worker's are counted by it. */
+static unsigned slot_generation(const struct ps_sup *sup, int s)
 {
-    const struct ps_group *gr = &sup->groups[g];
-    int i;
+    int cur = s < sup->nslots ? sup->slots[s].current : -1;
 
-    for (i = 0; i < gr->nfds && i < sup->nslots; i++)
-        if (gr->flow_id[i] == id && gr->flow_ino[i] && sup->slots[i].current >= 0)
-            return sup->workers[sup->slots[i].current].generation;
-    for (i = 0; i < sup->nworkers; i++)
-        if (sup->workers[i].pid && sup->workers[i].state == W_LINGERING &&
-            sup->workers[i].flow_refs[g] == id + 1)
-            return sup->workers[i].generation;
-    return 0;
+    return cur >= 0 ? sup->workers[cur].generation : 0;
 }
 
 static void add_id(struct ps_flow_report *r, unsigned gen, const struct ps__udp_flow_stats *st)
@@ -288,7 +279,7 @@ int ps__flow_report(struct ps_sup *sup, int g, struct ps_flow_report *r)
     for (i = 0; i < gr->nfds; i++)
         if (gr->flow_ino[i] && (id = gr->flow_id[i]) >= 0 &&
             ps__udp_flow_stats(gr->flow, id, &st) == 0)
-            add_id(r, generation_of(sup, g, id), &st);
+            add_id(r, slot_generation(sup, i), &st);
     for (i = 0; i < sup->nworkers; i++) {
         const struct ps_worker *w = &sup->workers[i];
         id = w->flow_refs[g] - 1;
